@@ -1,0 +1,66 @@
+"""Domain records. Plain frozen dataclasses; adapters map them to and from items."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"  # clients
+    REVOKED = "revoked"  # devices
+
+
+@dataclass(frozen=True)
+class Client:
+    client_id: str
+    name: str
+    secret_hash: str
+    scopes: frozenset[str]
+    max_devices: int
+    status: Status
+    created_at: int
+    active_devices: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.status is Status.ACTIVE
+
+
+@dataclass(frozen=True)
+class Device:
+    jkt: str
+    client_id: str
+    label: str
+    status: Status
+    enrolled_at: int
+    revoked_at: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status is Status.ACTIVE
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """What the ledger keeps about an issued access token (never the token itself)."""
+
+    jti: str
+    client_id: str
+    jkt: str
+    scope: tuple[str, ...]
+    audience: str
+    issued_at: int
+    expires_at: int
+    proof_jti_hash: str
+    #: the record must outlive the token and the proof's replay window
+    retain_until: int
+
+
+@dataclass(frozen=True)
+class PublicJwk:
+    """A public signing key as served in the JWKS (``kid`` = RFC 7638 thumbprint)."""
+
+    kid: str
+    jwk: dict[str, str] = field(hash=False)

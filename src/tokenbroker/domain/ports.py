@@ -1,0 +1,71 @@
+"""Ports: what the services need from the outside world. One adapter per backend
+implements each (DynamoDB/KMS in :mod:`tokenbroker.adapters`, in-memory fakes in the
+tests); a contract test runs against both so the fake cannot drift.
+
+Every adapter raises :class:`~tokenbroker.domain.errors.TemporarilyUnavailable` when
+its backend fails, never a backend-specific exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from tokenbroker.domain.models import Client, Device, IssuedToken, PublicJwk
+
+
+class ClientDirectory(Protocol):
+    """Clients and their devices."""
+
+    def get_client_and_device(
+        self, client_id: str, jkt: str
+    ) -> tuple[Client | None, Device | None]:
+        """Both records in ONE consistent round trip (the issuance budget counts it)."""
+        ...
+
+    def get_client(self, client_id: str) -> Client | None: ...
+
+    def create_client(self, client: Client) -> None:
+        """Raises Conflict if the id exists."""
+        ...
+
+    def list_clients(self) -> Iterator[Client]: ...
+
+    def set_client_status(self, client_id: str, status: str, at: int) -> Client:
+        """Raises NotFound."""
+        ...
+
+    def enroll_device(self, device: Device) -> None:
+        """Atomically: the client exists and is active, the key is not enrolled yet,
+        and the client has fewer than ``max_devices`` active devices. Raises NotFound,
+        Conflict or DeviceLimitReached."""
+        ...
+
+    def revoke_device(self, jkt: str, at: int) -> Device:
+        """Raises NotFound (unknown or already revoked)."""
+        ...
+
+    def get_device(self, jkt: str) -> Device | None: ...
+
+    def list_devices(self, client_id: str) -> Iterator[Device]: ...
+
+
+class TokenLedger(Protocol):
+    """Issued tokens; the write is also the token endpoint's proof replay guard."""
+
+    def record_issuance(self, token: IssuedToken) -> None:
+        """One conditional write keyed by ``token.jti``. Raises ProofReplayed if the
+        key exists (the jti is derived from the proof's jkt and jti)."""
+        ...
+
+
+class Signer(Protocol):
+    """Signs JWS signing inputs with ES256 (raw r||s) and publishes its public key."""
+
+    def public_jwk(self) -> PublicJwk:
+        """Cached in memory after the first call."""
+        ...
+
+    def sign(self, signing_input: bytes) -> bytes:
+        """Returns the 64-byte raw ES256 signature."""
+        ...

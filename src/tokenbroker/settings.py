@@ -1,0 +1,80 @@
+"""Settings: one frozen dataclass, read once from a mapping of environment variables.
+
+The variable names are declared in template.yaml (each function's
+``Environment.Variables``); tests/test_template.py proves that every name read here is
+declared there for the functions that need it, and that nothing else is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+from tokenbroker.domain.errors import ConfigurationError
+from tokenbroker.domain.rfc9068 import MAX_LIFETIME
+
+
+def _env(name: str) -> dict[str, str]:
+    return {"env": name}
+
+
+@dataclass(frozen=True)
+class Settings:
+    clients_table: str = field(default="", metadata=_env("CLIENTS_TABLE"))
+    devices_table: str = field(default="", metadata=_env("DEVICES_TABLE"))
+    tokens_table: str = field(default="", metadata=_env("TOKENS_TABLE"))
+    usage_table: str = field(default="", metadata=_env("USAGE_TABLE"))
+    signing_key_id: str = field(default="", metadata=_env("SIGNING_KEY_ID"))
+    #: empty: derived from the URL each request was made to (execute-api domain + stage)
+    issuer: str = field(default="", metadata=_env("ISSUER"))
+    audiences: tuple[str, ...] = field(default=(), metadata=_env("AUDIENCES"))
+    token_lifetime: int = field(default=300, metadata=_env("TOKEN_LIFETIME_SECONDS"))
+    proof_max_age: int = field(default=60, metadata=_env("PROOF_MAX_AGE_SECONDS"))
+    clock_skew: int = field(default=5, metadata=_env("CLOCK_SKEW_SECONDS"))
+    token_record_retention_days: int = field(
+        default=30, metadata=_env("TOKEN_RECORD_RETENTION_DAYS")
+    )
+    token_endpoint_path: str = field(default="/oauth2/token", metadata=_env("TOKEN_ENDPOINT_PATH"))
+    jwks_path: str = field(default="/.well-known/jwks.json", metadata=_env("JWKS_PATH"))
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """field name -> environment variable name."""
+        return {f.name: f.metadata["env"] for f in fields(cls)}
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> Settings:
+        """Build from environment variables; unknown names are ignored, bad values raise
+        ConfigurationError (which the edge turns into fail-closed responses)."""
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            if f.type in ("int", int):
+                try:
+                    values[f.name] = int(raw)
+                except ValueError as exc:
+                    raise ConfigurationError(f"{f.metadata['env']} must be an integer") from exc
+            elif f.name == "audiences":
+                values[f.name] = tuple(a.strip() for a in raw.split(",") if a.strip())
+            else:
+                values[f.name] = raw.strip()
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not 1 <= self.token_lifetime <= MAX_LIFETIME:
+            raise ConfigurationError(f"TOKEN_LIFETIME_SECONDS must be within 1..{MAX_LIFETIME}")
+        if not 1 <= self.proof_max_age <= 300:
+            raise ConfigurationError("PROOF_MAX_AGE_SECONDS must be within 1..300")
+        if not 0 <= self.clock_skew <= 60:
+            raise ConfigurationError("CLOCK_SKEW_SECONDS must be within 0..60")
+
+    def require(self, *names: str) -> None:
+        """Raise ConfigurationError naming the first empty required setting."""
+        env = self.env_names()
+        for name in names:
+            if not getattr(self, name):
+                raise ConfigurationError(f"{env[name]} is not configured")
