@@ -154,3 +154,10 @@ class DeviceLimitReached(Conflict):
     """The client already has ``max_devices`` active devices."""
 
     error = "device_limit_reached"
+
+
+class InvalidTarget(OAuthError):
+    """RFC 8707 §2 ``invalid_target``: the requested resource is not an audience we serve."""
+
+    error = "invalid_target"
+    reason = "invalid_target"

@@ -28,7 +28,7 @@ _ALGORITHMS: dict[str, Algorithm] = get_default_algorithms()
 #: Asymmetric algorithms the broker accepts for DPoP proofs (RFC 9449 §4.3 check 5).
 PROOF_ALGORITHMS: tuple[str, ...] = ("ES256", "ES384", "EdDSA")
 #: The only algorithm access tokens are signed with (KMS ECC_NIST_P256).
-TOKEN_ALGORITHM = "ES256"
+TOKEN_ALGORITHM = "ES256"  # noqa: S105 - an algorithm name
 
 _CURVE_FOR_ALG: dict[str, type[ec.EllipticCurve]] = {
     "ES256": ec.SECP256R1,
@@ -86,7 +86,9 @@ class CompactJws:
     signature: bytes
 
 
-def parse_compact(value: object, *, max_length: int, error: type[OAuthError], what: str) -> CompactJws:
+def parse_compact(
+    value: object, *, max_length: int, error: type[OAuthError], what: str
+) -> CompactJws:
     """Split and decode a compact JWS without trusting anything in it yet.
 
     Raises ``error`` (e.g. InvalidToken, InvalidDpopProof) with a short description.
@@ -120,7 +122,7 @@ def load_public_jwk(jwk: Mapping[str, Any], alg: str) -> Any:
         raise ValueError("jwk contains private key material")
     try:
         key = _ALGORITHMS[alg].from_jwk(dict(jwk))
-    except Exception as exc:  # noqa: BLE001 - pyjwt raises several types for bad JWKs
+    except Exception as exc:  # pyjwt raises several exception types for bad JWKs
         raise ValueError("jwk is not a valid public key") from exc
     if alg == "EdDSA":
         if not isinstance(key, ed25519.Ed25519PublicKey):

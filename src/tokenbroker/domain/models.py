@@ -53,7 +53,6 @@ class IssuedToken:
     audience: str
     issued_at: int
     expires_at: int
-    proof_jti_hash: str
     #: the record must outlive the token and the proof's replay window
     retain_until: int
 

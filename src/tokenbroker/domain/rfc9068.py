@@ -60,10 +60,8 @@ def assemble(signing_input_: bytes, signature: bytes) -> str:
     return f"{signing_input_.decode('ascii')}.{b64url_encode(signature)}"
 
 
-def _int_claim(claims: Mapping[str, Any], name: str, *, required: bool = True) -> int | None:
+def _int_claim(claims: Mapping[str, Any], name: str) -> int:
     value = claims.get(name)
-    if value is None and not required:
-        return None
     # RFC 7519 NumericDate; we accept integers only (no floats, strings, bools, bignums)
     if type(value) is not int or not 0 <= value < 2**40:
         raise InvalidToken(f"token claim {name!r} must be an integer NumericDate")
@@ -88,8 +86,7 @@ def verify_access_token(
 ) -> AccessTokenClaims:
     """Verify a presented access token. Raises InvalidToken (never anything else for
     bad input). ``resolve_key`` maps a ``kid`` to a public key or None."""
-    jws = parse_compact(token, max_length=MAX_TOKEN_LENGTH, error=InvalidToken,
-                        what="access token")
+    jws = parse_compact(token, max_length=MAX_TOKEN_LENGTH, error=InvalidToken, what="access token")
     header, claims = jws.header, jws.payload
     if header.get("typ") not in TOKEN_TYPES:
         raise InvalidToken("access token typ must be at+jwt")
@@ -105,13 +102,14 @@ def verify_access_token(
     if claims.get("iss") != issuer:
         raise InvalidToken("access token issuer is not trusted")
     aud = claims.get("aud")
-    if not (aud == audience or (isinstance(aud, list) and audience in aud
-                                and all(isinstance(a, str) for a in aud))):
+    if not (
+        aud == audience
+        or (isinstance(aud, list) and audience in aud and all(isinstance(a, str) for a in aud))
+    ):
         raise InvalidToken("access token audience does not match")
     exp = _int_claim(claims, "exp")
     iat = _int_claim(claims, "iat")
-    nbf = _int_claim(claims, "nbf", required=False)
-    assert exp is not None and iat is not None
+    nbf = _int_claim(claims, "nbf") if "nbf" in claims else None
     if exp <= now - skew:
         raise InvalidToken("access token has expired")
     if iat > now + skew or (nbf is not None and nbf > now + skew):
@@ -126,9 +124,8 @@ def verify_access_token(
         raise InvalidToken("access token scope is invalid")
     cnf = claims.get("cnf")
     jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
-    if not is_thumbprint(jkt):
+    if not isinstance(jkt, str) or not is_thumbprint(jkt):
         raise InvalidToken("access token is not bound to a DPoP key (cnf.jkt)")
-    assert isinstance(jkt, str)
 
     key = resolve_key(kid)
     if key is None:
@@ -136,6 +133,13 @@ def verify_access_token(
     if not verify_signature(jws, TOKEN_ALGORITHM, key):
         raise InvalidToken("access token signature is invalid")
     return AccessTokenClaims(
-        iss=issuer, sub=sub, aud=audience, exp=exp, iat=iat, jti=jti,
-        client_id=client_id, scope=tuple(scope.split()), jkt=jkt,
+        iss=issuer,
+        sub=sub,
+        aud=audience,
+        exp=exp,
+        iat=iat,
+        jti=jti,
+        client_id=client_id,
+        scope=tuple(scope.split()),
+        jkt=jkt,
     )

@@ -108,8 +108,9 @@ def verify_proof(
     """Validate one DPoP proof (RFC 9449 §4.3). ``url`` is the URL the client called,
     as the server sees it. Raises InvalidDpopProof with a description of the first
     failed check."""
-    jws = parse_compact(proof, max_length=MAX_PROOF_LENGTH, error=InvalidDpopProof,
-                        what="DPoP proof")
+    jws = parse_compact(
+        proof, max_length=MAX_PROOF_LENGTH, error=InvalidDpopProof, what="DPoP proof"
+    )
     header, claims = jws.header, jws.payload
     # check 4: explicit type
     if header.get("typ") != "dpop+jwt":

@@ -1,0 +1,1 @@
+"""AWS adapters: the only code that knows boto3, item attribute names and ClientError."""

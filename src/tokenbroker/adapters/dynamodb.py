@@ -1,0 +1,344 @@
+"""DynamoDB adapters for the ClientDirectory and TokenLedger ports.
+
+Only this module knows item attribute names. Attribute names are the template's key
+schema (template.yaml declares the tables; tests provision them from it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from tokenbroker.adapters.aws import error_code, failing_closed
+from tokenbroker.domain.errors import (
+    Conflict,
+    DeviceLimitReached,
+    NotFound,
+    ProofReplayed,
+)
+from tokenbroker.domain.models import Client, Device, IssuedToken, Status
+
+# clients table
+CLIENT_ID = "client_id"
+NAME = "name"
+SECRET_HASH = "secret_hash"  # noqa: S105 - an attribute name
+SCOPES = "scopes"
+MAX_DEVICES = "max_devices"
+ACTIVE_DEVICES = "active_devices"
+STATUS = "status"
+CREATED_AT = "created_at"
+UPDATED_AT = "updated_at"
+# devices table (key: jkt; GSI by_client: client_id + enrolled_at)
+JKT = "jkt"
+LABEL = "label"
+ENROLLED_AT = "enrolled_at"
+REVOKED_AT = "revoked_at"
+DEVICES_BY_CLIENT = "by_client"
+# tokens table (key: jti)
+JTI = "jti"
+SCOPE = "scope"
+AUDIENCE = "aud"
+ISSUED_AT = "issued_at"
+EXPIRES_AT = "expires_at"
+TTL = "ttl"
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+
+def _item(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in values.items() if v is not None}
+
+
+def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _de.deserialize(v) for k, v in item.items()}
+
+
+def _client(item: Mapping[str, Any]) -> Client:
+    v = _plain(item)
+    return Client(
+        client_id=v[CLIENT_ID],
+        name=v.get(NAME, ""),
+        secret_hash=v[SECRET_HASH],
+        scopes=frozenset(v.get(SCOPES, ())),
+        max_devices=int(v[MAX_DEVICES]),
+        status=Status(v[STATUS]),
+        created_at=int(v[CREATED_AT]),
+        active_devices=int(v.get(ACTIVE_DEVICES, 0)),
+    )
+
+
+def _device(item: Mapping[str, Any]) -> Device:
+    v = _plain(item)
+    revoked = v.get(REVOKED_AT)
+    return Device(
+        jkt=v[JKT],
+        client_id=v[CLIENT_ID],
+        label=v.get(LABEL, ""),
+        status=Status(v[STATUS]),
+        enrolled_at=int(v[ENROLLED_AT]),
+        revoked_at=int(revoked) if revoked is not None else None,
+    )
+
+
+def _cancellation_codes(exc: ClientError) -> list[str]:
+    reasons = exc.response.get("CancellationReasons") or []
+    return [str(r.get("Code", "")) for r in reasons]
+
+
+class DynamoClientDirectory:
+    def __init__(self, dynamodb: Any, *, clients_table: str, devices_table: str) -> None:
+        self._ddb = dynamodb
+        self._clients = clients_table
+        self._devices = devices_table
+
+    # ---- hot path (token endpoint) -------------------------------------------------
+    def get_client_and_device(
+        self, client_id: str, jkt: str
+    ) -> tuple[Client | None, Device | None]:
+        # One round trip, serializable: a device revoked a moment ago is seen as revoked.
+        with failing_closed("dynamodb:TransactGetItems"):
+            response = self._ddb.transact_get_items(
+                TransactItems=[
+                    {"Get": {"TableName": self._clients, "Key": _item({CLIENT_ID: client_id})}},
+                    {"Get": {"TableName": self._devices, "Key": _item({JKT: jkt})}},
+                ]
+            )
+        client_item, device_item = (r.get("Item") for r in response["Responses"])
+        return (
+            _client(client_item) if client_item else None,
+            _device(device_item) if device_item else None,
+        )
+
+    # ---- admin -----------------------------------------------------------------------
+    def get_client(self, client_id: str) -> Client | None:
+        with failing_closed("dynamodb:GetItem"):
+            response = self._ddb.get_item(
+                TableName=self._clients, Key=_item({CLIENT_ID: client_id}), ConsistentRead=True
+            )
+        item = response.get("Item")
+        return _client(item) if item else None
+
+    def create_client(self, client: Client) -> None:
+        item = _item(
+            {
+                CLIENT_ID: client.client_id,
+                NAME: client.name,
+                SECRET_HASH: client.secret_hash,
+                SCOPES: set(client.scopes),
+                MAX_DEVICES: client.max_devices,
+                ACTIVE_DEVICES: 0,
+                STATUS: client.status.value,
+                CREATED_AT: client.created_at,
+                UPDATED_AT: client.created_at,
+            }
+        )
+        with failing_closed("dynamodb:PutItem"):
+            try:
+                self._ddb.put_item(
+                    TableName=self._clients,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(#id)",
+                    ExpressionAttributeNames={"#id": CLIENT_ID},
+                )
+            except ClientError as exc:
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    raise Conflict(f"client {client.client_id} already exists") from exc
+                raise
+
+    def list_clients(self) -> Iterator[Client]:
+        with failing_closed("dynamodb:Scan"):
+            for page in self._ddb.get_paginator("scan").paginate(TableName=self._clients):
+                for item in page.get("Items", []):
+                    yield _client(item)
+
+    def set_client_status(self, client_id: str, status: str, at: int) -> Client:
+        with failing_closed("dynamodb:UpdateItem"):
+            try:
+                response = self._ddb.update_item(
+                    TableName=self._clients,
+                    Key=_item({CLIENT_ID: client_id}),
+                    UpdateExpression="SET #s = :s, #u = :u",
+                    ConditionExpression="attribute_exists(#id)",
+                    ExpressionAttributeNames={"#s": STATUS, "#u": UPDATED_AT, "#id": CLIENT_ID},
+                    ExpressionAttributeValues=_item({":s": status, ":u": at}),
+                    ReturnValues="ALL_NEW",
+                )
+            except ClientError as exc:
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    raise NotFound(f"client {client_id} does not exist") from exc
+                raise
+        return _client(response["Attributes"])
+
+    def enroll_device(self, device: Device) -> None:
+        # Both writes or neither: the client's counter is the atomic device limit. The
+        # condition reads: the client exists, is active, and has a free device slot.
+        transact = [
+            {
+                "Update": {
+                    "TableName": self._clients,
+                    "Key": _item({CLIENT_ID: device.client_id}),
+                    "UpdateExpression": "SET #n = if_not_exists(#n, :zero) + :one",
+                    "ConditionExpression": (
+                        "attribute_exists(#id) AND #s = :active AND "
+                        "(attribute_not_exists(#n) OR #n < #max)"
+                    ),
+                    "ExpressionAttributeNames": {
+                        "#n": ACTIVE_DEVICES,
+                        "#id": CLIENT_ID,
+                        "#s": STATUS,
+                        "#max": MAX_DEVICES,
+                    },
+                    "ExpressionAttributeValues": _item(
+                        {":zero": 0, ":one": 1, ":active": Status.ACTIVE.value}
+                    ),
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self._devices,
+                    "Item": _item(
+                        {
+                            JKT: device.jkt,
+                            CLIENT_ID: device.client_id,
+                            LABEL: device.label,
+                            STATUS: device.status.value,
+                            ENROLLED_AT: device.enrolled_at,
+                        }
+                    ),
+                    "ConditionExpression": "attribute_not_exists(#jkt)",
+                    "ExpressionAttributeNames": {"#jkt": JKT},
+                }
+            },
+        ]
+        with failing_closed("dynamodb:TransactWriteItems"):
+            try:
+                self._ddb.transact_write_items(TransactItems=transact)
+            except ClientError as exc:
+                if error_code(exc) != "TransactionCanceledException":
+                    raise
+                self._explain_enroll_failure(device, _cancellation_codes(exc), exc)
+
+    def _explain_enroll_failure(self, device: Device, codes: list[str], exc: ClientError) -> None:
+        if len(codes) == 2 and codes[1] == "ConditionalCheckFailed":
+            raise Conflict(
+                f"key {device.jkt} is already enrolled (a revoked key cannot be re-enrolled;"
+                " generate a new device key)"
+            ) from exc
+        if codes and codes[0] == "ConditionalCheckFailed":
+            client = self.get_client(device.client_id)
+            if client is None:
+                raise NotFound(f"client {device.client_id} does not exist") from exc
+            if not client.active:
+                raise Conflict(f"client {device.client_id} is disabled") from exc
+            raise DeviceLimitReached(
+                f"client {device.client_id} already has {client.active_devices} of "
+                f"{client.max_devices} active devices; revoke one first"
+            ) from exc
+        raise exc  # throttling/conflict inside the transaction: fail as unavailable
+
+    def revoke_device(self, jkt: str, at: int) -> Device:
+        current = self.get_device(jkt)
+        if current is None or not current.active:
+            raise NotFound(f"no active device with key {jkt}")
+        transact = [
+            {
+                "Update": {
+                    "TableName": self._devices,
+                    "Key": _item({JKT: jkt}),
+                    "UpdateExpression": "SET #s = :revoked, #at = :at",
+                    "ConditionExpression": "#s = :active",
+                    "ExpressionAttributeNames": {"#s": STATUS, "#at": REVOKED_AT},
+                    "ExpressionAttributeValues": _item(
+                        {
+                            ":revoked": Status.REVOKED.value,
+                            ":active": Status.ACTIVE.value,
+                            ":at": at,
+                        }
+                    ),
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._clients,
+                    "Key": _item({CLIENT_ID: current.client_id}),
+                    "UpdateExpression": "SET #n = #n - :one",
+                    "ConditionExpression": "#n > :zero",
+                    "ExpressionAttributeNames": {"#n": ACTIVE_DEVICES},
+                    "ExpressionAttributeValues": _item({":one": 1, ":zero": 0}),
+                }
+            },
+        ]
+        with failing_closed("dynamodb:TransactWriteItems"):
+            try:
+                self._ddb.transact_write_items(TransactItems=transact)
+            except ClientError as exc:
+                if error_code(exc) == "TransactionCanceledException":
+                    raise NotFound(f"no active device with key {jkt}") from exc
+                raise
+        return Device(
+            jkt=jkt,
+            client_id=current.client_id,
+            label=current.label,
+            status=Status.REVOKED,
+            enrolled_at=current.enrolled_at,
+            revoked_at=at,
+        )
+
+    def get_device(self, jkt: str) -> Device | None:
+        with failing_closed("dynamodb:GetItem"):
+            response = self._ddb.get_item(
+                TableName=self._devices, Key=_item({JKT: jkt}), ConsistentRead=True
+            )
+        item = response.get("Item")
+        return _device(item) if item else None
+
+    def list_devices(self, client_id: str) -> Iterator[Device]:
+        with failing_closed("dynamodb:Query"):
+            pages = self._ddb.get_paginator("query").paginate(
+                TableName=self._devices,
+                IndexName=DEVICES_BY_CLIENT,
+                KeyConditionExpression="#c = :c",
+                ExpressionAttributeNames={"#c": CLIENT_ID},
+                ExpressionAttributeValues=_item({":c": client_id}),
+            )
+            for page in pages:
+                for item in page.get("Items", []):
+                    yield _device(item)
+
+
+class DynamoTokenLedger:
+    def __init__(self, dynamodb: Any, *, tokens_table: str) -> None:
+        self._ddb = dynamodb
+        self._table = tokens_table
+
+    def record_issuance(self, token: IssuedToken) -> None:
+        item = _item(
+            {
+                JTI: token.jti,
+                CLIENT_ID: token.client_id,
+                JKT: token.jkt,
+                SCOPE: " ".join(token.scope),
+                AUDIENCE: token.audience,
+                ISSUED_AT: token.issued_at,
+                EXPIRES_AT: token.expires_at,
+                TTL: token.retain_until,
+            }
+        )
+        with failing_closed("dynamodb:PutItem"):
+            try:
+                # The jti is derived from the proof's (jkt, jti): if it exists, this proof
+                # was already used to obtain a token (RFC 9449 §11.1).
+                self._ddb.put_item(
+                    TableName=self._table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(#jti)",
+                    ExpressionAttributeNames={"#jti": JTI},
+                )
+            except ClientError as exc:
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    raise ProofReplayed("DPoP proof has already been used") from exc
+                raise

@@ -1,0 +1,158 @@
+"""The composition root: settings, boto3 clients, adapters and services, wired by hand.
+
+Nothing here runs at import time. ``default()`` reads the environment once, on first
+use, and is cached for the life of the execution environment (Lambda reuses it across
+invocations); each service and client is built on first use so a function pays only for
+what it uses. Tests call ``build`` with moto clients or fakes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tokenbroker.domain.clock import Clock
+from tokenbroker.domain.ports import ClientDirectory, Signer, TokenLedger
+from tokenbroker.domain.rfc9449 import ProofPolicy
+from tokenbroker.services.admin import AdminService
+from tokenbroker.services.discovery import DiscoveryService
+from tokenbroker.services.issuance import IssuancePolicy, IssuanceService
+from tokenbroker.settings import Settings
+
+ClientFactory = Callable[[str], Any]
+
+
+class Container:
+    """Services for one deployment. Built complete; members are created on first use."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        aws: ClientFactory,
+        clock: Clock = time.time,
+        directory: ClientDirectory | None = None,
+        ledger: TokenLedger | None = None,
+        signer: Signer | None = None,
+    ) -> None:
+        self.settings = settings
+        self._aws = aws
+        self.clock = clock
+        self._overrides: dict[str, Any] = {
+            "directory": directory,
+            "ledger": ledger,
+            "signer": signer,
+        }
+        self._lock = threading.RLock()
+        self._built: dict[str, Any] = {}
+
+    def _once(self, name: str, factory: Callable[[], Any]) -> Any:
+        with self._lock:
+            if name not in self._built:
+                override = self._overrides.get(name)
+                self._built[name] = override if override is not None else factory()
+            return self._built[name]
+
+    def client(self, service: str) -> Any:
+        return self._once(f"client:{service}", lambda: self._aws(service))
+
+    # ---- adapters ---------------------------------------------------------------------
+    @property
+    def directory(self) -> ClientDirectory:
+        def make() -> ClientDirectory:
+            from tokenbroker.adapters.dynamodb import DynamoClientDirectory
+
+            self.settings.require("clients_table", "devices_table")
+            return DynamoClientDirectory(
+                self.client("dynamodb"),
+                clients_table=self.settings.clients_table,
+                devices_table=self.settings.devices_table,
+            )
+
+        return self._once("directory", make)  # type: ignore[no-any-return]
+
+    @property
+    def ledger(self) -> TokenLedger:
+        def make() -> TokenLedger:
+            from tokenbroker.adapters.dynamodb import DynamoTokenLedger
+
+            self.settings.require("tokens_table")
+            return DynamoTokenLedger(
+                self.client("dynamodb"), tokens_table=self.settings.tokens_table
+            )
+
+        return self._once("ledger", make)  # type: ignore[no-any-return]
+
+    @property
+    def signer(self) -> Signer:
+        def make() -> Signer:
+            from tokenbroker.adapters.kms import KmsSigner
+
+            self.settings.require("signing_key_id")
+            return KmsSigner(self.client("kms"), self.settings.signing_key_id)
+
+        return self._once("signer", make)  # type: ignore[no-any-return]
+
+    # ---- services ---------------------------------------------------------------------
+    @property
+    def proof_policy(self) -> ProofPolicy:
+        return ProofPolicy(max_age=self.settings.proof_max_age, skew=self.settings.clock_skew)
+
+    @property
+    def issuance(self) -> IssuanceService:
+        def make() -> IssuanceService:
+            s = self.settings
+            return IssuanceService(
+                directory=self.directory,
+                ledger=self.ledger,
+                signer=self.signer,
+                clock=self.clock,
+                policy=IssuancePolicy(
+                    issuer=s.issuer,
+                    audiences=s.audiences,
+                    lifetime=s.token_lifetime,
+                    proof=self.proof_policy,
+                    record_retention_days=s.token_record_retention_days,
+                ),
+            )
+
+        return self._once("issuance", make)  # type: ignore[no-any-return]
+
+    @property
+    def discovery(self) -> DiscoveryService:
+        def make() -> DiscoveryService:
+            s = self.settings
+            return DiscoveryService(
+                signer=self.signer,
+                issuer=s.issuer,
+                token_path=s.token_endpoint_path,
+                jwks_path=s.jwks_path,
+            )
+
+        return self._once("discovery", make)  # type: ignore[no-any-return]
+
+    @property
+    def admin(self) -> AdminService:
+        return self._once(  # type: ignore[no-any-return]
+            "admin", lambda: AdminService(directory=self.directory, clock=self.clock)
+        )
+
+
+def lambda_clients(service: str) -> Any:
+    from tokenbroker.adapters.aws import client
+
+    return client(service)
+
+
+def build(settings: Settings, *, aws: ClientFactory = lambda_clients, **kw: Any) -> Container:
+    return Container(settings, aws=aws, **kw)
+
+
+@functools.cache
+def default() -> Container:
+    """The execution environment's container, from ``os.environ`` (read once)."""
+    return build(Settings.from_mapping(os.environ))

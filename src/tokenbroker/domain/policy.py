@@ -1,0 +1,33 @@
+"""Policy decisions that are neither HTTP nor AWS: scope grammar and subset checks."""
+
+from __future__ import annotations
+
+import re
+
+from tokenbroker.domain.errors import InvalidScope
+
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")
+MAX_SCOPES = 64
+
+
+def parse_scope(value: str) -> tuple[str, ...]:
+    """A space-delimited scope string as an ordered tuple of unique tokens."""
+    tokens = value.split(" ")
+    if any(not _SCOPE_TOKEN.fullmatch(t) for t in tokens):
+        raise InvalidScope("scope must be space-separated RFC 6749 scope tokens")
+    unique = tuple(dict.fromkeys(tokens))
+    if len(unique) > MAX_SCOPES:
+        raise InvalidScope(f"at most {MAX_SCOPES} scopes")
+    return unique
+
+
+def grant_scope(requested: str | None, allowed: frozenset[str]) -> tuple[str, ...]:
+    """The scopes to grant: the request (must be a subset of ``allowed``) or all allowed."""
+    if requested is None or requested == "":
+        return tuple(sorted(allowed))
+    wanted = parse_scope(requested)
+    extra = [s for s in wanted if s not in allowed]
+    if extra:
+        raise InvalidScope("requested scope exceeds the scopes granted to this client")
+    return wanted

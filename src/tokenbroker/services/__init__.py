@@ -1,0 +1,1 @@
+"""Use cases. Each service is built complete by the composition root (bootstrap)."""

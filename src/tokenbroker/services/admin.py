@@ -1,0 +1,127 @@
+"""Administer clients and devices (used by the ``tokenbroker`` CLI)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from tokenbroker.domain.clock import Clock, IdSource
+from tokenbroker.domain.errors import AdminError, NotFound
+from tokenbroker.domain.models import Client, Device, Status
+from tokenbroker.domain.policy import parse_scope
+from tokenbroker.domain.ports import ClientDirectory
+from tokenbroker.domain.rfc7638 import is_thumbprint
+from tokenbroker.domain.secrets import SECRET_BYTES, hash_secret
+
+DEFAULT_MAX_DEVICES = 3
+MAX_DEVICES_LIMIT = 100
+_LABEL = re.compile(r"[\w .@:/+-]{0,64}")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def new_client_id() -> str:
+    return "tbc_" + secrets.token_hex(12)
+
+
+def new_client_secret() -> str:
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+class InvalidInput(AdminError):
+    """A command argument is malformed."""
+
+    error = "invalid_input"
+
+
+@dataclass(frozen=True)
+class CreatedClient:
+    client: Client
+    client_secret: str  # shown once, never stored
+
+
+class AdminService:
+    def __init__(
+        self,
+        *,
+        directory: ClientDirectory,
+        clock: Clock,
+        client_ids: IdSource = new_client_id,
+        client_secrets: IdSource = new_client_secret,
+    ) -> None:
+        self._directory = directory
+        self._clock = clock
+        self._client_ids = client_ids
+        self._client_secrets = client_secrets
+
+    def create_client(
+        self, *, name: str, scope: str, max_devices: int = DEFAULT_MAX_DEVICES
+    ) -> CreatedClient:
+        name = name.strip()
+        if not name or len(name) > 128 or not name.isprintable():
+            raise InvalidInput("name must be 1-128 printable characters")
+        if not scope.strip():
+            raise InvalidInput("at least one scope is required")
+        try:
+            scopes = frozenset(parse_scope(scope.strip()))
+        except Exception as exc:
+            raise InvalidInput(str(exc)) from exc
+        if not 1 <= max_devices <= MAX_DEVICES_LIMIT:
+            raise InvalidInput(f"max-devices must be within 1..{MAX_DEVICES_LIMIT}")
+        secret = self._client_secrets()
+        client = Client(
+            client_id=self._client_ids(),
+            name=name,
+            secret_hash=hash_secret(secret),
+            scopes=scopes,
+            max_devices=max_devices,
+            status=Status.ACTIVE,
+            created_at=int(self._clock()),
+        )
+        self._directory.create_client(client)
+        return CreatedClient(client, secret)
+
+    def list_clients(self) -> Iterator[Client]:
+        return self._directory.list_clients()
+
+    def get_client(self, client_id: str) -> Client:
+        client = self._directory.get_client(_check_client_id(client_id))
+        if client is None:
+            raise NotFound(f"client {client_id} does not exist")
+        return client
+
+    def disable_client(self, client_id: str) -> Client:
+        return self._directory.set_client_status(
+            _check_client_id(client_id), Status.DISABLED, int(self._clock())
+        )
+
+    def enroll_device(self, *, client_id: str, jkt: str, label: str = "") -> Device:
+        if not is_thumbprint(jkt):
+            raise InvalidInput("jkt must be an RFC 7638 SHA-256 thumbprint (43 base64url chars)")
+        if not _LABEL.fullmatch(label):
+            raise InvalidInput("label must be at most 64 letters, digits, spaces or .@:/+-_")
+        device = Device(
+            jkt=jkt,
+            client_id=_check_client_id(client_id),
+            label=label,
+            status=Status.ACTIVE,
+            enrolled_at=int(self._clock()),
+        )
+        self._directory.enroll_device(device)
+        return device
+
+    def list_devices(self, client_id: str) -> Iterator[Device]:
+        self.get_client(client_id)
+        return self._directory.list_devices(client_id)
+
+    def revoke_device(self, jkt: str) -> Device:
+        if not is_thumbprint(jkt):
+            raise InvalidInput("jkt must be an RFC 7638 SHA-256 thumbprint (43 base64url chars)")
+        return self._directory.revoke_device(jkt, int(self._clock()))
+
+
+def _check_client_id(client_id: str) -> str:
+    if not _CLIENT_ID.fullmatch(client_id):
+        raise InvalidInput("client id must be 1-64 letters, digits, '-' or '_'")
+    return client_id

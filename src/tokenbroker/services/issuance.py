@@ -1,0 +1,179 @@
+"""Issue a DPoP-bound access token (RFC 6749 §4.4 client_credentials + RFC 9449 §5).
+
+AWS round trips per issuance: one consistent read of client and device, one KMS Sign,
+one conditional write. The write comes after the signature so that a failed Sign leaves
+nothing behind; its condition is also the proof replay guard, because the token's jti
+is derived from the proof's (jkt, jti).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokenbroker.domain.clock import Clock
+from tokenbroker.domain.errors import (
+    InvalidClient,
+    InvalidDpopProof,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidTarget,
+    UnsupportedGrantType,
+)
+from tokenbroker.domain.models import IssuedToken
+from tokenbroker.domain.policy import grant_scope
+from tokenbroker.domain.ports import ClientDirectory, Signer, TokenLedger
+from tokenbroker.domain.rfc9068 import AccessTokenClaims, assemble, signing_input
+from tokenbroker.domain.rfc9449 import DpopProof, ProofPolicy, replay_key, verify_proof
+from tokenbroker.domain.secrets import secret_matches
+
+GRANT_TYPE = "client_credentials"
+_DAY = 86_400
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """A parsed token request. Parsing (form, headers, duplicates) is the HTTP layer's."""
+
+    grant_type: str | None
+    client_id: str | None
+    client_secret: str | None
+    scope: str | None
+    resource: str | None
+    dpop_proof: str | None
+    method: str
+    url: str  # the token endpoint URL exactly as the client called it
+
+
+@dataclass(frozen=True)
+class IssuancePolicy:
+    issuer: str  # "" = the issuer passed per request (derived from the request URL)
+    audiences: tuple[str, ...]
+    lifetime: int
+    proof: ProofPolicy
+    record_retention_days: int
+
+
+@dataclass(frozen=True)
+class IssuedAccessToken:
+    access_token: str
+    expires_in: int
+    scope: tuple[str, ...]
+    jti: str
+    client_id: str
+    jkt: str
+
+    def response_body(self) -> dict[str, object]:
+        return {
+            "access_token": self.access_token,
+            "token_type": "DPoP",
+            "expires_in": self.expires_in,
+            "scope": " ".join(self.scope),
+        }
+
+
+class IssuanceService:
+    def __init__(
+        self,
+        *,
+        directory: ClientDirectory,
+        ledger: TokenLedger,
+        signer: Signer,
+        clock: Clock,
+        policy: IssuancePolicy,
+    ) -> None:
+        self._directory = directory
+        self._ledger = ledger
+        self._signer = signer
+        self._clock = clock
+        self._policy = policy
+
+    def issue(self, request: TokenRequest, *, request_issuer: str) -> IssuedAccessToken:
+        if not request.client_id or request.client_secret is None:
+            raise InvalidClient()
+        if request.grant_type is None:
+            raise InvalidRequest("grant_type is required")
+        if request.grant_type != GRANT_TYPE:
+            raise UnsupportedGrantType("only client_credentials is supported")
+        audience = self._audience(request.resource)
+        now = self._clock()
+        if request.dpop_proof is None:
+            raise InvalidDpopProof("a DPoP proof is required", reason="dpop_proof_missing")
+        proof = verify_proof(
+            request.dpop_proof,
+            method=request.method,
+            url=request.url,
+            now=now,
+            policy=self._policy.proof,
+        )
+        client, device = self._directory.get_client_and_device(request.client_id, proof.jkt)
+        # One path for unknown, wrong-secret and disabled clients: same work, same error.
+        authentic = secret_matches(request.client_secret, client.secret_hash if client else None)
+        if client is None or not authentic or not client.active:
+            raise InvalidClient()
+        if device is None or device.client_id != client.client_id:
+            raise InvalidGrant(
+                "the DPoP proof key is not an enrolled device of this client",
+                reason="device_not_enrolled",
+            )
+        if not device.active:
+            raise InvalidGrant(
+                "the DPoP proof key belongs to a revoked device", reason="device_revoked"
+            )
+        scope = grant_scope(request.scope, client.scopes)
+        return self._sign_and_record(
+            client.client_id,
+            proof,
+            scope,
+            audience,
+            self._policy.issuer or request_issuer,
+            int(now),
+        )
+
+    def _audience(self, resource: str | None) -> str:
+        if not self._policy.audiences:
+            raise InvalidTarget("no audience is configured")
+        if resource is None:
+            return self._policy.audiences[0]
+        if resource not in self._policy.audiences:
+            raise InvalidTarget("resource is not an audience of this broker")
+        return resource
+
+    def _sign_and_record(
+        self,
+        client_id: str,
+        proof: DpopProof,
+        scope: tuple[str, ...],
+        audience: str,
+        issuer: str,
+        now: int,
+    ) -> IssuedAccessToken:
+        jti = replay_key(proof.jkt, proof.jti)
+        claims = AccessTokenClaims(
+            iss=issuer,
+            sub=client_id,
+            aud=audience,
+            exp=now + self._policy.lifetime,
+            iat=now,
+            jti=jti,
+            client_id=client_id,
+            scope=scope,
+            jkt=proof.jkt,
+        )
+        key = self._signer.public_jwk()
+        payload = signing_input(claims, key.kid)
+        token = assemble(payload, self._signer.sign(payload))
+        replay_until = proof.iat + self._policy.proof.replay_window
+        self._ledger.record_issuance(
+            IssuedToken(
+                jti=jti,
+                client_id=client_id,
+                jkt=proof.jkt,
+                scope=scope,
+                audience=audience,
+                issued_at=now,
+                expires_at=claims.exp,
+                retain_until=max(claims.exp, replay_until)
+                + self._policy.record_retention_days * _DAY,
+            )
+        )
+        return IssuedAccessToken(token, self._policy.lifetime, scope, jti, client_id, proof.jkt)

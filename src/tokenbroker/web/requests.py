@@ -1,0 +1,159 @@
+"""Parsing API Gateway REST (proxy) events into domain requests, strictly.
+
+Everything here runs on untrusted input: sizes are bounded before parsing, duplicated
+parameters are rejected (RFC 6749 §3.2), and every failure is an OAuth error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote_plus
+
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+
+from tokenbroker.domain.errors import InvalidClient, InvalidDpopProof, InvalidRequest
+from tokenbroker.services.issuance import TokenRequest
+
+MAX_FORM_BYTES = 8192
+MAX_FORM_FIELDS = 32
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+
+
+@dataclass(frozen=True)
+class ParsedTokenRequest:
+    request: TokenRequest
+    basic_auth: bool  # whether the client tried HTTP Basic (for WWW-Authenticate)
+    issuer: str  # derived from the URL the client called
+
+
+def header_values(event: APIGatewayProxyEvent, name: str) -> list[str]:
+    """All values of a header, case-insensitively, from the raw event (REST API
+    ``multiValueHeaders`` when present, else ``headers``)."""
+    raw = event.raw_event
+    wanted = name.lower()
+    multi = raw.get("multiValueHeaders")
+    values: list[str] = []
+    if isinstance(multi, Mapping) and multi:
+        for key, vals in multi.items():
+            if isinstance(key, str) and key.lower() == wanted and isinstance(vals, list):
+                values.extend(v for v in vals if isinstance(v, str))
+        return values
+    single = raw.get("headers")
+    if isinstance(single, Mapping):
+        for key, val in single.items():
+            if isinstance(key, str) and key.lower() == wanted and isinstance(val, str):
+                values.append(val)
+    return values
+
+
+def single_header(event: APIGatewayProxyEvent, name: str) -> str | None:
+    values = header_values(event, name)
+    if len(values) > 1:
+        raise InvalidRequest(f"more than one {name} header")
+    return values[0] if values else None
+
+
+def request_url(event: APIGatewayProxyEvent) -> tuple[str, str]:
+    """(URL the client called, without query; the external base URL = issuer).
+
+    REST APIs put the path as called (with the stage, or a custom domain's base path) in
+    ``requestContext.path`` and the route's path in ``path``; the base is the difference.
+    """
+    ctx = event.raw_event.get("requestContext") or {}
+    proto = (single_header(event, "X-Forwarded-Proto") or "https").split(",")[0].strip()
+    host = ctx.get("domainName") or single_header(event, "Host") or ""
+    called = ctx.get("path") or event.path or "/"
+    route_path = event.path or ""
+    base = called[: -len(route_path)] if route_path and called.endswith(route_path) else ""
+    return f"{proto}://{host}{called}", f"{proto}://{host}{base}"
+
+
+def _form(event: APIGatewayProxyEvent) -> dict[str, str]:
+    content_type = (single_header(event, "Content-Type") or "").split(";")[0].strip().lower()
+    if content_type != FORM_MEDIA_TYPE:
+        raise InvalidRequest(f"the token request must be {FORM_MEDIA_TYPE}")
+    raw_body = event.raw_event.get("body") or ""
+    if not isinstance(raw_body, str) or len(raw_body) > MAX_FORM_BYTES * 4 // 3 + 4:
+        raise InvalidRequest("the request body is too large")
+    try:
+        body = (
+            base64.b64decode(raw_body, validate=True)
+            if event.is_base64_encoded
+            else raw_body.encode("utf-8")
+        )
+        if len(body) > MAX_FORM_BYTES:
+            raise InvalidRequest("the request body is too large")
+        pairs = parse_qsl(
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            strict_parsing=bool(body),
+            max_num_fields=MAX_FORM_FIELDS,
+            errors="strict",
+        )
+    except InvalidRequest:
+        raise
+    except (ValueError, binascii.Error, UnicodeError) as exc:
+        raise InvalidRequest("the request body is not a valid form") from exc
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        if key in form:
+            raise InvalidRequest(f"parameter {key!r} is repeated")
+        form[key] = value
+    return form
+
+
+def _basic_credentials(authorization: str) -> tuple[str, str]:
+    """RFC 6749 §2.3.1: Basic with form-urlencoded client id and secret."""
+    try:
+        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidClient() from exc
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        raise InvalidClient()
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+def uses_basic_auth(event: APIGatewayProxyEvent) -> bool:
+    return any(v[:6].lower() == "basic " for v in header_values(event, "Authorization"))
+
+
+def parse_token_request(event: APIGatewayProxyEvent) -> ParsedTokenRequest:
+    url, issuer = request_url(event)
+    authorization = single_header(event, "Authorization")
+    basic = authorization is not None and authorization[:6].lower() == "basic "
+    form = _form(event)
+    if basic:
+        if "client_secret" in form:
+            raise InvalidRequest("use one client authentication method, not two")
+        client_id, secret = _basic_credentials(authorization or "")
+        if form.get("client_id", client_id) != client_id:
+            raise InvalidRequest("client_id does not match the authenticated client")
+        credentials: tuple[str | None, str | None] = (client_id, secret)
+    elif authorization is not None:
+        raise InvalidClient()
+    else:
+        credentials = (form.get("client_id"), form.get("client_secret"))
+    proofs = header_values(event, "DPoP")
+    if len(proofs) > 1:
+        raise InvalidDpopProof("exactly one DPoP header is allowed")
+    request = TokenRequest(
+        grant_type=form.get("grant_type"),
+        client_id=credentials[0],
+        client_secret=credentials[1],
+        scope=form.get("scope"),
+        resource=form.get("resource"),
+        dpop_proof=proofs[0] if proofs else None,
+        method=event.http_method,
+        url=url,
+    )
+    return ParsedTokenRequest(request, basic, issuer)
+
+
+def source_ip(event: APIGatewayProxyEvent) -> str:
+    identity: Any = (event.raw_event.get("requestContext") or {}).get("identity") or {}
+    return str(identity.get("sourceIp") or "")
