@@ -16,9 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from tokenbroker.domain.clock import Clock
-from tokenbroker.domain.ports import ClientDirectory, Signer, TokenLedger
+from tokenbroker.domain.keycache import KeyCache
+from tokenbroker.domain.ports import ClientDirectory, Signer, TokenLedger, UsageLedger
 from tokenbroker.domain.rfc9449 import ProofPolicy
 from tokenbroker.services.admin import AdminService
+from tokenbroker.services.authorization import AuthorizationService, ResourcePolicy
 from tokenbroker.services.discovery import DiscoveryService
 from tokenbroker.services.issuance import IssuancePolicy, IssuanceService
 from tokenbroker.settings import Settings
@@ -38,6 +40,8 @@ class Container:
         directory: ClientDirectory | None = None,
         ledger: TokenLedger | None = None,
         signer: Signer | None = None,
+        usage: UsageLedger | None = None,
+        key_cache: KeyCache | None = None,
     ) -> None:
         self.settings = settings
         self._aws = aws
@@ -134,6 +138,54 @@ class Container:
             )
 
         return self._once("discovery", make)  # type: ignore[no-any-return]
+
+    @property
+    def key_cache(self) -> KeyCache:
+        def make() -> KeyCache:
+            from tokenbroker.adapters.kms import KmsPublicKeySource
+
+            self.settings.require("signing_key_id")
+            ids = tuple(k.strip() for k in self.settings.signing_key_id.split(",") if k.strip())
+            source = KmsPublicKeySource(self.client("kms"), ids)
+            return KeyCache(source.fetch, clock=self.clock)
+
+        return self._once("key_cache", make)  # type: ignore[no-any-return]
+
+    @property
+    def usage(self) -> UsageLedger:
+        def make() -> UsageLedger:
+            from tokenbroker.adapters.usage import DynamoUsageLedger
+
+            s = self.settings
+            s.require("usage_table", "clients_table", "devices_table")
+            return DynamoUsageLedger(
+                self.client("dynamodb"),
+                usage_table=s.usage_table,
+                clients_table=s.clients_table,
+                devices_table=s.devices_table,
+            )
+
+        return self._once("usage", make)  # type: ignore[no-any-return]
+
+    @property
+    def authorization(self) -> AuthorizationService:
+        def make() -> AuthorizationService:
+            s = self.settings
+            s.require("audience")
+            return AuthorizationService(
+                resolve_key=self.key_cache.resolve,
+                usage=self.usage,
+                clock=self.clock,
+                policy=ResourcePolicy(
+                    issuer=s.issuer,
+                    audience=s.audience,
+                    route_scopes=dict(s.route_scopes),
+                    proof=self.proof_policy,
+                    usage_retention_days=s.usage_retention_days,
+                ),
+            )
+
+        return self._once("authorization", make)  # type: ignore[no-any-return]
 
     @property
     def admin(self) -> AdminService:

@@ -7,6 +7,7 @@ declared there for the functions that need it, and that nothing else is.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
@@ -36,6 +37,11 @@ class Settings:
     )
     token_endpoint_path: str = field(default="/oauth2/token", metadata=_env("TOKEN_ENDPOINT_PATH"))
     jwks_path: str = field(default="/.well-known/jwks.json", metadata=_env("JWKS_PATH"))
+    #: the audience of the API an authorizer protects (one API, one audience)
+    audience: str = field(default="", metadata=_env("AUDIENCE"))
+    #: JSON object "METHOD /route" -> required scope template ("" = any valid token)
+    route_scopes: tuple[tuple[str, str], ...] = field(default=(), metadata=_env("ROUTE_SCOPES"))
+    usage_retention_days: int = field(default=400, metadata=_env("USAGE_RETENTION_DAYS"))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:
@@ -56,6 +62,8 @@ class Settings:
                     values[f.name] = int(raw)
                 except ValueError as exc:
                     raise ConfigurationError(f"{f.metadata['env']} must be an integer") from exc
+            elif f.name == "route_scopes":
+                values[f.name] = _route_scopes(raw)
             elif f.name == "audiences":
                 values[f.name] = tuple(a.strip() for a in raw.split(",") if a.strip())
             else:
@@ -78,3 +86,15 @@ class Settings:
         for name in names:
             if not getattr(self, name):
                 raise ConfigurationError(f"{env[name]} is not configured")
+
+
+def _route_scopes(raw: str) -> tuple[tuple[str, str], ...]:
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigurationError("ROUTE_SCOPES must be a JSON object") from exc
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigurationError("ROUTE_SCOPES must map 'METHOD /path' to a scope string")
+    return tuple(sorted(value.items()))

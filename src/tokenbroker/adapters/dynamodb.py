@@ -24,7 +24,7 @@ from tokenbroker.domain.models import Client, Device, IssuedToken, Status
 # clients table
 CLIENT_ID = "client_id"
 NAME = "name"
-SECRET_HASH = "secret_hash"  # noqa: S105 - an attribute name
+SECRET_HASH = "secret_hash"
 SCOPES = "scopes"
 MAX_DEVICES = "max_devices"
 ACTIVE_DEVICES = "active_devices"

@@ -37,16 +37,7 @@ class KmsSigner:
     def _load(self) -> tuple[PublicJwk, ec.EllipticCurvePublicKey]:
         with self._lock:
             if self._public is None:
-                with failing_closed("kms:GetPublicKey"):
-                    response = self._kms.get_public_key(KeyId=self._key_id)
-                key = load_der_public_key(response["PublicKey"])
-                if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
-                    key.curve, ec.SECP256R1
-                ):
-                    raise ConfigurationError("the signing key must be ECC_NIST_P256")
-                jwk = ECAlgorithm.to_jwk(key, as_dict=True)
-                jwk = {k: jwk[k] for k in ("kty", "crv", "x", "y")}
-                self._public = (PublicJwk(kid=jwk_thumbprint(jwk), jwk=jwk), key)
+                self._public = fetch_public_key(self._kms, self._key_id)
             return self._public
 
     def public_jwk(self) -> PublicJwk:
@@ -66,3 +57,32 @@ class KmsSigner:
                 SigningAlgorithm="ECDSA_SHA_256",
             )
         return der_to_raw_signature(response["Signature"], ec.SECP256R1())
+
+
+def fetch_public_key(kms: Any, key_id: str) -> tuple[PublicJwk, ec.EllipticCurvePublicKey]:
+    """kms:GetPublicKey as a JWK (kid = RFC 7638 thumbprint) and a key object."""
+    with failing_closed("kms:GetPublicKey"):
+        response = kms.get_public_key(KeyId=key_id)
+    key = load_der_public_key(response["PublicKey"])
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ConfigurationError("the signing key must be ECC_NIST_P256")
+    jwk = ECAlgorithm.to_jwk(key, as_dict=True)
+    jwk = {k: jwk[k] for k in ("kty", "crv", "x", "y")}
+    return PublicJwk(kid=jwk_thumbprint(jwk), jwk=jwk), key
+
+
+class KmsPublicKeySource:
+    """The edge's PublicKeySource: the public keys of the configured KMS signing keys."""
+
+    def __init__(self, kms: Any, key_ids: tuple[str, ...]) -> None:
+        if not key_ids:
+            raise ConfigurationError("SIGNING_KEY_ID is not configured")
+        self._kms = kms
+        self._key_ids = key_ids
+
+    def fetch(self) -> dict[str, Any]:
+        keys = {}
+        for key_id in self._key_ids:
+            jwk, key = fetch_public_key(self._kms, key_id)
+            keys[jwk.kid] = key
+        return keys

@@ -161,3 +161,15 @@ class InvalidTarget(OAuthError):
 
     error = "invalid_target"
     reason = "invalid_target"
+
+
+class DeviceRevoked(InvalidToken):
+    """The token's device (cnf.jkt) was revoked after issuance."""
+
+    reason = "device_revoked"
+
+
+class ClientDisabled(InvalidToken):
+    """The token's client was disabled after issuance."""
+
+    reason = "client_disabled"

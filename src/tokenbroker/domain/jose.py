@@ -28,7 +28,7 @@ _ALGORITHMS: dict[str, Algorithm] = get_default_algorithms()
 #: Asymmetric algorithms the broker accepts for DPoP proofs (RFC 9449 §4.3 check 5).
 PROOF_ALGORITHMS: tuple[str, ...] = ("ES256", "ES384", "EdDSA")
 #: The only algorithm access tokens are signed with (KMS ECC_NIST_P256).
-TOKEN_ALGORITHM = "ES256"  # noqa: S105 - an algorithm name
+TOKEN_ALGORITHM = "ES256"
 
 _CURVE_FOR_ALG: dict[str, type[ec.EllipticCurve]] = {
     "ES256": ec.SECP256R1,

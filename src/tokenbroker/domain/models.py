@@ -63,3 +63,33 @@ class PublicJwk:
 
     kid: str
     jwk: dict[str, str] = field(hash=False)
+
+
+class Decision(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One use of an authentic access token at the edge (allowed or denied).
+
+    Ids and hashes only: never a token, proof or secret.
+    """
+
+    record_id: str  # allowed: the proof's replay key; denied: derived from the request id
+    at_ms: int
+    decision: Decision
+    reason: str
+    principal: str
+    client_id: str
+    jkt: str
+    token_jti: str
+    proof_jti_hash: str
+    method: str
+    route: str
+    resource: str
+    source_ip: str
+    user_agent: str
+    request_id: str
+    retain_until: int

@@ -9,9 +9,9 @@ its backend fails, never a backend-specific exception.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
-from tokenbroker.domain.models import Client, Device, IssuedToken, PublicJwk
+from tokenbroker.domain.models import Client, Device, IssuedToken, PublicJwk, UsageRecord
 
 
 class ClientDirectory(Protocol):
@@ -69,3 +69,25 @@ class Signer(Protocol):
     def sign(self, signing_input: bytes) -> bytes:
         """Returns the 64-byte raw ES256 signature."""
         ...
+
+
+class UsageLedger(Protocol):
+    """Usage records; the allowed-request write is also the replay guard."""
+
+    def record_use(self, record: UsageRecord) -> None:
+        """ONE round trip that (a) inserts ``record`` only if ``record.record_id`` is new
+        (else ProofReplayed), (b) only if device ``record.jkt`` is still active for
+        ``record.client_id`` (else DeviceRevoked) and (c) the client is active (else
+        ClientDisabled). Nothing is written unless all three hold."""
+        ...
+
+    def record_denial(self, record: UsageRecord) -> None:
+        """Best-effort insert of a denial of an authentic token (a second write, only on
+        the deny path)."""
+        ...
+
+
+class PublicKeySource(Protocol):
+    """Where the edge gets the token-signing public keys (kid -> key)."""
+
+    def fetch(self) -> dict[str, Any]: ...

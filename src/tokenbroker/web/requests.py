@@ -30,10 +30,9 @@ class ParsedTokenRequest:
     issuer: str  # derived from the URL the client called
 
 
-def header_values(event: APIGatewayProxyEvent, name: str) -> list[str]:
-    """All values of a header, case-insensitively, from the raw event (REST API
-    ``multiValueHeaders`` when present, else ``headers``)."""
-    raw = event.raw_event
+def raw_header_values(raw: Mapping[str, Any], name: str) -> list[str]:
+    """All values of a header, case-insensitively, from a raw API Gateway v1 event
+    (``multiValueHeaders`` when present, else ``headers``)."""
     wanted = name.lower()
     multi = raw.get("multiValueHeaders")
     values: list[str] = []
@@ -50,6 +49,10 @@ def header_values(event: APIGatewayProxyEvent, name: str) -> list[str]:
     return values
 
 
+def header_values(event: APIGatewayProxyEvent, name: str) -> list[str]:
+    return raw_header_values(event.raw_event, name)
+
+
 def single_header(event: APIGatewayProxyEvent, name: str) -> str | None:
     values = header_values(event, name)
     if len(values) > 1:
@@ -58,16 +61,26 @@ def single_header(event: APIGatewayProxyEvent, name: str) -> str | None:
 
 
 def request_url(event: APIGatewayProxyEvent) -> tuple[str, str]:
-    """(URL the client called, without query; the external base URL = issuer).
+    return raw_request_url(event.raw_event)
+
+
+def raw_request_url(raw: Mapping[str, Any]) -> tuple[str, str]:
+    """(URL the client called, without query; the external base URL = issuer) from a
+    REST API proxy or REQUEST-authorizer event.
 
     REST APIs put the path as called (with the stage, or a custom domain's base path) in
     ``requestContext.path`` and the route's path in ``path``; the base is the difference.
     """
-    ctx = event.raw_event.get("requestContext") or {}
-    proto = (single_header(event, "X-Forwarded-Proto") or "https").split(",")[0].strip()
-    host = ctx.get("domainName") or single_header(event, "Host") or ""
-    called = ctx.get("path") or event.path or "/"
-    route_path = event.path or ""
+    ctx = raw.get("requestContext")
+    ctx = ctx if isinstance(ctx, Mapping) else {}
+    protos = raw_header_values(raw, "X-Forwarded-Proto")
+    proto = protos[0].split(",")[0].strip().lower() if len(protos) == 1 else "https"
+    if proto not in ("http", "https"):
+        proto = "https"
+    hosts = raw_header_values(raw, "Host")
+    host = str(ctx.get("domainName") or (hosts[0] if len(hosts) == 1 else ""))
+    route_path = str(raw.get("path") or "")
+    called = str(ctx.get("path") or route_path or "/")
     base = called[: -len(route_path)] if route_path and called.endswith(route_path) else ""
     return f"{proto}://{host}{called}", f"{proto}://{host}{base}"
 

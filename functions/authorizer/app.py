@@ -1,0 +1,26 @@
+"""API Gateway REST API REQUEST authorizer: DPoP-bound tokens, one usage write per
+allowed request, fail closed."""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.utilities.data_classes import event_source
+from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
+    APIGatewayAuthorizerRequestEvent,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tokenbroker import bootstrap
+from tokenbroker.web import edge
+
+logger = Logger()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@event_source(data_class=APIGatewayAuthorizerRequestEvent)
+def handler(event: APIGatewayAuthorizerRequestEvent, context: LambdaContext) -> dict[str, Any]:
+    request, issuer = edge.rest_request(event)
+    outcome = edge.authorize(bootstrap.default, request, issuer, logger, metrics)
+    return edge.rest_response(event, outcome)

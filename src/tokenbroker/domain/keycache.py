@@ -1,0 +1,53 @@
+"""An in-memory cache of token-signing public keys with a penalty box.
+
+A flood of tokens with unknown ``kid``s can trigger at most one refresh per cool-down,
+never one per request (compare aws-jwt-verify's penalty box).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from tokenbroker.domain.clock import Clock
+from tokenbroker.domain.errors import BrokerError
+
+
+class KeyCache:
+    def __init__(
+        self, fetch: Callable[[], dict[str, Any]], *, clock: Clock, cooldown: float = 60.0
+    ) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._cooldown = cooldown
+        self._keys: dict[str, Any] = {}
+        self._last_fetch: float | None = None
+        self._lock = threading.Lock()
+
+    def prewarm(self) -> None:
+        """Load the keys now (first invocation), so the first request pays no extra trip."""
+        self._refresh(force=True)
+
+    def resolve(self, kid: str) -> Any | None:
+        key = self._keys.get(kid)
+        if key is None and self._refresh(force=False):
+            key = self._keys.get(kid)
+        return key
+
+    def _refresh(self, *, force: bool) -> bool:
+        with self._lock:
+            now = self._clock()
+            recent = self._last_fetch is not None and now - self._last_fetch < self._cooldown
+            if recent and not force:
+                return False
+            self._last_fetch = now
+            try:
+                fresh = self._fetch()
+            except BrokerError:
+                if not self._keys:
+                    self._last_fetch = None  # nothing to serve: fail closed, retry next time
+                    raise
+                return False  # keep serving the keys we have
+            self._keys = {**self._keys, **fresh}
+            return True
