@@ -20,7 +20,9 @@ LAMBDA_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3},
     tcp_keepalive=True,
 )
-CLI_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
+CLI_CONFIG = Config(
+    connect_timeout=5, read_timeout=10, retries={"mode": "standard", "max_attempts": 5}
+)
 
 
 def client(

@@ -1,0 +1,1 @@
+"""The ``tokenbroker`` command line: admin (clients, devices), audit and the local stack."""

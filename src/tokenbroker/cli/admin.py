@@ -1,0 +1,280 @@
+"""``tokenbroker clients ...`` and ``tokenbroker devices ...``: thin wrappers around
+:class:`tokenbroker.services.admin.AdminService`. Validation and every rule live in
+the service; this module parses options and prints results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
+
+import click
+
+from tokenbroker.cli.deployment import CliState
+from tokenbroker.cli.output import FORMATS, Field, Format, Record, render
+from tokenbroker.domain.models import Client, Device
+from tokenbroker.services.admin import DEFAULT_MAX_DEVICES, MAX_DEVICES_LIMIT, AdminService
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CLIENT_FIELDS = (
+    Field("client_id"),
+    Field("name"),
+    Field("status"),
+    Field("scopes", "list"),
+    Field("active_devices", "int"),
+    Field("max_devices", "int"),
+    Field("created_at", "time"),
+)
+CREATED_CLIENT_FIELDS = (
+    Field("client_id"),
+    Field("client_secret"),
+    Field("name"),
+    Field("scopes", "list"),
+    Field("max_devices", "int"),
+    Field("status"),
+    Field("created_at", "time"),
+)
+DEVICE_FIELDS = (
+    Field("jkt"),
+    Field("client_id"),
+    Field("label"),
+    Field("status"),
+    Field("enrolled_at", "time"),
+    Field("revoked_at", "time"),
+)
+SECRET_NOTE = "Save the client_secret now: it is stored only as a hash and cannot be shown again."
+
+
+def client_record(client: Client) -> dict[str, Any]:
+    """A client as output (never its secret hash)."""
+    return {
+        "client_id": client.client_id,
+        "name": client.name,
+        "status": client.status.value,
+        "scopes": sorted(client.scopes),
+        "active_devices": client.active_devices,
+        "max_devices": client.max_devices,
+        "created_at": client.created_at,
+    }
+
+
+def device_record(device: Device) -> dict[str, Any]:
+    return {
+        "jkt": device.jkt,
+        "client_id": device.client_id,
+        "label": device.label,
+        "status": device.status.value,
+        "enrolled_at": device.enrolled_at,
+        "revoked_at": device.revoked_at,
+    }
+
+
+def output_option(func: F) -> F:
+    """``-o/--output`` on a command; defaults to the global ``--output``."""
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Choice(FORMATS),
+        default=None,
+        help="json, table or csv. [default: the global --output, which defaults to table]",
+    )(func)
+
+
+def _state() -> CliState:
+    return click.get_current_context().find_object(CliState) or CliState()
+
+
+def _admin() -> AdminService:
+    return _state().container().admin
+
+
+def _format(output: str | None) -> Format:
+    return cast(Format, output or _state().output)
+
+
+def _emit(
+    records: Iterable[Record], fields: tuple[Field, ...], output: str | None, *, many: bool
+) -> None:
+    click.echo(render(records, fields, _format(output), many=many), nl=False)
+
+
+client_id_option = click.option(
+    "--client-id", required=True, metavar="ID", help="The client's id (tbc_...)."
+)
+jkt_option = click.option(
+    "--jkt",
+    required=True,
+    metavar="THUMBPRINT",
+    help="RFC 7638 SHA-256 thumbprint of the device's public key (43 base64url characters).",
+)
+
+# ---- clients --------------------------------------------------------------------------
+
+
+@click.group()
+def clients() -> None:
+    """Create, list, show and disable OAuth clients.
+
+    A client authenticates to the token endpoint with its id and secret, and may only
+    obtain tokens for its scopes, from the devices enrolled for it.
+
+    \b
+    Example:
+      tokenbroker clients create --name billing-app --scope "model:chat:invoke"
+      tokenbroker clients list --output json
+    """
+
+
+@clients.command("create")
+@click.option("--name", required=True, help="A human-readable name (1-128 characters).")
+@click.option(
+    "--scope",
+    required=True,
+    metavar='"S1 S2..."',
+    help="Space-separated scopes the client may request (RFC 6749 scope tokens).",
+)
+@click.option(
+    "--max-devices",
+    type=int,
+    default=DEFAULT_MAX_DEVICES,
+    show_default=True,
+    help=f"How many devices may be enrolled (active) at once, 1-{MAX_DEVICES_LIMIT}.",
+)
+@output_option
+def create_client(name: str, scope: str, max_devices: int, output: str | None) -> None:
+    """Create a client and print its id and secret.
+
+    The secret is printed once, now: only its hash is stored. Save it in your secret
+    store straight away; if it is lost, create a new client.
+
+    \b
+    Example:
+      tokenbroker clients create --name billing-app \\
+          --scope "model:chat:invoke model:embed:invoke" --max-devices 5 --output json
+    """
+    created = _admin().create_client(name=name, scope=scope, max_devices=max_devices)
+    record = client_record(created.client) | {"client_secret": created.client_secret}
+    fmt = _format(output)
+    _emit([record], CREATED_CLIENT_FIELDS, fmt, many=False)
+    if fmt == "table":
+        click.echo(f"\n{SECRET_NOTE}")
+    else:  # keep stdout machine-readable
+        click.echo(SECRET_NOTE, err=True)
+
+
+@clients.command("list")
+@output_option
+def list_clients(output: str | None) -> None:
+    """List every client (never secrets), with its device usage.
+
+    \b
+    Example:
+      tokenbroker clients list --output csv > clients.csv
+    """
+    rows = [client_record(c) for c in _admin().list_clients()]
+    rows.sort(key=lambda r: (r["created_at"], r["client_id"]))
+    _emit(rows, CLIENT_FIELDS, output, many=True)
+
+
+@clients.command("show")
+@client_id_option
+@output_option
+def show_client(client_id: str, output: str | None) -> None:
+    """Show one client.
+
+    \b
+    Example:
+      tokenbroker clients show --client-id tbc_0123456789abcdef01234567
+    """
+    _emit([client_record(_admin().get_client(client_id))], CLIENT_FIELDS, output, many=False)
+
+
+@clients.command("disable")
+@client_id_option
+@output_option
+def disable_client(client_id: str, output: str | None) -> None:
+    """Disable a client: its credentials stop working at the token endpoint at once.
+
+    Access tokens issued before are not recalled; they expire on their own (5 minutes
+    by default).
+
+    \b
+    Example:
+      tokenbroker clients disable --client-id tbc_0123456789abcdef01234567
+    """
+    client = _admin().disable_client(client_id)
+    _emit([client_record(client)], CLIENT_FIELDS, output, many=False)
+
+
+# ---- devices --------------------------------------------------------------------------
+
+
+@click.group()
+def devices() -> None:
+    """Enroll, list and revoke device keys.
+
+    A device is identified by the RFC 7638 thumbprint (jkt) of the public key it signs
+    DPoP proofs with. Tokens are only issued to enrolled, active devices of a client,
+    and a client has at most --max-devices active devices.
+
+    \b
+    Example:
+      tokenbroker devices enroll --client-id tbc_0123456789abcdef01234567 --jkt THUMBPRINT
+      tokenbroker devices list --client-id tbc_0123456789abcdef01234567
+    """
+
+
+@devices.command("enroll")
+@client_id_option
+@jkt_option
+@click.option(
+    "--label",
+    default="",
+    help="Optional note, e.g. the host name (up to 64 letters, digits, spaces, .@:/+-_).",
+)
+@output_option
+def enroll_device(client_id: str, jkt: str, label: str, output: str | None) -> None:
+    """Enroll a device key for a client.
+
+    Fails if the client is disabled, the key is already enrolled (for any client, even
+    if revoked since), or the client already has its maximum of active devices.
+
+    \b
+    Example:
+      tokenbroker devices enroll --client-id tbc_0123456789abcdef01234567 \\
+          --jkt 0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I --label build-agent-7
+    """
+    device = _admin().enroll_device(client_id=client_id, jkt=jkt, label=label)
+    _emit([device_record(device)], DEVICE_FIELDS, output, many=False)
+
+
+@devices.command("list")
+@client_id_option
+@output_option
+def list_devices(client_id: str, output: str | None) -> None:
+    """List a client's devices, active and revoked, oldest first.
+
+    \b
+    Example:
+      tokenbroker devices list --client-id tbc_0123456789abcdef01234567 --output json
+    """
+    rows = [device_record(d) for d in _admin().list_devices(client_id)]
+    rows.sort(key=lambda r: (r["enrolled_at"], r["jkt"]))
+    _emit(rows, DEVICE_FIELDS, output, many=True)
+
+
+@devices.command("revoke")
+@jkt_option
+@output_option
+def revoke_device(jkt: str, output: str | None) -> None:
+    """Revoke a device key: no new tokens are issued to it, and its slot is freed.
+
+    Access tokens issued before are not recalled; they expire on their own. A revoked
+    key cannot be enrolled again; the device must generate a new key.
+
+    \b
+    Example:
+      tokenbroker devices revoke --jkt 0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I
+    """
+    device = _admin().revoke_device(jkt)
+    _emit([device_record(device)], DEVICE_FIELDS, output, many=False)

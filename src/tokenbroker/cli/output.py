@@ -1,0 +1,124 @@
+"""Rendering records as JSON, an aligned text table or CSV (no dependency beyond stdlib).
+
+A record is a mapping of field name to a JSON-ready value. ``Field`` says how each value
+is shown in table and CSV output:
+
+- JSON keeps values as they are: times are Unix epoch seconds (int), lists stay lists,
+  missing values are ``null``. A list command prints a JSON array, any other command
+  one JSON object.
+- Table and CSV show times as ISO 8601 UTC (``2024-05-01T12:00:00Z``), lists joined by
+  spaces, missing values as empty cells.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+Format = Literal["json", "table", "csv"]
+FORMATS: tuple[Format, ...] = ("json", "table", "csv")
+Kind = Literal["text", "int", "time", "list"]
+Record = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: Kind = "text"
+
+
+def iso8601(epoch_seconds: int | float) -> str:
+    """Epoch seconds as ISO 8601 UTC with a ``Z`` suffix, to the second."""
+    return datetime.fromtimestamp(int(epoch_seconds), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cell(value: Any, kind: Kind) -> str:
+    """One value as table/CSV text."""
+    if value is None:
+        return ""
+    if kind == "time":
+        return iso8601(value)
+    if kind == "list" and not isinstance(value, str):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def render(records: Iterable[Record], fields: Sequence[Field], fmt: Format, *, many: bool) -> str:
+    """The text to print (ends with a newline). ``many``: a list result (JSON array,
+    table with a header row) rather than one record (JSON object, field/value table)."""
+    rows = list(records)
+    if fmt == "json":
+        payload: Any = [_json(r, fields) for r in rows] if many else _json(rows[0], fields)
+        return json.dumps(payload, indent=2) + "\n"
+    if fmt == "csv":
+        return to_csv(rows, fields)
+    if many:
+        return to_table(rows, fields)
+    return to_key_value(rows[0], fields)
+
+
+def _json(record: Record, fields: Sequence[Field]) -> dict[str, Any]:
+    return {f.name: record.get(f.name) for f in fields}
+
+
+def to_csv(rows: Sequence[Record], fields: Sequence[Field]) -> str:
+    """RFC 4180 CSV with a header row (also when there are no rows)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([f.name for f in fields])
+    for row in rows:
+        writer.writerow([cell(row.get(f.name), f.kind) for f in fields])
+    return buffer.getvalue()
+
+
+def to_table(rows: Sequence[Record], fields: Sequence[Field]) -> str:
+    """Aligned columns under a header row; numbers right-aligned."""
+    header = [f.name for f in fields]
+    body = [[_printable(cell(row.get(f.name), f.kind)) for f in fields] for row in rows]
+    widths = [max([_width(h)] + [_width(line[i]) for line in body]) for i, h in enumerate(header)]
+    right = [f.kind == "int" for f in fields]
+
+    def line(values: Sequence[str]) -> str:
+        cells = [_pad(v, w, r) for v, w, r in zip(values, widths, right, strict=True)]
+        return "  ".join(cells).rstrip()
+
+    out = [line(header), line(["-" * w for w in widths])]
+    out.extend(line(values) for values in body)
+    if not body:
+        out.append("(none)")
+    return "\n".join(out) + "\n"
+
+
+def to_key_value(record: Record, fields: Sequence[Field]) -> str:
+    """One record as two aligned columns: field name, value."""
+    width = max(_width(f.name) for f in fields)
+    lines = [
+        f"{_pad(f.name, width, False)}  {_printable(cell(record.get(f.name), f.kind))}".rstrip()
+        for f in fields
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _printable(text: str) -> str:
+    # Table cells are for terminals: never let stored text move the cursor or inject
+    # escape sequences; CSV and JSON keep the data verbatim (they quote/escape it).
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)
+
+
+def _width(text: str) -> int:
+    """Terminal columns taken by ``text`` (East Asian wide characters take two)."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
+        for c in text
+    )
+
+
+def _pad(text: str, width: int, right: bool) -> str:
+    fill = " " * max(0, width - _width(text))
+    return fill + text if right else text + fill
