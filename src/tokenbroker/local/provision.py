@@ -1,0 +1,189 @@
+"""Build template.yaml's stateful resources with boto3, on moto or any AWS endpoint.
+
+Why not deploy the template into moto's CloudFormation: moto ignores TTL and PITR on
+tables, builds every KMS key as a symmetric key, and skips ``AWS::Serverless::*``. So the
+tables, keys, aliases and SSM parameters are created here from their ``Properties``, and
+the functions' environments are resolved from the template against what was created.
+Everything else (functions, the API, the layer, log groups) is the local stack's job or
+has no local meaning, and is skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokenbroker.local.template import DYNAMODB_TABLE, Template, TemplateError
+
+KMS_KEY = "AWS::KMS::Key"
+KMS_ALIAS = "AWS::KMS::Alias"
+SSM_PARAMETER = "AWS::SSM::Parameter"
+PROVISIONED_TYPES = frozenset({DYNAMODB_TABLE, KMS_KEY, KMS_ALIAS, SSM_PARAMETER})
+SERVICES = ("dynamodb", "kms", "ssm")
+
+_STACK_NAME = re.compile(r"[A-Za-z][-A-Za-z0-9]{0,127}")
+# what an endpoint answers for an operation it does not implement
+_UNSUPPORTED = frozenset({"UnknownOperationException", "NotImplemented", "InvalidAction"})
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What was created: ``refs`` maps logical id -> physical id (what ``Ref`` returns:
+    table name, KMS key id, alias name, parameter name); ``attrs`` maps
+    (logical id, attribute) -> value (``Arn`` of tables and keys)."""
+
+    template: Template = field(repr=False)
+    stack_name: str
+    region: str
+    #: from the ARNs the services returned (None if nothing with an ARN was created)
+    account_id: str | None
+    refs: Mapping[str, str]
+    attrs: Mapping[tuple[str, str], str]
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    #: resources of other types, left to the local stack (or meaningless locally)
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def pseudo(self) -> dict[str, str]:
+        return _pseudo(self.stack_name, self.region, self.account_id)
+
+    def resolve(self, value: Any) -> Any:
+        """``value`` with intrinsics resolved against this deployment."""
+        return self.template.resolve(value, self.refs, self.attrs, self.parameters, self.pseudo)
+
+    def environment(self, function_logical_id: str) -> dict[str, str]:
+        """The environment variables the function gets in this deployment."""
+        return self.template.environment(
+            function_logical_id, self.refs, self.attrs, self.parameters, self.pseudo
+        )
+
+
+def provision(
+    template: Template,
+    *,
+    session_or_clients: Any,
+    stack_name: str,
+    region: str,
+    parameters: Mapping[str, str] | None = None,
+) -> Deployment:
+    """Create the template's tables, KMS keys and aliases, and SSM parameters.
+
+    ``session_or_clients`` is a boto3 ``Session`` or a mapping with ``dynamodb``, ``kms``
+    and ``ssm`` clients, already pointed at moto (``mock_aws()`` or a moto server) or
+    another endpoint. Tables are named ``{stack_name}-{LogicalId}``. Not idempotent: a
+    second run against the same backend fails on the existing tables.
+    """
+    if not _STACK_NAME.fullmatch(stack_name):
+        raise ValueError(f"invalid stack name {stack_name!r}")
+    clients = _clients(session_or_clients, region)
+    parameter_values = template.parameter_values(parameters)
+    refs: dict[str, str] = {}
+    attrs: dict[tuple[str, str], str] = {}
+    account: list[str] = []  # known from the first ARN a service returns
+
+    def resolve(value: Any) -> Any:
+        pseudo = _pseudo(stack_name, region, account[0] if account else None)
+        return template.resolve(value, refs, attrs, parameter_values, pseudo)
+
+    def created(logical_id: str, physical_id: str, arn: str | None = None) -> None:
+        refs[logical_id] = physical_id
+        if arn is not None:
+            attrs[(logical_id, "Arn")] = arn
+            account[:] = account or [arn.split(":")[4]]
+
+    ddb, kms, ssm = (clients[name] for name in SERVICES)
+    for logical_id in template.tables():
+        name = f"{stack_name}-{logical_id}"
+        table = ddb.create_table(**template.create_table_kwargs(logical_id, name))
+        created(logical_id, name, table["TableDescription"]["TableArn"])
+        if stream_arn := table["TableDescription"].get("LatestStreamArn"):
+            attrs[(logical_id, "StreamArn")] = stream_arn
+        if attribute := template.ttl_attribute(logical_id):
+            ddb.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"AttributeName": attribute, "Enabled": True},
+            )
+        if template.point_in_time_recovery(logical_id):
+            _if_supported(
+                ddb,
+                ddb.update_continuous_backups,
+                TableName=name,
+                PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+            )
+
+    for logical_id, props in template.resources(KMS_KEY).items():
+        # The key policy is not applied: nothing local evaluates IAM, and the template's
+        # policy is the default one (the account root, so IAM policies decide).
+        kwargs = {
+            "KeySpec": str(resolve(props.get("KeySpec", "SYMMETRIC_DEFAULT"))),
+            "KeyUsage": str(resolve(props.get("KeyUsage", "ENCRYPT_DECRYPT"))),
+        }
+        if "Description" in props:
+            kwargs["Description"] = str(resolve(props["Description"]))
+        key = kms.create_key(**kwargs)["KeyMetadata"]
+        created(logical_id, key["KeyId"], key["Arn"])
+        attrs[(logical_id, "KeyId")] = key["KeyId"]
+
+    for logical_id, props in template.resources(KMS_ALIAS).items():
+        alias = str(resolve(props["AliasName"]))
+        kms.create_alias(AliasName=alias, TargetKeyId=str(resolve(props["TargetKeyId"])))
+        created(logical_id, alias)
+
+    for logical_id, props in template.resources(SSM_PARAMETER).items():
+        if "Name" not in props:
+            raise TemplateError(f"{logical_id}: an SSM parameter needs a Name to be found")
+        kwargs = {k: str(resolve(v)) for k, v in props.items() if k in _SSM_PASSED}
+        ssm.put_parameter(**kwargs)
+        created(logical_id, kwargs["Name"])
+
+    return Deployment(
+        template=template,
+        stack_name=stack_name,
+        region=region,
+        account_id=account[0] if account else None,
+        refs=dict(refs),
+        attrs=dict(attrs),
+        parameters=parameter_values,
+        skipped=tuple(
+            logical_id
+            for logical_id, resource in template.document()["Resources"].items()
+            if resource.get("Type") not in PROVISIONED_TYPES
+        ),
+    )
+
+
+_SSM_PASSED = frozenset({"Name", "Type", "Value", "Description", "AllowedPattern", "Tier"})
+
+
+def _pseudo(stack_name: str, region: str, account_id: str | None) -> dict[str, str]:
+    pseudo = {
+        "AWS::StackName": stack_name,
+        "AWS::Region": region,
+        "AWS::Partition": "aws",
+        "AWS::URLSuffix": "amazonaws.com",
+    }
+    if account_id is not None:
+        pseudo["AWS::AccountId"] = account_id
+    return pseudo
+
+
+def _clients(session_or_clients: Any, region: str) -> Mapping[str, Any]:
+    if isinstance(session_or_clients, Mapping):
+        missing = [name for name in SERVICES if name not in session_or_clients]
+        if missing:
+            raise ValueError(f"session_or_clients lacks clients for {', '.join(missing)}")
+        return session_or_clients
+    return {name: session_or_clients.client(name, region_name=region) for name in SERVICES}
+
+
+def _if_supported(client: Any, operation: Callable[..., object], **kwargs: Any) -> None:
+    """Call an optional operation, tolerating an endpoint that does not implement it."""
+    try:
+        operation(**kwargs)
+    except NotImplementedError:  # moto in-process, an operation it lacks
+        return
+    except client.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in _UNSUPPORTED:
+            raise

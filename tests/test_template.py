@@ -1,0 +1,734 @@
+"""template.yaml: lint, least privilege, schemas, names the code reads, and the loader.
+
+The template is the single source of truth; these tests read it only through
+``tokenbroker.local.template`` (the loader), and prove the loader on small inline
+templates too.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.api import ManualArgs, lint_file
+
+from tokenbroker.local.template import (
+    Route,
+    Template,
+    TemplateError,
+    UnresolvedReference,
+    find_template,
+    load_template,
+    loads,
+)
+from tokenbroker.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "template.yaml"
+PARAMS = ROOT / "infra" / "params"
+ENVIRONMENTS = ("dev", "prod")
+TABLES = ("ClientsTable", "DevicesTable", "TokensTable")
+
+
+@pytest.fixture(scope="module")
+def template() -> Template:
+    return load_template(TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def resources(template: Template) -> dict[str, Any]:
+    resources: dict[str, Any] = template.document()["Resources"]
+    return resources
+
+
+def _inline(text: str, tmp_path: Path) -> Template:
+    path = tmp_path / "template.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_template(path)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# ------------------------------------------------------------------------------ lint
+
+
+def test_cfn_lint_finds_nothing_in_the_template() -> None:
+    assert [str(m) for m in lint_file(TEMPLATE)] == []
+
+
+def test_cfn_lint_accepts_the_parameter_files() -> None:
+    files = [str(PARAMS / f"{env}.json") for env in ENVIRONMENTS]
+    assert [str(m) for m in lint_file(TEMPLATE, ManualArgs(parameter_files=files))] == []
+
+
+def _sam() -> str:
+    sam = os.environ.get("TOKENBROKER_SAM")
+    if not sam:
+        pytest.skip("set TOKENBROKER_SAM to a sam binary to run `sam validate`")
+    return sam
+
+
+def _sam_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "SAM_CLI_TELEMETRY": "0",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+@pytest.mark.parametrize(
+    "extra", [["--lint"], []], ids=["sam validate --lint", "sam validate (translation)"]
+)
+def test_sam_validate_accepts_the_template_offline(extra: list[str]) -> None:
+    command = [_sam(), "validate", *extra, "--template", str(TEMPLATE), "--region", "us-east-1"]
+    result = subprocess.run(
+        command, cwd=ROOT, env=_sam_env(), capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------ parameters
+
+
+def test_token_lifetime_defaults_to_five_minutes_and_is_capped_at_fifteen(
+    template: Template,
+) -> None:
+    spec = template.document()["Parameters"]["TokenLifetimeSeconds"]
+    assert (spec["Type"], spec["Default"], spec["MinValue"], spec["MaxValue"]) == (
+        "Number",
+        300,
+        60,
+        900,
+    )
+    with pytest.raises(TemplateError, match="MaxValue"):
+        template.parameter_values({"TokenLifetimeSeconds": "901"})
+
+
+def test_parameter_defaults_are_the_documented_ones(template: Template) -> None:
+    assert template.parameters_defaults() == {
+        "Stage": "prod",
+        "IssuerUrl": "",
+        "AllowedAudiences": "urn:tokenbroker:api",
+        "TokenLifetimeSeconds": "300",
+        "ProofMaxAgeSeconds": "60",
+        "ClockSkewSeconds": "5",
+        "TokenRecordRetentionDays": "30",
+        "LogLevel": "INFO",
+    }
+
+
+def _overrides(env: str) -> dict[str, str]:
+    items = json.loads((PARAMS / f"{env}.json").read_text(encoding="utf-8"))
+    return {item["ParameterKey"]: item["ParameterValue"] for item in items}
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_each_parameter_file_meets_the_template_constraints(template: Template, env: str) -> None:
+    values = template.parameter_values(_overrides(env))
+    assert values["Stage"] == env
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_samconfig_deploys_each_environment_with_its_parameter_file(env: str) -> None:
+    config = tomllib.loads((ROOT / "infra" / "samconfig.toml").read_text(encoding="utf-8"))
+    overrides = config[env]["deploy"]["parameters"]["parameter_overrides"]
+    assert dict(item.split("=", 1) for item in overrides) == _overrides(env)
+
+
+def test_a_deployment_must_name_its_environment() -> None:
+    config = tomllib.loads((ROOT / "infra" / "samconfig.toml").read_text(encoding="utf-8"))
+    assert "deploy" not in config["default"]
+
+
+# ---------------------------------------------------------------- stateful resources
+
+
+def test_every_table_is_on_demand_recoverable_encrypted_and_retained(
+    template: Template, resources: dict[str, Any]
+) -> None:
+    assert set(template.tables()) == set(TABLES)
+    for logical_id, props in template.tables().items():
+        assert props["BillingMode"] == "PAY_PER_REQUEST", logical_id
+        assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert props["SSESpecification"]["SSEEnabled"] is True, logical_id
+        assert "TableName" not in props, logical_id
+        assert resources[logical_id]["DeletionPolicy"] == "Retain", logical_id
+        assert resources[logical_id]["UpdateReplacePolicy"] == "Retain", logical_id
+
+
+def _indexes(props: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    return {
+        index["IndexName"]: [(k["AttributeName"], k["KeyType"]) for k in index["KeySchema"]]
+        for index in props.get("GlobalSecondaryIndexes", [])
+        if index["Projection"] == {"ProjectionType": "ALL"}
+    }
+
+
+def test_tables_have_the_keys_indexes_and_ttl_the_adapters_rely_on(template: Template) -> None:
+    tables = template.tables()
+    assert tables["ClientsTable"]["KeySchema"] == [
+        {"AttributeName": "client_id", "KeyType": "HASH"}
+    ]
+    assert tables["DevicesTable"]["KeySchema"] == [{"AttributeName": "jkt", "KeyType": "HASH"}]
+    assert tables["TokensTable"]["KeySchema"] == [{"AttributeName": "jti", "KeyType": "HASH"}]
+    assert _indexes(tables["DevicesTable"]) == {
+        "by_client": [("client_id", "HASH"), ("enrolled_at", "RANGE")]
+    }
+    assert _indexes(tables["TokensTable"]) == {
+        "by_client": [("client_id", "HASH"), ("issued_at", "RANGE")],
+        "by_device": [("jkt", "HASH"), ("issued_at", "RANGE")],
+    }
+    assert {t: template.ttl_attribute(t) for t in TABLES} == {
+        "ClientsTable": None,
+        "DevicesTable": "ttl",
+        "TokensTable": "ttl",
+    }
+
+
+def test_the_signing_key_is_a_retained_p256_signing_key(resources: dict[str, Any]) -> None:
+    key = resources["SigningKey"]
+    assert (key["Properties"]["KeySpec"], key["Properties"]["KeyUsage"]) == (
+        "ECC_NIST_P256",
+        "SIGN_VERIFY",
+    )
+    assert (key["DeletionPolicy"], key["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert resources["SigningKeyAlias"]["Properties"]["TargetKeyId"] == {"Ref": "SigningKey"}
+
+
+# ------------------------------------------------------------ functions and the API
+
+
+def test_functions_share_the_runtime_layer_and_tracing(resources: dict[str, Any]) -> None:
+    spec = load_template(TEMPLATE).document()["Globals"]["Function"]
+    assert spec["Runtime"] == "python3.13"
+    assert spec["Architectures"] == ["arm64"]
+    assert spec["Tracing"] == "Active"
+    assert spec["Layers"] == [{"Ref": "SharedLayer"}]
+    layer = resources["SharedLayer"]
+    assert layer["Properties"]["ContentUri"] == "src/"
+    assert layer["Metadata"]["BuildMethod"] == "python3.13"
+
+
+def test_functions_point_at_their_code(template: Template) -> None:
+    functions = template.functions()
+    assert {name: (spec.code_uri, spec.handler) for name, spec in functions.items()}.items() >= {
+        "TokenFunction": (ROOT / "functions" / "token_endpoint", "app.handler"),
+        "DiscoveryFunction": (ROOT / "functions" / "discovery", "app.handler"),
+    }.items()
+
+
+def test_routes_are_the_token_endpoint_and_the_discovery_documents(template: Template) -> None:
+    assert set(template.routes()) >= {
+        Route("POST", "/oauth2/token", "TokenFunction", "BrokerApi", None),
+        Route("GET", "/.well-known/oauth-authorization-server", "DiscoveryFunction", "BrokerApi"),
+        Route("GET", "/.well-known/jwks.json", "DiscoveryFunction", "BrokerApi"),
+    }
+
+
+def test_the_api_throttles_traces_and_logs_access_without_headers(
+    resources: dict[str, Any],
+) -> None:
+    api = resources["BrokerApi"]["Properties"]
+    assert api["StageName"] == {"Ref": "Stage"}
+    assert api["TracingEnabled"] is True
+    (settings,) = api["MethodSettings"]
+    assert (settings["ResourcePath"], settings["HttpMethod"]) == ("/*", "*")
+    assert (settings["ThrottlingRateLimit"], settings["ThrottlingBurstLimit"]) == (100, 200)
+    assert settings["DataTraceEnabled"] is False  # data trace would log the headers
+    log = api["AccessLogSetting"]
+    assert log["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    fields = json.loads(log["Format"])
+    assert {"requestId", "ip", "method", "path", "status"} <= set(fields)
+    assert "header" not in log["Format"].lower()
+    assert "authorization" not in log["Format"].lower()
+    assert resources["ApiAccessLogGroup"]["Properties"]["RetentionInDays"] == 365
+
+
+def test_outputs_name_the_deployment(template: Template) -> None:
+    outputs = template.document()["Outputs"]
+    assert outputs["ApiUrl"]["Value"] == {
+        "Fn::Sub": "https://${BrokerApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${Stage}"
+    }
+    assert {name: outputs[name]["Value"] for name in outputs if name != "ApiUrl"} == {
+        "ClientsTableName": {"Ref": "ClientsTable"},
+        "DevicesTableName": {"Ref": "DevicesTable"},
+        "TokensTableName": {"Ref": "TokensTable"},
+        "SigningKeyArn": {"Fn::GetAtt": ["SigningKey", "Arn"]},
+        "DeploymentParameterName": {"Ref": "DeploymentParameter"},
+    }
+
+
+# ---------------------------------------------------------------------------- IAM
+
+
+def _statements(template: Template, function: str) -> list[dict[str, Any]]:
+    policies = template.resources("AWS::Serverless::Function")[function].get("Policies", [])
+    statements = []
+    for policy in _as_list(policies):
+        # Only inline policy documents: no SAM policy templates, no managed policy names.
+        assert isinstance(policy, dict), f"{function}: {policy!r} is not an inline policy"
+        assert set(policy) <= {"Version", "Statement"}, f"{function}: {sorted(policy)}"
+        statements.extend(_as_list(policy["Statement"]))
+    return statements
+
+
+def _grants(template: Template, function: str) -> set[tuple[str, str]]:
+    """(action, resource) pairs, resources written as ``Logical.Attr`` / ``Logical``."""
+    grants = set()
+    for statement in _statements(template, function):
+        for resource in _as_list(statement["Resource"]):
+            attribute = resource.get("Fn::GetAtt")
+            name = ".".join(attribute) if attribute else resource["Ref"]
+            grants |= {(action, name) for action in _as_list(statement["Action"])}
+    return grants
+
+
+def test_every_iam_statement_allows_exact_actions_on_template_resources(
+    template: Template,
+) -> None:
+    declared = set(template.document()["Resources"])
+    for function in template.functions():
+        for statement in _statements(template, function):
+            assert statement["Effect"] == "Allow"
+            assert statement.get("Sid"), f"{function}: every statement says why (Sid + comment)"
+            assert not {"NotAction", "NotResource", "Principal"} & set(statement)
+            for action in _as_list(statement["Action"]):
+                assert "*" not in action, f"{function}: wildcard action {action}"
+            for resource in _as_list(statement["Resource"]):
+                assert isinstance(resource, dict), f"{function}: literal resource {resource!r}"
+                (target,) = resource.get("Fn::GetAtt", [resource.get("Ref")])[:1]
+                assert target in declared, f"{function}: {resource!r} is not a template resource"
+
+
+def test_the_token_function_may_read_clients_and_devices_record_tokens_and_sign(
+    template: Template,
+) -> None:
+    assert _grants(template, "TokenFunction") == {
+        ("dynamodb:GetItem", "ClientsTable.Arn"),
+        ("dynamodb:GetItem", "DevicesTable.Arn"),
+        ("dynamodb:PutItem", "TokensTable.Arn"),
+        ("kms:Sign", "SigningKey.Arn"),
+        ("kms:GetPublicKey", "SigningKey.Arn"),
+    }
+
+
+def test_the_discovery_function_may_only_read_the_public_key(template: Template) -> None:
+    assert _grants(template, "DiscoveryFunction") == {("kms:GetPublicKey", "SigningKey.Arn")}
+
+
+def test_only_the_token_function_may_sign(template: Template) -> None:
+    signers = {
+        function
+        for function in template.functions()
+        if any(action == "kms:Sign" for action, _ in _grants(template, function))
+    }
+    assert signers == {"TokenFunction"}
+
+
+# ------------------------------------------------------ names the code actually reads
+
+
+def test_every_environment_variable_is_one_the_code_reads(template: Template) -> None:
+    known = set(Settings.env_names().values())
+    for function, spec in template.functions().items():
+        declared = {
+            name for name in spec.environment_template if not name.startswith("POWERTOOLS_")
+        }
+        assert declared <= known, f"{function} declares {sorted(declared - known)}"
+
+
+def _fake_deployment(template: Template) -> dict[str, Any]:
+    refs = {name: f"physical-{name}" for name in template.document()["Resources"]}
+    return {
+        "refs": refs,
+        "attrs": {(name, "Arn"): f"arn:{name}" for name in refs},
+        "pseudo": {"AWS::StackName": "s", "AWS::Region": "eu-west-1", "AWS::AccountId": "1"},
+    }
+
+
+def test_the_deployment_parameter_names_what_the_token_function_uses(template: Template) -> None:
+    fake = _fake_deployment(template)
+    props = template.resources("AWS::SSM::Parameter")["DeploymentParameter"]
+    assert template.resolve(props["Name"], **fake) == "/tokenbroker/s/deployment"
+    published = json.loads(template.resolve(props["Value"], **fake))
+    assert set(published) == {"CLIENTS_TABLE", "DEVICES_TABLE", "TOKENS_TABLE", "SIGNING_KEY_ID"}
+    assert set(published) <= set(Settings.env_names().values())
+    environment = template.environment("TokenFunction", **fake)
+    assert published == {name: environment[name] for name in published}
+
+
+def test_the_token_function_environment_resolves_to_valid_settings(template: Template) -> None:
+    environment = template.environment("TokenFunction", **_fake_deployment(template))
+    settings = Settings.from_mapping(environment)
+    assert (settings.token_lifetime, settings.proof_max_age, settings.clock_skew) == (300, 60, 5)
+    assert settings.audiences == ("urn:tokenbroker:api",)
+    assert settings.signing_key_id == "arn:SigningKey"
+    assert environment["POWERTOOLS_SERVICE_NAME"] == "tokenbroker"
+
+
+# --------------------------------------------------- the SAM-transformed template
+
+_TRANSLATE = """
+import json, sys
+from samtranslator.translator.transform import transform
+
+class NoManagedPolicies:  # the template names no managed policies: nothing to look up
+    def load(self):
+        return {}
+
+json.dump(transform(json.load(sys.stdin), {}, NoManagedPolicies()), sys.stdout)
+"""
+
+
+def _sam_python() -> str | None:
+    sam = os.environ.get("TOKENBROKER_SAM")
+    if not sam:
+        return None
+    python = Path(sam).resolve().parent / "python"
+    return str(python) if python.exists() else None
+
+
+@pytest.fixture(scope="module")
+def transformed(template: Template) -> dict[str, Any]:
+    """The template as CloudFormation receives it, from samtranslator (in this
+    interpreter if installed, else in the SAM CLI's)."""
+    document = template.document()
+    for resource in document["Resources"].values():  # the translator wants S3 code URIs
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(resource.get("Properties", {}).get(key), str):
+                resource["Properties"][key] = f"s3://bucket/{resource['Properties'][key]}.zip"
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
+    if importlib.util.find_spec("samtranslator") is not None:
+        python = sys.executable
+    elif (sam_python := _sam_python()) is not None:
+        python = sam_python
+    else:
+        pytest.skip("needs samtranslator (aws-sam-translator) or TOKENBROKER_SAM")
+    result = subprocess.run(
+        [python, "-c", _TRANSLATE],
+        input=json.dumps(document),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    output: dict[str, Any] = json.loads(result.stdout)
+    return output
+
+
+def _of_type(document: dict[str, Any], type_: str) -> dict[str, Any]:
+    return {k: v["Properties"] for k, v in document["Resources"].items() if v["Type"] == type_}
+
+
+def test_sam_builds_arm64_python_functions_with_tracing(transformed: dict[str, Any]) -> None:
+    functions = _of_type(transformed, "AWS::Lambda::Function")
+    assert {"TokenFunction", "DiscoveryFunction"} <= set(functions)
+    for props in functions.values():
+        assert (props["Runtime"], props["Architectures"], props["Handler"]) == (
+            "python3.13",
+            ["arm64"],
+            "app.handler",
+        )
+        assert props["TracingConfig"] == {"Mode": "Active"}
+        assert len(props["Layers"]) == 1
+
+
+def test_sam_builds_the_routes_into_the_rest_api(transformed: dict[str, Any]) -> None:
+    body = _of_type(transformed, "AWS::ApiGateway::RestApi")["BrokerApi"]["Body"]
+    routes = {(path, method) for path, methods in body["paths"].items() for method in methods}
+    assert routes >= {
+        ("/oauth2/token", "post"),
+        ("/.well-known/oauth-authorization-server", "get"),
+        ("/.well-known/jwks.json", "get"),
+    }
+    (stage,) = _of_type(transformed, "AWS::ApiGateway::Stage").values()
+    assert stage["TracingEnabled"] is True
+    assert stage["MethodSettings"][0]["ThrottlingRateLimit"] == 100
+    assert "AccessLogSetting" in stage
+
+
+def test_sam_roles_hold_only_the_inline_statements_and_the_basic_managed_policies(
+    transformed: dict[str, Any], template: Template
+) -> None:
+    roles = _of_type(transformed, "AWS::IAM::Role")
+    for function in ("TokenFunction", "DiscoveryFunction"):
+        role = roles[f"{function}Role"]
+        assert set(role["ManagedPolicyArns"]) <= {
+            "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+            "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+        }
+        statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+        assert statements == _statements(template, function)
+
+
+# ----------------------------------------------------------------------- the loader
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("!Ref Stage", {"Ref": "Stage"}),
+        ("!Condition IsProd", {"Condition": "IsProd"}),
+        ("!GetAtt Table.Arn", {"Fn::GetAtt": ["Table", "Arn"]}),
+        ("!GetAtt Db.Endpoint.Address", {"Fn::GetAtt": ["Db", "Endpoint.Address"]}),
+        ("!GetAtt [Table, Arn]", {"Fn::GetAtt": ["Table", "Arn"]}),
+        ("!Sub 'a-${AWS::Region}'", {"Fn::Sub": "a-${AWS::Region}"}),
+        ("!Sub ['${X}', {X: !Ref Y}]", {"Fn::Sub": ["${X}", {"X": {"Ref": "Y"}}]}),
+        ("!Join [',', [a, b]]", {"Fn::Join": [",", ["a", "b"]]}),
+        ("!Select [0, !Split [',', 'a,b']]", {"Fn::Select": [0, {"Fn::Split": [",", "a,b"]}]}),
+        ("!If [C, a, !Ref AWS::NoValue]", {"Fn::If": ["C", "a", {"Ref": "AWS::NoValue"}]}),
+        ("!Equals [a, b]", {"Fn::Equals": ["a", "b"]}),
+        ("!Not [!Condition C]", {"Fn::Not": [{"Condition": "C"}]}),
+        (
+            "!And [!Condition A, !Condition B]",
+            {"Fn::And": [{"Condition": "A"}, {"Condition": "B"}]},
+        ),
+        ("!Or [!Condition A, !Condition B]", {"Fn::Or": [{"Condition": "A"}, {"Condition": "B"}]}),
+        ("!FindInMap [M, k, v]", {"Fn::FindInMap": ["M", "k", "v"]}),
+        ("!Base64 text", {"Fn::Base64": "text"}),
+        ("!GetAZs ''", {"Fn::GetAZs": ""}),
+        ("!ImportValue shared-vpc", {"Fn::ImportValue": "shared-vpc"}),
+    ],
+)
+def test_short_form_tags_load_as_long_form_intrinsics(yaml_text: str, expected: Any) -> None:
+    assert loads(f"value: {yaml_text}\n") == {"value": expected}
+
+
+def test_loaded_values_are_plain_python_and_dates_stay_text() -> None:
+    document = loads("AWSTemplateFormatVersion: 2010-09-09\nResources: {A: {Type: T}}\n")
+    assert document["AWSTemplateFormatVersion"] == "2010-09-09"
+    assert type(next(iter(document["Resources"]))) is str
+
+
+def test_a_get_att_without_an_attribute_is_rejected() -> None:
+    with pytest.raises(TemplateError, match=r"Resource\.Attribute"):
+        loads("value: !GetAtt Table\n")
+
+
+_SMALL = """
+Parameters:
+  Env: {Type: String, Default: dev, AllowedValues: [dev, prod]}
+  Size: {Type: Number, Default: 3, MinValue: 1, MaxValue: 5}
+  Names: {Type: CommaDelimitedList, Default: "a,b,c"}
+Conditions:
+  IsProd: !Equals [!Ref Env, prod]
+  NotProd: !Not [!Condition IsProd]
+  Both: !And [!Condition NotProd, !Equals [!Ref Size, 3]]
+Mappings:
+  Sizes: {dev: {memory: 128}, prod: {memory: 1024}}
+Globals:
+  Function:
+    Runtime: python3.13
+    Environment:
+      Variables: {SHARED: one, OVERRIDDEN: global}
+  Api:
+    Auth: {DefaultAuthorizer: GlobalAuth}
+Resources:
+  Table: {Type: AWS::DynamoDB::Table, Properties: {}}
+  Key: {Type: AWS::KMS::Key, Properties: {}}
+  Api:
+    Type: AWS::Serverless::Api
+    Properties: {StageName: v1, Auth: {DefaultAuthorizer: Lambda}}
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: code/fn/
+      Handler: app.handler
+      Environment:
+        Variables:
+          OVERRIDDEN: local
+          TABLE: !Ref Table
+          KEY_ARN: !GetAtt Key.Arn
+          SIZE: !Ref Size
+          FLAG: true
+          OPTIONAL: !If [IsProd, yes-prod, !Ref AWS::NoValue]
+      Events:
+        Open: {Type: Api, Properties: {RestApiId: !Ref Api, Path: /open, Method: get,
+               Auth: {Authorizer: NONE}}}
+        Closed: {Type: Api, Properties: {RestApiId: !Ref Api, Path: /closed, Method: post}}
+        Own: {Type: Api, Properties: {RestApiId: !Ref Api, Path: /own, Method: any,
+              Auth: {Authorizer: Other}}}
+        Implicit: {Type: Api, Properties: {Path: /implicit, Method: get}}
+        Queue: {Type: SQS, Properties: {Queue: arn}}
+"""
+
+_REFS = {"Table": "tbl", "Key": "key-id"}
+_ATTRS = {("Table", "Arn"): "arn:table", ("Key", "Arn"): "arn:key"}
+_PSEUDO = {"AWS::Region": "eu-west-1", "AWS::StackName": "stk", "AWS::AccountId": "111"}
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Template:
+    return _inline(_SMALL, tmp_path)
+
+
+def test_environment_merges_globals_and_resolves_every_value_to_text(small: Template) -> None:
+    assert small.environment("Fn", _REFS, _ATTRS) == {
+        "SHARED": "one",
+        "OVERRIDDEN": "local",
+        "TABLE": "tbl",
+        "KEY_ARN": "arn:key",
+        "SIZE": "3",
+        "FLAG": "true",
+    }
+
+
+def test_environment_applies_parameter_overrides_and_conditions(small: Template) -> None:
+    environment = small.environment("Fn", _REFS, _ATTRS, parameters={"Env": "prod", "Size": "5"})
+    assert (environment["SIZE"], environment["OPTIONAL"]) == ("5", "yes-prod")
+
+
+def test_a_resource_without_a_physical_id_is_a_key_error_naming_it(small: Template) -> None:
+    with pytest.raises(KeyError, match="Table"):
+        small.environment("Fn", {"Key": "key-id"}, _ATTRS)
+    with pytest.raises(UnresolvedReference, match=r"Key\.Arn"):
+        small.environment("Fn", _REFS, {})
+
+
+def test_overrides_are_checked_against_the_parameter_constraints(small: Template) -> None:
+    with pytest.raises(TemplateError, match="not one of"):
+        small.parameter_values({"Env": "test"})
+    with pytest.raises(TemplateError, match="MaxValue"):
+        small.parameter_values({"Size": "6"})
+    with pytest.raises(TemplateError, match="unknown parameter"):
+        small.parameter_values({"Nope": "x"})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"Fn::Sub": "${AWS::StackName}-${AWS::Region}-${Table}"}, "stk-eu-west-1-tbl"),
+        (
+            {"Fn::Sub": "${Key.Arn}/${AWS::URLSuffix}/${!Literal}"},
+            "arn:key/amazonaws.com/${Literal}",
+        ),
+        ({"Fn::Sub": ["${A}-${Env}", {"A": {"Ref": "AWS::AccountId"}}]}, "111-dev"),
+        ({"Fn::Join": ["/", ["a", {"Ref": "Table"}, {"Ref": "Size"}]]}, "a/tbl/3"),
+        ({"Fn::Select": [1, {"Fn::Split": [",", "x,y,z"]}]}, "y"),
+        ({"Fn::Select": ["2", {"Ref": "Names"}]}, "c"),
+        ({"Fn::Join": ["", {"Ref": "Names"}]}, "abc"),
+        ({"Fn::If": ["IsProd", "p", "d"]}, "d"),
+        ({"Fn::If": ["Both", "both", "neither"]}, "both"),
+        ({"Fn::Or": [{"Condition": "IsProd"}, {"Fn::Equals": ["a", "a"]}]}, True),
+        ({"Fn::FindInMap": ["Sizes", {"Ref": "Env"}, "memory"]}, 128),
+        ({"Fn::Base64": {"Ref": "Env"}}, base64.b64encode(b"dev").decode()),
+        ({"k": {"Ref": "AWS::NoValue"}, "l": [1, {"Ref": "AWS::NoValue"}]}, {"l": [1]}),
+        ({"Ref": "AWS::Partition"}, "aws"),
+    ],
+)
+def test_intrinsics_resolve_like_cloudformation(small: Template, value: Any, expected: Any) -> None:
+    assert small.resolve(value, _REFS, _ATTRS, pseudo=_PSEUDO) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"Fn::ImportValue": "x"}, {"Fn::GetAZs": ""}, {"Ref": "Missing"}, {"Ref": "AWS::AccountId"}],
+)
+def test_what_cannot_be_known_locally_is_an_error_not_a_guess(small: Template, value: Any) -> None:
+    with pytest.raises(TemplateError):
+        small.resolve(value, _REFS, _ATTRS)
+
+
+def test_routes_take_the_event_authorizer_else_the_api_default(small: Template) -> None:
+    assert small.routes() == [
+        Route("GET", "/open", "Fn", "Api", None),
+        Route("POST", "/closed", "Fn", "Api", "Lambda"),
+        Route("ANY", "/own", "Fn", "Api", "Other"),
+        Route("GET", "/implicit", "Fn", "ServerlessRestApi", "GlobalAuth"),
+    ]
+
+
+def test_function_specs_carry_absolute_code_paths(small: Template, tmp_path: Path) -> None:
+    spec = small.functions()["Fn"]
+    assert spec.code_uri == (tmp_path / "code" / "fn").resolve()
+    assert spec.handler == "app.handler"
+    assert spec.environment_template["TABLE"] == {"Ref": "Table"}
+    assert [route.path for route in spec.events] == ["/open", "/closed", "/own", "/implicit"]
+
+
+def test_accessors_return_copies_so_the_template_cannot_drift(small: Template) -> None:
+    small.resources("AWS::Serverless::Function")["Fn"]["Handler"] = "changed"
+    small.document()["Resources"].clear()
+    assert small.functions()["Fn"].handler == "app.handler"
+
+
+_TABLE = """
+Resources:
+  Events:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      TableName: fixed-name
+      BillingMode: PAY_PER_REQUEST
+      AttributeDefinitions: [{AttributeName: pk, AttributeType: S}]
+      KeySchema: [{AttributeName: pk, KeyType: HASH}]
+      GlobalSecondaryIndexes:
+        - IndexName: g
+          KeySchema: [{AttributeName: pk, KeyType: HASH}]
+          Projection: {ProjectionType: KEYS_ONLY}
+          ContributorInsightsSpecification: {Enabled: true}
+      StreamSpecification: {StreamViewType: NEW_IMAGE}
+      SSESpecification: {SSEEnabled: true, SSEType: KMS}
+      PointInTimeRecoverySpecification: {PointInTimeRecoveryEnabled: true}
+      TimeToLiveSpecification: {AttributeName: expires, Enabled: true}
+      DeletionProtectionEnabled: true
+      Tags: [{Key: a, Value: b}]
+"""
+
+
+def test_table_properties_become_create_table_arguments(tmp_path: Path) -> None:
+    template = _inline(_TABLE, tmp_path)
+    assert template.create_table_kwargs("Events", "stk-Events") == {
+        "TableName": "stk-Events",
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": "g",
+                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
+        "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+        "SSESpecification": {"Enabled": True, "SSEType": "KMS"},
+    }
+    assert template.ttl_attribute("Events") == "expires"
+    assert template.point_in_time_recovery("Events") is True
+
+
+def test_an_unknown_table_property_fails_loudly(tmp_path: Path) -> None:
+    template = _inline(_TABLE.replace("Tags:", "SomethingNew: 1\n      Tags:"), tmp_path)
+    with pytest.raises(TemplateError, match="SomethingNew"):
+        template.create_table_kwargs("Events", "t")
+
+
+def test_the_template_is_found_by_walking_up_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "template.yaml").write_text(_TABLE, encoding="utf-8")
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    monkeypatch.chdir(nested)
+    assert find_template() == (tmp_path / "template.yaml").resolve()
+    assert set(load_template().tables()) == {"Events"}
+
+
+def test_without_a_local_template_the_checkout_one_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert find_template() == TEMPLATE
