@@ -138,9 +138,10 @@ def test_the_deployment_parameter_names_the_real_tables_and_key(
         "CLIENTS_TABLE": f"{STACK}-ClientsTable",
         "DEVICES_TABLE": f"{STACK}-DevicesTable",
         "TOKENS_TABLE": f"{STACK}-TokensTable",
+        "USAGE_TABLE": f"{STACK}-UsageTable",
         "SIGNING_KEY_ID": deployment.attrs[("SigningKey", "Arn")],
     }
-    for table in ("CLIENTS_TABLE", "DEVICES_TABLE", "TOKENS_TABLE"):
+    for table in ("CLIENTS_TABLE", "DEVICES_TABLE", "TOKENS_TABLE", "USAGE_TABLE"):
         aws["dynamodb"].describe_table(TableName=published[table])  # exists
 
 
@@ -205,7 +206,12 @@ def test_a_boto3_session_works_as_well_as_clients(template: Template) -> None:
         assert deployment.attrs[("ClientsTable", "Arn")].startswith("arn:aws:dynamodb:eu-west-1:")
         assert deployment.pseudo["AWS::AccountId"] == deployment.account_id
         tables = boto3.client("dynamodb", region_name="eu-west-1").list_tables()["TableNames"]
-        assert sorted(tables) == ["other-ClientsTable", "other-DevicesTable", "other-TokensTable"]
+        assert sorted(tables) == [
+            "other-ClientsTable",
+            "other-DevicesTable",
+            "other-TokensTable",
+            "other-UsageTable",
+        ]
 
 
 def test_functions_and_the_api_are_left_to_the_local_stack(deployment: Deployment) -> None:

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
 PARAMS = ROOT / "infra" / "params"
 ENVIRONMENTS = ("dev", "prod")
-TABLES = ("ClientsTable", "DevicesTable", "TokensTable")
+TABLES = ("ClientsTable", "DevicesTable", "TokensTable", "UsageTable")
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +125,7 @@ def test_parameter_defaults_are_the_documented_ones(template: Template) -> None:
         "ProofMaxAgeSeconds": "60",
         "ClockSkewSeconds": "5",
         "TokenRecordRetentionDays": "30",
+        "UsageRetentionDays": "400",
         "LogLevel": "INFO",
     }
 
@@ -190,10 +191,17 @@ def test_tables_have_the_keys_indexes_and_ttl_the_adapters_rely_on(template: Tem
         "by_client": [("client_id", "HASH"), ("issued_at", "RANGE")],
         "by_device": [("jkt", "HASH"), ("issued_at", "RANGE")],
     }
+    assert tables["UsageTable"]["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert _indexes(tables["UsageTable"]) == {
+        "by_principal": [("principal_shard", "HASH"), ("at", "RANGE")],
+        "by_device": [("device_shard", "HASH"), ("at", "RANGE")],
+        "by_token": [("token_shard", "HASH"), ("at", "RANGE")],
+    }
     assert {t: template.ttl_attribute(t) for t in TABLES} == {
         "ClientsTable": None,
         "DevicesTable": "ttl",
         "TokensTable": "ttl",
+        "UsageTable": "ttl",
     }
 
 
@@ -265,6 +273,7 @@ def test_outputs_name_the_deployment(template: Template) -> None:
         "ClientsTableName": {"Ref": "ClientsTable"},
         "DevicesTableName": {"Ref": "DevicesTable"},
         "TokensTableName": {"Ref": "TokensTable"},
+        "UsageTableName": {"Ref": "UsageTable"},
         "SigningKeyArn": {"Fn::GetAtt": ["SigningKey", "Arn"]},
         "DeploymentParameterName": {"Ref": "DeploymentParameter"},
     }
@@ -363,10 +372,20 @@ def test_the_deployment_parameter_names_what_the_token_function_uses(template: T
     props = template.resources("AWS::SSM::Parameter")["DeploymentParameter"]
     assert template.resolve(props["Name"], **fake) == "/tokenbroker/s/deployment"
     published = json.loads(template.resolve(props["Value"], **fake))
-    assert set(published) == {"CLIENTS_TABLE", "DEVICES_TABLE", "TOKENS_TABLE", "SIGNING_KEY_ID"}
+    assert set(published) == {
+        "CLIENTS_TABLE",
+        "DEVICES_TABLE",
+        "TOKENS_TABLE",
+        "USAGE_TABLE",
+        "SIGNING_KEY_ID",
+    }
     assert set(published) <= set(Settings.env_names().values())
-    environment = template.environment("TokenFunction", **fake)
-    assert published == {name: environment[name] for name in published}
+    # each published name means what the functions that read it are given
+    for function in ("TokenFunction", "AuthorizerFunction"):
+        environment = template.environment(function, **fake)
+        assert {n: published[n] for n in published if n in environment} == {
+            n: environment[n] for n in published if n in environment
+        }
 
 
 def test_the_token_function_environment_resolves_to_valid_settings(template: Template) -> None:
@@ -732,3 +751,89 @@ def test_without_a_local_template_the_checkout_one_is_found(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     assert find_template() == TEMPLATE
+
+
+# ------------------------------------------------------------- the edge (authorizer)
+
+
+def test_protected_routes_use_the_dpop_authorizer_and_public_ones_none(
+    template: Template,
+) -> None:
+    routes = {(r.method, r.path): r for r in template.routes()}
+    assert routes[("GET", "/v1/whoami")].auth == "DpopAuthorizer"
+    assert routes[("POST", "/v1/models/{model}/invoke")].auth == "DpopAuthorizer"
+    for public in (
+        ("POST", "/oauth2/token"),
+        ("GET", "/.well-known/oauth-authorization-server"),
+        ("GET", "/.well-known/jwks.json"),
+    ):
+        assert routes[public].auth is None
+
+
+def test_every_protected_route_has_a_required_scope_and_no_scope_names_a_missing_route(
+    template: Template,
+) -> None:
+    environment = template.environment("AuthorizerFunction", **_fake_deployment(template))
+    scopes = json.loads(environment["ROUTE_SCOPES"])
+    protected = {f"{r.method} {r.path}" for r in template.routes() if r.auth}
+    assert set(scopes) == protected
+    assert scopes["POST /v1/models/{model}/invoke"] == "model:{model}:invoke"
+
+
+def test_the_authorizer_environment_resolves_to_valid_settings(template: Template) -> None:
+    environment = template.environment("AuthorizerFunction", **_fake_deployment(template))
+    settings = Settings.from_mapping(environment)
+    assert settings.audience == "urn:tokenbroker:api"
+    assert settings.usage_retention_days == 400
+    assert dict(settings.route_scopes)["GET /v1/whoami"] == ""
+
+
+def test_the_authorizer_may_only_check_liveness_record_usage_and_read_the_key(
+    template: Template,
+) -> None:
+    assert _grants(template, "AuthorizerFunction") == {
+        ("dynamodb:ConditionCheckItem", "ClientsTable.Arn"),
+        ("dynamodb:ConditionCheckItem", "DevicesTable.Arn"),
+        ("dynamodb:PutItem", "UsageTable.Arn"),
+        ("kms:GetPublicKey", "SigningKey.Arn"),
+    }
+
+
+def test_the_sample_protected_functions_have_no_aws_permissions(template: Template) -> None:
+    assert _grants(template, "WhoamiFunction") == set()
+    assert _grants(template, "ModelInvokeFunction") == set()
+
+
+def test_authorizer_caching_is_off_in_the_transformed_template(
+    transformed: dict[str, Any],
+) -> None:
+    """The SAM default (300 s) would answer a replayed proof from API Gateway's cache
+    without running the replay check."""
+    authorizers = {
+        k: v["Properties"]
+        for k, v in transformed["Resources"].items()
+        if v["Type"] == "AWS::ApiGateway::Authorizer"
+    }
+    body = _of_type(transformed, "AWS::ApiGateway::RestApi")["BrokerApi"]["Body"]
+    schemes = body.get("components", {}).get("securitySchemes", {})
+    ttls = [s["x-amazon-apigateway-authorizer"] for s in schemes.values()]
+    ttls += list(authorizers.values())
+    assert ttls, "the transformed template declares no authorizer"
+    for authorizer in ttls:
+        assert (
+            authorizer.get(
+                "authorizerResultTtlInSeconds", authorizer.get("AuthorizerResultTtlInSeconds")
+            )
+            == 0
+        )
+        assert authorizer.get("type", authorizer.get("Type", "")).lower() == "request"
+
+
+def test_gateway_responses_carry_dpop_challenges(template: Template) -> None:
+    api = template.resources("AWS::Serverless::Api")["BrokerApi"]
+    responses = api["GatewayResponses"]
+    unauthorized = responses["UNAUTHORIZED"]["ResponseParameters"]["Headers"]
+    denied = responses["ACCESS_DENIED"]["ResponseParameters"]["Headers"]
+    assert unauthorized["WWW-Authenticate"].startswith('\'DPoP error="invalid_token"')
+    assert denied["WWW-Authenticate"].startswith('\'DPoP error="insufficient_scope"')
+    assert 'algs="ES256' in unauthorized["WWW-Authenticate"]
