@@ -66,6 +66,8 @@ class Settings:
                 values[f.name] = _route_scopes(raw)
             elif f.name == "audiences":
                 values[f.name] = tuple(a.strip() for a in raw.split(",") if a.strip())
+            elif f.name == "issuer":
+                values[f.name] = raw.strip().rstrip("/")
             else:
                 values[f.name] = raw.strip()
         settings = cls(**values)  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ PROOF_ALGORITHMS: tuple[str, ...] = ("ES256", "ES384", "EdDSA")
 #: The only algorithm access tokens are signed with (KMS ECC_NIST_P256).
 TOKEN_ALGORITHM = "ES256"
 
+_COORDINATE_BYTES = {"ES256": 32, "ES384": 48, "EdDSA": 32}
 _CURVE_FOR_ALG: dict[str, type[ec.EllipticCurve]] = {
     "ES256": ec.SECP256R1,
     "ES384": ec.SECP384R1,
@@ -66,13 +67,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def strict_json_object(raw: bytes) -> dict[str, Any]:
-    """RFC 7159 object, UTF-8, no duplicate members (RFC 7515 §5.2 step 4), no NaN."""
+    """RFC 7159 object, UTF-8, no duplicate members (RFC 7515 §5.2 step 4), no NaN,
+    no lone surrogates (which would later fail to encode)."""
     value = json.loads(
         raw.decode("utf-8"),
         object_pairs_hook=_reject_duplicates,
         parse_constant=_reject_constant,
     )
+    if _SURROGATE_ESCAPE.search(raw):  # rare: only then pay for the full check
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value
@@ -120,6 +127,13 @@ def load_public_jwk(jwk: Mapping[str, Any], alg: str) -> Any:
         raise ValueError("algorithm not allowed")
     if any(member in jwk for member in ("d", "p", "q", "dp", "dq", "qi", "oth", "k")):
         raise ValueError("jwk contains private key material")
+    # One key, one spelling: coordinates must be canonical base64url of the exact
+    # length, or one key would have several thumbprints (pyjwt's decoder is lax).
+    size = _COORDINATE_BYTES.get(alg, 0)
+    for name in ("x", "y") if alg in _CURVE_FOR_ALG else ("x",):
+        value = jwk.get(name)
+        if not isinstance(value, str) or len(b64url_decode(value)) != size:
+            raise ValueError(f"jwk member {name!r} is not a canonical coordinate")
     try:
         key = _ALGORITHMS[alg].from_jwk(dict(jwk))
     except Exception as exc:  # pyjwt raises several exception types for bad JWKs

@@ -16,6 +16,8 @@ from typing import Any
 from urllib.parse import unquote
 
 import rfc3986
+from rfc3986.exceptions import ValidationError
+from rfc3986.validators import Validator
 
 from tokenbroker.domain.errors import InvalidDpopProof
 from tokenbroker.domain.jose import (
@@ -30,6 +32,11 @@ from tokenbroker.domain.rfc7638 import jwk_thumbprint
 MAX_PROOF_LENGTH = 4096
 MAX_JTI_LENGTH = 128
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_VALIDATOR = (
+    Validator()
+    .require_presence_of("scheme", "host")
+    .check_validity_of("scheme", "host", "port", "path")
+)
 _PCT_UNRESERVED = re.compile(r"%(?:2[DdEe]|3[0-9]|[46][1-9A-Fa-f]|[57][0-9Aa]|5[Ff]|7[Ee])")
 
 
@@ -61,9 +68,13 @@ def normalize_htu(url: str) -> str:
     fragment. Raises ValueError for anything that is not an absolute http(s) URI."""
     if not isinstance(url, str) or not url or len(url) > 2048:
         raise ValueError("not a URI")
-    ref = rfc3986.uri_reference(url)
-    if not ref.is_valid(require_scheme=True, require_authority=True):
-        raise ValueError("not an absolute URI")
+    # §6.2.2.2 first: percent-encoded unreserved characters are decoded, so that
+    # dot-segment removal (§6.2.2.3) sees "/a/%2E%2E/b" as "/a/../b"
+    ref = rfc3986.uri_reference(_PCT_UNRESERVED.sub(lambda m: unquote(m.group(0)), url))
+    try:
+        _VALIDATOR.validate(ref)
+    except ValidationError as exc:
+        raise ValueError("not an absolute URI") from exc
     ref = ref.normalize()  # case of scheme/host/%XX, dot segments
     scheme = ref.scheme
     if scheme not in _DEFAULT_PORTS or not ref.host or ref.userinfo:
@@ -73,8 +84,7 @@ def normalize_htu(url: str) -> str:
         authority = ref.host
     else:
         authority = f"{ref.host}:{int(port)}"
-    # §6.2.2.2: percent-encoded unreserved characters are decoded; §6.2.3: empty path is "/"
-    path = _PCT_UNRESERVED.sub(lambda m: unquote(m.group(0)), ref.path or "") or "/"
+    path = ref.path or "/"  # §6.2.3: an empty path is "/"
     return f"{scheme}://{authority}{path}"
 
 

@@ -67,7 +67,7 @@ class AdminService:
             scopes = frozenset(parse_scope(scope.strip()))
         except Exception as exc:
             raise InvalidInput(str(exc)) from exc
-        if not 1 <= max_devices <= MAX_DEVICES_LIMIT:
+        if type(max_devices) is not int or not 1 <= max_devices <= MAX_DEVICES_LIMIT:
             raise InvalidInput(f"max-devices must be within 1..{MAX_DEVICES_LIMIT}")
         secret = self._client_secrets()
         client = Client(

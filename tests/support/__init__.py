@@ -1,0 +1,1 @@
+"""Test-side helpers: an independent DPoP toolkit and in-memory fakes of the ports."""

@@ -1,0 +1,213 @@
+"""In-memory fakes of the ports in ``tokenbroker.domain.ports``.
+
+Fakes, not mocks: each class implements the port's contract (the same conditions and
+the same errors as the DynamoDB/KMS adapters), so a test states what happened in the
+world ("the ledger holds one record") rather than which methods were called with which
+return shapes. Each fake counts its calls (``calls``: the issuance budget counts round
+trips) and can be told to fail like an unavailable backend (``fail_with``), so fail-closed
+behaviour is testable without botocore.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from joserfc.jwk import ECKey
+
+from tokenbroker.domain.errors import (
+    BrokerError,
+    Conflict,
+    DeviceLimitReached,
+    NotFound,
+    ProofReplayed,
+    TemporarilyUnavailable,
+)
+from tokenbroker.domain.models import Client, Device, IssuedToken, PublicJwk, Status
+
+
+class _Fake:
+    """Call counting and injected backend failures, shared by every fake."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self._failure: BrokerError | None = None
+        self._failing_methods: frozenset[str] | None = None
+        self._lock = threading.Lock()
+
+    def fail_with(
+        self,
+        error: BrokerError | None = None,
+        *,
+        methods: tuple[str, ...] | None = None,
+    ) -> None:
+        """From now on, ``methods`` (default: all) raise ``error`` (default:
+        TemporarilyUnavailable), as an adapter does when its backend fails."""
+        self._failure = error or TemporarilyUnavailable("injected backend failure")
+        self._failing_methods = frozenset(methods) if methods is not None else None
+
+    def recover(self) -> None:
+        self._failure = None
+        self._failing_methods = None
+
+    def _call(self, method: str) -> None:
+        self.calls[method] += 1
+        if self._failure is not None and (
+            self._failing_methods is None or method in self._failing_methods
+        ):
+            raise self._failure
+
+
+class FakeClientDirectory(_Fake):
+    """Clients and devices in dicts, with the DynamoDB adapter's conditions:
+
+    - client ids are unique (Conflict);
+    - a key is enrolled at most once, ever: a revoked key is not re-enrollable (Conflict),
+      and this check wins over the client checks, as in the adapter's transaction;
+    - enrolment needs an existing (NotFound), active (Conflict) client with fewer than
+      ``max_devices`` active devices (DeviceLimitReached); counter and device change
+      together under one lock, like the TransactWriteItems;
+    - revocation of an unknown or already revoked key is NotFound.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clients: dict[str, Client] = {}
+        self.devices: dict[str, Device] = {}
+
+    # test set-up helpers (not part of the port; never counted)
+    def add_client(self, client: Client) -> Client:
+        self.clients[client.client_id] = replace(client, active_devices=0)
+        return self.clients[client.client_id]
+
+    def add_device(self, device: Device) -> Device:
+        """Store a device as is (any status), bypassing enrolment rules."""
+        self.devices[device.jkt] = device
+        if device.active and device.client_id in self.clients:
+            c = self.clients[device.client_id]
+            self.clients[c.client_id] = replace(c, active_devices=c.active_devices + 1)
+        return device
+
+    # ---- the port ------------------------------------------------------------------
+    def get_client_and_device(
+        self, client_id: str, jkt: str
+    ) -> tuple[Client | None, Device | None]:
+        self._call("get_client_and_device")
+        return self.clients.get(client_id), self.devices.get(jkt)
+
+    def get_client(self, client_id: str) -> Client | None:
+        self._call("get_client")
+        return self.clients.get(client_id)
+
+    def create_client(self, client: Client) -> None:
+        self._call("create_client")
+        with self._lock:
+            if client.client_id in self.clients:
+                raise Conflict(f"client {client.client_id} already exists")
+            self.clients[client.client_id] = replace(client, active_devices=0)
+
+    def list_clients(self) -> Iterator[Client]:
+        self._call("list_clients")
+        return iter(list(self.clients.values()))
+
+    def set_client_status(self, client_id: str, status: str, at: int) -> Client:
+        self._call("set_client_status")
+        with self._lock:
+            current = self.clients.get(client_id)
+            if current is None:
+                raise NotFound(f"client {client_id} does not exist")
+            updated = replace(current, status=Status(status))
+            self.clients[client_id] = updated
+            return updated
+
+    def enroll_device(self, device: Device) -> None:
+        self._call("enroll_device")
+        with self._lock:
+            if device.jkt in self.devices:
+                raise Conflict(f"key {device.jkt} is already enrolled")
+            client = self.clients.get(device.client_id)
+            if client is None:
+                raise NotFound(f"client {device.client_id} does not exist")
+            if not client.active:
+                raise Conflict(f"client {device.client_id} is disabled")
+            if client.active_devices >= client.max_devices:
+                raise DeviceLimitReached(
+                    f"client {client.client_id} already has {client.active_devices} of "
+                    f"{client.max_devices} active devices; revoke one first"
+                )
+            self.clients[client.client_id] = replace(
+                client, active_devices=client.active_devices + 1
+            )
+            self.devices[device.jkt] = replace(device, revoked_at=None)
+
+    def revoke_device(self, jkt: str, at: int) -> Device:
+        self._call("revoke_device")
+        with self._lock:
+            current = self.devices.get(jkt)
+            if current is None or not current.active:
+                raise NotFound(f"no active device with key {jkt}")
+            client = self.clients.get(current.client_id)
+            if client is None or client.active_devices <= 0:
+                raise NotFound(f"no active device with key {jkt}")  # transaction cancelled
+            self.clients[client.client_id] = replace(
+                client, active_devices=client.active_devices - 1
+            )
+            revoked = replace(current, status=Status.REVOKED, revoked_at=at)
+            self.devices[jkt] = revoked
+            return revoked
+
+    def get_device(self, jkt: str) -> Device | None:
+        self._call("get_device")
+        return self.devices.get(jkt)
+
+    def list_devices(self, client_id: str) -> Iterator[Device]:
+        self._call("list_devices")
+        mine = [d for d in self.devices.values() if d.client_id == client_id]
+        return iter(sorted(mine, key=lambda d: d.enrolled_at))  # GSI sort key
+
+
+class FakeTokenLedger(_Fake):
+    """Issued-token records by jti; the conditional put is the replay guard."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: dict[str, IssuedToken] = {}
+
+    def record_issuance(self, token: IssuedToken) -> None:
+        self._call("record_issuance")
+        with self._lock:
+            if token.jti in self.records:
+                raise ProofReplayed("DPoP proof has already been used")
+            self.records[token.jti] = token
+
+
+class FakeSigner(_Fake):
+    """ES256 with a local P-256 key, standing in for KMS (raw r||s signatures).
+
+    ``public_jwk().kid`` is the RFC 7638 thumbprint, computed by joserfc.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.private_key = ec.generate_private_key(ec.SECP256R1())
+        jwk = ECKey.import_key(self.private_key.public_key())
+        self._jwk = {k: str(v) for k, v in jwk.as_dict(private=False).items()}
+        self._kid = jwk.thumbprint()
+
+    @property
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self.private_key.public_key()
+
+    def public_jwk(self) -> PublicJwk:
+        self._call("public_jwk")
+        return PublicJwk(kid=self._kid, jwk=dict(self._jwk))
+
+    def sign(self, signing_input: bytes) -> bytes:
+        self._call("sign")
+        r, s = decode_dss_signature(self.private_key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
