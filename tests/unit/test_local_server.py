@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -586,3 +587,38 @@ def test_functions_must_agree_on_shared_environment_variables() -> None:
 def test_error_bodies_are_json() -> None:
     response = client_for([], Functions()).get("/")
     assert json.loads(response.data) == {"message": "Missing Authentication Token"}
+
+
+def test_each_request_is_logged_as_one_line_without_headers_or_body() -> None:
+    lines: list[str] = []
+    api = LocalApi(
+        [RouteSpec("POST", "/token", "Token", API)],
+        Functions(Token=ok).invoke,
+        domain_name=DOMAIN,
+        log=lines.append,
+    )
+    Client(api).post("/token?secret=q", data="client_secret=s3cret", headers={"DPoP": "proof"})
+    Client(api).get("/a b\x1b[31m")
+    assert len(lines) == 2
+    assert re.fullmatch(r"POST /token 200 \d+ms", lines[0])
+    assert re.fullmatch(r"GET /a\?b\?\[31m 403 \d+ms", lines[1])
+
+
+def test_bodies_over_the_api_gateway_limit_are_413() -> None:
+    functions = Functions(Token=ok)
+    client = client_for([RouteSpec("POST", "/token", "Token", API)], functions)
+    response = client.post("/token", data=b"x" * (10 * 1024 * 1024 + 1))
+    assert response.status_code == 413
+    assert functions.events["Token"] == []
+
+
+def test_unknown_routes_use_the_apis_gateway_responses() -> None:
+    api = ApiSpec(
+        "BrokerApi",
+        "abcdefghij",
+        "prod",
+        gateway_responses={"DEFAULT_4XX": GatewayResponse(headers={"X-Custom": "yes"})},
+    )
+    response = client_for([RouteSpec("GET", "/x", "X", api)], Functions(X=ok)).get("/y")
+    assert response.status_code == 403
+    assert response.headers["X-Custom"] == "yes"

@@ -124,3 +124,7 @@ cli.add_command(dev)
 def main() -> None:
     """Console-script entry point."""
     cli.main(prog_name="tokenbroker")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""``tokenbroker dev``: the local stack (moto + the template's resources + the API)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from tokenbroker.local.stack import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_STACK,
+    LocalStack,
+    LocalStackError,
+    is_loopback,
+    wait_for_signal,
+    warn,
+)
+
+
+class DevFailed(click.ClickException):
+    exit_code = 1
+
+
+@click.command()
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address of the local API.")
+@click.option(
+    "--port",
+    default=DEFAULT_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port of the local API (0: a free port, printed when ready).",
+)
+@click.option(
+    "--stack-name",
+    default=DEFAULT_STACK,
+    show_default=True,
+    help="Stack name: names the tables and the SSM parameter /tokenbroker/STACK/deployment.",
+)
+@click.option(
+    "--template",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="SAM template. [default: template.yaml of this checkout]",
+)
+@click.option(
+    "--moto-port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port of the moto server (always on 127.0.0.1; 0: a free port).",
+)
+def dev(host: str, port: int, stack_name: str, template: Path | None, moto_port: int) -> None:
+    """Run the broker locally: moto-backed AWS services on a loopback port, the
+    template's tables, KMS key and SSM parameter provisioned into it, and an API Gateway
+    emulation serving template.yaml's routes (functions run in this process).
+
+    When ready, prints `export NAME=VALUE` lines for another shell (so the admin and
+    audit commands reach this stack) and `Local API: URL`. Runs until Ctrl-C or SIGTERM;
+    all state is in memory and goes away with it. Requests are logged to stderr as
+    `METHOD PATH STATUS TIME`.
+
+    \b
+    Example:
+      tokenbroker dev --port 8787
+      # in another shell: paste the export lines, then
+      tokenbroker clients create --name demo --scope "model:demo:invoke" --output json
+    """
+    if not is_loopback(host):
+        warn(
+            f"{host} is not a loopback address: the local API has no TLS and its stack uses "
+            "test credentials; anyone who can reach it can issue tokens"
+        )
+    stack = LocalStack(host, port, stack_name=stack_name, template=template, moto_port=moto_port)
+    try:
+        stack.start()
+    except LocalStackError as exc:
+        raise DevFailed(str(exc)) from exc
+    try:
+        for line in stack.export_lines():
+            click.echo(line)
+        sys.stdout.flush()
+        wait_for_signal()
+    finally:
+        stack.stop()

@@ -1,0 +1,382 @@
+"""The local stack: moto on a loopback port, template.yaml's resources provisioned into
+it, and the API Gateway emulation serving the template's routes.
+
+    with LocalStack("127.0.0.1", port=0) as stack:
+        requests.get(stack.api_url + "/.well-known/jwks.json")
+        subprocess.run(["tokenbroker", "clients", "list"], env={**os.environ, **stack.exports})
+
+All functions run in this process, so ``start`` sets ``os.environ`` to the union of
+their environments (plus the moto endpoint and test credentials); ``stop`` restores it.
+One LocalStack per process at a time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shlex
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+import boto3
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from moto.server import ThreadedMotoServer
+from werkzeug.serving import BaseWSGIServer, get_sockaddr, make_server, select_address_family
+
+from tokenbroker.local.provision import Deployment, provision
+from tokenbroker.local.server import (
+    DEFAULT_ACCOUNT_ID,
+    FunctionHost,
+    LocalApi,
+    RequestHandler,
+    functions_from_template,
+    log_to_stderr,
+    routes_from_template,
+)
+from tokenbroker.local.template import Template, TemplateError, load_template
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8787
+DEFAULT_STACK = "tokenbroker-local"
+REGION = "us-east-1"
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+#: settings from the caller's shell that would point boto3 somewhere else
+_CLEARED = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
+
+class LocalStackError(Exception):
+    """The local stack cannot start (one-line message for the user)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket (so errors are ours to report, in one line, before werkzeug
+    would print several and call sys.exit)."""
+    try:
+        family = select_address_family(host, port)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise LocalStackError(f"cannot listen on {netloc(host, port)}: {_why(exc)}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(get_sockaddr(host, port, family))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise LocalStackError(f"cannot listen on {netloc(host, port)}: {_why(exc)}") from exc
+    return sock
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+class _QuietMotoHandler(MotoRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return None
+
+
+class MotoServer(ThreadedMotoServer):
+    """ThreadedMotoServer on a socket we bound, without access logs, and reporting a
+    startup failure instead of leaving ``start`` waiting forever."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        host, port = sock.getsockname()[:2]
+        super().__init__(ip_address=host, port=port, verbose=False)
+        self._socket = sock
+        self.error: BaseException | None = None
+
+    def _server_entry(self) -> None:
+        try:
+            self._server = make_server(
+                self._ip_address,
+                self._port,
+                DomainDispatcherApplication(create_backend_app),
+                True,
+                request_handler=_QuietMotoHandler,
+                fd=self._socket.fileno(),
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported by start()
+            self.error = exc
+            self._server_ready_event.set()
+            return
+        finally:
+            self._socket.close()  # make_server duplicated it
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+    def start(self) -> None:
+        super().start()
+        if self.error is not None:
+            raise LocalStackError(f"moto server failed to start: {self.error}") from self.error
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+
+
+class LocalStack:
+    """moto + provisioning + the local API, as a context manager."""
+
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        *,
+        stack_name: str = DEFAULT_STACK,
+        template: Path | str | None = None,
+        moto_port: int = 0,
+        region: str = REGION,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        """``log`` receives one line per request (default: stderr)."""
+        self.host = host
+        self.port = port
+        self.stack_name = stack_name
+        self.template_path = Path(template) if template is not None else None
+        self.moto_port = moto_port
+        self.region = region
+        self._log = log
+        self.template: Template | None = None
+        self.deployment: Deployment | None = None
+        #: the union of the functions' environments (what os.environ gets, besides AWS_*)
+        self.function_environment: dict[str, str] = {}
+        self.api_url = ""
+        self.moto_url = ""
+        self.exports: dict[str, str] = {}
+        self._moto: MotoServer | None = None
+        self._api: BaseWSGIServer | None = None
+        self._api_thread: threading.Thread | None = None
+        self._saved_environ: dict[str, str] | None = None
+
+    # ---- context manager --------------------------------------------------------------
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ---- lifecycle --------------------------------------------------------------------
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        template = self._load_template()
+        api_socket = listen(self.host, self.port)
+        self.port = api_socket.getsockname()[1]
+        self.api_url = f"http://{netloc(self.host, self.port)}"
+        try:
+            moto_socket = listen(DEFAULT_HOST, self.moto_port)
+        except LocalStackError:
+            api_socket.close()
+            raise
+        self.moto_port = moto_socket.getsockname()[1]
+        self.moto_url = f"http://{netloc(DEFAULT_HOST, self.moto_port)}"
+        self._moto = MotoServer(moto_socket)
+        try:
+            self._moto.start()
+            deployment = self._provision(template)
+            account_id = deployment.account_id or DEFAULT_ACCOUNT_ID
+            self._set_environment(deployment, template)
+            routes = routes_from_template(template, deployment.resolve, stack_name=self.stack_name)
+            functions = functions_from_template(
+                template, deployment.resolve, stack_name=self.stack_name
+            )
+        except BaseException:
+            api_socket.close()
+            raise
+        host = FunctionHost(functions, region=self.region, account_id=account_id)
+        app = LocalApi(
+            routes,
+            host.invoke,
+            domain_name=netloc(self.host, self.port),
+            account_id=account_id,
+            log=self._log or log_to_stderr,
+        )
+        try:
+            self._api = make_server(
+                self.host,
+                self.port,
+                app,
+                threaded=True,
+                request_handler=RequestHandler,
+                fd=api_socket.fileno(),
+            )
+        finally:
+            api_socket.close()  # make_server duplicated it
+        self._api_thread = threading.Thread(
+            target=self._api.serve_forever, name="tokenbroker-local-api", daemon=True
+        )
+        self._api_thread.start()
+        self.exports = {
+            "AWS_ENDPOINT_URL": self.moto_url,
+            **FAKE_CREDENTIALS,
+            "AWS_DEFAULT_REGION": self.region,
+            "TOKENBROKER_STACK": self.stack_name,
+            "TOKENBROKER_ISSUER": self.api_url,
+        }
+
+    def stop(self) -> None:
+        """Stop both servers and restore os.environ. Safe to call twice."""
+        api, self._api = self._api, None
+        if api is not None:
+            api.shutdown()
+            api.server_close()
+        if self._api_thread is not None:
+            self._api_thread.join(timeout=10)
+            self._api_thread = None
+        moto, self._moto = self._moto, None
+        if moto is not None:
+            if moto._server is not None:
+                moto.stop()
+            moto._socket.close()  # not started: the socket is still ours
+        if self._saved_environ is not None:
+            os.environ.clear()
+            os.environ.update(self._saved_environ)
+            self._saved_environ = None
+        _forget_composition_root()
+
+    # ---- steps ------------------------------------------------------------------------
+    def _load_template(self) -> Template:
+        try:
+            template = load_template(self.template_path)
+        except FileNotFoundError as exc:
+            where = self.template_path or "the working directory or the package's checkout"
+            raise LocalStackError(f"template not found: {where}") from exc
+        except (TemplateError, OSError, ValueError) as exc:
+            raise LocalStackError(f"cannot read template: {_one_line(exc)}") from exc
+        self.template = template
+        return template
+
+    def _provision(self, template: Template) -> Deployment:
+        session = boto3.Session(
+            aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name=self.region,
+        )
+        clients = {
+            service: session.client(service, endpoint_url=self.moto_url)
+            for service in ("dynamodb", "kms", "ssm")
+        }
+        try:
+            self.deployment = provision(
+                template,
+                session_or_clients=clients,
+                stack_name=self.stack_name,
+                region=self.region,
+            )
+        except (TemplateError, ValueError) as exc:
+            raise LocalStackError(f"cannot provision the stack: {_one_line(exc)}") from exc
+        return self.deployment
+
+    def _set_environment(self, deployment: Deployment, template: Template) -> None:
+        self.function_environment = union_environment(
+            {fid: deployment.environment(fid) for fid in template.functions()}
+        )
+        self._saved_environ = dict(os.environ)
+        for name in _CLEARED:
+            os.environ.pop(name, None)
+        os.environ.update(self.function_environment)
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": self.moto_url,
+                **FAKE_CREDENTIALS,
+                "AWS_DEFAULT_REGION": self.region,
+                "AWS_REGION": self.region,
+                "POWERTOOLS_TRACE_DISABLED": "1",
+            }
+        )
+        os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "TokenBroker")
+        _forget_composition_root()
+
+    # ---- output -----------------------------------------------------------------------
+    def export_lines(self) -> list[str]:
+        lines = [f"export {name}={shlex.quote(value)}" for name, value in self.exports.items()]
+        return [*lines, f"Local API: {self.api_url}"]
+
+
+def union_environment(environments: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """One environment for every function (they share a process), or LocalStackError
+    naming the variable two functions disagree on."""
+    union: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for function, environment in environments.items():
+        for name, value in environment.items():
+            if name in union and union[name] != value:
+                raise LocalStackError(
+                    f"environment variable {name} is {union[name]!r} in {owner[name]} but "
+                    f"{value!r} in {function}; the local stack runs all functions in one "
+                    "process, so they must agree"
+                )
+            union[name] = value
+            owner.setdefault(name, function)
+    return union
+
+
+def _forget_composition_root() -> None:
+    """The functions' cached container was built from the previous environment."""
+    from tokenbroker import bootstrap
+
+    bootstrap.default.cache_clear()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def wait_for_signal(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> int:
+    """Block until one of ``signals`` arrives (main thread only); returns its number."""
+    received: list[int] = []
+    done = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        done.set()
+
+    previous: dict[int, Any] = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return received[0]
+
+
+def warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr, flush=True)

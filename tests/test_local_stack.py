@@ -1,0 +1,295 @@
+"""End to end: `tokenbroker dev` as a real process, the admin CLI as real processes, and
+HTTP with requests: discovery, a DPoP-bound token from the token endpoint, replay."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import jwt
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tokenbroker.local.stack import LocalStack
+
+pytestmark = pytest.mark.http
+
+TOKENBROKER = [sys.executable, "-c", "from tokenbroker.cli.main import main; main()"]
+EXPORT_NAMES = [
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "TOKENBROKER_STACK",
+    "TOKENBROKER_ISSUER",
+]
+STARTUP_TIMEOUT = 90
+#: settings of the developer's shell that must not leak into the stack or the CLI
+_FOREIGN = ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN")
+
+
+# ----------------------------------------------------------------- a tiny DPoP client
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True)
+class DeviceKey:
+    private_key: ec.EllipticCurvePrivateKey
+
+    @classmethod
+    def generate(cls) -> DeviceKey:
+        return cls(ec.generate_private_key(ec.SECP256R1()))
+
+    @property
+    def public_jwk(self) -> dict[str, str]:
+        numbers = self.private_key.public_key().public_numbers()
+        return {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": b64url(numbers.x.to_bytes(32, "big")),
+            "y": b64url(numbers.y.to_bytes(32, "big")),
+        }
+
+    @property
+    def thumbprint(self) -> str:
+        """RFC 7638: SHA-256 of the required members, sorted, no whitespace."""
+        jwk = self.public_jwk
+        canonical = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"))
+        return b64url(hashlib.sha256(canonical.encode()).digest())
+
+    def proof(self, method: str, url: str) -> str:
+        claims = {"jti": str(uuid.uuid4()), "htm": method, "htu": url, "iat": int(time.time())}
+        headers = {"typ": "dpop+jwt", "alg": "ES256", "jwk": self.public_jwk}
+        return jwt.encode(claims, self.private_key, algorithm="ES256", headers=headers)
+
+
+# ------------------------------------------------------------------------ the process
+
+
+@dataclass
+class RunningStack:
+    process: subprocess.Popen[str]
+    stdout_lines: list[str]
+    exports: dict[str, str]
+    api_url: str
+    log: Path
+
+    def env(self) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if k not in _FOREIGN}
+        return {**base, **self.exports}
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*TOKENBROKER, *args], env=self.env(), capture_output=True, text=True, timeout=60
+        )
+
+
+def _reader(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line.rstrip("\n"))
+    lines.put(None)
+
+
+def _start(log: Path) -> tuple[subprocess.Popen[str], list[str]]:
+    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN}
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [*TOKENBROKER, "dev", "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env,
+        )
+    assert process.stdout is not None
+    received: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=_reader, args=(process.stdout, received), daemon=True).start()
+    lines: list[str] = []
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while not (lines and lines[-1].startswith("Local API: ")):
+        try:
+            line = received.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            line = None
+        if line is None:
+            process.kill()
+            process.wait()
+            pytest.fail(f"`tokenbroker dev` did not become ready:\n{log.read_text()}")
+        lines.append(line)
+    return process, lines
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    log = tmp_path_factory.mktemp("local-stack") / "stderr.log"
+    process, lines = _start(log)
+    try:
+        exports = {}
+        for line in lines[:-1]:
+            match = re.fullmatch(r"export ([A-Z_]+)=(\S+)", line)
+            assert match, f"unexpected line on stdout: {line!r}"
+            exports[match.group(1)] = match.group(2)
+        api_url = lines[-1].removeprefix("Local API: ")
+        yield RunningStack(process, lines, exports, api_url, log)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def metadata(stack: RunningStack) -> dict[str, Any]:
+    response = requests.get(f"{stack.api_url}/.well-known/oauth-authorization-server", timeout=10)
+    assert response.status_code == 200
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _cli_ready(stack: RunningStack) -> None:
+    probe = stack.cli("clients", "create", "--help")
+    if probe.returncode != 0:
+        pytest.skip(f"admin CLI not ready: `clients create --help` failed: {probe.stderr[-300:]}")
+    probe = stack.cli("devices", "enroll", "--help")
+    if probe.returncode != 0:
+        pytest.skip(f"admin CLI not ready: `devices enroll --help` failed: {probe.stderr[-300:]}")
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_prints_the_exports_and_the_local_api_url(stack: RunningStack) -> None:
+    assert [line.split("=")[0].removeprefix("export ") for line in stack.stdout_lines[:-1]] == (
+        EXPORT_NAMES
+    )
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", stack.api_url)
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", stack.exports["AWS_ENDPOINT_URL"])
+    assert stack.exports["AWS_ENDPOINT_URL"] != stack.api_url
+    assert stack.exports["AWS_DEFAULT_REGION"] == "us-east-1"
+    assert stack.exports["TOKENBROKER_STACK"] == "tokenbroker-local"
+    assert stack.exports["TOKENBROKER_ISSUER"] == stack.api_url
+
+
+def test_discovery_documents_name_the_local_issuer(
+    stack: RunningStack, metadata: dict[str, Any]
+) -> None:
+    assert metadata["issuer"] == stack.api_url
+    assert metadata["token_endpoint"] == f"{stack.api_url}/oauth2/token"
+    assert metadata["jwks_uri"] == f"{stack.api_url}/.well-known/jwks.json"
+    jwks = requests.get(metadata["jwks_uri"], timeout=10)
+    assert jwks.status_code == 200
+    (key,) = jwks.json()["keys"]
+    assert (key["kty"], key["crv"], key["alg"]) == ("EC", "P-256", "ES256")
+
+
+def test_unknown_routes_are_403_like_api_gateway(stack: RunningStack) -> None:
+    for method, path in (("GET", "/nope"), ("GET", "/oauth2/token"), ("DELETE", "/")):
+        response = requests.request(method, f"{stack.api_url}{path}", timeout=10)
+        assert response.status_code == 403
+        assert response.json() == {"message": "Missing Authentication Token"}
+
+
+def test_a_dpop_bound_token_from_a_client_the_admin_cli_created(
+    stack: RunningStack, metadata: dict[str, Any]
+) -> None:
+    _cli_ready(stack)
+    created = stack.cli(
+        "clients", "create", "--name", "demo", "--scope", "model:demo:invoke", "--output", "json"
+    )
+    assert created.returncode == 0, created.stderr
+    client = json.loads(created.stdout)
+    device = DeviceKey.generate()
+    enrolled = stack.cli(
+        "devices",
+        "enroll",
+        "--client-id",
+        client["client_id"],
+        "--jkt",
+        device.thumbprint,
+        "--output",
+        "json",
+    )
+    assert enrolled.returncode == 0, enrolled.stderr
+
+    token_url = metadata["token_endpoint"]
+    proof = device.proof("POST", token_url)
+
+    def token_request() -> requests.Response:
+        return requests.post(
+            token_url,
+            data={"grant_type": "client_credentials"},
+            auth=(client["client_id"], client["client_secret"]),
+            headers={"DPoP": proof},
+            timeout=10,
+        )
+
+    response = token_request()
+    assert response.status_code == 200, response.text
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.json()
+    assert body["token_type"] == "DPoP"
+    access_token = body["access_token"]
+
+    jwks = requests.get(metadata["jwks_uri"], timeout=10).json()
+    key = jwt.PyJWK(jwks["keys"][0])
+    assert jwt.get_unverified_header(access_token)["typ"] == "at+jwt"
+    assert jwt.get_unverified_header(access_token)["kid"] == jwks["keys"][0]["kid"]
+    claims = jwt.decode(
+        access_token,
+        key.key,
+        algorithms=["ES256"],
+        issuer=stack.api_url,
+        options={"verify_aud": False, "require": ["exp", "iat", "jti", "sub"]},
+    )
+    assert claims["cnf"] == {"jkt": device.thumbprint}
+    assert claims["client_id"] == client["client_id"]
+    assert claims["scope"] == "model:demo:invoke"
+
+    replayed = token_request()
+    assert replayed.status_code == 400
+    assert replayed.json()["error"] == "invalid_dpop_proof"
+
+    log = stack.log.read_text()
+    assert "POST /oauth2/token 200 " in log
+    for secret in (client["client_secret"], access_token, proof):
+        assert secret not in log
+
+
+def test_sigterm_stops_the_stack_cleanly(stack: RunningStack) -> None:
+    stack.process.send_signal(signal.SIGTERM)
+    assert stack.process.wait(timeout=10) == 0
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{stack.api_url}/.well-known/jwks.json", timeout=2)
+
+
+# ------------------------------------------------------------------- in-process use
+
+
+def test_local_stack_as_a_context_manager() -> None:
+    before = dict(os.environ)
+    with LocalStack("127.0.0.1", port=0, stack_name="tokenbroker-inproc") as local:
+        assert local.exports["TOKENBROKER_ISSUER"] == local.api_url
+        assert os.environ["AWS_ENDPOINT_URL"] == local.moto_url
+        response = requests.get(
+            f"{local.api_url}/.well-known/oauth-authorization-server", timeout=10
+        )
+        assert response.status_code == 200
+        assert response.json()["issuer"] == local.api_url
+        assert local.export_lines()[-1] == f"Local API: {local.api_url}"
+    assert dict(os.environ) == before
