@@ -75,8 +75,15 @@ class DeviceKey:
         canonical = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"))
         return b64url(hashlib.sha256(canonical.encode()).digest())
 
-    def proof(self, method: str, url: str) -> str:
-        claims = {"jti": str(uuid.uuid4()), "htm": method, "htu": url, "iat": int(time.time())}
+    def proof(self, method: str, url: str, access_token: str | None = None) -> str:
+        claims: dict[str, Any] = {
+            "jti": str(uuid.uuid4()),
+            "htm": method,
+            "htu": url,
+            "iat": int(time.time()),
+        }
+        if access_token is not None:
+            claims["ath"] = b64url(hashlib.sha256(access_token.encode()).digest())
         headers = {"typ": "dpop+jwt", "alg": "ES256", "jwk": self.public_jwk}
         return jwt.encode(claims, self.private_key, algorithm="ES256", headers=headers)
 
@@ -269,6 +276,112 @@ def test_a_dpop_bound_token_from_a_client_the_admin_cli_created(
     assert "POST /oauth2/token 200 " in log
     for secret in (client["client_secret"], access_token, proof):
         assert secret not in log
+
+
+def _client_with_device(stack: RunningStack, scope: str) -> tuple[dict[str, Any], DeviceKey]:
+    created = stack.cli("clients", "create", "--name", "edge", "--scope", scope, "-o", "json")
+    assert created.returncode == 0, created.stderr
+    client: dict[str, Any] = json.loads(created.stdout)
+    device = DeviceKey.generate()
+    enrolled = stack.cli(
+        "devices", "enroll", "--client-id", client["client_id"], "--jkt", device.thumbprint
+    )
+    assert enrolled.returncode == 0, enrolled.stderr
+    return client, device
+
+
+def _token(stack: RunningStack, client: dict[str, Any], device: DeviceKey) -> str:
+    token_url = f"{stack.api_url}/oauth2/token"
+    response = requests.post(
+        token_url,
+        data={"grant_type": "client_credentials"},
+        auth=(client["client_id"], client["client_secret"]),
+        headers={"DPoP": device.proof("POST", token_url)},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+def _call(method: str, url: str, token: str, proof: str, scheme: str = "DPoP") -> requests.Response:
+    headers = {"Authorization": f"{scheme} {token}", "DPoP": proof}
+    return requests.request(method, url, headers=headers, json={"prompt": "hi"}, timeout=10)
+
+
+def _usage_items(stack: RunningStack, client_id: str) -> list[dict[str, Any]]:
+    import boto3
+
+    env = stack.env()
+    session = boto3.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
+    endpoint = env["AWS_ENDPOINT_URL"]
+    ssm = session.client("ssm", endpoint_url=endpoint)
+    name = f"/tokenbroker/{env['TOKENBROKER_STACK']}/deployment"
+    table = json.loads(ssm.get_parameter(Name=name)["Parameter"]["Value"])["USAGE_TABLE"]
+    ddb = session.client("dynamodb", endpoint_url=endpoint)
+    items = ddb.scan(TableName=table)["Items"]
+    return [i for i in items if i["client_id"]["S"] == client_id]
+
+
+def test_the_edge_allows_fresh_proofs_and_refuses_replays_other_keys_and_revoked_devices(
+    stack: RunningStack,
+) -> None:
+    _cli_ready(stack)
+    client, device = _client_with_device(stack, "model:demo:invoke")
+    token = _token(stack, client, device)
+    whoami = f"{stack.api_url}/v1/whoami"
+    invoke = f"{stack.api_url}/v1/models/demo/invoke"
+
+    proof = device.proof("GET", whoami, token)
+    allowed = _call("GET", whoami, token, proof)
+    assert allowed.status_code == 200, allowed.text
+    me = allowed.json()
+    assert (me["principal"], me["client_id"], me["jkt"], me["scope"]) == (
+        client["client_id"],
+        client["client_id"],
+        device.thumbprint,
+        ["model:demo:invoke"],
+    )
+
+    replayed = _call("GET", whoami, token, proof)
+    assert replayed.status_code == 401
+    assert replayed.headers["WWW-Authenticate"].startswith('DPoP error="invalid_token"')
+
+    thief = DeviceKey.generate()  # a copied token, proofs from another machine's key
+    assert _call("GET", whoami, token, thief.proof("GET", whoami, token)).status_code == 401
+    bearer = _call("GET", whoami, token, device.proof("GET", whoami, token), scheme="Bearer")
+    assert bearer.status_code == 401
+
+    model = _call("POST", invoke, token, device.proof("POST", invoke, token))
+    assert model.status_code == 200, model.text
+    assert model.json()["model"] == "demo"
+    other = f"{stack.api_url}/v1/models/secret/invoke"
+    wrong_scope = _call("POST", other, token, device.proof("POST", other, token))
+    assert wrong_scope.status_code == 403
+    assert 'error="insufficient_scope"' in wrong_scope.headers["WWW-Authenticate"]
+
+    revoked = stack.cli("devices", "revoke", "--jkt", device.thumbprint)
+    assert revoked.returncode == 0, revoked.stderr
+    after = _call("GET", whoami, token, device.proof("GET", whoami, token))
+    assert after.status_code == 401  # the same round trip checks the device: no staleness
+
+    items = _usage_items(stack, client["client_id"])
+    allows = [i for i in items if i["decision"]["S"] == "allow"]
+    denies = sorted(i["reason"]["S"] for i in items if i["decision"]["S"] == "deny")
+    assert len(allows) == 2  # exactly one record per allowed request
+    assert {i["route"]["S"] for i in allows} == {"/v1/whoami", "/v1/models/{model}/invoke"}
+    assert denies == sorted(
+        ["proof_replayed", "proof_key_mismatch", "insufficient_scope", "device_revoked"]
+    )
+    for item in items:
+        assert token not in json.dumps(item)
+    log = stack.log.read_text()
+    assert token not in log
+    assert proof not in log
 
 
 def test_sigterm_stops_the_stack_cleanly(stack: RunningStack) -> None:
