@@ -50,6 +50,8 @@ class Container:
             "directory": directory,
             "ledger": ledger,
             "signer": signer,
+            "usage": usage,
+            "key_cache": key_cache,
         }
         self._lock = threading.RLock()
         self._built: dict[str, Any] = {}

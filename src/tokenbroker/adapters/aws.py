@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,9 +17,13 @@ from tokenbroker.domain.errors import TemporarilyUnavailable
 # Short timeouts and botocore's standard retry mode (exponential backoff with jitter,
 # retry quotas). A Lambda behind API Gateway has 29 s; a stuck call must fail closed fast.
 LAMBDA_CONFIG = Config(
-    connect_timeout=2,
-    read_timeout=3,
-    retries={"mode": "standard", "max_attempts": 3},
+    # our requests are built by code, not users: skip botocore's ~0.1 ms/call validation
+    parameter_validation=False,
+    connect_timeout=1,
+    read_timeout=2,
+    # two attempts in all: a hung call fails closed in ~6 s, inside the 10 s function
+    # timeout (a Lambda timeout would surface as a 502 instead of our 503 / Deny)
+    retries={"mode": "standard", "total_max_attempts": 2},
     tcp_keepalive=True,
 )
 CLI_CONFIG = Config(
@@ -29,7 +35,18 @@ def client(
     service: str, *, session: boto3.Session | None = None, config: Config = LAMBDA_CONFIG
 ) -> Any:
     """A boto3 client from the standard configuration chain (AWS_ENDPOINT_URL included)."""
-    return (session or boto3.Session()).client(service, config=config)
+    with _CLIENT_LOCK:  # creating clients from one session is not thread-safe
+        return (session or _default_session()).client(service, config=config)
+
+
+_CLIENT_LOCK = threading.Lock()
+
+
+@functools.cache
+def _default_session() -> boto3.Session:
+    """One session per process: its loaders and endpoint data are shared by every client
+    (a second client then costs ~9 ms instead of ~50 ms at cold start)."""
+    return boto3.Session()
 
 
 def error_code(exc: ClientError) -> str:

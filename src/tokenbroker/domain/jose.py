@@ -4,26 +4,34 @@ Why not ``jwt.decode``: it (a) accepts padded and non-canonical base64url, (b) k
 last of duplicate JSON members, (c) does not reject ``crit`` or ``b64``, and (d) costs
 about 1.5-2x a bare signature verification, which a validator doing two verifications per
 request cannot afford (see benchmarks/). So we parse once, strictly, here, and verify
-signatures with pyjwt's algorithm objects (which wrap ``cryptography``).
+signatures with ``cryptography`` directly.
+
+Why not pyjwt's algorithm objects for keys and verification either: importing them costs
+~45 ms of the authorizer's cold start and ~25 us per verification, and its JWK decoder
+accepts non-canonical coordinates (one key, several thumbprints). Building an EC/OKP
+public key from its coordinates and checking an r||s signature are a few calls into
+``cryptography``; keys are cached by their members, since device keys repeat.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from jwt.algorithms import Algorithm, get_default_algorithms
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tokenbroker.domain.errors import OAuthError
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
-_ALGORITHMS: dict[str, Algorithm] = get_default_algorithms()
 
 #: Asymmetric algorithms the broker accepts for DPoP proofs (RFC 9449 §4.3 check 5).
 PROOF_ALGORITHMS: tuple[str, ...] = ("ES256", "ES384", "EdDSA")
@@ -31,27 +39,39 @@ PROOF_ALGORITHMS: tuple[str, ...] = ("ES256", "ES384", "EdDSA")
 TOKEN_ALGORITHM = "ES256"
 
 _COORDINATE_BYTES = {"ES256": 32, "ES384": 48, "EdDSA": 32}
-_CURVE_FOR_ALG: dict[str, type[ec.EllipticCurve]] = {
-    "ES256": ec.SECP256R1,
-    "ES384": ec.SECP384R1,
+_EC: dict[str, tuple[str, ec.EllipticCurve, hashes.HashAlgorithm]] = {
+    # alg: (JWK crv, curve, hash) -- RFC 7518 §3.4
+    "ES256": ("P-256", ec.SECP256R1(), hashes.SHA256()),
+    "ES384": ("P-384", ec.SECP384R1(), hashes.SHA384()),
 }
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
 
 def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_VALUE = {c: i for i, c in enumerate(_ALPHABET)}
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+# bits of the last character that encode no data, by len % 4 (RFC 4648 §3.5)
+_UNUSED_BITS = {0: 0, 2: 0b1111, 3: 0b11}
+
+
 def b64url_decode(segment: str) -> bytes:
-    """Strict RFC 7515 §2 base64url: url alphabet, no padding, canonical trailing bits."""
-    if not _B64URL.fullmatch(segment) or len(segment) % 4 == 1:
+    """Strict RFC 7515 §2 base64url: url alphabet, no padding, canonical trailing bits
+    (non-zero unused bits would be a second spelling of the same bytes)."""
+    rem = len(segment) % 4
+    if rem == 1 or not _B64URL.fullmatch(segment):
         raise ValueError("not base64url")
-    try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("not base64url") from exc
-    if b64url_encode(raw) != segment:  # non-zero pad bits: a second spelling of the bytes
+    if rem and _VALUE[segment[-1]] & _UNUSED_BITS[rem]:
         raise ValueError("non-canonical base64url")
-    return raw
+    try:
+        return binascii.a2b_base64(
+            segment.encode("ascii").translate(_URL_TO_STD) + b"=" * (-rem % 4)
+        )
+    except binascii.Error as exc:
+        raise ValueError("not base64url") from exc
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -125,32 +145,67 @@ def load_public_jwk(jwk: Mapping[str, Any], alg: str) -> Any:
     do not fit the algorithm. Raises ValueError."""
     if alg not in PROOF_ALGORITHMS and alg != TOKEN_ALGORITHM:
         raise ValueError("algorithm not allowed")
-    if any(member in jwk for member in ("d", "p", "q", "dp", "dq", "qi", "oth", "k")):
+    if any(member in jwk for member in _PRIVATE_MEMBERS):
         raise ValueError("jwk contains private key material")
-    # One key, one spelling: coordinates must be canonical base64url of the exact
-    # length, or one key would have several thumbprints (pyjwt's decoder is lax).
-    size = _COORDINATE_BYTES.get(alg, 0)
-    for name in ("x", "y") if alg in _CURVE_FOR_ALG else ("x",):
-        value = jwk.get(name)
-        if not isinstance(value, str) or len(b64url_decode(value)) != size:
-            raise ValueError(f"jwk member {name!r} is not a canonical coordinate")
-    try:
-        key = _ALGORITHMS[alg].from_jwk(dict(jwk))
-    except Exception as exc:  # pyjwt raises several exception types for bad JWKs
-        raise ValueError("jwk is not a valid public key") from exc
-    if alg == "EdDSA":
-        if not isinstance(key, ed25519.Ed25519PublicKey):
-            raise ValueError("EdDSA proofs must use an Ed25519 key")
-    elif not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
-        key.curve, _CURVE_FOR_ALG[alg]
+    kty, crv, x, y = (jwk.get(m) for m in ("kty", "crv", "x", "y"))
+    if not all(isinstance(v, str) for v in (kty, crv, x)) or (
+        alg in _EC and not isinstance(y, str)
     ):
+        raise ValueError("jwk members kty, crv, x (and y for EC) are required")
+    return _public_key(alg, kty, crv, x, y if alg in _EC else None)
+
+
+@functools.lru_cache(maxsize=1024)
+def _public_key(alg: str, kty: str, crv: str, x: str, y: str | None) -> Any:
+    # One key, one spelling: coordinates must be canonical base64url of the exact
+    # length, or one key would have several thumbprints.
+    size = _COORDINATE_BYTES[alg]
+    xb = b64url_decode(x)
+    if len(xb) != size:
+        raise ValueError("jwk member 'x' is not a canonical coordinate")
+    if alg == "EdDSA":
+        if (kty, crv) != ("OKP", "Ed25519"):
+            raise ValueError("EdDSA proofs must use an Ed25519 key")
+        return ed25519.Ed25519PublicKey.from_public_bytes(xb)
+    expected_crv, curve, _ = _EC[alg]
+    if (kty, crv) != ("EC", expected_crv):
         raise ValueError(f"key does not match {alg}")
-    return key
+    yb = b64url_decode(y or "")
+    if len(yb) != size:
+        raise ValueError("jwk member 'y' is not a canonical coordinate")
+    numbers = ec.EllipticCurvePublicNumbers(
+        int.from_bytes(xb, "big"), int.from_bytes(yb, "big"), curve
+    )
+    try:
+        return numbers.public_key()  # checks the point is on the curve
+    except ValueError as exc:
+        raise ValueError("jwk is not a valid public key") from exc
 
 
 def verify_signature(jws: CompactJws, alg: str, key: Any) -> bool:
-    """True iff ``jws.signature`` is a valid ``alg`` signature by ``key``."""
-    return bool(_ALGORITHMS[alg].verify(jws.signing_input, key, jws.signature))
+    """True iff ``jws.signature`` is a valid ``alg`` signature by ``key`` (JWS
+    signatures are raw r||s for ECDSA, RFC 7518 §3.4)."""
+    signature = jws.signature
+    try:
+        if alg == "EdDSA":
+            if not isinstance(key, ed25519.Ed25519PublicKey):
+                return False
+            key.verify(signature, jws.signing_input)
+            return True
+        _, curve, digest = _EC[alg]
+        size = _COORDINATE_BYTES[alg]
+        if (
+            not isinstance(key, ec.EllipticCurvePublicKey)
+            or key.curve.name != curve.name
+            or len(signature) != 2 * size
+        ):
+            return False
+        r = int.from_bytes(signature[:size], "big")
+        s = int.from_bytes(signature[size:], "big")
+        key.verify(encode_dss_signature(r, s), jws.signing_input, ec.ECDSA(digest))
+        return True
+    except (InvalidSignature, KeyError):
+        return False
 
 
 def encode_segment(obj: Mapping[str, Any]) -> str:

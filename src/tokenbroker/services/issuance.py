@@ -8,10 +8,12 @@ is derived from the proof's (jkt, jti).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import (
+    ConfigurationError,
     InvalidClient,
     InvalidDpopProof,
     InvalidGrant,
@@ -27,6 +29,8 @@ from tokenbroker.domain.rfc9449 import DpopProof, ProofPolicy, replay_key, verif
 from tokenbroker.domain.secrets import secret_matches
 
 GRANT_TYPE = "client_credentials"
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # as AdminService creates them
+_MAX_SECRET = 256
 _DAY = 86_400
 
 
@@ -88,8 +92,13 @@ class IssuanceService:
         self._policy = policy
 
     def issue(self, request: TokenRequest, *, request_issuer: str) -> IssuedAccessToken:
-        if not request.client_id or request.client_secret is None:
-            raise InvalidClient()
+        if (
+            request.client_id is None
+            or not _CLIENT_ID.fullmatch(request.client_id)
+            or request.client_secret is None
+            or len(request.client_secret) > _MAX_SECRET
+        ):
+            raise InvalidClient()  # cannot be a client of ours; same answer as a wrong secret
         if request.grant_type is None:
             raise InvalidRequest("grant_type is required")
         if request.grant_type != GRANT_TYPE:
@@ -131,7 +140,7 @@ class IssuanceService:
 
     def _audience(self, resource: str | None) -> str:
         if not self._policy.audiences:
-            raise InvalidTarget("no audience is configured")
+            raise ConfigurationError("AUDIENCES is not configured")
         if resource is None:
             return self._policy.audiences[0]
         if resource not in self._policy.audiences:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from tokenbroker.domain.errors import InvalidClient, InvalidDpopProof, InvalidRequest
 from tokenbroker.services.issuance import TokenRequest
 
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 MAX_FORM_BYTES = 8192
 MAX_FORM_FIELDS = 32
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
@@ -111,6 +113,8 @@ def _form(event: APIGatewayProxyEvent) -> dict[str, str]:
         raise
     except (ValueError, binascii.Error, UnicodeError) as exc:
         raise InvalidRequest("the request body is not a valid form") from exc
+    if _BAD_ESCAPE.search(body):
+        raise InvalidRequest("the request body has a malformed percent-encoding")
     form: dict[str, str] = {}
     for key, value in pairs:
         if key in form:
@@ -161,7 +165,7 @@ def parse_token_request(event: APIGatewayProxyEvent) -> ParsedTokenRequest:
         scope=form.get("scope"),
         resource=form.get("resource"),
         dpop_proof=proofs[0] if proofs else None,
-        method=event.http_method,
+        method=str(event.raw_event.get("httpMethod") or ""),
         url=url,
     )
     return ParsedTokenRequest(request, basic, issuer)
