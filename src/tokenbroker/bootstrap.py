@@ -13,17 +13,21 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.keycache import KeyCache
-from tokenbroker.domain.ports import ClientDirectory, Signer, TokenLedger, UsageLedger
 from tokenbroker.domain.rfc9449 import ProofPolicy
-from tokenbroker.services.admin import AdminService
-from tokenbroker.services.authorization import AuthorizationService, ResourcePolicy
-from tokenbroker.services.discovery import DiscoveryService
-from tokenbroker.services.issuance import IssuancePolicy, IssuanceService
 from tokenbroker.settings import Settings
+
+# Services and adapters are imported where they are built: each Lambda imports only what
+# it uses (the authorizer's cold start is budgeted; see benchmarks/).
+if TYPE_CHECKING:
+    from tokenbroker.domain.ports import ClientDirectory, Signer, TokenLedger, UsageLedger
+    from tokenbroker.services.admin import AdminService
+    from tokenbroker.services.authorization import AuthorizationService
+    from tokenbroker.services.discovery import DiscoveryService
+    from tokenbroker.services.issuance import IssuanceService
 
 ClientFactory = Callable[[str], Any]
 
@@ -111,6 +115,8 @@ class Container:
     @property
     def issuance(self) -> IssuanceService:
         def make() -> IssuanceService:
+            from tokenbroker.services.issuance import IssuancePolicy, IssuanceService
+
             s = self.settings
             return IssuanceService(
                 directory=self.directory,
@@ -131,6 +137,8 @@ class Container:
     @property
     def discovery(self) -> DiscoveryService:
         def make() -> DiscoveryService:
+            from tokenbroker.services.discovery import DiscoveryService
+
             s = self.settings
             return DiscoveryService(
                 signer=self.signer,
@@ -172,6 +180,8 @@ class Container:
     @property
     def authorization(self) -> AuthorizationService:
         def make() -> AuthorizationService:
+            from tokenbroker.services.authorization import AuthorizationService, ResourcePolicy
+
             s = self.settings
             s.require("audience")
             return AuthorizationService(
@@ -192,8 +202,13 @@ class Container:
     @property
     def admin(self) -> AdminService:
         return self._once(  # type: ignore[no-any-return]
-            "admin", lambda: AdminService(directory=self.directory, clock=self.clock)
+            "admin", self._make_admin
         )
+
+    def _make_admin(self) -> AdminService:
+        from tokenbroker.services.admin import AdminService
+
+        return AdminService(directory=self.directory, clock=self.clock)
 
 
 def lambda_clients(service: str) -> Any:

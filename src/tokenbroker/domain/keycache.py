@@ -11,18 +11,25 @@ from collections.abc import Callable
 from typing import Any
 
 from tokenbroker.domain.clock import Clock
-from tokenbroker.domain.errors import BrokerError
+from tokenbroker.domain.errors import BrokerError, TemporarilyUnavailable
 
 
 class KeyCache:
     def __init__(
-        self, fetch: Callable[[], dict[str, Any]], *, clock: Clock, cooldown: float = 60.0
+        self,
+        fetch: Callable[[], dict[str, Any]],
+        *,
+        clock: Clock,
+        cooldown: float = 60.0,
+        failure_cooldown: float = 2.0,
     ) -> None:
+        self._failure_cooldown = failure_cooldown
         self._fetch = fetch
         self._clock = clock
         self._cooldown = cooldown
         self._keys: dict[str, Any] = {}
         self._last_fetch: float | None = None
+        self._failed_until = float("-inf")
         self._lock = threading.Lock()
 
     def prewarm(self) -> None:
@@ -38,6 +45,9 @@ class KeyCache:
     def _refresh(self, *, force: bool) -> bool:
         with self._lock:
             now = self._clock()
+            if not self._keys and now < self._failed_until:
+                # the key source just failed: do not hammer it once per request
+                raise TemporarilyUnavailable("token signing keys are unavailable")
             recent = self._last_fetch is not None and now - self._last_fetch < self._cooldown
             if recent and not force:
                 return False
@@ -45,8 +55,9 @@ class KeyCache:
             try:
                 fresh = self._fetch()
             except BrokerError:
-                if not self._keys:
-                    self._last_fetch = None  # nothing to serve: fail closed, retry next time
+                if not self._keys:  # nothing to serve: fail closed, retry after a pause
+                    self._last_fetch = None
+                    self._failed_until = now + self._failure_cooldown
                     raise
                 return False  # keep serving the keys we have
             self._keys = {**self._keys, **fresh}

@@ -26,9 +26,14 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
     APIGatewayAuthorizerResponseV2,
 )
 
-from tokenbroker.domain.errors import InsufficientScope, InvalidToken, OAuthError
+from tokenbroker.domain.errors import (
+    InsufficientScope,
+    InvalidToken,
+    OAuthError,
+    TemporarilyUnavailable,
+)
 from tokenbroker.services.authorization import Grant, ResourceRequest
-from tokenbroker.web.requests import raw_header_values, raw_request_url
+from tokenbroker.web.events import raw_header_values, raw_request_url
 
 if TYPE_CHECKING:
     from tokenbroker.bootstrap import Container
@@ -74,27 +79,11 @@ def authorize(
     try:
         grant = container().authorization.authorize(request, request_issuer=issuer)
     except OAuthError as error:
-        authentic = not isinstance(error, InvalidToken) or error.reason in (
-            "device_revoked",
-            "client_disabled",
-        )
-        logger.info(
-            "request denied",
-            extra={
-                "error": error.error,
-                "reason": error.reason,
-                "description": error.description,
-                "method": request.method,
-                "route": request.route,
-                "request_id": request.request_id,
-            },
-        )
-        metrics.add_metric(
-            name="RequestsDenied" if authentic else "UnauthenticatedRequests",
-            unit=MetricUnit.Count,
-            value=1,
-        )
-        return Outcome(None, error)
+        return _denied(error, request, logger, metrics)
+    except Exception as exc:  # noqa: BLE001 - a bug must still fail closed, and say so
+        # the type only: a message or traceback could carry request data
+        logger.error("authorizer failed", extra={"error_type": type(exc).__name__})
+        return _denied(TemporarilyUnavailable("internal error"), request, logger, metrics)
     # Allowed requests are on record in the usage table already (with more detail than a
     # log line); logging each at INFO would cost as much CPU as a signature check.
     logger.debug(
@@ -112,6 +101,32 @@ def authorize(
     )
     metrics.add_metric(name="RequestsAllowed", unit=MetricUnit.Count, value=1)
     return Outcome(grant, None)
+
+
+def _denied(
+    error: OAuthError, request: ResourceRequest, logger: Logger, metrics: Metrics
+) -> Outcome:
+    authentic = not isinstance(error, InvalidToken) or error.reason in (
+        "device_revoked",
+        "client_disabled",
+    )
+    logger.info(
+        "request denied",
+        extra={
+            "error": error.error,
+            "reason": error.reason,
+            "description": error.description,
+            "method": request.method,
+            "route": request.route,
+            "request_id": request.request_id,
+        },
+    )
+    metrics.add_metric(
+        name="RequestsDenied" if authentic else "UnauthenticatedRequests",
+        unit=MetricUnit.Count,
+        value=1,
+    )
+    return Outcome(None, error)
 
 
 # ---- API Gateway REST API REQUEST authorizer ---------------------------------------

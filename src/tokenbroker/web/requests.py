@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
@@ -18,6 +17,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from tokenbroker.domain.errors import InvalidClient, InvalidDpopProof, InvalidRequest
 from tokenbroker.services.issuance import TokenRequest
+from tokenbroker.web.events import raw_header_values, raw_request_url
 
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 MAX_FORM_BYTES = 8192
@@ -30,25 +30,6 @@ class ParsedTokenRequest:
     request: TokenRequest
     basic_auth: bool  # whether the client tried HTTP Basic (for WWW-Authenticate)
     issuer: str  # derived from the URL the client called
-
-
-def raw_header_values(raw: Mapping[str, Any], name: str) -> list[str]:
-    """All values of a header, case-insensitively, from a raw API Gateway v1 event
-    (``multiValueHeaders`` when present, else ``headers``)."""
-    wanted = name.lower()
-    multi = raw.get("multiValueHeaders")
-    values: list[str] = []
-    if isinstance(multi, Mapping) and multi:
-        for key, vals in multi.items():
-            if isinstance(key, str) and key.lower() == wanted and isinstance(vals, list):
-                values.extend(v for v in vals if isinstance(v, str))
-        return values
-    single = raw.get("headers")
-    if isinstance(single, Mapping):
-        for key, val in single.items():
-            if isinstance(key, str) and key.lower() == wanted and isinstance(val, str):
-                values.append(val)
-    return values
 
 
 def header_values(event: APIGatewayProxyEvent, name: str) -> list[str]:
@@ -64,27 +45,6 @@ def single_header(event: APIGatewayProxyEvent, name: str) -> str | None:
 
 def request_url(event: APIGatewayProxyEvent) -> tuple[str, str]:
     return raw_request_url(event.raw_event)
-
-
-def raw_request_url(raw: Mapping[str, Any]) -> tuple[str, str]:
-    """(URL the client called, without query; the external base URL = issuer) from a
-    REST API proxy or REQUEST-authorizer event.
-
-    REST APIs put the path as called (with the stage, or a custom domain's base path) in
-    ``requestContext.path`` and the route's path in ``path``; the base is the difference.
-    """
-    ctx = raw.get("requestContext")
-    ctx = ctx if isinstance(ctx, Mapping) else {}
-    protos = raw_header_values(raw, "X-Forwarded-Proto")
-    proto = protos[0].split(",")[0].strip().lower() if len(protos) == 1 else "https"
-    if proto not in ("http", "https"):
-        proto = "https"
-    hosts = raw_header_values(raw, "Host")
-    host = str(ctx.get("domainName") or (hosts[0] if len(hosts) == 1 else ""))
-    route_path = str(raw.get("path") or "")
-    called = str(ctx.get("path") or route_path or "/")
-    base = called[: -len(route_path)] if route_path and called.endswith(route_path) else ""
-    return f"{proto}://{host}{called}", f"{proto}://{host}{base}"
 
 
 def _form(event: APIGatewayProxyEvent) -> dict[str, str]:

@@ -1,0 +1,48 @@
+"""Reading raw API Gateway v1 events (REST proxy and REQUEST authorizer): headers as
+API Gateway delivers them and the URL the client called. Shared by the token endpoint
+and the edge; imports nothing from the services."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def raw_header_values(raw: Mapping[str, Any], name: str) -> list[str]:
+    """All values of a header, case-insensitively, from a raw API Gateway v1 event
+    (``multiValueHeaders`` when present, else ``headers``)."""
+    wanted = name.lower()
+    multi = raw.get("multiValueHeaders")
+    values: list[str] = []
+    if isinstance(multi, Mapping) and multi:
+        for key, vals in multi.items():
+            if isinstance(key, str) and key.lower() == wanted and isinstance(vals, list):
+                values.extend(v for v in vals if isinstance(v, str))
+        return values
+    single = raw.get("headers")
+    if isinstance(single, Mapping):
+        for key, val in single.items():
+            if isinstance(key, str) and key.lower() == wanted and isinstance(val, str):
+                values.append(val)
+    return values
+
+
+def raw_request_url(raw: Mapping[str, Any]) -> tuple[str, str]:
+    """(URL the client called, without query; the external base URL = issuer) from a
+    REST API proxy or REQUEST-authorizer event.
+
+    REST APIs put the path as called (with the stage, or a custom domain's base path) in
+    ``requestContext.path`` and the route's path in ``path``; the base is the difference.
+    """
+    ctx = raw.get("requestContext")
+    ctx = ctx if isinstance(ctx, Mapping) else {}
+    protos = raw_header_values(raw, "X-Forwarded-Proto")
+    proto = protos[0].split(",")[0].strip().lower() if len(protos) == 1 else "https"
+    if proto not in ("http", "https"):
+        proto = "https"
+    hosts = raw_header_values(raw, "Host")
+    host = str(ctx.get("domainName") or (hosts[0] if len(hosts) == 1 else ""))
+    route_path = str(raw.get("path") or "")
+    called = str(ctx.get("path") or route_path or "/")
+    base = called[: -len(route_path)] if route_path and called.endswith(route_path) else ""
+    return f"{proto}://{host}{called}", f"{proto}://{host}{base}"

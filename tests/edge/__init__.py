@@ -1,0 +1,1 @@
+"""Adversarial tests of the edge authorizer (REST, HTTP API v2, Lambda@Edge)."""

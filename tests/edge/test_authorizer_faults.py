@@ -1,0 +1,557 @@
+"""The authorizer when its dependencies fail, on the real DynamoDB usage ledger (moto).
+
+Tables, KMS key and the authorizer's environment come from template.yaml through
+``tokenbroker.local.provision``; boto3 clients are built by the production factory
+(``tokenbroker.adapters.aws.client``: short timeouts, standard retries). moto cannot
+throttle or time out, so faults are injected with botocore events (ARCHITECTURE, Known
+traps). Whatever fails, the answer is a 401 and no ALLOW record, never an Allow.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import threading
+import types
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import botocore.endpoint
+import pytest
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
+    APIGatewayAuthorizerRequestEvent,
+)
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+from moto import mock_aws
+
+from edge import _support as s
+from support.dpop import DeviceKey
+from tokenbroker import bootstrap
+from tokenbroker.adapters.aws import client as aws_client
+from tokenbroker.domain.clock import FixedClock
+from tokenbroker.domain.keycache import KeyCache
+from tokenbroker.local import load_template
+from tokenbroker.local.provision import Deployment, provision
+from tokenbroker.local.template import SAM_FUNCTION
+from tokenbroker.services.admin import AdminService
+from tokenbroker.settings import Settings
+from tokenbroker.web import edge
+
+STACK = "edge-faults"
+SERVICES = ("dynamodb", "kms", "ssm")
+
+
+# ---------------------------------------------------------------- the stack
+
+
+@dataclass
+class Stack:
+    clock: FixedClock
+    clients: dict[str, Any]
+    deployment: Deployment
+    config: Settings
+    admin: AdminService
+    client_id: str
+    device: DeviceKey
+    issuer: s.Issuer  # a local key; see kms_issuer() for tokens signed by moto's KMS key
+
+    @property
+    def now(self) -> int:
+        return int(self.clock())
+
+    @property
+    def ddb(self) -> Any:
+        return self.clients["dynamodb"]
+
+    @property
+    def usage_table(self) -> str:
+        return self.deployment.refs["UsageTable"]
+
+    def kms_issuer(self) -> s.KmsIssuer:
+        return s.KmsIssuer(
+            self.clients["kms"], self.config.signing_key_id, client_id=self.client_id
+        )
+
+    def container(self, *, kms_keys: bool = False, dynamodb: Any = None) -> bootstrap.Container:
+        """The authorizer's composition root on these clients. The usage ledger is the
+        real DynamoUsageLedger the container builds from the template's environment; the
+        key cache is the local issuer's key, or (kms_keys) the real KMS key source."""
+        clients = {**self.clients, **({"dynamodb": dynamodb} if dynamodb else {})}
+
+        def aws(service: str) -> Any:
+            return clients[service]
+
+        if kms_keys:
+            return bootstrap.build(self.config, aws=aws, clock=self.clock)
+        return s.build_container(
+            self.config,
+            clock=self.clock,
+            key_cache=self.issuer.key_cache(self.clock),
+            usage=None,
+            aws=aws,
+        )
+
+    def event(
+        self, issuer: s.Issuer | None = None, *, token: str | None = None, proof: str = ""
+    ) -> dict[str, Any]:
+        token = token or (issuer or self.issuer).token(self.now, self.device.jkt)
+        proof = proof or s.proof(self.device, token, iat=self.now)
+        return s.rest_event(s.dpop_headers(token, proof))
+
+    def usage_items(self) -> list[dict[str, Any]]:
+        items = self.ddb.scan(TableName=self.usage_table, ConsistentRead=True)["Items"]
+        return sorted(items, key=lambda i: (i["decision"]["S"], i["reason"]["S"]))
+
+    def decisions(self) -> list[tuple[str, str]]:
+        return [(i["decision"]["S"], i["reason"]["S"]) for i in self.usage_items()]
+
+
+@pytest.fixture
+def stack(fixed_clock: FixedClock) -> Iterator[Stack]:
+    with mock_aws():
+        clients = {name: aws_client(name) for name in SERVICES}
+        deployment = provision(
+            load_template(), session_or_clients=clients, stack_name=STACK, region=s.REGION
+        )
+        config = Settings.from_mapping(deployment.environment("AuthorizerFunction"))
+        # the directory the admin CLI uses, on the same tables
+        admin = bootstrap.build(
+            config, aws=lambda service: clients[service], clock=fixed_clock
+        ).admin
+        created = admin.create_client(name="edge tests", scope=f"{s.DEFAULT_SCOPE} model:x:invoke")
+        client_id = created.client.client_id
+        device = DeviceKey.generate("ES256")
+        admin.enroll_device(client_id=client_id, jkt=device.jkt, label="laptop")
+        yield Stack(
+            clock=fixed_clock,
+            clients=clients,
+            deployment=deployment,
+            config=config,
+            admin=admin,
+            client_id=client_id,
+            device=device,
+            issuer=s.Issuer(client_id=client_id),
+        )
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any, dict[str, Any]], Any]:
+    """Run the real handler with ``container`` as the execution environment's root."""
+    module = s.load_authorizer()
+    context = s.LambdaContext()
+
+    def run(container: Any, event: dict[str, Any]) -> str:
+        monkeypatch.setattr(bootstrap, "default", lambda: container)
+        return s.call_rest_authorizer(module, event, context)[0]
+
+    run.module = module  # type: ignore[attr-defined]
+    return run
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """botocore's retry back-off sleeps, recorded instead of slept (botocore.endpoint uses
+    the time module for nothing else)."""
+    sleeps: list[float] = []
+    monkeypatch.setattr(botocore.endpoint, "time", types.SimpleNamespace(sleep=sleeps.append))
+    return sleeps
+
+
+def _error_response(code: str, status: int = 400, **extra: Any) -> tuple[AWSResponse, dict]:
+    """What a ``before-call`` handler returns to stand in for the service's answer."""
+    parsed = {
+        "Error": {"Code": code, "Message": f"injected {code}"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+        **extra,
+    }
+    return AWSResponse("https://dynamodb.us-east-1.amazonaws.com/", status, {}, None), parsed
+
+
+def _count_sends(*clients: Any) -> Counter[str]:
+    """Every HTTP request the clients send (retries included), by operation."""
+    sent: Counter[str] = Counter()
+
+    def count(event_name: str, **kwargs: Any) -> None:
+        sent[event_name.rsplit(".", 1)[-1]] += 1
+
+    for c in clients:
+        c.meta.events.register("before-send", count)
+    return sent
+
+
+# ---------------------------------------------------------------- DynamoDB faults
+
+
+def test_the_stack_allows_a_valid_request_and_records_it(stack: Stack, app: Any) -> None:
+    assert app(stack.container(), stack.event()) == "allow"
+    assert stack.decisions() == [("allow", "ok")]
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "extra"),
+    [
+        pytest.param("ProvisionedThroughputExceededException", 400, {}, id="throughput"),
+        pytest.param("ThrottlingException", 400, {}, id="throttling"),
+        pytest.param("RequestLimitExceeded", 400, {}, id="request-limit"),
+        pytest.param("AccessDeniedException", 400, {}, id="access-denied"),
+        pytest.param("InternalServerError", 500, {}, id="internal-error"),
+        pytest.param(
+            "TransactionCanceledException",
+            400,
+            {
+                "CancellationReasons": [
+                    {"Code": "None"},
+                    {"Code": "None"},
+                    {"Code": "TransactionConflict"},
+                ]
+            },
+            id="transaction-conflict",
+        ),
+    ],
+)
+def test_a_failing_usage_write_is_a_401_and_writes_nothing(
+    stack: Stack, app: Any, code: str, status: int, extra: dict[str, Any]
+) -> None:
+    stack.ddb.meta.events.register(
+        "before-call.dynamodb.TransactWriteItems",
+        lambda **kwargs: _error_response(code, status, **extra),
+    )
+
+    assert app(stack.container(), stack.event()) == "401"
+    assert stack.usage_items() == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(ReadTimeoutError(endpoint_url="https://dynamodb"), id="read-timeout"),
+        pytest.param(ConnectTimeoutError(endpoint_url="https://dynamodb"), id="connect-timeout"),
+    ],
+)
+def test_a_timed_out_usage_write_is_retried_a_bounded_number_of_times_then_a_401(
+    stack: Stack, app: Any, no_backoff: list[float], error: Exception
+) -> None:
+    attempts = 0
+
+    def time_out(**kwargs: Any) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise error
+
+    stack.ddb.meta.events.register("before-send.dynamodb.TransactWriteItems", time_out)
+
+    assert app(stack.container(), stack.event()) == "401"
+    # LAMBDA_CONFIG: standard mode, total_max_attempts=2: 1 try + 1 retry
+    assert attempts == 2
+    assert len(no_backoff) == 1
+    assert stack.usage_items() == []
+
+
+def test_a_hung_usage_write_is_given_up_within_the_authorizer_timeout(
+    stack: Stack, app: Any, no_backoff: list[float]
+) -> None:
+    attempts = 0
+
+    def hang(**kwargs: Any) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise ReadTimeoutError(endpoint_url="https://dynamodb")
+
+    stack.ddb.meta.events.register("before-send.dynamodb.TransactWriteItems", hang)
+
+    assert app(stack.container(), stack.event()) == "401"
+    # each attempt of a hung call waits its full read timeout before botocore gives up
+    worst_case = attempts * stack.ddb.meta.config.read_timeout + sum(no_backoff)
+    timeout = load_template().sam_properties("AuthorizerFunction", SAM_FUNCTION)["Timeout"]
+    assert worst_case < int(timeout)
+
+
+@pytest.mark.parametrize("table", ["UsageTable", "DevicesTable", "ClientsTable"])
+def test_a_missing_table_is_a_401_and_never_an_allow(stack: Stack, app: Any, table: str) -> None:
+    stack.ddb.delete_table(TableName=stack.deployment.refs[table])
+
+    assert app(stack.container(), stack.event()) == "401"
+    if table != "UsageTable":
+        assert stack.usage_items() == []
+
+
+def test_a_throttled_write_does_not_burn_the_proof_for_its_retry(stack: Stack, app: Any) -> None:
+    event = stack.event()
+    handler_id = stack.ddb.meta.events.register(
+        "before-call.dynamodb.TransactWriteItems",
+        lambda **kwargs: _error_response("ThrottlingException"),
+        unique_id="throttle",
+    )
+    assert app(stack.container(), event) == "401"
+    stack.ddb.meta.events.unregister(
+        "before-call.dynamodb.TransactWriteItems", unique_id=handler_id or "throttle"
+    )
+
+    retry = dict(event, requestContext={**event["requestContext"], "requestId": "retry"})
+    assert app(stack.container(), retry) == "allow"
+    assert stack.decisions() == [("allow", "ok")]
+
+
+# ---------------------------------------------------------------- KMS at cold start
+
+
+@pytest.mark.parametrize(
+    "code", ["KMSInternalException", "DisabledException", "AccessDeniedException"]
+)
+def test_kms_failing_at_cold_start_is_a_401_and_a_request_after_the_cool_down_recovers(
+    stack: Stack, app: Any, code: str
+) -> None:
+    kms = stack.clients["kms"]
+    issuer = stack.kms_issuer()  # signs (and reads the key) before the fault is injected
+    kms.meta.events.register(
+        "before-call.kms.GetPublicKey",
+        lambda **kwargs: _error_response(code),
+        unique_id="kms-down",
+    )
+    container = stack.container(kms_keys=True)
+
+    assert app(container, stack.event(issuer)) == "401"
+    assert stack.usage_items() == []
+
+    kms.meta.events.unregister("before-call.kms.GetPublicKey", unique_id="kms-down")
+    stack.clock.advance(61)  # recovery within one key-cache cool-down, whatever its policy
+    assert app(container, stack.event(issuer)) == "allow"
+    assert stack.decisions() == [("allow", "ok")]
+
+
+# ---------------------------------------------------------------- revocation
+
+
+def test_a_device_revoked_after_issue_is_denied_on_its_next_request_and_recorded(
+    stack: Stack, app: Any
+) -> None:
+    container = stack.container()
+    token = stack.issuer.token(stack.now, stack.device.jkt)
+    assert app(container, stack.event(token=token)) == "allow"
+
+    stack.admin.revoke_device(stack.device.jkt)
+
+    assert app(container, stack.event(token=token)) == "401"
+    assert stack.decisions() == [("allow", "ok"), ("deny", "device_revoked")]
+    denial = next(i for i in stack.usage_items() if i["decision"]["S"] == "deny")
+    assert denial["jkt"]["S"] == stack.device.jkt
+    assert denial["client_id"]["S"] == stack.client_id
+
+
+def test_a_client_disabled_after_issue_is_denied_on_its_next_request_and_recorded(
+    stack: Stack, app: Any
+) -> None:
+    container = stack.container()
+    token = stack.issuer.token(stack.now, stack.device.jkt)
+    assert app(container, stack.event(token=token)) == "allow"
+
+    stack.admin.disable_client(stack.client_id)
+
+    assert app(container, stack.event(token=token)) == "401"
+    assert stack.decisions() == [("allow", "ok"), ("deny", "client_disabled")]
+
+
+def test_a_revoked_device_is_denied_even_when_the_denial_record_cannot_be_written(
+    stack: Stack, app: Any
+) -> None:
+    stack.admin.revoke_device(stack.device.jkt)
+    stack.ddb.meta.events.register(
+        "before-call.dynamodb.PutItem", lambda **kwargs: _error_response("ThrottlingException")
+    )
+
+    assert app(stack.container(), stack.event()) == "401"
+    assert stack.usage_items() == []
+
+
+def test_a_device_enrolled_to_another_client_cannot_use_this_clients_token(
+    stack: Stack, app: Any
+) -> None:
+    other = stack.admin.create_client(name="other", scope=s.DEFAULT_SCOPE).client.client_id
+    intruder = DeviceKey.generate("ES256")
+    stack.admin.enroll_device(client_id=other, jkt=intruder.jkt)
+    # a token naming this client but bound to the other client's device
+    token = stack.issuer.token(stack.now, intruder.jkt)
+    event = s.rest_event(s.dpop_headers(token, s.proof(intruder, token, iat=stack.now)))
+
+    assert app(stack.container(), event) == "401"
+    assert stack.decisions() == [("deny", "device_revoked")]
+
+
+# ---------------------------------------------------------------- concurrency
+
+
+class SerialisedDynamoDB:
+    """The moto DynamoDB client with its writes serialised.
+
+    moto's conditional writes are not atomic across threads (two threads can both see
+    "attribute_not_exists" before either inserts); in AWS, DynamoDB itself makes each
+    conditional TransactWriteItems atomic. Serialising the calls here models AWS, so the
+    test checks the authorizer's logic, not moto's locking.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._client.transact_write_items(**kwargs)
+
+    def put_item(self, **kwargs: Any) -> Any:  # the denial records: same reason
+        with self._lock:
+            return self._client.put_item(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@dataclass
+class _Metrics:
+    names: list[str]
+
+    def add_metric(self, *, name: str, unit: Any, value: float) -> None:
+        self.names.append(name)
+
+
+def test_one_proof_used_32_times_at_once_is_allowed_exactly_once(stack: Stack) -> None:
+    container = stack.container(dynamodb=SerialisedDynamoDB(stack.ddb))
+    token = stack.issuer.token(stack.now, stack.device.jkt)
+    proof = s.proof(stack.device, token, iat=stack.now)
+    # 32 requests (each its own API Gateway request id) carrying the same proof
+    events = [s.rest_event(s.dpop_headers(token, proof)) for _ in range(32)]
+    logger, metrics = Logger(service="tokenbroker"), _Metrics([])
+    barrier = threading.Barrier(32, timeout=60)
+
+    def authorize(event: dict[str, Any]) -> str:
+        # the handler minus Powertools' decorators (its metric flush is process-wide)
+        request, issuer = edge.rest_request(APIGatewayAuthorizerRequestEvent(event))
+        barrier.wait()
+        outcome = edge.authorize(lambda: container, request, issuer, logger, metrics)
+        try:
+            response = edge.rest_response(APIGatewayAuthorizerRequestEvent(event), outcome)
+        except edge.Unauthorized:
+            return f"401 {outcome.error.reason if outcome.error else ''}"
+        return str(response["policyDocument"]["Statement"][0]["Effect"])
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        outcomes = Counter(pool.map(authorize, events))
+
+    assert outcomes == {"Allow": 1, "401 proof_replayed": 31}
+    assert Counter(stack.decisions()) == {("allow", "ok"): 1, ("deny", "proof_replayed"): 31}
+    assert Counter(metrics.names) == {"RequestsAllowed": 1, "RequestsDenied": 31}
+
+
+# ---------------------------------------------------------------- budgets
+
+
+def test_each_allowed_request_writes_one_record_in_one_aws_call_once_keys_are_cached(
+    stack: Stack, app: Any
+) -> None:
+    issuer = stack.kms_issuer()
+    events = [stack.event(issuer) for _ in range(5)]  # signed by KMS before counting
+    container = stack.container(kms_keys=True)
+    sent = _count_sends(stack.ddb, stack.clients["kms"])
+
+    assert app(container, events[0]) == "allow"  # cold: the key is fetched once
+    assert sent == {"GetPublicKey": 1, "TransactWriteItems": 1}
+
+    for n, event in enumerate(events[1:], start=2):
+        sent.clear()
+        assert app(container, event) == "allow"
+        assert sent == {"TransactWriteItems": 1}
+        assert len(stack.usage_items()) == n
+
+
+def test_denied_garbage_costs_no_aws_call_once_keys_are_cached(stack: Stack, app: Any) -> None:
+    container = stack.container(kms_keys=True)
+    issuer = stack.kms_issuer()
+    assert app(container, stack.event(issuer)) == "allow"
+    sent = _count_sends(stack.ddb, stack.clients["kms"])
+
+    forged = issuer.token(stack.now, stack.device.jkt, sign_with=DeviceKey.generate("ES256"))
+    for _ in range(20):
+        assert app(container, stack.event(token=forged)) == "401"
+
+    assert sent == {}
+    assert len(stack.usage_items()) == 1
+
+
+# ---------------------------------------------------------------- log hygiene
+
+
+def test_no_token_proof_or_segment_of_them_is_ever_logged(
+    stack: Stack,
+    app: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    # Powertools logs JSON to the stdout it found when the logger was first configured;
+    # point it at this test's captured stdout, and log everything (allowed requests are
+    # logged at DEBUG).
+    monkeypatch.setattr(app.module.logger.registered_handler, "stream", sys.stdout)
+    service_logger = logging.getLogger(app.module.logger.name)
+    request.addfinalizer(functools.partial(service_logger.setLevel, service_logger.level))
+    service_logger.setLevel(logging.DEBUG)
+    container = stack.container()
+    secrets_seen: list[str] = []
+
+    def send(token: str, proof: str, expected: str) -> None:
+        secrets_seen.extend([token, proof, *token.split("."), *proof.split(".")])
+        event = s.rest_event(s.dpop_headers(token, proof))
+        assert app(container, event) == expected
+
+    now, jkt = stack.now, stack.device.jkt
+    token = stack.issuer.token(now, jkt)
+    proof = s.proof(stack.device, token, iat=now)
+    send(token, proof, "allow")
+    send(token, proof, "401")  # replay
+    other = stack.issuer.token(now, jkt)
+    send(other, s.proof(stack.device, other, iat=now, htm="POST"), "401")
+    forged = stack.issuer.token(now, jkt, sign_with=DeviceKey.generate("ES256"))
+    send(forged, s.proof(stack.device, forged, iat=now), "401")
+    expired = stack.issuer.token(now, jkt, iat=now - 400, exp=now - 100)
+    send(expired, s.proof(stack.device, expired, iat=now), "401")
+    bearer = stack.issuer.token(now, jkt)
+    event = s.rest_event(
+        [("Authorization", f"Bearer {bearer}"), ("DPoP", s.proof(stack.device, bearer, iat=now))]
+    )
+    secrets_seen.extend([bearer, *bearer.split(".")])
+    assert app(container, event) == "401"
+
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    assert output.count('"request allowed"') == 1
+    assert output.count('"request denied"') == 5
+    leaked = sorted({secret for secret in secrets_seen if secret and secret in output})
+    # the token header segment is the same for every token of one key: it is no
+    # secret, but it must not be logged either
+    assert leaked == []
+
+
+# ---------------------------------------------------------------- composition root
+
+
+# Found while writing this suite: Container.__init__ accepted usage= and key_cache= but
+# dropped them, so build(..., usage=fake) silently built the DynamoDB ledger from settings.
+def test_the_composition_root_uses_the_usage_ledger_and_key_cache_it_is_given(
+    fixed_clock: FixedClock,
+) -> None:
+    usage = s.FakeUsageLedger()
+    key_cache = KeyCache(dict, clock=fixed_clock)
+    container = bootstrap.build(
+        s.settings(),
+        aws=lambda service: pytest.fail(f"no AWS client expected, got {service}"),
+        clock=fixed_clock,
+        usage=usage,
+        key_cache=key_cache,
+    )
+
+    assert container.usage is usage
+    assert container.key_cache is key_cache
