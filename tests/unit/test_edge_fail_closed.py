@@ -1,0 +1,50 @@
+"""Whatever goes wrong inside the authorizer, the answer is a Deny."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aws_lambda_powertools import Logger, Metrics
+
+from tokenbroker.domain.errors import TemporarilyUnavailable
+from tokenbroker.services.authorization import ResourceRequest
+from tokenbroker.web import edge
+
+
+class Broken:
+    """A container whose authorization service has a bug."""
+
+    @property
+    def authorization(self) -> Any:
+        raise RuntimeError("a bug with request data: DPoP eyJ...")
+
+
+REQUEST = ResourceRequest(
+    authorization=("DPoP x",),
+    dpop=("y",),
+    method="GET",
+    url="https://a/v1/whoami",
+    route="/v1/whoami",
+)
+
+
+def test_an_unexpected_exception_is_a_deny_not_a_crash(capsys: pytest.CaptureFixture[str]) -> None:
+    outcome = edge.authorize(
+        Broken, REQUEST, "https://a", Logger(service="t"), Metrics(namespace="t")
+    )
+    assert outcome.grant is None
+    assert isinstance(outcome.error, TemporarilyUnavailable)
+    logged = capsys.readouterr()
+    assert "RuntimeError" in logged.out
+    assert "eyJ" not in logged.out + logged.err  # the message is not logged
+
+
+def test_a_config_failure_in_the_composition_root_is_a_deny() -> None:
+    def no_settings() -> Any:
+        raise TemporarilyUnavailable("USAGE_TABLE is not configured")
+
+    outcome = edge.authorize(
+        no_settings, REQUEST, "https://a", Logger(service="t"), Metrics(namespace="t")
+    )
+    assert outcome.grant is None
