@@ -1,14 +1,11 @@
 """DynamoDB adapter for the UsageLedger port (the usage table declared in template.yaml).
 
 Key design: ``id`` is the record id (for allowed requests the proof's replay key). The
-auditors' indexes are keyed by principal, device and token, each suffixed with a shard
-number derived from the record id, so one hot principal spreads its writes over
-``SHARDS`` index partitions; readers fan out over the shards.
+auditors' indexes and their sharding are defined in :mod:`tokenbroker.domain.ledger`.
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
@@ -21,11 +18,11 @@ from tokenbroker.domain.errors import (
     ProofReplayed,
     TemporarilyUnavailable,
 )
+from tokenbroker.domain.ledger import SORT_KEY, hour_of, index_keys
 from tokenbroker.domain.models import Status, UsageRecord
 
-SHARDS = 16
 ID = "id"
-AT = "at"
+AT = SORT_KEY
 EVENT = "event"
 DECISION = "decision"
 REASON = "reason"
@@ -41,29 +38,19 @@ SOURCE_IP = "source_ip"
 USER_AGENT = "user_agent"
 REQUEST_ID = "request_id"
 TTL = "ttl"
-PRINCIPAL_KEY = "principal_shard"  # GSI by_principal: principal_shard + at
-DEVICE_KEY = "device_shard"  # GSI by_device: device_shard + at
-TOKEN_KEY = "token_shard"  # GSI by_token: token_shard + at
+ACTOR = "actor"
 # attributes of the clients/devices tables used in the condition checks
 _STATUS = "status"
 
 _ser = TypeSerializer()
 
 
-def shard_of(record_id: str) -> int:
-    return hashlib.sha256(record_id.encode()).digest()[0] % SHARDS
-
-
-def sharded(value: str, shard: int) -> str:
-    return f"{value}#{shard:02d}"
-
-
 def usage_item(record: UsageRecord) -> dict[str, Any]:
-    shard = shard_of(record.record_id)
+    """The item of a ledger record (DynamoDB JSON). Empty values are left out."""
     values: dict[str, Any] = {
         ID: record.record_id,
         AT: record.at_ms,
-        EVENT: "request",
+        EVENT: record.event.value,
         DECISION: record.decision.value,
         REASON: record.reason,
         PRINCIPAL: record.principal,
@@ -78,9 +65,17 @@ def usage_item(record: UsageRecord) -> dict[str, Any]:
         USER_AGENT: record.user_agent,
         REQUEST_ID: record.request_id,
         TTL: record.retain_until,
-        PRINCIPAL_KEY: sharded(record.principal, shard),
-        DEVICE_KEY: sharded(record.jkt, shard),
-        TOKEN_KEY: sharded(record.token_jti, shard),
+        ACTOR: record.actor,
+        **index_keys(
+            record.record_id,
+            {
+                "principal": record.principal,
+                "jkt": record.jkt,
+                "token_jti": record.token_jti,
+                "resource": record.resource,
+                "hour": hour_of(record.at_ms),
+            },
+        ),
     }
     return {k: _ser.serialize(v) for k, v in values.items() if v != ""}
 

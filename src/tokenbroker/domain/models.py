@@ -70,9 +70,21 @@ class Decision(StrEnum):
     DENY = "deny"
 
 
+class EventType(StrEnum):
+    """What a ledger record is about."""
+
+    REQUEST = "request"  # a use of an access token at the edge
+    TOKEN_ISSUED = "token_issued"
+    CLIENT_CREATED = "client_created"
+    CLIENT_DISABLED = "client_disabled"
+    DEVICE_ENROLLED = "device_enrolled"
+    DEVICE_REVOKED = "device_revoked"
+
+
 @dataclass(frozen=True)
 class UsageRecord:
-    """One use of an authentic access token at the edge (allowed or denied).
+    """One ledger record: a use of an authentic access token at the edge (allowed or
+    denied), a token issuance, or an admin action. One schema for all of them.
 
     Ids and hashes only: never a token, proof or secret.
     """
@@ -93,3 +105,5 @@ class UsageRecord:
     user_agent: str
     request_id: str
     retain_until: int
+    event: EventType = EventType.REQUEST
+    actor: str = ""  # who acted, for admin events (an IAM ARN)
