@@ -1,0 +1,32 @@
+"""API Gateway HTTP API (payload 2.0) Lambda authorizer: the same checks as the REST
+authorizer, answered with a simple response ({"isAuthorized": ..., "context": ...}).
+
+For platform teams on HTTP APIs: attach it with ``EnableSimpleResponses: true``,
+``AuthorizerPayloadFormatVersion: "2.0"``, identity sources ``$request.header.Authorization``
+and ``$request.header.DPoP``, and result caching OFF (``AuthorizerResultTtlInSeconds: 0``).
+Its environment is the REST authorizer's (see AuthorizerFunction in template.yaml).
+"""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.utilities.data_classes import event_source
+from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
+    APIGatewayAuthorizerEventV2,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tokenbroker import bootstrap
+from tokenbroker.web import edge
+
+logger = Logger()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@event_source(data_class=APIGatewayAuthorizerEventV2)
+def handler(event: APIGatewayAuthorizerEventV2, context: LambdaContext) -> dict[str, Any]:
+    request, issuer = edge.http_api_request(event)
+    outcome = edge.authorize(bootstrap.default, request, issuer, logger, metrics)
+    return edge.http_api_response(outcome)
