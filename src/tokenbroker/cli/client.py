@@ -220,8 +220,9 @@ def call(
     """Call a protected API with a DPoP-bound token, like curl.
 
     Prints the status line on stderr and the body on stdout; exits 0 for 2xx, 1
-    otherwise. A URL starting with / is relative to the issuer. A body that is JSON is
-    sent as application/json unless --header sets Content-Type.
+    otherwise. A URL starting with / is relative to the issuer. Unless --header sets
+    Content-Type, a body that is JSON is sent as application/json, any other as
+    text/plain.
 
     \b
     Example:
