@@ -34,8 +34,8 @@ INDEXES: dict[str, LedgerIndex] = {
         LedgerIndex("by_principal", "principal_shard", "principal", 32),
         LedgerIndex("by_device", "device_shard", "jkt", 32),
         LedgerIndex("by_token", "token_shard", "token_jti", 32),
-        LedgerIndex("by_resource", "resource_shard", "resource", 64),
-        LedgerIndex("by_hour", "hour_shard", "hour", 128),
+        LedgerIndex("by_resource", "resource_shard", "resource", 128),
+        LedgerIndex("by_hour", "hour_shard", "hour", 256),
     )
 }
 #: the sort key of every index: milliseconds since the epoch
