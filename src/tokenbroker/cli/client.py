@@ -136,8 +136,12 @@ def keygen(name: str, force: bool, keyring: bool, output: str | None) -> None:
     """Create a device key (P-256) and print its thumbprint (jkt) for enrollment.
 
     The key is stored in $XDG_CONFIG_HOME/tokenbroker/keys/NAME.pem (default
-    ~/.config/...), readable only by you. Give the jkt to an admin:
-    tokenbroker devices enroll --client-id ID --jkt JKT
+    ~/.config/...), readable only by you. Give the jkt to an admin, who runs
+    `tokenbroker devices enroll --client-id ID --jkt JKT`.
+
+    \b
+    Example:
+      tokenbroker keygen --name laptop --output json
     """
     from tokenbroker.client import DeviceKey
 
@@ -162,6 +166,11 @@ def token(issuer: str, client_id: str, key_name: str, scope: str | None) -> None
 
     The client secret comes from $TOKENBROKER_CLIENT_SECRET or a hidden prompt.
     The token is bound to the device key: it is useless without it.
+
+    \b
+    Example:
+      export TOKENBROKER_ISSUER=http://127.0.0.1:8787 TOKENBROKER_CLIENT_ID=tbc_...
+      tokenbroker token --scope model:demo:invoke
     """
     with reported():
         issued = token_source(issuer, client_id, key_name, scope).token()
