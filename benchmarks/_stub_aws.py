@@ -89,10 +89,33 @@ class AwsStub:
         _, service, operation = event_name.split(".", 2)
         key = f"{service}:{operation}"
         self.sends[key] += 1
-        body, content_type = self._answers.get(key, (b"{}", _JSON_10))
+        if key == "dynamodb:BatchGetItem":
+            body, content_type = _everything_active(request.body), _JSON_10
+        else:
+            body, content_type = self._answers.get(key, (b"{}", _JSON_10))
         headers = {
             "x-amzn-requestid": "00000000-0000-4000-8000-000000000000",
             "content-type": content_type,
             "content-length": str(len(body)),
         }
         return AWSResponse(request.url, 200, headers, _Body(body))
+
+
+def _everything_active(request_body: bytes | str) -> bytes:
+    """BatchGetItem answer for the liveness read: every requested client and device is
+    active (and each device belongs to the requested client)."""
+    wanted = json.loads(request_body)["RequestItems"]
+    client_id = next(
+        key["client_id"]["S"]
+        for spec in wanted.values()
+        for key in spec["Keys"]
+        if "client_id" in key
+    )
+    responses = {
+        table: [
+            {**key, "status": {"S": "active"}, "client_id": {"S": client_id}}
+            for key in spec["Keys"]
+        ]
+        for table, spec in wanted.items()
+    }
+    return json.dumps({"Responses": responses, "UnprocessedKeys": {}}).encode()

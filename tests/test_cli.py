@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 import click
 import pytest
+from boto3.dynamodb.types import TypeDeserializer
 from botocore.awsrequest import AWSResponse
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -135,6 +136,20 @@ def all_commands() -> list[list[str]]:
         if isinstance(command, click.Group):
             paths.extend([name, sub] for sub in command.commands)
     return paths
+
+
+def ledger(deployed: Deployment) -> list[dict[str, Any]]:
+    """Every record of the usage table (plain values), oldest first."""
+    items = boto3.client("dynamodb").scan(
+        TableName=deployed.refs["UsageTable"], ConsistentRead=True
+    )["Items"]
+    plain = [{k: TypeDeserializer().deserialize(v) for k, v in i.items()} for i in items]
+    return sorted(plain, key=lambda r: (r["at"], r["id"]))
+
+
+def caller_arn() -> str:
+    """The identity moto's STS reports for the test credentials."""
+    return str(boto3.client("sts").get_caller_identity()["Arn"])
 
 
 # ---------------------------------------------------------------------------- help
@@ -515,6 +530,87 @@ def test_concurrent_enrollments_never_exceed_max_devices(deployed: Deployment) -
     assert sorted(outcomes) == ["enrolled"] * 3 + ["limit"] * 5
     assert admin.get_client(client_id).active_devices == 3
     assert sum(d.active for d in admin.list_devices(client_id)) == 3
+    # one record per change that happened; the five refused enrolments wrote none
+    events = sorted(r["event"] for r in ledger(deployed))
+    assert events == ["client_created"] + ["device_enrolled"] * 3
+
+
+# ---------------------------------------------------------------------------- the ledger
+
+
+def test_each_admin_command_writes_one_ledger_record_naming_the_caller(
+    deployed: Deployment,
+) -> None:
+    actor = caller_arn()
+    created = create_client(max_devices=2)
+    client_id = created["client_id"]
+    jkt = new_jkt()
+    ok("devices", "enroll", "--client-id", client_id, "--jkt", jkt, "--label", "laptop")
+    ok("devices", "revoke", "--jkt", jkt)
+    ok("clients", "disable", "--client-id", client_id)
+    # reads are not ledger events
+    ok("clients", "list")
+    ok("devices", "list", "--client-id", client_id)
+
+    records = ledger(deployed)
+    assert sorted(r["event"] for r in records) == [
+        "client_created",
+        "client_disabled",
+        "device_enrolled",
+        "device_revoked",
+    ]
+    by_event = {r["event"]: r for r in records}
+    assert len(by_event) == len(records) == 4
+    for event, record in by_event.items():
+        assert record["id"] == "adm:" + record["request_id"]
+        assert (record["decision"], record["reason"]) == ("allow", "ok")
+        assert (record["principal"], record["client_id"]) == (client_id, client_id)
+        assert record["actor"] == actor
+        assert record.get("jkt") == (jkt if event.startswith("device_") else None)
+        assert "token_jti" not in record
+        assert record["ttl"] == record["at"] // 1000 + 400 * 86_400
+    assert len({r["request_id"] for r in records}) == 4
+    # no secret and no secret hash in any record
+    stored = json.dumps(records, default=str)
+    secret_hash = boto3.client("dynamodb").get_item(
+        TableName=deployed.refs["ClientsTable"], Key={"client_id": {"S": client_id}}
+    )["Item"]["secret_hash"]["S"]
+    for secret in (created["client_secret"], secret_hash, secret_hash.split(":", 1)[1]):
+        assert secret not in stored
+
+
+def test_a_failed_admin_command_writes_no_ledger_record(deployed: Deployment) -> None:
+    client_id = create_client(max_devices=1)["client_id"]
+    ok("devices", "enroll", "--client-id", client_id, "--jkt", new_jkt())
+    before = ledger(deployed)
+    assert len(before) == 2
+
+    enroll = ("devices", "enroll", "--jkt")
+    assert_one_line_error(run(*enroll, new_jkt(), "--client-id", client_id), 1, "1 of 1")
+    assert_one_line_error(run(*enroll, new_jkt(), "--client-id", "tbc_nope"), 1, "does not exist")
+    assert_one_line_error(run("clients", "disable", "--client-id", "tbc_nope"), 1, "not exist")
+    assert_one_line_error(run("devices", "revoke", "--jkt", new_jkt()), 1, "no active device")
+    assert_one_line_error(run("clients", "create", "--name", "n", "--scope", ""), 1)
+
+    assert ledger(deployed) == before
+
+
+def test_a_caller_sts_cannot_identify_exits_2_with_one_line(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def denied(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        error = {"Code": "ExpiredToken", "Message": "The security token included has expired"}
+        response = AWSResponse("https://sts.amazonaws.com/", 403, {}, None)
+        return response, {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 403}}
+
+    _with_session_hook(monkeypatch, "before-call.sts.GetCallerIdentity", denied)
+    assert_one_line_error(
+        run("clients", "create", "--name", "n", "--scope", "a"),
+        2,
+        "cannot identify the caller (sts:GetCallerIdentity): ExpiredToken",
+    )
+    assert ledger(deployed) == []
+    assert boto3.client("dynamodb").scan(TableName=deployed.refs["ClientsTable"])["Items"] == []
 
 
 # ---------------------------------------------------------------------------- failures
@@ -610,12 +706,13 @@ def test_a_dynamodb_failure_is_one_line_and_exit_1(
         response = AWSResponse("https://dynamodb.us-east-1.amazonaws.com/", 400, {}, None)
         return response, {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}
 
-    _with_session_hook(monkeypatch, "before-call.dynamodb.PutItem", throttled)
+    _with_session_hook(monkeypatch, "before-call.dynamodb.TransactWriteItems", throttled)
     assert_one_line_error(
         run("clients", "create", "--name", "n", "--scope", "a"),
         1,
-        "dynamodb:PutItem failed (ProvisionedThroughputExceededException)",
+        "dynamodb:TransactWriteItems failed (ProvisionedThroughputExceededException)",
     )
+    assert ledger(deployed) == []
 
 
 def test_a_raised_botocore_error_is_one_line_and_exit_1(

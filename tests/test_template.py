@@ -11,6 +11,7 @@ import base64
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 from cfnlint.api import ManualArgs, lint_file
 
+from tokenbroker.domain.ledger import INDEXES, SORT_KEY
 from tokenbroker.local.template import (
     Route,
     Template,
@@ -35,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
 PARAMS = ROOT / "infra" / "params"
 ENVIRONMENTS = ("dev", "prod")
-TABLES = ("ClientsTable", "DevicesTable", "TokensTable", "UsageTable")
+TABLES = ("ClientsTable", "DevicesTable", "TokensTable", "UsageTable", "AggregatesTable")
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +128,19 @@ def test_parameter_defaults_are_the_documented_ones(template: Template) -> None:
         "ClockSkewSeconds": "5",
         "TokenRecordRetentionDays": "30",
         "UsageRetentionDays": "400",
+        "DigestGraceSeconds": "900",
+        "DigestPeriodSeconds": "3600",
         "LogLevel": "INFO",
     }
+
+
+def test_a_digest_period_divides_the_hour_and_defaults_to_one_hour(template: Template) -> None:
+    spec = template.document()["Parameters"]["DigestPeriodSeconds"]
+    assert (spec["Type"], spec["Default"]) == ("Number", 3600)
+    assert spec["AllowedValues"] == [60, 300, 900, 3600]
+    assert all(3600 % value == 0 for value in spec["AllowedValues"])
+    with pytest.raises(TemplateError, match="not one of"):
+        template.parameter_values({"DigestPeriodSeconds": "1800"})
 
 
 def _overrides(env: str) -> dict[str, str]:
@@ -196,23 +209,80 @@ def test_tables_have_the_keys_indexes_and_ttl_the_adapters_rely_on(template: Tem
         "by_principal": [("principal_shard", "HASH"), ("at", "RANGE")],
         "by_device": [("device_shard", "HASH"), ("at", "RANGE")],
         "by_token": [("token_shard", "HASH"), ("at", "RANGE")],
+        "by_resource": [("resource_shard", "HASH"), ("at", "RANGE")],
+        "by_hour": [("hour_shard", "HASH"), ("at", "RANGE")],
     }
+    assert tables["UsageTable"]["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    assert tables["AggregatesTable"]["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    assert _indexes(tables["AggregatesTable"]) == {}
     assert {t: template.ttl_attribute(t) for t in TABLES} == {
         "ClientsTable": None,
         "DevicesTable": "ttl",
         "TokensTable": "ttl",
         "UsageTable": "ttl",
+        "AggregatesTable": "ttl",
     }
 
 
-def test_the_signing_key_is_a_retained_p256_signing_key(resources: dict[str, Any]) -> None:
-    key = resources["SigningKey"]
+def test_the_usage_table_indexes_are_the_ledger_key_design(template: Template) -> None:
+    """The shard functions in tokenbroker.domain.ledger write and read exactly these
+    GSIs: one per ledger index, keyed by its shard attribute and sorted by time."""
+    usage = template.tables()["UsageTable"]
+    assert {
+        name: [(attribute, kind) for attribute, kind in schema]
+        for name, schema in _indexes(usage).items()
+    } == {
+        index.name: [(index.attribute, "HASH"), (SORT_KEY, "RANGE")] for index in INDEXES.values()
+    }
+    assert SORT_KEY == "at"
+    types = {d["AttributeName"]: d["AttributeType"] for d in usage["AttributeDefinitions"]}
+    assert types == {
+        "id": "S",
+        SORT_KEY: "N",
+        **{index.attribute: "S" for index in INDEXES.values()},
+    }
+
+
+@pytest.mark.parametrize("key_id", ["SigningKey", "DigestKey"])
+def test_the_signing_keys_are_retained_p256_signing_keys(
+    resources: dict[str, Any], key_id: str
+) -> None:
+    key = resources[key_id]
     assert (key["Properties"]["KeySpec"], key["Properties"]["KeyUsage"]) == (
         "ECC_NIST_P256",
         "SIGN_VERIFY",
     )
     assert (key["DeletionPolicy"], key["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    (statement,) = key["Properties"]["KeyPolicy"]["Statement"]  # the default: IAM decides
+    assert statement["Principal"] == {
+        "AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+    }
+
+
+def test_the_signing_key_alias_targets_the_signing_key(resources: dict[str, Any]) -> None:
     assert resources["SigningKeyAlias"]["Properties"]["TargetKeyId"] == {"Ref": "SigningKey"}
+
+
+def test_the_digest_bucket_is_private_versioned_encrypted_and_retained(
+    resources: dict[str, Any],
+) -> None:
+    bucket = resources["DigestBucket"]
+    props = bucket["Properties"]
+    assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert "BucketName" not in props  # named per stack by CloudFormation
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    (rule,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
 
 
 # ------------------------------------------------------------ functions and the API
@@ -274,6 +344,10 @@ def test_outputs_name_the_deployment(template: Template) -> None:
         "DevicesTableName": {"Ref": "DevicesTable"},
         "TokensTableName": {"Ref": "TokensTable"},
         "UsageTableName": {"Ref": "UsageTable"},
+        "AggregatesTableName": {"Ref": "AggregatesTable"},
+        "DigestBucketName": {"Ref": "DigestBucket"},
+        "DigestKeyArn": {"Fn::GetAtt": ["DigestKey", "Arn"]},
+        "AuditorPolicyArn": {"Ref": "AuditorPolicy"},
         "SigningKeyArn": {"Fn::GetAtt": ["SigningKey", "Arn"]},
         "DeploymentParameterName": {"Ref": "DeploymentParameter"},
     }
@@ -293,15 +367,56 @@ def _statements(template: Template, function: str) -> list[dict[str, Any]]:
     return statements
 
 
+def _resource_name(resource: dict[str, Any]) -> str:
+    """``Logical.Attr`` for GetAtt, ``Logical`` for Ref, the text of a Sub (for example
+    ``${UsageTable.Arn}/index/by_hour``)."""
+    if "Fn::GetAtt" in resource:
+        return ".".join(resource["Fn::GetAtt"])
+    if "Fn::Sub" in resource:
+        assert isinstance(resource["Fn::Sub"], str), resource
+        return str(resource["Fn::Sub"])
+    return str(resource["Ref"])
+
+
+def _statement_grants(statements: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {
+        (action, _resource_name(resource))
+        for statement in statements
+        for resource in _as_list(statement["Resource"])
+        for action in _as_list(statement["Action"])
+    }
+
+
 def _grants(template: Template, function: str) -> set[tuple[str, str]]:
-    """(action, resource) pairs, resources written as ``Logical.Attr`` / ``Logical``."""
-    grants = set()
-    for statement in _statements(template, function):
-        for resource in _as_list(statement["Resource"]):
-            attribute = resource.get("Fn::GetAtt")
-            name = ".".join(attribute) if attribute else resource["Ref"]
-            grants |= {(action, name) for action in _as_list(statement["Action"])}
-    return grants
+    """(action, resource) pairs, resources written as ``Logical.Attr`` / ``Logical`` /
+    the Sub text."""
+    return _statement_grants(_statements(template, function))
+
+
+def _auditor_statements(template: Template) -> list[dict[str, Any]]:
+    document = template.resources("AWS::IAM::ManagedPolicy")["AuditorPolicy"]["PolicyDocument"]
+    return _as_list(document["Statement"])
+
+
+def _check_statement(where: str, statement: dict[str, Any], declared: set[str]) -> None:
+    assert statement["Effect"] == "Allow"
+    assert statement.get("Sid"), f"{where}: every statement says why (Sid + comment)"
+    assert not {"NotAction", "NotResource", "Principal", "Condition"} & set(statement)
+    for action in _as_list(statement["Action"]):
+        assert "*" not in action, f"{where}: wildcard action {action}"
+    for resource in _as_list(statement["Resource"]):
+        assert isinstance(resource, dict), f"{where}: literal resource {resource!r}"
+        if "Fn::Sub" in resource:
+            # a Sub names template resources (${X.Arn}) or pseudo parameters only
+            text = resource["Fn::Sub"]
+            names = re.findall(r"\$\{([^}]*)\}", text)
+            assert names, f"{where}: {text!r} names nothing"
+            for name in names:
+                assert name.startswith("AWS::") or name.split(".")[0] in declared, (where, name)
+            assert "*" not in text or text.endswith(("/*", "/index/*")), (where, text)
+        else:
+            (target,) = resource.get("Fn::GetAtt", [resource.get("Ref")])[:1]
+            assert target in declared, f"{where}: {resource!r} is not a template resource"
 
 
 def test_every_iam_statement_allows_exact_actions_on_template_resources(
@@ -310,15 +425,9 @@ def test_every_iam_statement_allows_exact_actions_on_template_resources(
     declared = set(template.document()["Resources"])
     for function in template.functions():
         for statement in _statements(template, function):
-            assert statement["Effect"] == "Allow"
-            assert statement.get("Sid"), f"{function}: every statement says why (Sid + comment)"
-            assert not {"NotAction", "NotResource", "Principal"} & set(statement)
-            for action in _as_list(statement["Action"]):
-                assert "*" not in action, f"{function}: wildcard action {action}"
-            for resource in _as_list(statement["Resource"]):
-                assert isinstance(resource, dict), f"{function}: literal resource {resource!r}"
-                (target,) = resource.get("Fn::GetAtt", [resource.get("Ref")])[:1]
-                assert target in declared, f"{function}: {resource!r} is not a template resource"
+            _check_statement(function, statement, declared)
+    for statement in _auditor_statements(template):
+        _check_statement("AuditorPolicy", statement, declared)
 
 
 def test_the_token_function_may_read_clients_and_devices_record_tokens_and_sign(
@@ -327,7 +436,9 @@ def test_the_token_function_may_read_clients_and_devices_record_tokens_and_sign(
     assert _grants(template, "TokenFunction") == {
         ("dynamodb:GetItem", "ClientsTable.Arn"),
         ("dynamodb:GetItem", "DevicesTable.Arn"),
+        # one TransactWriteItems: the token record and its ledger record
         ("dynamodb:PutItem", "TokensTable.Arn"),
+        ("dynamodb:PutItem", "UsageTable.Arn"),
         ("kms:Sign", "SigningKey.Arn"),
         ("kms:GetPublicKey", "SigningKey.Arn"),
     }
@@ -337,13 +448,128 @@ def test_the_discovery_function_may_only_read_the_public_key(template: Template)
     assert _grants(template, "DiscoveryFunction") == {("kms:GetPublicKey", "SigningKey.Arn")}
 
 
-def test_only_the_token_function_may_sign(template: Template) -> None:
+def test_only_the_token_function_signs_tokens_and_only_the_digest_function_digests(
+    template: Template,
+) -> None:
     signers = {
-        function
+        (function, resource)
         for function in template.functions()
-        if any(action == "kms:Sign" for action, _ in _grants(template, function))
+        for action, resource in _grants(template, function)
+        if action == "kms:Sign"
     }
-    assert signers == {"TokenFunction"}
+    assert signers == {("TokenFunction", "SigningKey.Arn"), ("DigestFunction", "DigestKey.Arn")}
+    assert not {action for action, _ in _statement_grants(_auditor_statements(template))} & {
+        "kms:Sign"
+    }
+
+
+def test_the_digest_function_may_only_read_the_hour_index_keep_digests_and_sign(
+    template: Template,
+) -> None:
+    assert _grants(template, "DigestFunction") == {
+        ("dynamodb:Query", "${UsageTable.Arn}/index/by_hour"),
+        ("s3:GetObject", "${DigestBucket.Arn}/*"),
+        ("s3:PutObject", "${DigestBucket.Arn}/*"),
+        ("s3:ListBucket", "DigestBucket.Arn"),
+        ("kms:Sign", "DigestKey.Arn"),
+        ("kms:GetPublicKey", "DigestKey.Arn"),
+    }
+    assert "by_hour" in INDEXES
+
+
+def test_the_aggregates_function_may_only_count_into_its_table_and_read_the_stream(
+    template: Template,
+) -> None:
+    assert _grants(template, "AggregatesFunction") == {
+        ("dynamodb:GetItem", "AggregatesTable.Arn"),
+        ("dynamodb:PutItem", "AggregatesTable.Arn"),
+        ("dynamodb:UpdateItem", "AggregatesTable.Arn"),
+        ("dynamodb:DescribeStream", "UsageTable.StreamArn"),
+        ("dynamodb:GetRecords", "UsageTable.StreamArn"),
+        ("dynamodb:GetShardIterator", "UsageTable.StreamArn"),
+        ("dynamodb:ListStreams", "UsageTable.StreamArn"),
+    }
+
+
+def test_the_aggregates_function_reads_inserts_from_the_stream_reporting_partial_failures(
+    template: Template,
+) -> None:
+    events = template.resources("AWS::Serverless::Function")["AggregatesFunction"]["Events"]
+    (event,) = events.values()
+    props = event["Properties"]
+    assert event["Type"] == "DynamoDB"
+    assert props["Stream"] == {"Fn::GetAtt": ["UsageTable", "StreamArn"]}
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["BisectBatchOnFunctionError"] is True
+    (pattern,) = (f["Pattern"] for f in props["FilterCriteria"]["Filters"])
+    assert json.loads(pattern) == {"eventName": ["INSERT"]}
+
+
+def test_the_digest_function_runs_on_a_schedule_with_its_period_and_grace(
+    template: Template,
+) -> None:
+    function = template.resources("AWS::Serverless::Function")["DigestFunction"]
+    assert [event["Type"] for event in function["Events"].values()] == ["Schedule"]
+    variables = function["Environment"]["Variables"]
+    assert variables["DIGEST_GRACE_SECONDS"] == {"Ref": "DigestGraceSeconds"}
+    assert variables["DIGEST_PERIOD_SECONDS"] == {"Ref": "DigestPeriodSeconds"}
+
+
+_READ_VERBS = ("Get", "Query", "Describe", "List", "BatchGet", "Scan", "Verify")
+_WRITE_WORDS = (
+    "Put",
+    "Update",
+    "Delete",
+    "BatchWrite",
+    "Transact",
+    "Create",
+    "Restore",
+    "Sign",
+    "Encrypt",
+    "Decrypt",
+    "Generate",
+    "ReEncrypt",
+    "Tag",
+)
+
+
+def test_the_auditor_policy_only_reads_the_ledger_aggregates_digests_and_deployment(
+    template: Template,
+) -> None:
+    grants = _statement_grants(_auditor_statements(template))
+    for action, _ in grants:
+        verb = action.split(":", 1)[1]
+        assert verb.startswith(_READ_VERBS), f"auditors may {action}"
+        assert not any(word in verb for word in _WRITE_WORDS), f"auditors may {action}"
+    assert {resource for _, resource in grants} == {
+        "UsageTable.Arn",
+        "${UsageTable.Arn}/index/*",
+        "AggregatesTable.Arn",
+        "${DigestBucket.Arn}/*",
+        "DigestBucket.Arn",
+        "DigestKey.Arn",
+        "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter"
+        "/tokenbroker/${AWS::StackName}/deployment",
+    }
+    assert {a for a, r in grants if r == "DigestKey.Arn"} == {"kms:Verify", "kms:GetPublicKey"}
+    assert {a for a, r in grants if r.startswith("${DigestBucket")} == {"s3:GetObject"}
+    assert {a for a, r in grants if r == "DigestBucket.Arn"} == {"s3:ListBucket"}
+    assert {a for a, r in grants if r.startswith("arn:")} == {"ssm:GetParameter"}
+    assert {a.split(":")[0] for a, r in grants if "Table" in r} == {"dynamodb"}
+
+
+def test_the_auditor_policy_names_the_deployment_parameter_it_reads(template: Template) -> None:
+    fake = _fake_deployment(template)
+    (arn,) = (
+        template.resolve(resource, **fake)
+        for statement in _auditor_statements(template)
+        for resource in _as_list(statement["Resource"])
+        if "ssm:GetParameter" in _as_list(statement["Action"])
+    )
+    name = template.resolve(
+        template.resources("AWS::SSM::Parameter")["DeploymentParameter"]["Name"], **fake
+    )
+    assert arn == f"arn:aws:ssm:eu-west-1:1:parameter{name}"
 
 
 # ------------------------------------------------------ names the code actually reads
@@ -377,11 +603,16 @@ def test_the_deployment_parameter_names_what_the_token_function_uses(template: T
         "DEVICES_TABLE",
         "TOKENS_TABLE",
         "USAGE_TABLE",
+        "AGGREGATES_TABLE",
+        "DIGEST_BUCKET",
+        "DIGEST_KEY_ID",
+        "DIGEST_PERIOD_SECONDS",
+        "DIGEST_GRACE_SECONDS",
         "SIGNING_KEY_ID",
     }
     assert set(published) <= set(Settings.env_names().values())
     # each published name means what the functions that read it are given
-    for function in ("TokenFunction", "AuthorizerFunction"):
+    for function in template.functions():
         environment = template.environment(function, **fake)
         assert {n: published[n] for n in published if n in environment} == {
             n: environment[n] for n in published if n in environment
@@ -394,7 +625,23 @@ def test_the_token_function_environment_resolves_to_valid_settings(template: Tem
     assert (settings.token_lifetime, settings.proof_max_age, settings.clock_skew) == (300, 60, 5)
     assert settings.audiences == ("urn:tokenbroker:api",)
     assert settings.signing_key_id == "arn:SigningKey"
+    assert settings.usage_table == "physical-UsageTable"  # the issuance ledger record
     assert environment["POWERTOOLS_SERVICE_NAME"] == "tokenbroker"
+
+
+def test_every_function_environment_resolves_to_valid_settings(template: Template) -> None:
+    for function in template.functions():
+        Settings.from_mapping(template.environment(function, **_fake_deployment(template)))
+    digest = Settings.from_mapping(
+        template.environment("DigestFunction", **_fake_deployment(template))
+    )
+    digest.require("usage_table", "digest_bucket", "digest_key_id")
+    assert (digest.digest_grace_seconds, digest.digest_period_seconds) == (900, 3600)
+    assert digest.digest_key_id == "arn:DigestKey"
+    aggregates = Settings.from_mapping(
+        template.environment("AggregatesFunction", **_fake_deployment(template))
+    )
+    aggregates.require("aggregates_table")
 
 
 # --------------------------------------------------- the SAM-transformed template
@@ -484,14 +731,36 @@ def test_sam_roles_hold_only_the_inline_statements_and_the_basic_managed_policie
     transformed: dict[str, Any], template: Template
 ) -> None:
     roles = _of_type(transformed, "AWS::IAM::Role")
-    for function in ("TokenFunction", "DiscoveryFunction"):
+    basic = {
+        "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+        "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+    }
+    # SAM adds this one for a DynamoDB event source (stream read + logs, on "*")
+    stream_reader = "arn:aws:iam::aws:policy/service-role/AWSLambdaDynamoDBExecutionRole"
+    for function in template.functions():
         role = roles[f"{function}Role"]
-        assert set(role["ManagedPolicyArns"]) <= {
-            "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
-            "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
-        }
-        statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+        allowed = basic | ({stream_reader} if function == "AggregatesFunction" else set())
+        assert set(role["ManagedPolicyArns"]) <= allowed, function
+        statements = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
         assert statements == _statements(template, function)
+
+
+def test_sam_wires_the_stream_with_partial_failures_and_the_insert_filter(
+    transformed: dict[str, Any],
+) -> None:
+    (mapping,) = _of_type(transformed, "AWS::Lambda::EventSourceMapping").values()
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["UsageTable", "StreamArn"]}
+    assert mapping["FunctionName"] == {"Ref": "AggregatesFunction"}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    (pattern,) = (f["Pattern"] for f in mapping["FilterCriteria"]["Filters"])
+    assert json.loads(pattern) == {"eventName": ["INSERT"]}
+
+
+def test_the_auditor_policy_is_a_managed_policy_attached_to_nothing(
+    transformed: dict[str, Any],
+) -> None:
+    policy = _of_type(transformed, "AWS::IAM::ManagedPolicy")["AuditorPolicy"]
+    assert not {"Roles", "Users", "Groups"} & set(policy)  # attached by the account owner
 
 
 # ----------------------------------------------------------------------- the loader
@@ -792,8 +1061,8 @@ def test_the_authorizer_may_only_check_liveness_record_usage_and_read_the_key(
     template: Template,
 ) -> None:
     assert _grants(template, "AuthorizerFunction") == {
-        ("dynamodb:ConditionCheckItem", "ClientsTable.Arn"),
-        ("dynamodb:ConditionCheckItem", "DevicesTable.Arn"),
+        ("dynamodb:BatchGetItem", "ClientsTable.Arn"),
+        ("dynamodb:BatchGetItem", "DevicesTable.Arn"),
         ("dynamodb:PutItem", "UsageTable.Arn"),
         ("kms:GetPublicKey", "SigningKey.Arn"),
     }

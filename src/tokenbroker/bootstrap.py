@@ -25,7 +25,9 @@ from tokenbroker.settings import Settings
 if TYPE_CHECKING:
     from tokenbroker.domain.ports import ClientDirectory, Signer, TokenLedger, UsageLedger
     from tokenbroker.services.admin import AdminService
+    from tokenbroker.services.aggregates import AggregatesService
     from tokenbroker.services.authorization import AuthorizationService
+    from tokenbroker.services.digests import DigestService
     from tokenbroker.services.discovery import DiscoveryService
     from tokenbroker.services.issuance import IssuanceService
 
@@ -46,10 +48,14 @@ class Container:
         signer: Signer | None = None,
         usage: UsageLedger | None = None,
         key_cache: KeyCache | None = None,
+        actor: str = "",
     ) -> None:
+        """``actor``: who acts through the admin service (the CLI passes the caller's
+        IAM ARN); named in the ledger record of every admin action."""
         self.settings = settings
         self._aws = aws
         self.clock = clock
+        self.actor = actor
         self._overrides: dict[str, Any] = {
             "directory": directory,
             "ledger": ledger,
@@ -76,11 +82,12 @@ class Container:
         def make() -> ClientDirectory:
             from tokenbroker.adapters.dynamodb import DynamoClientDirectory
 
-            self.settings.require("clients_table", "devices_table")
+            self.settings.require("clients_table", "devices_table", "usage_table")
             return DynamoClientDirectory(
                 self.client("dynamodb"),
                 clients_table=self.settings.clients_table,
                 devices_table=self.settings.devices_table,
+                usage_table=self.settings.usage_table,
             )
 
         return self._once("directory", make)  # type: ignore[no-any-return]
@@ -90,9 +97,11 @@ class Container:
         def make() -> TokenLedger:
             from tokenbroker.adapters.dynamodb import DynamoTokenLedger
 
-            self.settings.require("tokens_table")
+            self.settings.require("tokens_table", "usage_table")
             return DynamoTokenLedger(
-                self.client("dynamodb"), tokens_table=self.settings.tokens_table
+                self.client("dynamodb"),
+                tokens_table=self.settings.tokens_table,
+                usage_table=self.settings.usage_table,
             )
 
         return self._once("ledger", make)  # type: ignore[no-any-return]
@@ -129,6 +138,7 @@ class Container:
                     lifetime=s.token_lifetime,
                     proof=self.proof_policy,
                     record_retention_days=s.token_record_retention_days,
+                    usage_retention_days=s.usage_retention_days,
                 ),
             )
 
@@ -164,15 +174,19 @@ class Container:
     @property
     def usage(self) -> UsageLedger:
         def make() -> UsageLedger:
-            from tokenbroker.adapters.usage import DynamoUsageLedger
+            from tokenbroker.adapters.usage import DynamoLiveness, DynamoUsageLedger
+            from tokenbroker.domain.liveness import LivenessView
 
             s = self.settings
             s.require("usage_table", "clients_table", "devices_table")
+            ddb = self.client("dynamodb")
+            source = DynamoLiveness(
+                ddb, clients_table=s.clients_table, devices_table=s.devices_table
+            )
             return DynamoUsageLedger(
-                self.client("dynamodb"),
+                ddb,
                 usage_table=s.usage_table,
-                clients_table=s.clients_table,
-                devices_table=s.devices_table,
+                liveness=LivenessView(source.fetch, clock=self.clock),
             )
 
         return self._once("usage", make)  # type: ignore[no-any-return]
@@ -200,6 +214,24 @@ class Container:
         return self._once("authorization", make)  # type: ignore[no-any-return]
 
     @property
+    def aggregates(self) -> AggregatesService:
+        def make() -> AggregatesService:
+            from tokenbroker.adapters.aggregates import from_settings
+
+            return from_settings(self.settings, self.client("dynamodb"), clock=self.clock)
+
+        return self._once("aggregates", make)  # type: ignore[no-any-return]
+
+    @property
+    def digests(self) -> DigestService:
+        def make() -> DigestService:
+            from tokenbroker.services.digests import from_settings
+
+            return from_settings(self.settings, self.client, clock=self.clock)
+
+        return self._once("digests", make)  # type: ignore[no-any-return]
+
+    @property
     def admin(self) -> AdminService:
         return self._once(  # type: ignore[no-any-return]
             "admin", self._make_admin
@@ -208,7 +240,12 @@ class Container:
     def _make_admin(self) -> AdminService:
         from tokenbroker.services.admin import AdminService
 
-        return AdminService(directory=self.directory, clock=self.clock)
+        return AdminService(
+            directory=self.directory,
+            clock=self.clock,
+            actor=self.actor,
+            retention_days=self.settings.usage_retention_days,
+        )
 
 
 def lambda_clients(service: str) -> Any:

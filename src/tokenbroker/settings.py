@@ -46,6 +46,7 @@ class Settings:
     digest_bucket: str = field(default="", metadata=_env("DIGEST_BUCKET"))
     digest_key_id: str = field(default="", metadata=_env("DIGEST_KEY_ID"))
     digest_grace_seconds: int = field(default=900, metadata=_env("DIGEST_GRACE_SECONDS"))
+    digest_period_seconds: int = field(default=3600, metadata=_env("DIGEST_PERIOD_SECONDS"))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:

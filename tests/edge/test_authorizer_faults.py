@@ -36,6 +36,7 @@ from tokenbroker import bootstrap
 from tokenbroker.adapters.aws import client as aws_client
 from tokenbroker.domain.clock import FixedClock
 from tokenbroker.domain.keycache import KeyCache
+from tokenbroker.domain.liveness import MAX_AGE
 from tokenbroker.local import load_template
 from tokenbroker.local.provision import Deployment, provision
 from tokenbroker.local.template import SAM_FUNCTION
@@ -105,8 +106,15 @@ class Stack:
         return s.rest_event(s.dpop_headers(token, proof))
 
     def usage_items(self) -> list[dict[str, Any]]:
+        """The edge's records (event ``request``); the set-up's admin actions are ledger
+        records too (event client_created, device_enrolled...), left out here."""
         items = self.ddb.scan(TableName=self.usage_table, ConsistentRead=True)["Items"]
-        return sorted(items, key=lambda i: (i["decision"]["S"], i["reason"]["S"]))
+        requests = [i for i in items if i["event"]["S"] == "request"]
+        return sorted(requests, key=lambda i: (i["decision"]["S"], i["reason"]["S"]))
+
+    def admin_events(self) -> list[str]:
+        items = self.ddb.scan(TableName=self.usage_table, ConsistentRead=True)["Items"]
+        return sorted(i["event"]["S"] for i in items if i["event"]["S"] != "request")
 
     def decisions(self) -> list[tuple[str, str]]:
         return [(i["decision"]["S"], i["reason"]["S"]) for i in self.usage_items()]
@@ -201,25 +209,14 @@ def test_the_stack_allows_a_valid_request_and_records_it(stack: Stack, app: Any)
         pytest.param("RequestLimitExceeded", 400, {}, id="request-limit"),
         pytest.param("AccessDeniedException", 400, {}, id="access-denied"),
         pytest.param("InternalServerError", 500, {}, id="internal-error"),
-        pytest.param(
-            "TransactionCanceledException",
-            400,
-            {
-                "CancellationReasons": [
-                    {"Code": "None"},
-                    {"Code": "None"},
-                    {"Code": "TransactionConflict"},
-                ]
-            },
-            id="transaction-conflict",
-        ),
+        pytest.param("ItemCollectionSizeLimitExceededException", 400, {}, id="size-limit"),
     ],
 )
 def test_a_failing_usage_write_is_a_401_and_writes_nothing(
     stack: Stack, app: Any, code: str, status: int, extra: dict[str, Any]
 ) -> None:
     stack.ddb.meta.events.register(
-        "before-call.dynamodb.TransactWriteItems",
+        "before-call.dynamodb.PutItem",
         lambda **kwargs: _error_response(code, status, **extra),
     )
 
@@ -244,7 +241,7 @@ def test_a_timed_out_usage_write_is_retried_a_bounded_number_of_times_then_a_401
         attempts += 1
         raise error
 
-    stack.ddb.meta.events.register("before-send.dynamodb.TransactWriteItems", time_out)
+    stack.ddb.meta.events.register("before-send.dynamodb.PutItem", time_out)
 
     assert app(stack.container(), stack.event()) == "401"
     # LAMBDA_CONFIG: standard mode, total_max_attempts=2: 1 try + 1 retry
@@ -263,7 +260,7 @@ def test_a_hung_usage_write_is_given_up_within_the_authorizer_timeout(
         attempts += 1
         raise ReadTimeoutError(endpoint_url="https://dynamodb")
 
-    stack.ddb.meta.events.register("before-send.dynamodb.TransactWriteItems", hang)
+    stack.ddb.meta.events.register("before-send.dynamodb.PutItem", hang)
 
     assert app(stack.container(), stack.event()) == "401"
     # each attempt of a hung call waits its full read timeout before botocore gives up
@@ -284,13 +281,13 @@ def test_a_missing_table_is_a_401_and_never_an_allow(stack: Stack, app: Any, tab
 def test_a_throttled_write_does_not_burn_the_proof_for_its_retry(stack: Stack, app: Any) -> None:
     event = stack.event()
     handler_id = stack.ddb.meta.events.register(
-        "before-call.dynamodb.TransactWriteItems",
+        "before-call.dynamodb.PutItem",
         lambda **kwargs: _error_response("ThrottlingException"),
         unique_id="throttle",
     )
     assert app(stack.container(), event) == "401"
     stack.ddb.meta.events.unregister(
-        "before-call.dynamodb.TransactWriteItems", unique_id=handler_id or "throttle"
+        "before-call.dynamodb.PutItem", unique_id=handler_id or "throttle"
     )
 
     retry = dict(event, requestContext={**event["requestContext"], "requestId": "retry"})
@@ -336,6 +333,8 @@ def test_a_device_revoked_after_issue_is_denied_on_its_next_request_and_recorded
     assert app(container, stack.event(token=token)) == "allow"
 
     stack.admin.revoke_device(stack.device.jkt)
+    # the edge's liveness view may be up to MAX_AGE old: refused once it is
+    stack.clock.advance(MAX_AGE)
 
     assert app(container, stack.event(token=token)) == "401"
     assert stack.decisions() == [("allow", "ok"), ("deny", "device_revoked")]
@@ -352,6 +351,7 @@ def test_a_client_disabled_after_issue_is_denied_on_its_next_request_and_recorde
     assert app(container, stack.event(token=token)) == "allow"
 
     stack.admin.disable_client(stack.client_id)
+    stack.clock.advance(MAX_AGE)
 
     assert app(container, stack.event(token=token)) == "401"
     assert stack.decisions() == [("allow", "ok"), ("deny", "client_disabled")]
@@ -459,13 +459,49 @@ def test_each_allowed_request_writes_one_record_in_one_aws_call_once_keys_are_ca
     sent = _count_sends(stack.ddb, stack.clients["kms"])
 
     assert app(container, events[0]) == "allow"  # cold: the key is fetched once
-    assert sent == {"GetPublicKey": 1, "TransactWriteItems": 1}
+    # cold: the key is fetched once, and the liveness view is read (then fresh for 5 s)
+    assert sent == {"GetPublicKey": 1, "BatchGetItem": 1, "PutItem": 1}
 
     for n, event in enumerate(events[1:], start=2):
         sent.clear()
         assert app(container, event) == "allow"
-        assert sent == {"TransactWriteItems": 1}
+        assert sent == {"PutItem": 1}
         assert len(stack.usage_items()) == n
+
+
+def test_a_revocation_takes_effect_within_the_stated_staleness_and_not_later(
+    stack: Stack, app: Any
+) -> None:
+    container = stack.container()
+    token = stack.issuer.token(stack.now, stack.device.jkt)
+    assert app(container, stack.event(token=token)) == "allow"
+    stack.admin.revoke_device(stack.device.jkt)
+    stack.clock.advance(MAX_AGE - 1)
+    # still inside the bound: the view may be stale, the write is still the only call
+    assert app(container, stack.event(token=token)) in ("allow", "401")
+    stack.clock.advance(1)
+    assert app(container, stack.event(token=token)) == "401"
+    assert app(container, stack.event(token=token)) == "401"
+
+
+def test_the_liveness_read_failing_is_a_401_and_writes_nothing(stack: Stack, app: Any) -> None:
+    stack.ddb.meta.events.register(
+        "before-call.dynamodb.BatchGetItem",
+        lambda **kwargs: _error_response("ProvisionedThroughputExceededException"),
+    )
+    assert app(stack.container(), stack.event()) == "401"
+    assert stack.usage_items() == []
+
+
+def test_unprocessed_liveness_keys_fail_closed(stack: Stack, app: Any) -> None:
+    def unprocessed(**kwargs: Any) -> Any:
+        response = AWSResponse("https://dynamodb.us-east-1.amazonaws.com/", 200, {}, None)
+        keys = {stack.deployment.refs["DevicesTable"]: {"Keys": [{"jkt": {"S": "x"}}]}}
+        return response, {"Responses": {}, "UnprocessedKeys": keys}
+
+    stack.ddb.meta.events.register("before-call.dynamodb.BatchGetItem", unprocessed)
+    assert app(stack.container(), stack.event()) == "401"
+    assert stack.usage_items() == []
 
 
 def test_denied_garbage_costs_no_aws_call_once_keys_are_cached(stack: Stack, app: Any) -> None:

@@ -367,6 +367,13 @@ class Broker:
         items = self.ddb.scan(TableName=self.table("TokensTable"), ConsistentRead=True)["Items"]
         return [{k: _deserializer.deserialize(v) for k, v in item.items()} for item in items]
 
+    def ledger_records(self, event: str | None = "token_issued") -> list[dict[str, Any]]:
+        """UsageTable records (plain values) of ``event`` (None: every event; the app
+        fixture's admin actions are records too: client_created, device_enrolled)."""
+        items = self.ddb.scan(TableName=self.table("UsageTable"), ConsistentRead=True)["Items"]
+        records = [{k: _deserializer.deserialize(v) for k, v in item.items()} for item in items]
+        return [r for r in records if event is None or r["event"] == event]
+
     def jwks(self) -> dict[str, Any]:
         response = self.invoke_discovery(discovery_event(JWKS_PATH))
         assert response["statusCode"] == 200, response

@@ -135,6 +135,37 @@ def test_each_issued_token_has_one_issuance_record_holding_no_token_and_no_secre
         assert secret not in stored
 
 
+def test_each_issuance_writes_one_token_issued_ledger_record_from_the_request(
+    broker: Broker, app: App
+) -> None:
+    proof = broker.proof(app.key)
+    event = broker.request(app, proof=proof)
+    token = assert_token_response(broker.invoke_token(event))["access_token"]
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+
+    (record,) = broker.ledger_records()
+    assert record["id"] == "iss:" + jti
+    assert (record["event"], record["decision"], record["reason"]) == (
+        "token_issued",
+        "allow",
+        "ok",
+    )
+    assert (record["principal"], record["client_id"]) == (app.client_id, app.client_id)
+    assert (record["jkt"], record["token_jti"]) == (app.key.jkt, jti)
+    assert record["at"] == broker.now * 1000
+    assert record["source_ip"] == event["requestContext"]["identity"]["sourceIp"]
+    assert record["user_agent"] == event["requestContext"]["identity"]["userAgent"]
+    assert record["request_id"] == event["requestContext"]["requestId"]
+    assert record["ttl"] == broker.now + 400 * 86_400  # USAGE_RETENTION_DAYS default
+    assert "actor" not in record
+    # the indexes find it by principal, device and token
+    assert {"principal_shard", "device_shard", "token_shard", "hour_shard"} <= set(record)
+    stored = json.dumps(broker.ledger_records(event=None), default=str)
+    secret_hash = hashlib.sha256(app.secret.encode()).hexdigest()
+    for secret in (token, token.rsplit(".", 1)[1], app.secret, secret_hash, proof):
+        assert secret not in stored
+
+
 def test_the_genuine_composition_root_on_the_wall_clock_issues_a_token(
     broker: Broker, app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -561,6 +592,7 @@ def test_a_proof_used_twice_is_rejected_the_second_time_and_recorded_once(
 
     assert_error(replay, 400, "invalid_dpop_proof")
     assert len(broker.token_records()) == 1
+    assert len(broker.ledger_records()) == 1  # the replay wrote no ledger record either
 
 
 def test_a_replayed_proof_with_a_malleated_ecdsa_signature_is_still_a_replay(
@@ -582,6 +614,7 @@ def test_a_proof_from_a_rejected_request_is_not_spent(broker: Broker, app: App) 
 
     assert_token_response(broker.issue(app, proof=proof))
     assert len(broker.token_records()) == 1
+    assert len(broker.ledger_records()) == 1
 
 
 # ================================================================ log hygiene

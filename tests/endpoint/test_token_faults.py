@@ -63,9 +63,11 @@ def kms(broker: Broker) -> Any:
 
 
 def warm_up(broker: Broker, app: App) -> None:
-    """One successful issuance: the public key (kid) is cached, one record exists."""
+    """One successful issuance: the public key (kid) is cached, one token and one
+    ledger record exist."""
     assert broker.issue(app)["statusCode"] == 200
     assert len(broker.token_records()) == 1
+    assert len(broker.ledger_records()) == 1
 
 
 # ================================================================ KMS
@@ -94,10 +96,12 @@ def test_a_failing_kms_sign_is_503_and_leaves_no_issuance_record_nor_a_spent_pro
 
     assert_unavailable(broker.issue(app, proof=proof))
     assert len(broker.token_records()) == 1
+    assert len(broker.ledger_records()) == 1  # neither token nor ledger record written
 
     client.meta.events.unregister(event_name, reply)
     assert broker.issue(app, proof=proof)["statusCode"] == 200  # the proof was not spent
     assert len(broker.token_records()) == 2
+    assert len(broker.ledger_records()) == 2
 
 
 def test_a_kms_sign_that_times_out_is_retried_then_503_without_sleeping(
@@ -111,6 +115,7 @@ def test_a_kms_sign_that_times_out_is_retried_then_503_without_sleeping(
     assert len(attempts) > 1  # botocore's standard retry mode retried the timeout
     assert len(backoffs) == len(attempts) - 1
     assert len(broker.token_records()) == 1
+    assert len(broker.ledger_records()) == 1
 
 
 def test_a_hung_dependency_fails_with_a_503_within_the_function_timeout(
@@ -138,6 +143,7 @@ def test_a_failing_kms_get_public_key_on_a_cold_start_is_503_and_writes_nothing(
 
     assert_unavailable(broker.issue(app))
     assert broker.token_records() == []
+    assert broker.ledger_records() == []
 
 
 # ================================================================ DynamoDB
@@ -182,25 +188,35 @@ def test_a_read_of_client_and_device_that_times_out_is_retried_then_503(
         ("AccessDeniedException", 400),
         ("ResourceNotFoundException", 400),
         ("InternalServerError", 500),
+        ("TransactionConflictException", 400),
     ],
 )
 def test_a_failing_issuance_record_write_is_503_and_returns_no_token(
     broker: Broker, app: App, code: str, status: int
 ) -> None:
     signs = RoundTrips().attach(kms(broker))
-    fail_operation(dynamodb(broker), "PutItem", code, status)
+    fail_operation(dynamodb(broker), "TransactWriteItems", code, status)
 
     response = broker.issue(app)
 
     assert_unavailable(response)
     assert "kms:Sign" in signs.calls  # the token was signed, and then withheld
     assert broker.token_records() == []
+    assert broker.ledger_records() == []
 
 
 def test_a_missing_tokens_table_is_503_and_returns_no_token(broker: Broker, app: App) -> None:
     broker.ddb.delete_table(TableName=broker.table("TokensTable"))
 
     assert_unavailable(broker.issue(app))
+    assert broker.ledger_records() == []
+
+
+def test_a_missing_usage_table_is_503_and_writes_no_token(broker: Broker, app: App) -> None:
+    broker.ddb.delete_table(TableName=broker.table("UsageTable"))
+
+    assert_unavailable(broker.issue(app))
+    assert broker.token_records() == []  # the token item is in the same transaction
 
 
 @pytest.mark.parametrize("table", ["ClientsTable", "DevicesTable"])
@@ -215,7 +231,7 @@ def test_a_missing_clients_or_devices_table_is_503(broker: Broker, app: App, tab
 
 
 @pytest.mark.parametrize(
-    "name", ["TOKENS_TABLE", "CLIENTS_TABLE", "DEVICES_TABLE", "SIGNING_KEY_ID"]
+    "name", ["TOKENS_TABLE", "CLIENTS_TABLE", "DEVICES_TABLE", "USAGE_TABLE", "SIGNING_KEY_ID"]
 )
 def test_a_missing_setting_is_503(
     broker: Broker, app: App, monkeypatch: pytest.MonkeyPatch, name: str
@@ -279,11 +295,16 @@ def test_an_issuance_costs_three_aws_round_trips_once_the_public_key_is_cached(
         "dynamodb:TransactGetItems",
         "kms:GetPublicKey",
         "kms:Sign",
-        "dynamodb:PutItem",
+        "dynamodb:TransactWriteItems",
     ]
     for _ in range(2):
         assert broker.issue(app)["statusCode"] == 200
-        assert trips.take() == ["dynamodb:TransactGetItems", "kms:Sign", "dynamodb:PutItem"]
+        assert trips.take() == [
+            "dynamodb:TransactGetItems",
+            "kms:Sign",
+            "dynamodb:TransactWriteItems",  # the token and its ledger record, together
+        ]
+    assert len(broker.ledger_records()) == 3
 
 
 def test_rejected_requests_cost_at_most_the_one_read(broker: Broker, app: App) -> None:

@@ -6,6 +6,9 @@ world ("the ledger holds one record") rather than which methods were called with
 return shapes. Each fake counts its calls (``calls``: the issuance budget counts round
 trips) and can be told to fail like an unavailable backend (``fail_with``), so fail-closed
 behaviour is testable without botocore.
+
+Like the adapters, the directory and the token ledger write each change together with
+its ledger record (``records``: record id -> UsageRecord), atomically: both or neither.
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ from tokenbroker.domain.errors import (
     ProofReplayed,
     TemporarilyUnavailable,
 )
-from tokenbroker.domain.models import Client, Device, IssuedToken, PublicJwk, Status
+from tokenbroker.domain.models import (
+    Client,
+    Device,
+    IssuedToken,
+    PublicJwk,
+    Status,
+    UsageRecord,
+)
 
 
 class _Fake:
@@ -63,6 +73,22 @@ class _Fake:
             raise self._failure
 
 
+class _Ledger:
+    """The usage table's part of a transaction: ``attribute_not_exists(id)``."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, UsageRecord] = {}
+
+    def check_new(self, record: UsageRecord) -> None:
+        """Call before changing anything (the whole transaction is cancelled)."""
+        if record.record_id in self.records:
+            # the adapters re-raise this cancellation: failing_closed -> unavailable
+            raise TemporarilyUnavailable("ledger record id already exists")
+
+    def add(self, record: UsageRecord) -> None:
+        self.records[record.record_id] = record
+
+
 class FakeClientDirectory(_Fake):
     """Clients and devices in dicts, with the DynamoDB adapter's conditions:
 
@@ -72,13 +98,22 @@ class FakeClientDirectory(_Fake):
     - enrolment needs an existing (NotFound), active (Conflict) client with fewer than
       ``max_devices`` active devices (DeviceLimitReached); counter and device change
       together under one lock, like the TransactWriteItems;
-    - revocation of an unknown or already revoked key is NotFound.
+    - revocation of an unknown or already revoked key (or one the caller read as
+      another client's) is NotFound;
+    - every change writes its ledger record (``records``) with it, under the same lock;
+      a failed change writes none.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.clients: dict[str, Client] = {}
         self.devices: dict[str, Device] = {}
+        self._ledger = _Ledger()
+
+    @property
+    def records(self) -> dict[str, UsageRecord]:
+        """The ledger records written by admin changes, by record id."""
+        return self._ledger.records
 
     # test set-up helpers (not part of the port; never counted)
     def add_client(self, client: Client) -> Client:
@@ -104,28 +139,34 @@ class FakeClientDirectory(_Fake):
         self._call("get_client")
         return self.clients.get(client_id)
 
-    def create_client(self, client: Client) -> None:
+    def create_client(self, client: Client, record: UsageRecord) -> None:
         self._call("create_client")
         with self._lock:
             if client.client_id in self.clients:
                 raise Conflict(f"client {client.client_id} already exists")
+            self._ledger.check_new(record)
             self.clients[client.client_id] = replace(client, active_devices=0)
+            self._ledger.add(record)
 
     def list_clients(self) -> Iterator[Client]:
         self._call("list_clients")
         return iter(list(self.clients.values()))
 
-    def set_client_status(self, client_id: str, status: str, at: int) -> Client:
+    def set_client_status(
+        self, client_id: str, status: str, at: int, record: UsageRecord
+    ) -> Client:
         self._call("set_client_status")
         with self._lock:
             current = self.clients.get(client_id)
             if current is None:
                 raise NotFound(f"client {client_id} does not exist")
+            self._ledger.check_new(record)
             updated = replace(current, status=Status(status))
             self.clients[client_id] = updated
+            self._ledger.add(record)
             return updated
 
-    def enroll_device(self, device: Device) -> None:
+    def enroll_device(self, device: Device, record: UsageRecord) -> None:
         self._call("enroll_device")
         with self._lock:
             if device.jkt in self.devices:
@@ -140,25 +181,30 @@ class FakeClientDirectory(_Fake):
                     f"client {client.client_id} already has {client.active_devices} of "
                     f"{client.max_devices} active devices; revoke one first"
                 )
+            self._ledger.check_new(record)
             self.clients[client.client_id] = replace(
                 client, active_devices=client.active_devices + 1
             )
             self.devices[device.jkt] = replace(device, revoked_at=None)
+            self._ledger.add(record)
 
-    def revoke_device(self, jkt: str, at: int) -> Device:
+    def revoke_device(self, device: Device, at: int, record: UsageRecord) -> Device:
         self._call("revoke_device")
+        jkt = device.jkt
         with self._lock:
             current = self.devices.get(jkt)
-            if current is None or not current.active:
+            if current is None or not current.active or current.client_id != device.client_id:
                 raise NotFound(f"no active device with key {jkt}")
             client = self.clients.get(current.client_id)
             if client is None or client.active_devices <= 0:
                 raise NotFound(f"no active device with key {jkt}")  # transaction cancelled
+            self._ledger.check_new(record)
             self.clients[client.client_id] = replace(
                 client, active_devices=client.active_devices - 1
             )
             revoked = replace(current, status=Status.REVOKED, revoked_at=at)
             self.devices[jkt] = revoked
+            self._ledger.add(record)
             return revoked
 
     def get_device(self, jkt: str) -> Device | None:
@@ -172,18 +218,27 @@ class FakeClientDirectory(_Fake):
 
 
 class FakeTokenLedger(_Fake):
-    """Issued-token records by jti; the conditional put is the replay guard."""
+    """Issued tokens by jti (``tokens``; the conditional put is the replay guard) and
+    their ledger records (``records``), written together or not at all."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.records: dict[str, IssuedToken] = {}
+        self.tokens: dict[str, IssuedToken] = {}
+        self._ledger = _Ledger()
 
-    def record_issuance(self, token: IssuedToken) -> None:
+    @property
+    def records(self) -> dict[str, UsageRecord]:
+        """The ledger records of the issuances, by record id."""
+        return self._ledger.records
+
+    def record_issuance(self, token: IssuedToken, record: UsageRecord) -> None:
         self._call("record_issuance")
         with self._lock:
-            if token.jti in self.records:
+            if token.jti in self.tokens:
                 raise ProofReplayed("DPoP proof has already been used")
-            self.records[token.jti] = token
+            self._ledger.check_new(record)
+            self.tokens[token.jti] = token
+            self._ledger.add(record)
 
 
 class FakeSigner(_Fake):

@@ -19,11 +19,12 @@ from tokenbroker.domain.errors import (
     NotFound,
     TemporarilyUnavailable,
 )
-from tokenbroker.domain.models import Status
+from tokenbroker.domain.models import Decision, EventType, Status, UsageRecord
 from tokenbroker.domain.secrets import secret_matches
 from tokenbroker.services.admin import AdminService, InvalidInput
 
 NOW = 1_800_000_000
+ACTOR = "arn:aws:iam::123456789012:user/alice"
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def directory() -> FakeClientDirectory:
 
 @pytest.fixture
 def admin(directory: FakeClientDirectory, fixed_clock: FixedClock) -> AdminService:
-    return AdminService(directory=directory, clock=fixed_clock)
+    return AdminService(directory=directory, clock=fixed_clock, actor=ACTOR, retention_days=400)
 
 
 def jkt() -> str:
@@ -87,11 +88,14 @@ def test_each_client_gets_its_own_id(admin: AdminService) -> None:
 def test_a_client_id_collision_is_a_conflict_not_an_overwrite(
     directory: FakeClientDirectory, fixed_clock: FixedClock
 ) -> None:
-    admin = AdminService(directory=directory, clock=fixed_clock, client_ids=lambda: "tbc_fixed")
+    admin = AdminService(
+        directory=directory, clock=fixed_clock, actor=ACTOR, client_ids=lambda: "tbc_fixed"
+    )
     first = admin.create_client(name="first", scope="read")
     with pytest.raises(Conflict):
         admin.create_client(name="second", scope="write")
     assert directory.clients["tbc_fixed"] == first.client
+    assert len(directory.records) == 1  # the refused create left no record
 
 
 @pytest.mark.parametrize(
@@ -305,3 +309,99 @@ def test_concurrent_enrolments_never_exceed_max_devices(
         t.join()
     assert sorted(outcomes) == ["limit"] * 6 + ["ok"] * 2
     assert directory.clients[client_id].active_devices == 2
+
+
+# ---- the ledger: every admin change is one record, written with the change -----------
+
+
+def only_record(directory: FakeClientDirectory, before: int = 0) -> UsageRecord:
+    """The one record written since the ledger held ``before`` records."""
+    records = list(directory.records.values())
+    assert len(records) == before + 1
+    return records[-1]
+
+
+def assert_admin_record(
+    record: UsageRecord, event: EventType, client_id: str, jkt: str = ""
+) -> None:
+    assert record.event is event
+    assert (record.decision, record.reason) == (Decision.ALLOW, "ok")
+    assert (record.principal, record.client_id, record.jkt) == (client_id, client_id, jkt)
+    assert record.actor == ACTOR
+    assert record.record_id == "adm:" + record.request_id
+    assert re.fullmatch(r"[0-9a-f-]{36}", record.request_id)
+    assert record.at_ms == NOW * 1000
+    assert record.retain_until == NOW + 400 * 86_400
+    assert record.token_jti == record.proof_jti_hash == record.resource == ""
+
+
+def test_creating_a_client_writes_one_client_created_record(
+    admin: AdminService, directory: FakeClientDirectory
+) -> None:
+    created = admin.create_client(name="c", scope="read")
+    record = only_record(directory)
+    assert_admin_record(record, EventType.CLIENT_CREATED, created.client.client_id)
+    text = repr(record)
+    assert created.client_secret not in text
+    assert created.client.secret_hash not in text
+    assert created.client.secret_hash.split(":", 1)[1] not in text
+
+
+def test_disabling_a_client_writes_one_client_disabled_record(
+    admin: AdminService, directory: FakeClientDirectory, client_id: str
+) -> None:
+    admin.disable_client(client_id)
+    assert_admin_record(only_record(directory, 1), EventType.CLIENT_DISABLED, client_id)
+
+
+def test_enrolling_and_revoking_write_one_record_each_with_the_device(
+    admin: AdminService, directory: FakeClientDirectory, client_id: str
+) -> None:
+    key = jkt()
+    admin.enroll_device(client_id=client_id, jkt=key, label="laptop")
+    assert_admin_record(only_record(directory, 1), EventType.DEVICE_ENROLLED, client_id, key)
+    admin.revoke_device(key)
+    assert_admin_record(only_record(directory, 2), EventType.DEVICE_REVOKED, client_id, key)
+    assert len({r.record_id for r in directory.records.values()}) == 3
+
+
+def test_a_failed_admin_command_writes_no_record(
+    admin: AdminService, directory: FakeClientDirectory, client_id: str
+) -> None:
+    admin.enroll_device(client_id=client_id, jkt=jkt())
+    admin.enroll_device(client_id=client_id, jkt=jkt())
+    before = len(directory.records)
+    failures = [
+        (DeviceLimitReached, lambda: admin.enroll_device(client_id=client_id, jkt=jkt())),
+        (NotFound, lambda: admin.enroll_device(client_id="tbc_nobody", jkt=jkt())),
+        (NotFound, lambda: admin.disable_client("tbc_nobody")),
+        (NotFound, lambda: admin.revoke_device(jkt())),
+        (InvalidInput, lambda: admin.create_client(name="", scope="read")),
+    ]
+    for error, command in failures:
+        with pytest.raises(error):
+            command()
+    assert len(directory.records) == before
+
+
+def test_a_failing_directory_writes_neither_change_nor_record(
+    admin: AdminService, directory: FakeClientDirectory
+) -> None:
+    directory.fail_with()
+    with pytest.raises(TemporarilyUnavailable):
+        admin.create_client(name="c", scope="read")
+    assert directory.clients == {}
+    assert directory.records == {}
+
+
+def test_a_colliding_record_id_cancels_the_change(
+    directory: FakeClientDirectory, fixed_clock: FixedClock
+) -> None:
+    admin = AdminService(
+        directory=directory, clock=fixed_clock, actor=ACTOR, request_ids=lambda: "same"
+    )
+    admin.create_client(name="first", scope="read")
+    with pytest.raises(TemporarilyUnavailable):
+        admin.create_client(name="second", scope="read")
+    assert len(directory.clients) == 1
+    assert list(directory.records) == ["adm:same"]

@@ -23,7 +23,7 @@ from tokenbroker.domain.errors import (
     TemporarilyUnavailable,
     UnsupportedGrantType,
 )
-from tokenbroker.domain.models import Client, Device, Status
+from tokenbroker.domain.models import Client, Decision, Device, EventType, Status
 from tokenbroker.domain.rfc9068 import verify_access_token
 from tokenbroker.domain.rfc9449 import ProofPolicy
 from tokenbroker.domain.secrets import hash_secret
@@ -43,6 +43,7 @@ SECRET = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t-x"
 CLIENT_ID = "tbc_app"
 LIFETIME = 300
 RETENTION_DAYS = 30
+USAGE_RETENTION_DAYS = 400
 PROOF_POLICY = ProofPolicy(max_age=60, skew=5)
 
 
@@ -78,6 +79,7 @@ class World:
         return caught.value
 
     def assert_nothing_issued(self) -> None:
+        assert self.ledger.tokens == {}
         assert self.ledger.records == {}
         assert self.signer.calls["sign"] == 0
 
@@ -123,6 +125,7 @@ def build(clock: FixedClock, *, issuer: str = ISSUER) -> World:
             lifetime=LIFETIME,
             proof=PROOF_POLICY,
             record_retention_days=RETENTION_DAYS,
+            usage_retention_days=USAGE_RETENTION_DAYS,
         ),
     )
     return World(clock, directory, ledger, signer, service, device)
@@ -200,7 +203,7 @@ def test_an_issuance_costs_one_directory_read_one_sign_and_one_record(world: Wor
 
 def test_the_ledger_records_the_token_without_the_token_itself(world: World) -> None:
     issued = world.issue()
-    (record,) = world.ledger.records.values()
+    (record,) = world.ledger.tokens.values()
     assert record.jti == issued.jti
     assert record.client_id == CLIENT_ID
     assert record.jkt == world.device.jkt
@@ -212,10 +215,63 @@ def test_the_ledger_records_the_token_without_the_token_itself(world: World) -> 
 
 def test_the_record_outlives_the_token_and_the_proofs_replay_window(world: World) -> None:
     world.issue()
-    (record,) = world.ledger.records.values()
+    (record,) = world.ledger.tokens.values()
     accepted_until = NOW + PROOF_POLICY.max_age + PROOF_POLICY.skew
     assert record.retain_until >= max(record.expires_at, accepted_until)
     assert record.retain_until >= record.expires_at + RETENTION_DAYS * 86_400
+
+
+def test_an_issuance_writes_exactly_one_ledger_record_with_the_token(world: World) -> None:
+    request = world.request(
+        source_ip="203.0.113.9", user_agent="billing-app/2.1", request_id="req-123"
+    )
+    issued = world.issue(request)
+    # one ledger call: the token and its record are one transaction in the adapter
+    assert dict(world.ledger.calls) == {"record_issuance": 1}
+    assert list(world.ledger.tokens) == [issued.jti]
+    (record,) = world.ledger.records.values()
+    assert record.record_id == "iss:" + issued.jti
+    assert (record.event, record.decision, record.reason) == (
+        EventType.TOKEN_ISSUED,
+        Decision.ALLOW,
+        "ok",
+    )
+    assert (record.principal, record.client_id) == (CLIENT_ID, CLIENT_ID)
+    assert (record.jkt, record.token_jti) == (world.device.jkt, issued.jti)
+    assert record.at_ms == NOW * 1000
+    assert (record.source_ip, record.user_agent, record.request_id) == (
+        "203.0.113.9",
+        "billing-app/2.1",
+        "req-123",
+    )
+    assert record.retain_until == NOW + USAGE_RETENTION_DAYS * 86_400
+    assert record.actor == ""
+
+
+def test_the_issuance_record_holds_no_token_secret_or_secret_hash(world: World) -> None:
+    request = world.request()
+    issued = world.issue(request)
+    (record,) = world.ledger.records.values()
+    text = repr(record)
+    for forbidden in (issued.access_token, SECRET, hash_secret(SECRET), request.dpop_proof):
+        assert forbidden
+        assert forbidden not in text
+
+
+def test_oversized_request_metadata_is_truncated_in_the_record(world: World) -> None:
+    world.issue(world.request(source_ip="9" * 500, user_agent="a" * 5000, request_id="r" * 900))
+    (record,) = world.ledger.records.values()
+    assert (len(record.source_ip), len(record.user_agent), len(record.request_id)) == (
+        64,
+        256,
+        256,
+    )
+
+
+def test_rejected_requests_write_no_ledger_record(world: World) -> None:
+    world.rejects(world.request(client_secret=SECRET + "x"), InvalidClient)
+    world.rejects(world.request(scope="admin"), InvalidScope)
+    assert world.ledger.records == {}
 
 
 def test_without_a_configured_issuer_the_request_issuer_is_used(fixed_clock: FixedClock) -> None:
@@ -227,7 +283,7 @@ def test_without_a_configured_issuer_the_request_issuer_is_used(fixed_clock: Fix
 def test_two_proofs_give_two_tokens_with_distinct_jtis(world: World) -> None:
     first, second = world.issue(), world.issue()
     assert first.jti != second.jti
-    assert set(world.ledger.records) == {first.jti, second.jti}
+    assert set(world.ledger.tokens) == {first.jti, second.jti}
 
 
 def test_the_same_proof_jti_from_two_devices_does_not_collide(world: World) -> None:
@@ -235,7 +291,7 @@ def test_the_same_proof_jti_from_two_devices_does_not_collide(world: World) -> N
     world.directory.add_device(device_record(other))
     world.issue(world.request(dpop_proof=world.device.proof("POST", TOKEN_URL, iat=NOW, jti="x")))
     world.issue(world.request(dpop_proof=other.proof("POST", TOKEN_URL, iat=NOW, jti="x")))
-    assert len(world.ledger.records) == 2
+    assert len(world.ledger.tokens) == 2
 
 
 @pytest.mark.parametrize("alg", ["ES384", "EdDSA"])
@@ -390,7 +446,7 @@ def test_a_scope_beyond_the_clients_or_malformed_is_rejected(world: World, scope
 def test_a_known_resource_becomes_the_audience(world: World) -> None:
     issued = world.issue(world.request(resource=OTHER_API))
     assert decode(world, issued.access_token, audience=OTHER_API)["aud"] == OTHER_API
-    assert next(iter(world.ledger.records.values())).audience == OTHER_API
+    assert next(iter(world.ledger.tokens.values())).audience == OTHER_API
 
 
 @pytest.mark.parametrize("resource", ["https://attacker.example", "", API + "/"])
@@ -419,7 +475,9 @@ def test_replaying_a_proof_is_rejected_and_writes_no_second_record(world: World)
     with pytest.raises(ProofReplayed) as caught:
         world.issue(request)
     assert caught.value.error == "invalid_dpop_proof"
-    assert list(world.ledger.records) == [first.jti]
+    assert list(world.ledger.tokens) == [first.jti]
+    # the replay wrote neither a second token nor a second ledger record
+    assert list(world.ledger.records) == ["iss:" + first.jti]
 
 
 def test_replaying_a_proof_with_a_malleated_signature_is_still_a_replay(world: World) -> None:
@@ -428,7 +486,7 @@ def test_replaying_a_proof_with_a_malleated_signature_is_still_a_replay(world: W
     twin = replace(request, dpop_proof=malleate_ecdsa(request.dpop_proof or ""))
     with pytest.raises(ProofReplayed):
         world.issue(twin)
-    assert len(world.ledger.records) == 1
+    assert len(world.ledger.tokens) == 1
 
 
 # ---- fail closed -------------------------------------------------------------------------
@@ -438,6 +496,7 @@ def test_a_failing_signer_means_no_token_and_nothing_recorded(world: World) -> N
     world.signer.fail_with(methods=("sign",))
     with pytest.raises(TemporarilyUnavailable):
         world.issue()
+    assert world.ledger.tokens == {}
     assert world.ledger.records == {}
     assert world.ledger.calls == {}
 
@@ -461,6 +520,7 @@ def test_a_failing_ledger_means_no_token_is_handed_out(world: World) -> None:
     world.ledger.fail_with()
     with pytest.raises(TemporarilyUnavailable):
         world.issue()
+    assert world.ledger.tokens == {}
     assert world.ledger.records == {}
 
 

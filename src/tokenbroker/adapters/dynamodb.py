@@ -2,6 +2,10 @@
 
 Only this module knows item attribute names. Attribute names are the template's key
 schema (template.yaml declares the tables; tests provision them from it).
+
+Every change these adapters make (an issuance, an admin action) is written in ONE
+``TransactWriteItems`` together with its ledger record in the usage table
+(:func:`tokenbroker.adapters.usage.usage_item`): both or neither.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from tokenbroker.adapters.aws import error_code, failing_closed
+from tokenbroker.adapters.usage import ID as RECORD_ID
+from tokenbroker.adapters.usage import usage_item
 from tokenbroker.domain.errors import (
     Conflict,
     DeviceLimitReached,
     NotFound,
     ProofReplayed,
 )
-from tokenbroker.domain.models import Client, Device, IssuedToken, Status
+from tokenbroker.domain.models import Client, Device, IssuedToken, Status, UsageRecord
 
 # clients table
 CLIENT_ID = "client_id"
@@ -89,11 +95,35 @@ def _cancellation_codes(exc: ClientError) -> list[str]:
     return [str(r.get("Code", "")) for r in reasons]
 
 
+def _failed(codes: list[str], index: int, *, of: int) -> bool:
+    """Whether transaction item ``index`` (of ``of`` items) failed its condition."""
+    return len(codes) == of and codes[index] == "ConditionalCheckFailed"
+
+
+def _is_cancellation(exc: ClientError) -> bool:
+    return error_code(exc) == "TransactionCanceledException"
+
+
+def ledger_put(usage_table: str, record: UsageRecord) -> dict[str, Any]:
+    """The transaction item that writes ``record`` to the ledger (never overwrites)."""
+    return {
+        "Put": {
+            "TableName": usage_table,
+            "Item": usage_item(record),
+            "ConditionExpression": "attribute_not_exists(#rid)",
+            "ExpressionAttributeNames": {"#rid": RECORD_ID},
+        }
+    }
+
+
 class DynamoClientDirectory:
-    def __init__(self, dynamodb: Any, *, clients_table: str, devices_table: str) -> None:
+    def __init__(
+        self, dynamodb: Any, *, clients_table: str, devices_table: str, usage_table: str
+    ) -> None:
         self._ddb = dynamodb
         self._clients = clients_table
         self._devices = devices_table
+        self._usage = usage_table
 
     # ---- hot path (token endpoint) -------------------------------------------------
     def get_client_and_device(
@@ -122,7 +152,7 @@ class DynamoClientDirectory:
         item = response.get("Item")
         return _client(item) if item else None
 
-    def create_client(self, client: Client) -> None:
+    def create_client(self, client: Client, record: UsageRecord) -> None:
         item = _item(
             {
                 CLIENT_ID: client.client_id,
@@ -136,16 +166,22 @@ class DynamoClientDirectory:
                 UPDATED_AT: client.created_at,
             }
         )
-        with failing_closed("dynamodb:PutItem"):
+        transact = [
+            {
+                "Put": {
+                    "TableName": self._clients,
+                    "Item": item,
+                    "ConditionExpression": "attribute_not_exists(#id)",
+                    "ExpressionAttributeNames": {"#id": CLIENT_ID},
+                }
+            },
+            ledger_put(self._usage, record),
+        ]
+        with failing_closed("dynamodb:TransactWriteItems"):
             try:
-                self._ddb.put_item(
-                    TableName=self._clients,
-                    Item=item,
-                    ConditionExpression="attribute_not_exists(#id)",
-                    ExpressionAttributeNames={"#id": CLIENT_ID},
-                )
+                self._ddb.transact_write_items(TransactItems=transact)
             except ClientError as exc:
-                if error_code(exc) == "ConditionalCheckFailedException":
+                if _is_cancellation(exc) and _failed(_cancellation_codes(exc), 0, of=2):
                     raise Conflict(f"client {client.client_id} already exists") from exc
                 raise
 
@@ -155,26 +191,37 @@ class DynamoClientDirectory:
                 for item in page.get("Items", []):
                     yield _client(item)
 
-    def set_client_status(self, client_id: str, status: str, at: int) -> Client:
-        with failing_closed("dynamodb:UpdateItem"):
+    def set_client_status(
+        self, client_id: str, status: str, at: int, record: UsageRecord
+    ) -> Client:
+        transact = [
+            {
+                "Update": {
+                    "TableName": self._clients,
+                    "Key": _item({CLIENT_ID: client_id}),
+                    "UpdateExpression": "SET #s = :s, #u = :u",
+                    "ConditionExpression": "attribute_exists(#id)",
+                    "ExpressionAttributeNames": {"#s": STATUS, "#u": UPDATED_AT, "#id": CLIENT_ID},
+                    "ExpressionAttributeValues": _item({":s": status, ":u": at}),
+                }
+            },
+            ledger_put(self._usage, record),
+        ]
+        with failing_closed("dynamodb:TransactWriteItems"):
             try:
-                response = self._ddb.update_item(
-                    TableName=self._clients,
-                    Key=_item({CLIENT_ID: client_id}),
-                    UpdateExpression="SET #s = :s, #u = :u",
-                    ConditionExpression="attribute_exists(#id)",
-                    ExpressionAttributeNames={"#s": STATUS, "#u": UPDATED_AT, "#id": CLIENT_ID},
-                    ExpressionAttributeValues=_item({":s": status, ":u": at}),
-                    ReturnValues="ALL_NEW",
-                )
+                self._ddb.transact_write_items(TransactItems=transact)
             except ClientError as exc:
-                if error_code(exc) == "ConditionalCheckFailedException":
+                if _is_cancellation(exc) and _failed(_cancellation_codes(exc), 0, of=2):
                     raise NotFound(f"client {client_id} does not exist") from exc
                 raise
-        return _client(response["Attributes"])
+        # a transaction returns no attributes: read the client back (consistently)
+        client = self.get_client(client_id)
+        if client is None:  # pragma: no cover - clients are never deleted
+            raise NotFound(f"client {client_id} does not exist")
+        return client
 
-    def enroll_device(self, device: Device) -> None:
-        # Both writes or neither: the client's counter is the atomic device limit. The
+    def enroll_device(self, device: Device, record: UsageRecord) -> None:
+        # All three writes or none: the client's counter is the atomic device limit. The
         # condition reads: the client exists, is active, and has a free device slot.
         transact = [
             {
@@ -213,22 +260,23 @@ class DynamoClientDirectory:
                     "ExpressionAttributeNames": {"#jkt": JKT},
                 }
             },
+            ledger_put(self._usage, record),
         ]
         with failing_closed("dynamodb:TransactWriteItems"):
             try:
                 self._ddb.transact_write_items(TransactItems=transact)
             except ClientError as exc:
-                if error_code(exc) != "TransactionCanceledException":
+                if not _is_cancellation(exc):
                     raise
                 self._explain_enroll_failure(device, _cancellation_codes(exc), exc)
 
     def _explain_enroll_failure(self, device: Device, codes: list[str], exc: ClientError) -> None:
-        if len(codes) == 2 and codes[1] == "ConditionalCheckFailed":
+        if _failed(codes, 1, of=3):
             raise Conflict(
                 f"key {device.jkt} is already enrolled (a revoked key cannot be re-enrolled;"
                 " generate a new device key)"
             ) from exc
-        if codes and codes[0] == "ConditionalCheckFailed":
+        if _failed(codes, 0, of=3):
             client = self.get_client(device.client_id)
             if client is None:
                 raise NotFound(f"client {device.client_id} does not exist") from exc
@@ -240,23 +288,23 @@ class DynamoClientDirectory:
             ) from exc
         raise exc  # throttling/conflict inside the transaction: fail as unavailable
 
-    def revoke_device(self, jkt: str, at: int) -> Device:
-        current = self.get_device(jkt)
-        if current is None or not current.active:
-            raise NotFound(f"no active device with key {jkt}")
+    def revoke_device(self, device: Device, at: int, record: UsageRecord) -> Device:
+        jkt = device.jkt
         transact = [
             {
                 "Update": {
                     "TableName": self._devices,
                     "Key": _item({JKT: jkt}),
                     "UpdateExpression": "SET #s = :revoked, #at = :at",
-                    "ConditionExpression": "#s = :active",
-                    "ExpressionAttributeNames": {"#s": STATUS, "#at": REVOKED_AT},
+                    # still active, and still the client's the caller read
+                    "ConditionExpression": "#s = :active AND #c = :client",
+                    "ExpressionAttributeNames": {"#s": STATUS, "#at": REVOKED_AT, "#c": CLIENT_ID},
                     "ExpressionAttributeValues": _item(
                         {
                             ":revoked": Status.REVOKED.value,
                             ":active": Status.ACTIVE.value,
                             ":at": at,
+                            ":client": device.client_id,
                         }
                     ),
                 }
@@ -264,27 +312,32 @@ class DynamoClientDirectory:
             {
                 "Update": {
                     "TableName": self._clients,
-                    "Key": _item({CLIENT_ID: current.client_id}),
+                    "Key": _item({CLIENT_ID: device.client_id}),
                     "UpdateExpression": "SET #n = #n - :one",
                     "ConditionExpression": "#n > :zero",
                     "ExpressionAttributeNames": {"#n": ACTIVE_DEVICES},
                     "ExpressionAttributeValues": _item({":one": 1, ":zero": 0}),
                 }
             },
+            ledger_put(self._usage, record),
         ]
         with failing_closed("dynamodb:TransactWriteItems"):
             try:
                 self._ddb.transact_write_items(TransactItems=transact)
             except ClientError as exc:
-                if error_code(exc) == "TransactionCanceledException":
-                    raise NotFound(f"no active device with key {jkt}") from exc
-                raise
+                if not _is_cancellation(exc):
+                    raise
+                codes = _cancellation_codes(exc)
+                if _failed(codes, 2, of=3) and "ConditionalCheckFailed" not in codes[:2]:
+                    raise  # only the ledger record's id collided: unavailable, retryable
+                # as before the ledger record: the device or the client's counter moved
+                raise NotFound(f"no active device with key {jkt}") from exc
         return Device(
             jkt=jkt,
-            client_id=current.client_id,
-            label=current.label,
+            client_id=device.client_id,
+            label=device.label,
             status=Status.REVOKED,
-            enrolled_at=current.enrolled_at,
+            enrolled_at=device.enrolled_at,
             revoked_at=at,
         )
 
@@ -311,11 +364,12 @@ class DynamoClientDirectory:
 
 
 class DynamoTokenLedger:
-    def __init__(self, dynamodb: Any, *, tokens_table: str) -> None:
+    def __init__(self, dynamodb: Any, *, tokens_table: str, usage_table: str) -> None:
         self._ddb = dynamodb
         self._table = tokens_table
+        self._usage = usage_table
 
-    def record_issuance(self, token: IssuedToken) -> None:
+    def record_issuance(self, token: IssuedToken, record: UsageRecord) -> None:
         item = _item(
             {
                 JTI: token.jti,
@@ -328,17 +382,23 @@ class DynamoTokenLedger:
                 TTL: token.retain_until,
             }
         )
-        with failing_closed("dynamodb:PutItem"):
+        transact = [
+            # The jti is derived from the proof's (jkt, jti): if it exists, this proof
+            # was already used to obtain a token (RFC 9449 §11.1).
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": item,
+                    "ConditionExpression": "attribute_not_exists(#jti)",
+                    "ExpressionAttributeNames": {"#jti": JTI},
+                }
+            },
+            ledger_put(self._usage, record),
+        ]
+        with failing_closed("dynamodb:TransactWriteItems"):
             try:
-                # The jti is derived from the proof's (jkt, jti): if it exists, this proof
-                # was already used to obtain a token (RFC 9449 §11.1).
-                self._ddb.put_item(
-                    TableName=self._table,
-                    Item=item,
-                    ConditionExpression="attribute_not_exists(#jti)",
-                    ExpressionAttributeNames={"#jti": JTI},
-                )
+                self._ddb.transact_write_items(TransactItems=transact)
             except ClientError as exc:
-                if error_code(exc) == "ConditionalCheckFailedException":
+                if _is_cancellation(exc) and _failed(_cancellation_codes(exc), 0, of=2):
                     raise ProofReplayed("DPoP proof has already been used") from exc
                 raise

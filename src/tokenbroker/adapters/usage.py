@@ -12,13 +12,9 @@ from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from tokenbroker.adapters.aws import error_code, failing_closed
-from tokenbroker.domain.errors import (
-    ClientDisabled,
-    DeviceRevoked,
-    ProofReplayed,
-    TemporarilyUnavailable,
-)
+from tokenbroker.domain.errors import ProofReplayed, TemporarilyUnavailable
 from tokenbroker.domain.ledger import SORT_KEY, hour_of, index_keys
+from tokenbroker.domain.liveness import Liveness, LivenessView
 from tokenbroker.domain.models import Status, UsageRecord
 
 ID = "id"
@@ -81,64 +77,32 @@ def usage_item(record: UsageRecord) -> dict[str, Any]:
 
 
 class DynamoUsageLedger:
-    def __init__(
-        self, dynamodb: Any, *, usage_table: str, clients_table: str, devices_table: str
-    ) -> None:
+    """The edge's one write per request: a conditional PutItem that is both the usage
+    record and the replay guard. Device and client liveness come from a bounded-staleness
+    view (see :mod:`tokenbroker.domain.liveness` for why not a transaction)."""
+
+    def __init__(self, dynamodb: Any, *, usage_table: str, liveness: LivenessView) -> None:
         self._ddb = dynamodb
         self._usage = usage_table
-        self._clients = clients_table
-        self._devices = devices_table
+        self._liveness = liveness
 
     def record_use(self, record: UsageRecord) -> None:
-        active = {":active": {"S": Status.ACTIVE.value}}
-        transact = [
-            # the device is still enrolled to this client and not revoked
-            {
-                "ConditionCheck": {
-                    "TableName": self._devices,
-                    "Key": {"jkt": {"S": record.jkt}},
-                    "ConditionExpression": "#s = :active AND #c = :client",
-                    "ExpressionAttributeNames": {"#s": _STATUS, "#c": "client_id"},
-                    "ExpressionAttributeValues": {**active, ":client": {"S": record.client_id}},
-                }
-            },
-            # the client has not been disabled
-            {
-                "ConditionCheck": {
-                    "TableName": self._clients,
-                    "Key": {"client_id": {"S": record.client_id}},
-                    "ConditionExpression": "#s = :active",
-                    "ExpressionAttributeNames": {"#s": _STATUS},
-                    "ExpressionAttributeValues": active,
-                }
-            },
-            # the record is new: this (jkt, proof jti) was never accepted (RFC 9449 §11.1).
-            # The item lives for the retention period, far past the proof's window.
-            {
-                "Put": {
-                    "TableName": self._usage,
-                    "Item": usage_item(record),
-                    "ConditionExpression": "attribute_not_exists(#id)",
-                    "ExpressionAttributeNames": {"#id": ID},
-                }
-            },
-        ]
-        with failing_closed("dynamodb:TransactWriteItems"):
+        self._liveness.require_active(record.client_id, record.jkt)
+        with failing_closed("dynamodb:PutItem"):
             try:
-                self._ddb.transact_write_items(TransactItems=transact)
+                # New record or nothing: this (jkt, proof jti) was never accepted before
+                # (RFC 9449 §11.1). The item lives for the retention period, far past the
+                # proof's acceptance window, so the guard outlives every replay chance.
+                self._ddb.put_item(
+                    TableName=self._usage,
+                    Item=usage_item(record),
+                    ConditionExpression="attribute_not_exists(#id)",
+                    ExpressionAttributeNames={"#id": ID},
+                )
             except ClientError as exc:
-                if error_code(exc) != "TransactionCanceledException":
-                    raise
-                reasons = exc.response.get("CancellationReasons") or []
-                codes = [str(r.get("Code", "")) for r in reasons]
-                if len(codes) == 3:
-                    if codes[0] == "ConditionalCheckFailed":
-                        raise DeviceRevoked("the device key has been revoked") from exc
-                    if codes[1] == "ConditionalCheckFailed":
-                        raise ClientDisabled("the client has been disabled") from exc
-                    if codes[2] == "ConditionalCheckFailed":
-                        raise ProofReplayed("the DPoP proof has already been used") from exc
-                raise TemporarilyUnavailable("usage record was not written") from exc
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    raise ProofReplayed("the DPoP proof has already been used") from exc
+                raise
 
     def record_denial(self, record: UsageRecord) -> None:
         with failing_closed("dynamodb:PutItem"):
@@ -152,3 +116,42 @@ class DynamoUsageLedger:
             except ClientError as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise
+
+
+class DynamoLiveness:
+    """Reads a client and a device in one consistent BatchGetItem round trip."""
+
+    def __init__(self, dynamodb: Any, *, clients_table: str, devices_table: str) -> None:
+        self._ddb = dynamodb
+        self._clients = clients_table
+        self._devices = devices_table
+
+    def fetch(self, client_id: str, jkt: str) -> Liveness:
+        with failing_closed("dynamodb:BatchGetItem"):
+            response = self._ddb.batch_get_item(
+                RequestItems={
+                    self._clients: {
+                        "Keys": [{"client_id": {"S": client_id}}],
+                        "ConsistentRead": True,
+                        "ProjectionExpression": "#s",
+                        "ExpressionAttributeNames": {"#s": _STATUS},
+                    },
+                    self._devices: {
+                        "Keys": [{"jkt": {"S": jkt}}],
+                        "ConsistentRead": True,
+                        "ProjectionExpression": "#s, #c",
+                        "ExpressionAttributeNames": {"#s": _STATUS, "#c": "client_id"},
+                    },
+                }
+            )
+        if response.get("UnprocessedKeys"):
+            raise TemporarilyUnavailable("dynamodb:BatchGetItem left keys unprocessed")
+        found = response.get("Responses", {})
+        client = (found.get(self._clients) or [{}])[0]
+        device = (found.get(self._devices) or [{}])[0]
+        active = {"S": Status.ACTIVE.value}
+        return Liveness(
+            client_active=client.get(_STATUS) == active,
+            device_active=device.get(_STATUS) == active
+            and device.get("client_id") == {"S": client_id},
+        )

@@ -99,6 +99,33 @@ def _explain(stack: str, exc: BaseException) -> DeploymentError:
     return DeploymentError(f"cannot read SSM parameter {name}: {_one_line(exc)}")
 
 
+def caller_arn(session: boto3.Session) -> str:
+    """Who is running the command (STS GetCallerIdentity, which needs no permission):
+    the actor named in the ledger record of every admin action."""
+    try:
+        sts = client("sts", config=CLI_CONFIG, session=session)
+        arn = sts.get_caller_identity().get("Arn")
+    except (ClientError, BotoCoreError) as exc:
+        raise _explain_identity(exc) from exc
+    if not isinstance(arn, str) or not arn:
+        raise DeploymentError("sts:GetCallerIdentity returned no ARN")
+    return arn
+
+
+def _explain_identity(exc: BaseException) -> DeploymentError:
+    if isinstance(exc, NoRegionError):
+        return DeploymentError("no AWS region configured; pass --region or set AWS_DEFAULT_REGION")
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return DeploymentError(
+            "no AWS credentials found; set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        )
+    if isinstance(exc, ClientError):
+        return DeploymentError(
+            f"cannot identify the caller (sts:GetCallerIdentity): {error_code(exc)}"
+        )
+    return DeploymentError(f"cannot identify the caller (sts:GetCallerIdentity): {_one_line(exc)}")
+
+
 def _as_environment(value: Mapping[str, Any]) -> dict[str, str]:
     """JSON values as environment variable strings (lists become comma-separated)."""
     env: dict[str, str] = {}
@@ -136,10 +163,12 @@ class CliState:
             session = new_session(self.region)
             settings = load_settings(self.stack, session)
 
+            actor = caller_arn(session)
+
             def aws(service: str) -> Any:
                 return client(service, config=CLI_CONFIG, session=session)
 
-            self._container = build(settings, aws=aws)
+            self._container = build(settings, aws=aws, actor=actor)
         return self._container
 
 

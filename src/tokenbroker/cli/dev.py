@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from tokenbroker.local.events import DEFAULT_SCHEDULE_SECONDS
 from tokenbroker.local.stack import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -51,7 +52,23 @@ class DevFailed(click.ClickException):
     type=click.IntRange(0, 65535),
     help="Port of the moto server (always on 127.0.0.1; 0: a free port).",
 )
-def dev(host: str, port: int, stack_name: str, template: Path | None, moto_port: int) -> None:
+@click.option(
+    "--schedule-interval",
+    default=DEFAULT_SCHEDULE_SECONDS,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="Run each scheduled function (e.g. the digests) at least this often; a shorter "
+    "rate in the template wins.",
+)
+def dev(
+    host: str,
+    port: int,
+    stack_name: str,
+    template: Path | None,
+    moto_port: int,
+    schedule_interval: float,
+) -> None:
     """Run the broker locally: moto-backed AWS services on a loopback port, the
     template's tables, KMS key and SSM parameter provisioned into it, and an API Gateway
     emulation serving template.yaml's routes (functions run in this process).
@@ -60,6 +77,10 @@ def dev(host: str, port: int, stack_name: str, template: Path | None, moto_port:
     audit commands reach this stack) and `Local API: URL`. Runs until Ctrl-C or SIGTERM;
     all state is in memory and goes away with it. Requests are logged to stderr as
     `METHOD PATH STATUS TIME`.
+
+    Event sources run too: functions on a table's stream get its new records about
+    twice a second (as Lambda's event source mapping would deliver them), and scheduled
+    functions run every --schedule-interval seconds (or their template rate if shorter).
 
     \b
     Example:
@@ -72,7 +93,14 @@ def dev(host: str, port: int, stack_name: str, template: Path | None, moto_port:
             f"{host} is not a loopback address: the local API has no TLS and its stack uses "
             "test credentials; anyone who can reach it can issue tokens"
         )
-    stack = LocalStack(host, port, stack_name=stack_name, template=template, moto_port=moto_port)
+    stack = LocalStack(
+        host,
+        port,
+        stack_name=stack_name,
+        template=template,
+        moto_port=moto_port,
+        schedule_interval=schedule_interval,
+    )
     try:
         stack.start()
     except LocalStackError as exc:

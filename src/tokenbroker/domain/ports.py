@@ -25,24 +25,30 @@ class ClientDirectory(Protocol):
 
     def get_client(self, client_id: str) -> Client | None: ...
 
-    def create_client(self, client: Client) -> None:
-        """Raises Conflict if the id exists."""
+    def create_client(self, client: Client, record: UsageRecord) -> None:
+        """Stores the client and its ledger record in ONE transaction. Raises Conflict
+        if the id exists (then nothing is written)."""
         ...
 
     def list_clients(self) -> Iterator[Client]: ...
 
-    def set_client_status(self, client_id: str, status: str, at: int) -> Client:
-        """Raises NotFound."""
+    def set_client_status(
+        self, client_id: str, status: str, at: int, record: UsageRecord
+    ) -> Client:
+        """Sets the status and writes the ledger record in ONE transaction. Raises
+        NotFound (then nothing is written)."""
         ...
 
-    def enroll_device(self, device: Device) -> None:
-        """Atomically: the client exists and is active, the key is not enrolled yet,
-        and the client has fewer than ``max_devices`` active devices. Raises NotFound,
-        Conflict or DeviceLimitReached."""
+    def enroll_device(self, device: Device, record: UsageRecord) -> None:
+        """Atomically, with the ledger record: the client exists and is active, the key
+        is not enrolled yet, and the client has fewer than ``max_devices`` active
+        devices. Raises NotFound, Conflict or DeviceLimitReached (nothing written)."""
         ...
 
-    def revoke_device(self, jkt: str, at: int) -> Device:
-        """Raises NotFound (unknown or already revoked)."""
+    def revoke_device(self, device: Device, at: int, record: UsageRecord) -> Device:
+        """Atomically, with the ledger record: ``device`` (as read by the caller) is
+        still active and enrolled to ``device.client_id``; it becomes revoked and frees
+        its slot. Raises NotFound (unknown or already revoked; nothing written)."""
         ...
 
     def get_device(self, jkt: str) -> Device | None: ...
@@ -51,11 +57,13 @@ class ClientDirectory(Protocol):
 
 
 class TokenLedger(Protocol):
-    """Issued tokens; the write is also the token endpoint's proof replay guard."""
+    """Issued tokens and their ledger records; the write is also the token endpoint's
+    proof replay guard."""
 
-    def record_issuance(self, token: IssuedToken) -> None:
-        """One conditional write keyed by ``token.jti``. Raises ProofReplayed if the
-        key exists (the jti is derived from the proof's jkt and jti)."""
+    def record_issuance(self, token: IssuedToken, record: UsageRecord) -> None:
+        """ONE transaction: the token keyed by ``token.jti`` (raises ProofReplayed if the
+        key exists: the jti is derived from the proof's jkt and jti) and its ledger
+        ``record``. Both or neither are written."""
         ...
 
 
@@ -75,10 +83,11 @@ class UsageLedger(Protocol):
     """Usage records; the allowed-request write is also the replay guard."""
 
     def record_use(self, record: UsageRecord) -> None:
-        """ONE round trip that (a) inserts ``record`` only if ``record.record_id`` is new
-        (else ProofReplayed), (b) only if device ``record.jkt`` is still active for
-        ``record.client_id`` (else DeviceRevoked) and (c) the client is active (else
-        ClientDisabled). Nothing is written unless all three hold."""
+        """Insert ``record`` only if ``record.record_id`` is new (else ProofReplayed),
+        and only if device ``record.jkt`` is active for ``record.client_id`` (else
+        DeviceRevoked) and the client is active (else ClientDisabled), as seen within
+        the last ``tokenbroker.domain.liveness.MAX_AGE`` seconds. At most one write;
+        at most one read per (client, device) per MAX_AGE."""
         ...
 
     def record_denial(self, record: UsageRecord) -> None:

@@ -2,26 +2,30 @@
 
 Why not deploy the template into moto's CloudFormation: moto ignores TTL and PITR on
 tables, builds every KMS key as a symmetric key, and skips ``AWS::Serverless::*``. So the
-tables, keys, aliases and SSM parameters are created here from their ``Properties``, and
-the functions' environments are resolved from the template against what was created.
-Everything else (functions, the API, the layer, log groups) is the local stack's job or
-has no local meaning, and is skipped.
+tables (with their streams), keys, aliases, S3 buckets and SSM parameters are created here
+from their ``Properties``, and the functions' environments are resolved from the template
+against what was created. Everything else (functions, the API, the layer, log groups, IAM
+policies: nothing local evaluates IAM) is the local stack's job or has no local meaning,
+and is skipped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokenbroker.local.template import DYNAMODB_TABLE, Template, TemplateError
+from tokenbroker.local.template import DYNAMODB_TABLE, S3_BUCKET, Template, TemplateError
 
 KMS_KEY = "AWS::KMS::Key"
 KMS_ALIAS = "AWS::KMS::Alias"
 SSM_PARAMETER = "AWS::SSM::Parameter"
-PROVISIONED_TYPES = frozenset({DYNAMODB_TABLE, KMS_KEY, KMS_ALIAS, SSM_PARAMETER})
+PROVISIONED_TYPES = frozenset({DYNAMODB_TABLE, KMS_KEY, KMS_ALIAS, S3_BUCKET, SSM_PARAMETER})
+#: the clients a mapping must hold; ``s3`` may be left out (see ``_clients``)
 SERVICES = ("dynamodb", "kms", "ssm")
+ALL_SERVICES = (*SERVICES, "s3")
 
 _STACK_NAME = re.compile(r"[A-Za-z][-A-Za-z0-9]{0,127}")
 # what an endpoint answers for an operation it does not implement
@@ -31,8 +35,10 @@ _UNSUPPORTED = frozenset({"UnknownOperationException", "NotImplemented", "Invali
 @dataclass(frozen=True)
 class Deployment:
     """What was created: ``refs`` maps logical id -> physical id (what ``Ref`` returns:
-    table name, KMS key id, alias name, parameter name); ``attrs`` maps
-    (logical id, attribute) -> value (``Arn`` of tables and keys)."""
+    table name, KMS key id, alias name, bucket name, parameter name); ``attrs`` maps
+    (logical id, attribute) -> value (``Arn`` of tables, keys and buckets, ``StreamArn``
+    of tables with a stream, ``KeyId`` of keys, ``DomainName`` and
+    ``RegionalDomainName`` of buckets)."""
 
     template: Template = field(repr=False)
     stack_name: str
@@ -68,12 +74,14 @@ def provision(
     region: str,
     parameters: Mapping[str, str] | None = None,
 ) -> Deployment:
-    """Create the template's tables, KMS keys and aliases, and SSM parameters.
+    """Create the template's tables, KMS keys and aliases, S3 buckets and SSM parameters.
 
-    ``session_or_clients`` is a boto3 ``Session`` or a mapping with ``dynamodb``, ``kms``
-    and ``ssm`` clients, already pointed at moto (``mock_aws()`` or a moto server) or
-    another endpoint. Tables are named ``{stack_name}-{LogicalId}``. Not idempotent: a
-    second run against the same backend fails on the existing tables.
+    ``session_or_clients`` is a boto3 ``Session`` or a mapping with ``dynamodb``, ``kms``,
+    ``ssm`` (and ``s3``) clients, already pointed at moto (``mock_aws()`` or a moto
+    server) or another endpoint; without ``s3`` one is made on the ``dynamodb`` client's
+    endpoint and credentials. Tables are named ``{stack_name}-{LogicalId}``, buckets the
+    same lower-cased (and shortened to S3's 63 characters with a hash if need be). Not
+    idempotent: a second run against the same backend fails on the existing tables.
     """
     if not _STACK_NAME.fullmatch(stack_name):
         raise ValueError(f"invalid stack name {stack_name!r}")
@@ -91,15 +99,20 @@ def provision(
         refs[logical_id] = physical_id
         if arn is not None:
             attrs[(logical_id, "Arn")] = arn
-            account[:] = account or [arn.split(":")[4]]
+            if not account and arn.split(":")[4]:  # S3 ARNs name no account
+                account.append(arn.split(":")[4])
 
-    ddb, kms, ssm = (clients[name] for name in SERVICES)
+    ddb, kms, ssm, s3 = (clients[name] for name in ALL_SERVICES)
     for logical_id in template.tables():
         name = f"{stack_name}-{logical_id}"
-        table = ddb.create_table(**template.create_table_kwargs(logical_id, name))
+        kwargs = template.create_table_kwargs(logical_id, name)
+        table = ddb.create_table(**kwargs)
         created(logical_id, name, table["TableDescription"]["TableArn"])
-        if stream_arn := table["TableDescription"].get("LatestStreamArn"):
-            attrs[(logical_id, "StreamArn")] = stream_arn
+        if kwargs.get("StreamSpecification", {}).get("StreamEnabled"):
+            description = ddb.describe_table(TableName=name)["Table"]
+            if not description.get("LatestStreamArn"):
+                raise TemplateError(f"{logical_id}: the table was created without its stream")
+            attrs[(logical_id, "StreamArn")] = description["LatestStreamArn"]
         if attribute := template.ttl_attribute(logical_id):
             ddb.update_time_to_live(
                 TableName=name,
@@ -130,6 +143,17 @@ def provision(
         alias = str(resolve(props["AliasName"]))
         kms.create_alias(AliasName=alias, TargetKeyId=str(resolve(props["TargetKeyId"])))
         created(logical_id, alias)
+
+    for logical_id in template.resources(S3_BUCKET):
+        name = template.bucket_name(logical_id, _bucket_name(stack_name, logical_id))
+        for operation, kwargs in template.bucket_requests(logical_id, name, region):
+            if operation == "create_bucket":
+                s3.create_bucket(**kwargs)
+            else:  # configuration an endpoint may lack: best effort, as moto allows
+                _if_supported(s3, getattr(s3, operation), **kwargs)
+        created(logical_id, name, f"arn:aws:s3:::{name}")
+        attrs[(logical_id, "DomainName")] = f"{name}.s3.amazonaws.com"
+        attrs[(logical_id, "RegionalDomainName")] = f"{name}.s3.{region}.amazonaws.com"
 
     for logical_id, props in template.resources(SSM_PARAMETER).items():
         if "Name" not in props:
@@ -169,13 +193,50 @@ def _pseudo(stack_name: str, region: str, account_id: str | None) -> dict[str, s
     return pseudo
 
 
+_BUCKET_NAME_MAX = 63
+
+
+def _bucket_name(stack_name: str, logical_id: str) -> str:
+    """``{stack_name}-{logicalid}`` lower-cased, valid for S3 (3..63 of ``[a-z0-9-]``,
+    starting and ending with a letter or digit); shortened with a hash if too long."""
+    name = re.sub(r"[^a-z0-9-]", "-", f"{stack_name}-{logical_id}".lower()).strip("-")
+    if len(name) > _BUCKET_NAME_MAX:
+        suffix = hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = f"{name[: _BUCKET_NAME_MAX - len(suffix) - 1].rstrip('-')}-{suffix}"
+    return name
+
+
 def _clients(session_or_clients: Any, region: str) -> Mapping[str, Any]:
     if isinstance(session_or_clients, Mapping):
         missing = [name for name in SERVICES if name not in session_or_clients]
         if missing:
             raise ValueError(f"session_or_clients lacks clients for {', '.join(missing)}")
-        return session_or_clients
-    return {name: session_or_clients.client(name, region_name=region) for name in SERVICES}
+        if "s3" in session_or_clients:
+            return session_or_clients
+        return {**session_or_clients, "s3": _s3_like(session_or_clients["dynamodb"], region)}
+    return {name: session_or_clients.client(name, region_name=region) for name in ALL_SERVICES}
+
+
+def _s3_like(client: Any, region: str) -> Any:
+    """An S3 client on ``client``'s endpoint (a moto server serves every service on one
+    port; AWS endpoints are per service) with its credentials."""
+    import boto3  # here: this module needs no boto3 when given clients
+    from botocore.config import Config
+
+    endpoint: str | None = client.meta.endpoint_url
+    if endpoint is not None and re.search(r"\.amazonaws\.com(\.cn)?/?$", endpoint):
+        endpoint = None  # the AWS (or mock_aws) endpoint of another service
+    credentials = client._request_signer._credentials  # no public accessor
+    frozen = credentials.get_frozen_credentials() if credentials is not None else None
+    session = boto3.Session(
+        aws_access_key_id=frozen.access_key if frozen else None,
+        aws_secret_access_key=frozen.secret_key if frozen else None,
+        aws_session_token=frozen.token if frozen else None,
+        region_name=region,
+    )
+    return session.client(
+        "s3", endpoint_url=endpoint, config=Config(s3={"addressing_style": "path"})
+    )
 
 
 def _if_supported(client: Any, operation: Callable[..., object], **kwargs: Any) -> None:

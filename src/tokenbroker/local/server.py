@@ -29,7 +29,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1012,7 +1012,10 @@ class FunctionHost:
 
     def invoke(self, logical_id: str, event: Event) -> Any:
         function = self.functions[logical_id]
-        with self._lock, _stdout_to_stderr():
+        # (no stdout redirection here: it is process-wide, and invocations run on the
+        # server's and the event sources' threads; metrics are disabled locally and
+        # Powertools' Logger was bound to stderr when the module was loaded)
+        with self._lock:
             context = self.context(function)
             started = time.monotonic()
             try:
@@ -1024,13 +1027,6 @@ class FunctionHost:
                         f"{logical_id}: took {took:.1f}s, over its {function.timeout_seconds:g}s"
                         " timeout (Lambda would have stopped it)"
                     )
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """What a function prints (Powertools metrics) goes where its logs go."""
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
 
 
 def functions_from_template(

@@ -33,6 +33,7 @@ from moto.moto_server.werkzeug_app import (
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import BaseWSGIServer, get_sockaddr, make_server, select_address_family
 
+from tokenbroker.local.events import DEFAULT_SCHEDULE_SECONDS, EventSources
 from tokenbroker.local.provision import Deployment, provision
 from tokenbroker.local.server import (
     DEFAULT_ACCOUNT_ID,
@@ -153,8 +154,11 @@ class LocalStack:
         moto_port: int = 0,
         region: str = REGION,
         log: Callable[[str], None] | None = None,
+        schedule_interval: float = DEFAULT_SCHEDULE_SECONDS,
     ) -> None:
-        """``log`` receives one line per request (default: stderr)."""
+        """``log`` receives one line per request (default: stderr). Scheduled functions
+        run every ``schedule_interval`` seconds at most (their template rate if shorter);
+        stream-triggered ones get their table's new records about twice a second."""
         self.host = host
         self.port = port
         self.stack_name = stack_name
@@ -162,6 +166,8 @@ class LocalStack:
         self.moto_port = moto_port
         self.region = region
         self._log = log
+        self.schedule_interval = schedule_interval
+        self._events: EventSources | None = None
         self.template: Template | None = None
         self.deployment: Deployment | None = None
         #: the union of the functions' environments (what os.environ gets, besides AWS_*)
@@ -221,6 +227,19 @@ class LocalStack:
             api_socket.close()
             raise
         host = FunctionHost(functions, region=self.region, account_id=account_id)
+        try:
+            events = EventSources(
+                template,
+                deployment,
+                host.invoke,
+                streams_client=self._client("dynamodbstreams"),
+                schedule_interval=self.schedule_interval,
+                log=self._log or log_to_stderr,
+            )
+        except (TemplateError, ValueError) as exc:
+            api_socket.close()
+            raise LocalStackError(f"cannot emulate the event sources: {_one_line(exc)}") from exc
+        self._events = events
         app = LocalApi(
             routes,
             host.invoke,
@@ -243,6 +262,7 @@ class LocalStack:
             target=self._api.serve_forever, name="tokenbroker-local-api", daemon=True
         )
         self._api_thread.start()
+        events.start()
         self.exports = {
             "AWS_ENDPOINT_URL": self.moto_url,
             **FAKE_CREDENTIALS,
@@ -252,7 +272,11 @@ class LocalStack:
         }
 
     def stop(self) -> None:
-        """Stop both servers and restore os.environ. Safe to call twice."""
+        """Stop the event sources, both servers, and restore os.environ. Safe to call
+        twice."""
+        events, self._events = self._events, None
+        if events is not None:
+            events.stop()
         api, self._api = self._api, None
         if api is not None:
             api.shutdown()
@@ -282,6 +306,21 @@ class LocalStack:
             raise LocalStackError(f"cannot read template: {_one_line(exc)}") from exc
         self.template = template
         return template
+
+    def drain(self) -> None:
+        """Deliver every record now in the template's streams to its functions (and
+        their retries) before returning; tests call it instead of waiting for a poll."""
+        if self._events is None:
+            raise LocalStackError("the local stack is not running")
+        self._events.drain()
+
+    def _client(self, service: str) -> Any:
+        """A client of the stack's moto server."""
+        return boto3.Session(
+            aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name=self.region,
+        ).client(service, endpoint_url=self.moto_url)
 
     def _provision(self, template: Template) -> Deployment:
         session = boto3.Session(
@@ -319,6 +358,9 @@ class LocalStack:
                 "AWS_DEFAULT_REGION": self.region,
                 "AWS_REGION": self.region,
                 "POWERTOOLS_TRACE_DISABLED": "1",
+                # no CloudWatch here; EMF lines printed from the stream/schedule threads
+                # would also interleave with whatever the process prints on stdout
+                "POWERTOOLS_METRICS_DISABLED": "true",
             }
         )
         os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "TokenBroker")

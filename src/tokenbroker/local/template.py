@@ -25,6 +25,7 @@ TEMPLATE_FILE = "template.yaml"
 SAM_FUNCTION = "AWS::Serverless::Function"
 SAM_API = "AWS::Serverless::Api"
 DYNAMODB_TABLE = "AWS::DynamoDB::Table"
+S3_BUCKET = "AWS::S3::Bucket"
 #: the API SAM creates for ``Type: Api`` events without a RestApiId
 IMPLICIT_API = "ServerlessRestApi"
 #: pseudo parameters that have one value wherever the stack runs (in the aws partition)
@@ -379,6 +380,71 @@ class Template:
         assert isinstance(value, dict)
         return value
 
+    # -- S3 --------------------------------------------------------------------------
+
+    def bucket_name(self, logical_id: str, default: str) -> str:
+        """The bucket's ``BucketName`` if the template fixes one, else ``default``."""
+        props = self._resource(logical_id, S3_BUCKET).get("Properties") or {}
+        return _text(self.resolve(props.get("BucketName", default)), f"{logical_id}.BucketName")
+
+    def bucket_requests(
+        self, logical_id: str, bucket_name: str, region: str
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The ``s3`` client calls (method name, kwargs) that build the bucket from its
+        Properties: ``create_bucket`` first, then one call per configuration. Settings
+        with no local meaning (tags, logging, lifecycle, notifications) are dropped; any
+        other unknown property is a TemplateError rather than a silent gap."""
+        props = self.resolve(self._resource(logical_id, S3_BUCKET).get("Properties") or {})
+        create: dict[str, Any] = {"Bucket": bucket_name}
+        if region != "us-east-1":  # us-east-1 rejects an explicit LocationConstraint
+            create["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        if _truthy(props.get("ObjectLockEnabled")):
+            create["ObjectLockEnabledForBucket"] = True
+        requests: list[tuple[str, dict[str, Any]]] = [("create_bucket", create)]
+        bucket = {"Bucket": bucket_name}
+        for key, value in props.items():
+            if key == "VersioningConfiguration":
+                requests.append(
+                    ("put_bucket_versioning", {**bucket, "VersioningConfiguration": value})
+                )
+            elif key == "BucketEncryption":
+                rules = [
+                    {
+                        # CloudFormation and the S3 API spell the default differently
+                        ("ApplyServerSideEncryptionByDefault" if k == _SSE_DEFAULT else k): v
+                        for k, v in rule.items()
+                    }
+                    for rule in value["ServerSideEncryptionConfiguration"]
+                ]
+                requests.append(
+                    (
+                        "put_bucket_encryption",
+                        {**bucket, "ServerSideEncryptionConfiguration": {"Rules": rules}},
+                    )
+                )
+            elif key == "PublicAccessBlockConfiguration":
+                config = {k: _truthy(v) for k, v in value.items()}
+                requests.append(
+                    (
+                        "put_public_access_block",
+                        {**bucket, "PublicAccessBlockConfiguration": config},
+                    )
+                )
+            elif key == "OwnershipControls":
+                requests.append(
+                    ("put_bucket_ownership_controls", {**bucket, "OwnershipControls": value})
+                )
+            elif key == "ObjectLockConfiguration":
+                requests.append(
+                    (
+                        "put_object_lock_configuration",
+                        {**bucket, "ObjectLockConfiguration": value},
+                    )
+                )
+            elif key not in _BUCKET_DROPPED:
+                raise TemplateError(f"{logical_id}: no local mapping for bucket property {key!r}")
+        return requests
+
 
 _TABLE_PASSED = frozenset(
     {
@@ -406,6 +472,21 @@ _TABLE_DROPPED = frozenset(
     }
 )
 _GSI_DROPPED = frozenset({"ContributorInsightsSpecification"})
+_SSE_DEFAULT = "ServerSideEncryptionByDefault"
+_BUCKET_DROPPED = frozenset(
+    {
+        "BucketName",  # see bucket_name
+        "ObjectLockEnabled",  # a create_bucket argument
+        "Tags",
+        "LoggingConfiguration",
+        "LifecycleConfiguration",  # nothing expires locally (moto does not run lifecycles)
+        "NotificationConfiguration",
+        "MetricsConfigurations",
+        "AnalyticsConfigurations",
+        "InventoryConfigurations",
+        "IntelligentTieringConfigurations",
+    }
+)
 
 
 # ------------------------------------------------------------------------- helpers

@@ -1,15 +1,28 @@
-"""Administer clients and devices (used by the ``tokenbroker`` CLI)."""
+"""Administer clients and devices (used by the ``tokenbroker`` CLI).
+
+Every change is a ledger record (event ``client_created``, ``client_disabled``,
+``device_enrolled``, ``device_revoked``) naming who acted, written by the directory in
+the same transaction as the change: no change without its record, no record without it.
+"""
 
 from __future__ import annotations
 
 import re
 import secrets
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tokenbroker.domain.clock import Clock, IdSource
 from tokenbroker.domain.errors import AdminError, NotFound
-from tokenbroker.domain.models import Client, Device, Status
+from tokenbroker.domain.models import (
+    Client,
+    Decision,
+    Device,
+    EventType,
+    Status,
+    UsageRecord,
+)
 from tokenbroker.domain.policy import parse_scope
 from tokenbroker.domain.ports import ClientDirectory
 from tokenbroker.domain.rfc7638 import is_thumbprint
@@ -19,6 +32,9 @@ DEFAULT_MAX_DEVICES = 3
 MAX_DEVICES_LIMIT = 100
 _LABEL = re.compile(r"[\w .@:/+-]{0,64}")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_DAY = 86_400
+#: ledger record ids of admin actions: this prefix + the action's request id
+RECORD_PREFIX = "adm:"
 
 
 def new_client_id() -> str:
@@ -27,6 +43,10 @@ def new_client_id() -> str:
 
 def new_client_secret() -> str:
     return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
 
 
 class InvalidInput(AdminError):
@@ -47,13 +67,45 @@ class AdminService:
         *,
         directory: ClientDirectory,
         clock: Clock,
+        actor: str,
+        retention_days: int = 400,
         client_ids: IdSource = new_client_id,
         client_secrets: IdSource = new_client_secret,
+        request_ids: IdSource = new_request_id,
     ) -> None:
+        """``actor``: who acts (the caller's IAM ARN), named in every ledger record;
+        ``retention_days``: how long those records are kept (the usage table's TTL)."""
         self._directory = directory
         self._clock = clock
+        self._actor = actor
+        self._retention_days = retention_days
         self._client_ids = client_ids
         self._client_secrets = client_secrets
+        self._request_ids = request_ids
+
+    def _record(self, event: EventType, at: float, client_id: str, jkt: str = "") -> UsageRecord:
+        """The ledger record of one admin action: ids only, never a secret or its hash."""
+        request_id = self._request_ids()
+        return UsageRecord(
+            record_id=RECORD_PREFIX + request_id,
+            at_ms=int(at * 1000),
+            decision=Decision.ALLOW,
+            reason="ok",
+            principal=client_id,
+            client_id=client_id,
+            jkt=jkt,
+            token_jti="",
+            proof_jti_hash="",
+            method="",
+            route="",
+            resource="",
+            source_ip="",
+            user_agent="",
+            request_id=request_id,
+            retain_until=int(at) + self._retention_days * _DAY,
+            event=event,
+            actor=self._actor,
+        )
 
     def create_client(
         self, *, name: str, scope: str, max_devices: int = DEFAULT_MAX_DEVICES
@@ -70,6 +122,7 @@ class AdminService:
         if type(max_devices) is not int or not 1 <= max_devices <= MAX_DEVICES_LIMIT:
             raise InvalidInput(f"max-devices must be within 1..{MAX_DEVICES_LIMIT}")
         secret = self._client_secrets()
+        now = self._clock()
         client = Client(
             client_id=self._client_ids(),
             name=name,
@@ -77,9 +130,11 @@ class AdminService:
             scopes=scopes,
             max_devices=max_devices,
             status=Status.ACTIVE,
-            created_at=int(self._clock()),
+            created_at=int(now),
         )
-        self._directory.create_client(client)
+        self._directory.create_client(
+            client, self._record(EventType.CLIENT_CREATED, now, client.client_id)
+        )
         return CreatedClient(client, secret)
 
     def list_clients(self) -> Iterator[Client]:
@@ -92,8 +147,13 @@ class AdminService:
         return client
 
     def disable_client(self, client_id: str) -> Client:
+        client_id = _check_client_id(client_id)
+        now = self._clock()
         return self._directory.set_client_status(
-            _check_client_id(client_id), Status.DISABLED, int(self._clock())
+            client_id,
+            Status.DISABLED,
+            int(now),
+            self._record(EventType.CLIENT_DISABLED, now, client_id),
         )
 
     def enroll_device(self, *, client_id: str, jkt: str, label: str = "") -> Device:
@@ -101,14 +161,17 @@ class AdminService:
             raise InvalidInput("jkt must be an RFC 7638 SHA-256 thumbprint (43 base64url chars)")
         if not _LABEL.fullmatch(label):
             raise InvalidInput("label must be at most 64 letters, digits, spaces or .@:/+-_")
+        now = self._clock()
         device = Device(
             jkt=jkt,
             client_id=_check_client_id(client_id),
             label=label,
             status=Status.ACTIVE,
-            enrolled_at=int(self._clock()),
+            enrolled_at=int(now),
         )
-        self._directory.enroll_device(device)
+        self._directory.enroll_device(
+            device, self._record(EventType.DEVICE_ENROLLED, now, device.client_id, jkt)
+        )
         return device
 
     def list_devices(self, client_id: str) -> Iterator[Device]:
@@ -118,7 +181,15 @@ class AdminService:
     def revoke_device(self, jkt: str) -> Device:
         if not is_thumbprint(jkt):
             raise InvalidInput("jkt must be an RFC 7638 SHA-256 thumbprint (43 base64url chars)")
-        return self._directory.revoke_device(jkt, int(self._clock()))
+        current = self._directory.get_device(jkt)
+        if current is None or not current.active:
+            raise NotFound(f"no active device with key {jkt}")
+        now = self._clock()
+        return self._directory.revoke_device(
+            current,
+            int(now),
+            self._record(EventType.DEVICE_REVOKED, now, current.client_id, jkt),
+        )
 
 
 def _check_client_id(client_id: str) -> str:

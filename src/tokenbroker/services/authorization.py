@@ -1,16 +1,16 @@
 """Authorize one request at the edge (RFC 9449 §7, RFC 6750 §3, RFC 9068 §4).
 
-The checks run in this order, cheapest and stateless first, and the single AWS round
-trip (the usage record, which is also the replay guard and the device/client liveness
-check) runs last, only after everything else has passed:
+The checks run in this order, cheapest and stateless first, and the AWS calls run last,
+only after everything else has passed:
 
 1. ``Authorization: DPoP <token>`` (scheme case-insensitive; Bearer is a downgrade),
    exactly one ``DPoP`` header, sizes bounded;
 2. the access token (typ, alg, kid from the in-memory key cache, iss, aud, times, cnf);
 3. the proof (RFC 9449 §4.3, with htm/htu/ath) and proof key == ``cnf.jkt``;
 4. the route's required scope;
-5. ONE conditional write (TransactWriteItems): usage record + replay guard + device
-   active + client active.
+5. device and client still active (a view at most 5 s old: one consistent read per
+   pair per 5 s; see domain/liveness.py for why not a transaction), then
+6. ONE conditional write: the usage record, which is also the replay guard.
 
 Denials of authentic tokens (a token that verified: wrong scope, replay, revoked
 device) are recorded with a second, best-effort write; garbage is not recorded, so no

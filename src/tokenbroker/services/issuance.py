@@ -1,9 +1,10 @@
 """Issue a DPoP-bound access token (RFC 6749 §4.4 client_credentials + RFC 9449 §5).
 
 AWS round trips per issuance: one consistent read of client and device, one KMS Sign,
-one conditional write. The write comes after the signature so that a failed Sign leaves
-nothing behind; its condition is also the proof replay guard, because the token's jti
-is derived from the proof's (jkt, jti).
+one transactional write of the token and its ledger record (event ``token_issued``).
+The write comes after the signature so that a failed Sign leaves nothing behind; its
+condition is also the proof replay guard, because the token's jti is derived from the
+proof's (jkt, jti).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tokenbroker.domain.errors import (
     InvalidTarget,
     UnsupportedGrantType,
 )
-from tokenbroker.domain.models import IssuedToken
+from tokenbroker.domain.models import Decision, EventType, IssuedToken, UsageRecord
 from tokenbroker.domain.policy import grant_scope
 from tokenbroker.domain.ports import ClientDirectory, Signer, TokenLedger
 from tokenbroker.domain.rfc9068 import AccessTokenClaims, assemble, signing_input
@@ -31,7 +32,11 @@ from tokenbroker.domain.secrets import secret_matches
 GRANT_TYPE = "client_credentials"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # as AdminService creates them
 _MAX_SECRET = 256
+_MAX_FIELD = 256  # ledger fields copied from the request (user agent, request id)
+_MAX_IP = 64
 _DAY = 86_400
+#: the ledger record of an issuance: one per token (its jti is unique)
+RECORD_PREFIX = "iss:"
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,10 @@ class TokenRequest:
     dpop_proof: str | None
     method: str
     url: str  # the token endpoint URL exactly as the client called it
+    # where the request came from, for the ledger record (as API Gateway saw it)
+    source_ip: str = ""
+    user_agent: str = ""
+    request_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,8 @@ class IssuancePolicy:
     lifetime: int
     proof: ProofPolicy
     record_retention_days: int
+    #: how long the issuance's ledger record is kept (the usage table's TTL)
+    usage_retention_days: int = 400
 
 
 @dataclass(frozen=True)
@@ -130,12 +141,13 @@ class IssuanceService:
             )
         scope = grant_scope(request.scope, client.scopes)
         return self._sign_and_record(
+            request,
             client.client_id,
             proof,
             scope,
             audience,
             self._policy.issuer or request_issuer,
-            int(now),
+            now,
         )
 
     def _audience(self, resource: str | None) -> str:
@@ -149,13 +161,15 @@ class IssuanceService:
 
     def _sign_and_record(
         self,
+        request: TokenRequest,
         client_id: str,
         proof: DpopProof,
         scope: tuple[str, ...],
         audience: str,
         issuer: str,
-        now: int,
+        at: float,
     ) -> IssuedAccessToken:
+        now = int(at)
         jti = replay_key(proof.jkt, proof.jti)
         claims = AccessTokenClaims(
             iss=issuer,
@@ -183,6 +197,31 @@ class IssuanceService:
                 expires_at=claims.exp,
                 retain_until=max(claims.exp, replay_until)
                 + self._policy.record_retention_days * _DAY,
-            )
+            ),
+            self._issuance_record(request, client_id, proof.jkt, jti, at),
         )
         return IssuedAccessToken(token, self._policy.lifetime, scope, jti, client_id, proof.jkt)
+
+    def _issuance_record(
+        self, request: TokenRequest, client_id: str, jkt: str, jti: str, at: float
+    ) -> UsageRecord:
+        """The ledger record of this issuance: ids only, never the token or secret."""
+        return UsageRecord(
+            record_id=RECORD_PREFIX + jti,
+            at_ms=int(at * 1000),
+            decision=Decision.ALLOW,
+            reason="ok",
+            principal=client_id,
+            client_id=client_id,
+            jkt=jkt,
+            token_jti=jti,
+            proof_jti_hash="",
+            method="",
+            route="",
+            resource="",
+            source_ip=request.source_ip[:_MAX_IP],
+            user_agent=request.user_agent[:_MAX_FIELD],
+            request_id=request.request_id[:_MAX_FIELD],
+            retain_until=int(at) + self._policy.usage_retention_days * _DAY,
+            event=EventType.TOKEN_ISSUED,
+        )

@@ -127,10 +127,37 @@ def parse_token_request(event: APIGatewayProxyEvent) -> ParsedTokenRequest:
         dpop_proof=proofs[0] if proofs else None,
         method=str(event.raw_event.get("httpMethod") or ""),
         url=url,
+        source_ip=source_ip(event),
+        user_agent=user_agent(event),
+        request_id=request_id(event),
     )
     return ParsedTokenRequest(request, basic, issuer)
 
 
+def _request_context(event: APIGatewayProxyEvent) -> dict[str, Any]:
+    context = event.raw_event.get("requestContext")
+    return context if isinstance(context, dict) else {}
+
+
+def _identity(event: APIGatewayProxyEvent) -> dict[str, Any]:
+    identity = _request_context(event).get("identity")
+    return identity if isinstance(identity, dict) else {}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
 def source_ip(event: APIGatewayProxyEvent) -> str:
-    identity: Any = (event.raw_event.get("requestContext") or {}).get("identity") or {}
-    return str(identity.get("sourceIp") or "")
+    """The client's address as API Gateway saw it (requestContext.identity.sourceIp)."""
+    return _text(_identity(event).get("sourceIp"))
+
+
+def user_agent(event: APIGatewayProxyEvent) -> str:
+    """requestContext.identity.userAgent (API Gateway copies the User-Agent header)."""
+    return _text(_identity(event).get("userAgent"))
+
+
+def request_id(event: APIGatewayProxyEvent) -> str:
+    """API Gateway's id of this request (requestContext.requestId)."""
+    return _text(_request_context(event).get("requestId"))

@@ -1,0 +1,303 @@
+"""What one ledger record adds to its principal's aggregates, which buckets cover a
+range, and how buckets sum up: pure, no AWS."""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from tokenbroker.domain.clock import FixedClock
+from tokenbroker.domain.models import Decision, EventType, UsageRecord
+from tokenbroker.services.aggregates import (
+    DAY_MS,
+    HOUR_MS,
+    MARKER_LIFETIME_SECONDS,
+    AggregatesService,
+    Contribution,
+    MalformedRecord,
+    PrincipalSummary,
+    contribution,
+    cover,
+    day_of,
+    hour_start,
+    merge,
+)
+
+#: 2027-01-15T08:00:00Z
+T0 = calendar.timegm((2027, 1, 15, 8, 0, 0)) * 1000
+
+
+def record(**overrides: Any) -> UsageRecord:
+    values: dict[str, Any] = {
+        "record_id": "rec-1",
+        "at_ms": T0 + 1234,
+        "decision": Decision.ALLOW,
+        "reason": "ok",
+        "principal": "tbc_alice",
+        "client_id": "tbc_alice",
+        "jkt": "jkt-a",
+        "token_jti": "jti-1",
+        "proof_jti_hash": "h",
+        "method": "POST",
+        "route": "/v1/models/{model}/invoke",
+        "resource": "gpt-secret",
+        "source_ip": "198.51.100.7",
+        "user_agent": "ua",
+        "request_id": "req-1",
+        "retain_until": T0 // 1000 + 400 * 86400,
+    }
+    values.update(overrides)
+    return UsageRecord(**values)
+
+
+def test_the_fixture_time_is_an_utc_hour_boundary() -> None:
+    assert T0 % HOUR_MS == 0
+    assert day_of(T0) == "2027-01-15"
+    assert hour_start("2027-01-15T08") == T0
+
+
+def test_an_allowed_request_counts_a_request_its_model_device_and_address() -> None:
+    c = contribution(record())
+
+    assert c == Contribution(
+        record_id="rec-1",
+        principal="tbc_alice",
+        at_ms=T0 + 1234,
+        retain_until=T0 // 1000 + 400 * 86400,
+        requests=1,
+        allowed=1,
+        model="gpt-secret",
+        device="jkt-a",
+        source_ip="198.51.100.7",
+    )
+    assert (c.day, c.hour) == ("2027-01-15", "2027-01-15T08")
+
+
+def test_a_denied_request_counts_the_denial_and_its_reason() -> None:
+    c = contribution(record(decision=Decision.DENY, reason="proof_replayed"))
+
+    assert (c.requests, c.allowed, c.denied, c.denial_reason) == (1, 0, 1, "proof_replayed")
+    assert (c.model, c.device, c.source_ip) == ("gpt-secret", "jkt-a", "198.51.100.7")
+
+
+def test_a_denial_without_a_reason_is_counted_as_unspecified() -> None:
+    assert contribution(record(decision=Decision.DENY, reason="")).denial_reason == "unspecified"
+
+
+def test_an_allowed_request_has_no_denial_reason_even_if_the_record_has_one() -> None:
+    assert contribution(record(reason="ok")).denial_reason == ""
+
+
+def test_a_token_issuance_counts_the_token_device_and_address_but_no_request() -> None:
+    c = contribution(record(event=EventType.TOKEN_ISSUED, resource=""))
+
+    assert (c.requests, c.tokens_issued, c.tokens_denied, c.model) == (0, 1, 0, "")
+    assert (c.device, c.source_ip) == ("jkt-a", "198.51.100.7")
+
+
+def test_a_denied_token_request_counts_its_reason() -> None:
+    c = contribution(
+        record(event=EventType.TOKEN_ISSUED, decision=Decision.DENY, reason="device_revoked")
+    )
+
+    assert (c.tokens_issued, c.tokens_denied, c.denied, c.denial_reason) == (
+        0,
+        1,
+        0,
+        "device_revoked",
+    )
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        EventType.CLIENT_CREATED,
+        EventType.CLIENT_DISABLED,
+        EventType.DEVICE_ENROLLED,
+        EventType.DEVICE_REVOKED,
+    ],
+)
+def test_admin_events_count_by_type_and_not_as_devices_or_addresses(event: EventType) -> None:
+    c = contribution(record(event=event, actor="arn:aws:iam::123456789012:user/admin"))
+
+    assert c.admin_event == event.value
+    assert (c.requests, c.tokens_issued, c.device, c.source_ip, c.model) == (0, 0, "", "", "")
+
+
+def test_the_principal_defaults_to_the_client() -> None:
+    assert contribution(record(principal="", client_id="tbc_bob")).principal == "tbc_bob"
+
+
+def test_a_record_without_principal_or_client_is_malformed() -> None:
+    with pytest.raises(MalformedRecord):
+        contribution(record(principal="", client_id=""))
+
+
+# --------------------------------------------------------------------- the service
+
+
+class FakeStore:
+    """Remembers record ids like the DynamoDB store's markers do."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[Contribution, int]] = []
+        self._seen: set[str] = set()
+
+    def add(self, contribution: Contribution, *, remember_until: int) -> bool:
+        if contribution.record_id in self._seen:
+            return False
+        self._seen.add(contribution.record_id)
+        self.added.append((contribution, remember_until))
+        return True
+
+
+def test_the_service_counts_a_record_once_and_remembers_it_for_a_week() -> None:
+    store, clock = FakeStore(), FixedClock(1_800_000_000)
+    service = AggregatesService(store=store, decode=lambda image: record(**image), clock=clock)
+
+    assert service.count({"record_id": "r1"}) is True
+    assert service.count({"record_id": "r1"}) is False
+
+    [(added, remember_until)] = store.added
+    assert added.record_id == "r1"
+    assert remember_until == 1_800_000_000 + MARKER_LIFETIME_SECONDS
+
+
+def test_the_service_does_not_store_what_it_cannot_decode() -> None:
+    def decode(image: Any) -> UsageRecord:
+        raise MalformedRecord("no")
+
+    store = FakeStore()
+    service = AggregatesService(store=store, decode=decode, clock=FixedClock(0))
+
+    with pytest.raises(MalformedRecord):
+        service.count({})
+    assert store.added == []
+
+
+# ------------------------------------------------------------------ covering a range
+
+
+def test_a_range_inside_one_hour_is_that_hour() -> None:
+    span = cover(T0 + 10, T0 + 20)
+
+    assert (span.since_ms, span.until_ms) == (T0, T0 + HOUR_MS)
+    assert span.days == ()
+    assert span.hours == ("2027-01-15T08",)
+
+
+def test_a_range_ending_on_an_hour_boundary_does_not_take_the_next_hour() -> None:
+    assert cover(T0, T0 + 2 * HOUR_MS).hours == ("2027-01-15T08", "2027-01-15T09")
+
+
+def test_whole_days_are_read_as_days_and_the_edges_as_hours() -> None:
+    day = T0 - 8 * HOUR_MS  # 2027-01-15T00
+    span = cover(day - 2 * HOUR_MS, day + DAY_MS + HOUR_MS + 1)
+
+    assert span.days == ("2027-01-15",)
+    assert span.hours == ("2027-01-14T22", "2027-01-14T23", "2027-01-16T00", "2027-01-16T01")
+    assert (span.since_ms, span.until_ms) == (day - 2 * HOUR_MS, day + DAY_MS + 2 * HOUR_MS)
+
+
+def test_exact_days_need_no_hours() -> None:
+    day = T0 - 8 * HOUR_MS
+    span = cover(day, day + 2 * DAY_MS)
+
+    assert span.days == ("2027-01-15", "2027-01-16")
+    assert span.hours == ()
+
+
+def test_a_range_across_midnight_without_a_whole_day_is_hours() -> None:
+    midnight = T0 + 16 * HOUR_MS
+    span = cover(midnight - HOUR_MS, midnight + HOUR_MS)
+
+    assert span.days == ()
+    assert span.hours == ("2027-01-15T23", "2027-01-16T00")
+
+
+@pytest.mark.parametrize(("since", "until"), [(T0, T0), (T0 + 1, T0)])
+def test_an_empty_range_is_an_error(since: int, until: int) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        cover(since, until)
+
+
+# -------------------------------------------------------------------- summing buckets
+
+
+def test_merge_sums_counters_unions_sets_and_keeps_the_extremes() -> None:
+    a = PrincipalSummary(
+        "p",
+        0,
+        0,
+        requests=3,
+        allowed=2,
+        denied=1,
+        denials={"proof_replayed": 1},
+        models={"m1": 3},
+        devices=frozenset({"j1"}),
+        source_ips=frozenset({"ip1"}),
+        first_seen_ms=50,
+        last_seen_ms=60,
+    )
+    b = replace(
+        a,
+        requests=1,
+        allowed=1,
+        denied=0,
+        denials={},
+        models={"m1": 1, "m2": 1},
+        admin_events={"device_enrolled": 1},
+        devices=frozenset({"j2"}),
+        source_ips=frozenset({"ip1", "ip2"}),
+        source_ips_overflow=True,
+        first_seen_ms=10,
+        last_seen_ms=20,
+        tokens_issued=2,
+    )
+
+    total = merge("p", 0, DAY_MS, [a, b, PrincipalSummary("p", 0, 0)])
+
+    assert total == PrincipalSummary(
+        "p",
+        0,
+        DAY_MS,
+        requests=4,
+        allowed=3,
+        denied=1,
+        tokens_issued=2,
+        denials={"proof_replayed": 1},
+        models={"m1": 4, "m2": 1},
+        admin_events={"device_enrolled": 1},
+        devices=frozenset({"j1", "j2"}),
+        source_ips=frozenset({"ip1", "ip2"}),
+        source_ips_overflow=True,
+        first_seen_ms=10,
+        last_seen_ms=60,
+    )
+    assert (total.distinct_devices, total.distinct_source_ips) == (2, 2)
+
+
+def test_a_summary_without_records_has_no_first_or_last_seen() -> None:
+    assert merge("p", 0, HOUR_MS, []).first_seen_ms is None
+
+
+def test_summaries_have_a_plain_json_form() -> None:
+    summary = PrincipalSummary(
+        "p",
+        0,
+        HOUR_MS,
+        requests=1,
+        allowed=1,
+        devices=frozenset({"b", "a"}),
+        models={"z": 1, "a": 2},
+    )
+
+    as_json = summary.as_json()
+
+    assert as_json["devices"] == ["a", "b"]
+    assert list(as_json["models"]) == ["a", "z"]
+    assert as_json["distinct_devices"] == 2
+    assert as_json["first_seen_ms"] is None

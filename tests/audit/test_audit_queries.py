@@ -1,0 +1,335 @@
+"""Audit queries against moto, on the usage table provisioned from template.yaml, with
+records written by the real ``usage_item``: index choice, filters and their
+combinations, newest-first order, pagination with ``next_token`` (pages ending exactly
+on the last record, on runs of equal ``at``), empty results and laziness."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from tokenbroker.adapters.ledger_query import DynamoLedgerQuery, ShardPage
+from tokenbroker.domain.ledger import INDEXES
+from tokenbroker.services.audit import (
+    AuditQueryError,
+    AuditService,
+    Cursor,
+    Page,
+    UsageFilters,
+    plan,
+)
+
+from . import HOUR_MS, REGION, T0, Ledger, ledger, provisioned, record, standard_records
+
+SINCE, UNTIL = T0, T0 + 3 * HOUR_MS
+
+
+@pytest.fixture(scope="module")
+def data() -> Iterator[Ledger]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_DEFAULT_REGION", REGION)
+        mp.delenv("AWS_ENDPOINT_URL", raising=False)
+        mp.delenv("AWS_PROFILE", raising=False)
+        with provisioned("audit-queries") as deployment:
+            book = ledger(deployment)
+            book.write(standard_records())
+            yield book
+
+
+class CountingReader:
+    """The real adapter, counting Query calls per index."""
+
+    def __init__(self, inner: DynamoLedgerQuery) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+
+    def query_shard(self, index: str, partition_key: str, *args: Any, **kw: Any) -> ShardPage:
+        self.calls[index] += 1
+        return self.inner.query_shard(index, partition_key, *args, **kw)
+
+
+def reader(data: Ledger) -> DynamoLedgerQuery:
+    return DynamoLedgerQuery(data.dynamodb, usage_table=data.table)
+
+
+@pytest.fixture
+def audit(data: Ledger) -> AuditService:
+    return AuditService(reader(data), page_size=20)
+
+
+def ids(page: Page) -> list[str]:
+    return [r["id"] for r in page.records]
+
+
+def all_pages(audit: AuditService, filters: UsageFilters, limit: int) -> list[Page]:
+    pages = [audit.usage(filters, limit)]
+    while pages[-1].next_token:
+        pages.append(audit.usage(filters, limit, pages[-1].next_token))
+        assert len(pages) < 1000
+    return pages
+
+
+FILTERS: list[dict[str, str]] = [
+    {},
+    {"principal": "alice"},
+    {"principal": "bob"},
+    {"device": "dev-a2"},
+    {"token": "tok-carol-3"},
+    {"model": "embed"},
+    {"decision": "deny"},
+    {"decision": "allow"},
+    {"principal": "alice", "model": "chat"},
+    {"principal": "alice", "decision": "deny"},
+    {"device": "dev-a1", "model": "embed", "decision": "allow"},
+    {"token": "tok-alice-1", "device": "dev-a2"},
+    {"token": "tok-alice-1", "principal": "bob"},  # contradictory: nothing
+    {"model": "chat", "decision": "deny"},
+    {"principal": "carol", "device": "dev-c2"},
+]
+
+
+# ---------------------------------------------------------------------------- filters
+
+
+@pytest.mark.parametrize("given", FILTERS, ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()))
+def test_every_filter_and_combination_returns_exactly_the_matching_records_newest_first(
+    audit: AuditService, data: Ledger, given: dict[str, str]
+) -> None:
+    filters = UsageFilters(SINCE, UNTIL, **given)
+    page = audit.usage(filters, limit=1000)
+    assert ids(page) == data.expected(SINCE, UNTIL, **given)
+    assert page.next_token is None
+
+
+@pytest.mark.parametrize("given", FILTERS[:6], ids=str)
+def test_a_time_range_inside_the_data_is_half_open_and_applies_to_every_index(
+    audit: AuditService, data: Ledger, given: dict[str, str]
+) -> None:
+    since, until = T0 + HOUR_MS // 2 + 17, T0 + 2 * HOUR_MS + HOUR_MS // 2 - 5
+    got = ids(audit.usage(UsageFilters(since, until, **given), limit=1000))
+    assert got == data.expected(since, until, **given)
+    assert got  # the range is not trivially empty
+
+
+def test_a_record_exactly_at_since_is_included_and_one_exactly_at_until_is_not(
+    audit: AuditService, data: Ledger
+) -> None:
+    first = data.records[0]
+    assert first.record_id in ids(audit.usage(UsageFilters(first.at_ms, first.at_ms + 1)))
+    before = audit.usage(UsageFilters(first.at_ms - 10, first.at_ms))
+    assert first.record_id not in ids(before)
+
+
+def test_records_carry_the_ledger_schema_as_plain_values_without_index_keys(
+    audit: AuditService,
+) -> None:
+    (one,) = audit.usage(UsageFilters(SINCE, UNTIL, principal="bob"), limit=1).records
+    assert {"id", "at", "event", "decision", "reason", "principal", "client_id", "jkt"} <= set(one)
+    assert {"token_jti", "method", "route", "resource", "source_ip", "user_agent"} <= set(one)
+    assert not any(name.endswith("_shard") for name in one)
+    assert type(one["at"]) is int
+    assert type(one["ttl"]) is int
+
+
+def test_admin_events_without_a_token_or_model_are_found_by_principal_and_by_time(
+    audit: AuditService, data: Ledger
+) -> None:
+    by_principal = audit.usage(UsageFilters(SINCE, UNTIL, principal="carol"), limit=1000)
+    events = Counter(r["event"] for r in by_principal.records)
+    assert events["device_enrolled"] == 3
+    enrolled = {r["id"] for r in by_principal.records if r["event"] == "device_enrolled"}
+    by_time = audit.usage(UsageFilters(T0 + 2 * HOUR_MS + 5, T0 + 2 * HOUR_MS + 8), limit=1000)
+    assert enrolled <= set(ids(by_time))
+
+
+# ---------------------------------------------------------------------------- index choice
+
+
+@pytest.mark.parametrize(
+    ("given", "index", "applied"),
+    [
+        ({"token": "t", "device": "d", "principal": "p", "model": "m"}, "by_token", 3),
+        ({"device": "d", "principal": "p", "model": "m"}, "by_device", 2),
+        ({"principal": "p", "model": "m", "decision": "deny"}, "by_principal", 2),
+        ({"model": "m", "decision": "deny"}, "by_resource", 1),
+        ({"decision": "deny"}, "by_hour", 1),
+        ({}, "by_hour", 0),
+    ],
+)
+def test_the_most_selective_index_is_queried_and_the_other_filters_are_applied_by_dynamodb(
+    given: dict[str, str], index: str, applied: int
+) -> None:
+    segments, equals = plan(UsageFilters(SINCE, UNTIL, **given), newest_first=True)
+    assert {s.index for s in segments} == {index}
+    assert len(equals) == applied
+    if index == "by_hour":  # one segment per hour, newest hour first
+        assert [s.since_ms for s in segments] == [T0 + h * HOUR_MS for h in range(2, -1, -1)]
+
+
+# ---------------------------------------------------------------------------- pagination
+
+
+@pytest.mark.parametrize(
+    ("given", "limit", "hours"),
+    [
+        ({"principal": "bob"}, 1, 1),
+        ({"principal": "alice"}, 7, 3),
+        ({"principal": "alice"}, 25, 3),
+        ({"principal": "alice"}, 50, 3),
+        ({"model": "chat"}, 4, 1),
+        ({"model": "chat", "decision": "allow"}, 25, 3),
+        ({}, 40, 3),  # by_hour: every page restarts a merge of 128 shards (slow on moto)
+    ],
+    ids=str,
+)
+def test_pages_joined_are_the_whole_result_with_no_record_repeated_or_skipped(
+    audit: AuditService, data: Ledger, given: dict[str, str], limit: int, hours: int
+) -> None:
+    since, until = UNTIL - hours * HOUR_MS, UNTIL
+    pages = all_pages(audit, UsageFilters(since, until, **given), limit)
+    expected = data.expected(since, until, **given)
+    assert list(itertools.chain.from_iterable(ids(p) for p in pages)) == expected
+    assert len(pages) == -(-len(expected) // limit)
+    assert all(len(p.records) == limit for p in pages[:-1])
+
+
+def test_a_page_ending_exactly_on_the_last_record_has_no_next_token(
+    audit: AuditService, data: Ledger
+) -> None:
+    expected = data.expected(SINCE, UNTIL, principal="bob")
+    assert len(expected) % 2 == 0
+    whole = audit.usage(UsageFilters(SINCE, UNTIL, principal="bob"), limit=len(expected))
+    assert ids(whole) == expected
+    assert whole.next_token is None
+    half = len(expected) // 2
+    pages = all_pages(audit, UsageFilters(SINCE, UNTIL, principal="bob"), half)
+    assert [len(p.records) for p in pages] == [half, half]
+    assert pages[-1].next_token is None
+
+
+@pytest.mark.parametrize("limit", [1, 3, 5, 11])
+def test_pages_that_split_a_run_of_equal_times_neither_repeat_nor_skip(
+    audit: AuditService, data: Ledger, limit: int
+) -> None:
+    same = T0 + HOUR_MS + 1234
+    filters = UsageFilters(same - 1, same + 2, principal="alice")
+    expected = data.expected(same - 1, same + 2, principal="alice")
+    assert len(expected) >= 12
+    got = [i for p in all_pages(audit, filters, limit) for i in ids(p)]
+    assert got == expected
+
+
+def test_records_written_after_the_first_page_appear_only_in_the_part_not_yet_read(
+    data: Ledger,
+) -> None:
+    audit = AuditService(reader(data))
+    since, until = T0 + 7 * HOUR_MS, T0 + 8 * HOUR_MS
+    data.write(record(since + i * 1000, "dave", device="dev-d1") for i in range(10))
+    filters = UsageFilters(since, until, principal="dave")
+    first = audit.usage(filters, limit=4)  # 9000 8000 7000 6000
+    data.write([record(since + 9500, "dave", device="dev-d1")])  # newer: already past
+    data.write([record(since + 5500, "dave", device="dev-d1")])  # in the unread part
+    second = audit.usage(filters, 4, first.next_token or "")
+    assert ids(first) + ids(second) == data.expected(since, until, principal="dave")[1:9]
+
+
+# ---------------------------------------------------------------------------- empty and bad
+
+
+def test_an_unknown_principal_or_an_empty_range_is_an_empty_page(audit: AuditService) -> None:
+    assert audit.usage(UsageFilters(SINCE, UNTIL, principal="nobody")) == Page([], None)
+    later = UsageFilters(T0 + 30 * HOUR_MS, T0 + 31 * HOUR_MS)
+    assert audit.usage(later) == Page([], None)
+    assert list(audit.export(later.since_ms, later.until_ms)) == []
+
+
+@pytest.mark.parametrize(("since", "until"), [(T0, T0), (T0 + 1, T0)])
+def test_a_range_that_does_not_start_before_it_ends_is_refused(since: int, until: int) -> None:
+    audit = AuditService(reader_that_must_not_be_called())
+    with pytest.raises(AuditQueryError, match="before its end"):
+        audit.usage(UsageFilters(since, until))
+    with pytest.raises(AuditQueryError):
+        list(audit.export(since, until))
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1001])
+def test_a_limit_outside_1_to_1000_is_refused(limit: int) -> None:
+    with pytest.raises(AuditQueryError, match=r"1\.\.1000"):
+        AuditService(reader_that_must_not_be_called()).usage(UsageFilters(SINCE, UNTIL), limit)
+
+
+@pytest.mark.parametrize(
+    "token", ["x", "!!!!", "eyJ2IjogMn0", Cursor(1, "a", "q").encode()[:-3], "e30"]
+)
+def test_a_malformed_next_token_is_refused(token: str) -> None:
+    audit = AuditService(reader_that_must_not_be_called())
+    with pytest.raises(AuditQueryError, match="not a token printed by this command"):
+        audit.usage(UsageFilters(SINCE, UNTIL), 10, token)
+
+
+def test_a_next_token_used_with_other_filters_is_refused(audit: AuditService) -> None:
+    token = audit.usage(UsageFilters(SINCE, UNTIL, principal="alice"), 5).next_token
+    assert token
+    with pytest.raises(AuditQueryError, match="other filters"):
+        audit.usage(UsageFilters(SINCE, UNTIL, principal="bob"), 5, token)
+
+
+def test_a_next_token_keeps_working_when_until_moves_like_now_does(
+    audit: AuditService, data: Ledger
+) -> None:
+    first = audit.usage(UsageFilters(SINCE, UNTIL, principal="alice"), 5)
+    later = UsageFilters(SINCE, UNTIL + HOUR_MS, principal="alice")
+    second = audit.usage(later, 5, first.next_token or "")
+    assert ids(first) + ids(second) == data.expected(SINCE, UNTIL, principal="alice")[:10]
+
+
+# ---------------------------------------------------------------------------- laziness
+
+
+def test_a_first_page_reads_one_page_per_shard_of_the_chosen_index_and_nothing_else(
+    data: Ledger,
+) -> None:
+    counting = CountingReader(reader(data))
+    AuditService(counting).usage(UsageFilters(SINCE, UNTIL, principal="alice"), limit=50)
+    assert counting.calls == {"by_principal": INDEXES["by_principal"].shards}
+
+
+def test_a_time_only_page_reads_only_the_newest_hours_it_needs(data: Ledger) -> None:
+    counting = CountingReader(reader(data))
+    day = UsageFilters(T0 - 21 * HOUR_MS, T0 + 3 * HOUR_MS)  # 24 hours, data in the last 3
+    page = AuditService(counting, page_size=100).usage(day, limit=20)
+    assert ids(page) == data.expected(day.since_ms, day.until_ms)[:20]
+    assert counting.calls == {"by_hour": INDEXES["by_hour"].shards}  # the newest hour only
+
+
+def test_small_pages_from_dynamodb_are_followed_lazily(data: Ledger) -> None:
+    counting = CountingReader(reader(data))
+    audit = AuditService(counting, page_size=1, workers=1)
+    page = audit.usage(UsageFilters(SINCE, UNTIL, principal="alice"), limit=3)
+    assert ids(page) == data.expected(SINCE, UNTIL, principal="alice")[:3]
+    # one page per shard to start the merge, then at most one more per record taken
+    # (3 records, the one that tells whether there is a next page, one look-ahead)
+    assert counting.calls["by_principal"] <= INDEXES["by_principal"].shards + 5
+
+
+# ---------------------------------------------------------------------------- export
+
+
+def test_export_streams_every_record_of_the_range_once_oldest_first(data: Ledger) -> None:
+    audit = AuditService(reader(data), export_page_size=3)
+    since, until = T0 + HOUR_MS // 2, T0 + 2 * HOUR_MS + 6  # cuts through the admin events
+    got = [r["id"] for r in audit.export(since, until)]
+    assert got == data.oldest_first(since, until)
+    assert len(got) == len(set(got))
+
+
+def reader_that_must_not_be_called() -> Any:
+    class Refuse:
+        def query_shard(self, *args: Any, **kw: Mapping[str, Any]) -> ShardPage:
+            raise AssertionError("no query expected")
+
+    return Refuse()

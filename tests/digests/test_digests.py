@@ -1,0 +1,548 @@
+"""Tamper evidence: signed, chained digests of the usage ledger, on the real template.yaml
+provisioned into moto (DynamoDB usage table + by_hour index, KMS ECC key, versioned S3).
+
+Records are written the way the adapters write them (``usage_item`` + put_item) at chosen
+times across periods of 60 s, sealed on a fixed clock, then altered, deleted, added and
+the digest files tampered with; ``verify`` must name exactly what changed. Signatures are
+also checked independently: public key from kms:GetPublicKey, verified with
+``cryptography`` (and with kms:Verify).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import itertools
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+from moto import mock_aws
+
+from tokenbroker.adapters import digest_store
+from tokenbroker.adapters.ledger_scan import LedgerScanner
+from tokenbroker.adapters.usage import usage_item
+from tokenbroker.domain.clock import FixedClock
+from tokenbroker.domain.ledger import INDEXES, hour_of, shard_key, shard_of
+from tokenbroker.domain.models import Decision, EventType, UsageRecord
+from tokenbroker.local.provision import provision
+from tokenbroker.local.template import load_template
+from tokenbroker.services.digests import DigestService, PeriodReport, from_settings
+from tokenbroker.settings import Settings
+
+REGION = "us-east-1"
+P = 60_000  # DIGEST_PERIOD_SECONDS=60
+GRACE = 900_000  # the template's default DigestGraceSeconds
+HOUR = 3_600_000
+# T0 is the last minute of an hour, T1 the first of the next: periods cross an hour
+H = 1_800_000_000_000 - 1_800_000_000_000 % HOUR
+T0 = H + HOUR - P
+T1 = H + HOUR
+T2 = T1 + P
+SEAL_NOW = T2 + GRACE + 1  # T0 and T1 are due, T2 is not
+LATER = SEAL_NOW + 10 * HOUR  # long after: a missing digest is missing, not pending
+FUTURE_TTL = 1_900_000_000  # seconds
+PAST_TTL = (SEAL_NOW // 1000) + 3600  # expires between sealing and LATER
+_ids = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+
+
+@dataclass
+class Env:
+    clients: dict[str, Any]
+    settings: Settings
+    clock: FixedClock
+    service: DigestService
+    table: str
+    bucket: str
+    records: dict[str, dict[str, Any]]  # id -> item written
+
+    def put(self, at_ms: int, *, ttl: int = FUTURE_TTL, record_id: str = "", **changes: Any) -> str:
+        record_id = record_id or f"rec-{next(_ids):04d}-{uuid.uuid4().hex[:6]}"
+        record = UsageRecord(
+            record_id=record_id,
+            at_ms=at_ms,
+            decision=Decision.ALLOW,
+            reason="ok",
+            principal="tbc_principal",
+            client_id="tbc_principal",
+            jkt="jkt-" + record_id,
+            token_jti="jti-" + record_id,
+            proof_jti_hash=hashlib.sha256(record_id.encode()).hexdigest(),
+            method="POST",
+            route="/v1/models/{model}/invoke",
+            resource="model:gpt-secret",
+            source_ip="198.51.100.7",
+            user_agent="pytest",
+            request_id="req-" + record_id,
+            retain_until=ttl,
+            event=EventType.REQUEST,
+        )
+        record = replace(record, **changes)
+        item = usage_item(record)
+        self.clients["dynamodb"].put_item(TableName=self.table, Item=item)
+        self.records[record_id] = item
+        return record_id
+
+    def edit(self, record_id: str, attribute: str, value: str) -> None:
+        item = dict(self.records[record_id])
+        item[attribute] = {"S": value}
+        self.clients["dynamodb"].put_item(TableName=self.table, Item=item)
+
+    def delete(self, record_id: str) -> None:
+        self.clients["dynamodb"].delete_item(TableName=self.table, Key={"id": {"S": record_id}})
+
+    def get_object(self, key: str) -> bytes:
+        body: bytes = self.clients["s3"].get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return body
+
+    def put_object(self, key: str, body: bytes) -> None:
+        self.clients["s3"].put_object(Bucket=self.bucket, Key=key, Body=body)
+
+    def statement(self, period: int) -> dict[str, Any]:
+        envelope: dict[str, Any] = json.loads(self.get_object(digest_store.statement_key(period)))
+        return envelope
+
+    def verify(self, now: int = LATER) -> dict[int, PeriodReport]:
+        return {r.period_start: r for r in self.service.verify(T0 - P, T2 + P, now_ms=now)}
+
+
+@pytest.fixture
+def env(request: pytest.FixtureRequest) -> Iterator[Env]:
+    with mock_aws():
+        clients = {
+            name: boto3.client(name, region_name=REGION)
+            for name in ("dynamodb", "kms", "ssm", "s3")
+        }
+        stack = "dg-" + uuid.uuid4().hex[:10]
+        deployment = provision(
+            load_template(), session_or_clients=clients, stack_name=stack, region=REGION
+        )
+        environment = deployment.environment("DigestFunction")
+        settings = Settings.from_mapping({**environment, "DIGEST_PERIOD_SECONDS": "60"})
+        assert settings.digest_period_seconds == 60
+        assert settings.digest_grace_seconds * 1000 == GRACE
+        clock = FixedClock(SEAL_NOW / 1000)
+        yield Env(
+            clients=clients,
+            settings=settings,
+            clock=clock,
+            service=from_settings(settings, clients.__getitem__, clock=clock),
+            table=settings.usage_table,
+            bucket=settings.digest_bucket,
+            records={},
+        )
+
+
+@dataclass
+class Sealed:
+    env: Env
+    p0: list[str]  # ids in T0
+    p1: list[str]  # ids in T1
+    expiring: str  # in T1, ttl passes between sealing and LATER
+
+
+@pytest.fixture
+def sealed(env: Env) -> Sealed:
+    p0 = [env.put(T0), env.put(T0 + 1), env.put(T0 + P // 2), env.put(T1 - 1)]
+    p1 = [env.put(T1), env.put(T1 + 59_999)]
+    expiring = env.put(T1 + 10, ttl=PAST_TTL)
+    # outside the sealed periods (must not be counted in them)
+    env.put(T0 - P - 1)
+    env.put(T2)
+    # an empty genesis period, then the scheduled run seals everything due after it
+    assert env.service.seal(T0 - P) is True
+    assert env.service.seal_due(SEAL_NOW) == [T0, T1]
+    return Sealed(env, p0, [*p1, expiring], expiring)
+
+
+def _only(reports: dict[int, PeriodReport], bad: int) -> PeriodReport:
+    for start, report in reports.items():
+        if start != bad and start != T2:
+            assert report.status == "intact", report
+    return reports[bad]
+
+
+# ----------------------------------------------------------------------- sealing
+
+
+def test_sealed_periods_verify_intact_with_their_record_counts(sealed: Sealed) -> None:
+    reports = sealed.env.verify()
+    assert list(reports) == [T0 - P, T0, T1, T2]
+    assert [(r.status, r.record_count) for r in reports.values()] == [
+        ("intact", 0),
+        ("intact", 4),
+        ("intact", 3),
+        # T2 was not due at SEAL_NOW and was never sealed; LATER is long past it
+        ("missing_digest", 1),
+    ]
+    for report in list(reports.values())[:3]:
+        assert report.altered == report.deleted == report.added == report.expired == []
+    # before the pending allowance (two scheduled runs) ran out it is merely "unsealed"
+    assert sealed.env.verify(now=SEAL_NOW)[T2].status == "unsealed"
+
+
+def test_the_manifest_lists_every_record_of_the_period_sorted_by_id(sealed: Sealed) -> None:
+    env = sealed.env
+    lines = env.get_object(digest_store.manifest_key(T0)).decode().splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert [e["id"] for e in entries] == sorted(sealed.p0)
+    assert all(set(e) == {"id", "sha256", "ttl"} for e in entries)
+    assert env.get_object(digest_store.manifest_key(T0 - P)) == b""
+    statement = env.statement(T0)["statement"]
+    assert statement["record_count"] == 4
+    assert (
+        statement["manifest_sha256"]
+        == hashlib.sha256("\n".join(lines).encode() + b"\n").hexdigest()
+    )
+    assert (statement["period_start"], statement["period_end"]) == (T0, T1)
+    assert statement["key_id"] == env.settings.digest_key_id
+    assert statement["sealed_at"] == SEAL_NOW
+
+
+def test_the_signature_verifies_independently_with_the_kms_public_key(sealed: Sealed) -> None:
+    env = sealed.env
+    der = env.clients["kms"].get_public_key(KeyId=env.settings.digest_key_id)["PublicKey"]
+    public_key = load_der_public_key(der)
+    assert isinstance(public_key, ec.EllipticCurvePublicKey)
+    assert isinstance(public_key.curve, ec.SECP256R1)
+    for period in (T0 - P, T0, T1):
+        envelope = env.statement(period)
+        assert envelope["signing_algorithm"] == "ECDSA_SHA_256"
+        signed = json.dumps(
+            envelope["statement"], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+        signature = base64.b64decode(envelope["signature"])
+        public_key.verify(signature, signed, ec.ECDSA(hashes.SHA256()))
+        assert env.clients["kms"].verify(
+            KeyId=env.settings.digest_key_id,
+            Message=signed,
+            MessageType="RAW",
+            Signature=signature,
+            SigningAlgorithm="ECDSA_SHA_256",
+        )["SignatureValid"]
+        with pytest.raises(InvalidSignature):
+            public_key.verify(signature, signed + b" ", ec.ECDSA(hashes.SHA256()))
+
+
+def test_each_digest_chains_to_the_stored_previous_one(sealed: Sealed) -> None:
+    env = sealed.env
+    assert env.statement(T0 - P)["statement"]["previous_digest_sha256"] is None
+    for period in (T0, T1):
+        previous = env.get_object(digest_store.statement_key(period - P))
+        link = env.statement(period)["statement"]["previous_digest_sha256"]
+        assert link == hashlib.sha256(previous).hexdigest()
+
+
+def test_sealing_again_is_idempotent(sealed: Sealed) -> None:
+    env = sealed.env
+    assert env.service.seal_due(SEAL_NOW) == []
+    assert env.service.seal_due(SEAL_NOW + 1) == []
+    assert env.service.seal(T0, now_ms=SEAL_NOW) is False
+    versions = env.clients["s3"].list_object_versions(Bucket=env.bucket)["Versions"]
+    statements = [v for v in versions if v["Key"] == digest_store.statement_key(T0)]
+    assert len(statements) == 1
+
+
+def test_periods_not_past_grace_are_not_sealed(env: Env) -> None:
+    env.put(T0)
+    env.put(T1)
+    assert env.service.seal(T0 - P, now_ms=T1 + GRACE) is True
+    # T1 ends at T2: one millisecond before T2 + grace it is not due
+    assert env.service.seal_due(T2 + GRACE - 1) == [T0]
+    with pytest.raises(ValueError, match="not closed"):
+        env.service.seal(T1, now_ms=T2 + GRACE - 1)
+    reports = {r.period_start: r for r in env.service.verify(T0, T2, now_ms=T2 + GRACE - 1)}
+    assert reports[T0].status == "intact"
+    assert (reports[T1].status, reports[T1].record_count) == ("unsealed", 1)
+    assert env.service.seal_due(T2 + GRACE) == [T1]
+
+
+def test_a_first_run_starts_a_day_back_and_is_bounded(env: Env) -> None:
+    env.put(T0)
+    sealed = env.service.seal_due(SEAL_NOW)
+    first = (SEAL_NOW - 86_400_000) - (SEAL_NOW - 86_400_000) % P
+    assert sealed == [first + i * P for i in range(48)]
+    # the next run continues where this one stopped
+    assert env.service.seal_due(SEAL_NOW)[0] == first + 48 * P
+
+
+def test_keep_going_stops_sealing_between_periods(env: Env) -> None:
+    env.service.seal(T0 - 2 * P, now_ms=SEAL_NOW)
+    calls = iter([True, False])
+    assert env.service.seal_due(SEAL_NOW, keep_going=lambda: next(calls)) == [T0 - P]
+
+
+def test_a_misaligned_period_is_refused(env: Env) -> None:
+    with pytest.raises(ValueError, match="start of a period"):
+        env.service.seal(T0 + 1, now_ms=SEAL_NOW)
+
+
+# ---------------------------------------------------------------------- tampering
+
+
+def test_an_altered_record_is_named(sealed: Sealed) -> None:
+    sealed.env.edit(sealed.p0[2], "source_ip", "203.0.113.66")
+    report = _only(sealed.env.verify(), T0)
+    assert (report.status, report.altered, report.deleted, report.added) == (
+        "tampered",
+        [sealed.p0[2]],
+        [],
+        [],
+    )
+    assert report.detail == "1 altered"
+
+
+def test_a_changed_ttl_is_an_alteration(sealed: Sealed) -> None:
+    env = sealed.env
+    item = dict(env.records[sealed.p1[0]])
+    item["ttl"] = {"N": "1"}
+    env.clients["dynamodb"].put_item(TableName=env.table, Item=item)
+    assert _only(env.verify(), T1).altered == [sealed.p1[0]]
+
+
+def test_a_deleted_record_is_named(sealed: Sealed) -> None:
+    sealed.env.delete(sealed.p1[1])
+    report = _only(sealed.env.verify(), T1)
+    assert (report.status, report.deleted, report.altered, report.added, report.expired) == (
+        "tampered",
+        [sealed.p1[1]],
+        [],
+        [],
+        [],
+    )
+
+
+def test_a_record_added_to_a_sealed_period_is_named(sealed: Sealed) -> None:
+    added = sealed.env.put(T1 + 30_000)
+    report = _only(sealed.env.verify(), T1)
+    assert (report.status, report.added, report.altered, report.deleted) == (
+        "tampered",
+        [added],
+        [],
+        [],
+    )
+
+
+def test_a_record_moved_to_another_period_is_deleted_there_and_added_here(
+    sealed: Sealed,
+) -> None:
+    env = sealed.env
+    moved = sealed.p0[0]
+    item = dict(env.records[moved])
+    item["at"] = {"N": str(T1 + 5)}  # T1 is in the next hour: a new by_hour key too
+    item["hour_shard"] = {"S": shard_key(hour_of(T1), shard_of(moved, INDEXES["by_hour"].shards))}
+    env.clients["dynamodb"].put_item(TableName=env.table, Item=item)
+    reports = env.verify()
+    assert (reports[T0].status, reports[T0].deleted) == ("tampered", [moved])
+    assert (reports[T1].status, reports[T1].added) == ("tampered", [moved])
+
+
+def test_an_expired_record_is_not_tampering(sealed: Sealed) -> None:
+    sealed.env.delete(sealed.expiring)  # DynamoDB TTL removed it after its ttl passed
+    report = sealed.env.verify()[T1]
+    assert (report.status, report.expired, report.deleted) == ("intact", [sealed.expiring], [])
+    # before its ttl passed, the same absence is a deletion
+    early = sealed.env.verify(now=SEAL_NOW)[T1]
+    assert (early.status, early.deleted, early.expired) == ("tampered", [sealed.expiring], [])
+
+
+def test_deleting_every_record_of_a_period_is_detected(sealed: Sealed) -> None:
+    for record_id in sealed.p0:
+        sealed.env.delete(record_id)
+    report = _only(sealed.env.verify(), T0)
+    assert (report.status, report.deleted, report.record_count) == (
+        "tampered",
+        sorted(sealed.p0),
+        4,
+    )
+
+
+def test_a_record_added_to_an_empty_sealed_period_is_detected(sealed: Sealed) -> None:
+    added = sealed.env.put(T0 - P + 5)
+    report = _only(sealed.env.verify(), T0 - P)
+    assert (report.status, report.added) == ("tampered", [added])
+
+
+def test_a_tampered_manifest_fails(sealed: Sealed) -> None:
+    env = sealed.env
+    key = digest_store.manifest_key(T0)
+    lines = env.get_object(key).splitlines(keepends=True)
+    env.put_object(key, b"".join(lines[1:]))  # hide a record from the manifest
+    env.delete(json.loads(lines[0])["id"])  # ... and delete it
+    report = _only(env.verify(), T0)
+    assert report.status == "bad_signature"
+    assert "manifest" in report.detail
+
+
+def test_a_missing_manifest_fails(sealed: Sealed) -> None:
+    env = sealed.env
+    env.clients["s3"].delete_object(Bucket=env.bucket, Key=digest_store.manifest_key(T1))
+    report = _only(env.verify(), T1)
+    assert (report.status, report.detail) == ("bad_signature", "the manifest is missing")
+
+
+def test_a_tampered_statement_fails_and_breaks_the_next_link(sealed: Sealed) -> None:
+    env = sealed.env
+    key = digest_store.statement_key(T0)
+    envelope = env.statement(T0)
+    envelope["statement"]["record_count"] = 3
+    env.put_object(key, json.dumps(envelope).encode())
+    reports = env.verify()
+    assert reports[T0].status == "bad_signature"
+    assert reports[T0].detail == "signature does not verify"
+    assert reports[T1].status == "broken_chain"
+    assert reports[T0 - P].status == "intact"
+
+
+def test_a_digest_from_another_period_fails(sealed: Sealed) -> None:
+    env = sealed.env
+    env.put_object(digest_store.statement_key(T1), env.get_object(digest_store.statement_key(T0)))
+    report = env.verify()[T1]
+    assert (report.status, report.detail) == ("bad_signature", "a valid digest of another period")
+
+
+def test_garbage_in_place_of_a_statement_fails(sealed: Sealed) -> None:
+    env = sealed.env
+    env.put_object(digest_store.statement_key(T0), b"{not json")
+    assert env.verify()[T0].status == "bad_signature"
+
+
+def test_a_deleted_digest_is_missing_and_breaks_the_next_link(sealed: Sealed) -> None:
+    env = sealed.env
+    env.clients["s3"].delete_object(Bucket=env.bucket, Key=digest_store.statement_key(T0))
+    reports = env.verify()
+    assert (reports[T0].status, reports[T0].record_count) == ("missing_digest", 4)
+    assert reports[T1].status == "broken_chain"
+    assert reports[T1].detail == "the previous period's digest is missing"
+    assert reports[T0 - P].status == "intact"
+    # and the chain check also runs for the first period of a narrower range
+    (only_t1,) = env.service.verify(T1, T2, now_ms=LATER)
+    assert only_t1.status == "broken_chain"
+
+
+def test_a_broken_link_still_names_tampered_records(sealed: Sealed) -> None:
+    env = sealed.env
+    env.clients["s3"].delete_object(Bucket=env.bucket, Key=digest_store.statement_key(T0))
+    env.delete(sealed.p1[0])
+    report = env.verify()[T1]
+    assert (report.status, report.deleted) == ("broken_chain", [sealed.p1[0]])
+
+
+def test_verify_rejects_an_empty_range(env: Env) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        env.service.verify(T1, T1)
+
+
+def test_report_shape(sealed: Sealed) -> None:
+    report = sealed.env.verify()[T0]
+    assert report.as_dict() == {
+        "period_start": T0,
+        "period_end": T1,
+        "status": "intact",
+        "record_count": 4,
+        "altered": [],
+        "deleted": [],
+        "added": [],
+        "expired": [],
+        "detail": "",
+    }
+    assert report.ok
+
+
+# --------------------------------------------------------------------- the reader
+
+
+def test_the_scanner_reads_every_shard_of_every_hour_and_paginates(env: Env) -> None:
+    shards = INDEXES["by_hour"].shards
+    same_shard = [i for i in (f"same-{n}" for n in range(5000)) if shard_of(i, shards) == 7][:3]
+    late = {env.put(T1 + i) for i in range(10)} | {env.put(T1, record_id=i) for i in same_shard}
+    ids = {env.put(T0 + i) for i in range(40)} | late
+    env.put(T0 - 1)
+    env.put(T2)
+    scanner = LedgerScanner(env.clients["dynamodb"], table=env.table, max_workers=4)
+    assert len(scanner.partitions(T0, T2)) == 2 * INDEXES["by_hour"].shards
+    assert {r["id"] for r in scanner.records(T0, T2)} == ids
+    serial = LedgerScanner(env.clients["dynamodb"], table=env.table, max_workers=1)
+    assert {r["id"] for r in serial.records(T0, T2)} == ids
+    # pages: force tiny pages through the botocore parameters
+    calls: list[int] = []
+
+    def small_pages(params: dict[str, Any], **_: Any) -> None:
+        params["Limit"] = 1
+        calls.append(1)
+
+    env.clients["dynamodb"].meta.events.register(
+        "provide-client-params.dynamodb.Query", small_pages
+    )
+    try:
+        assert {r["id"] for r in serial.records(T1, T2)} == late
+    finally:
+        env.clients["dynamodb"].meta.events.unregister(
+            "provide-client-params.dynamodb.Query", small_pages
+        )
+    assert len(calls) >= shards + 2  # the shard with three records took three pages
+
+
+# ----------------------------------------------------------------- the function
+
+
+def test_the_scheduled_function_seals_due_periods(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokenbroker import bootstrap
+
+    env.put(T0)
+    env.service.seal(T0 - P)
+
+    class Container:
+        digests = env.service
+
+    monkeypatch.setattr(bootstrap, "default", lambda: Container)
+    path = Path(__file__).resolve().parents[2] / "functions" / "digest" / "app.py"
+    spec = importlib.util.spec_from_file_location("_tb_digest_app", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_tb_digest_app"] = module
+    spec.loader.exec_module(module)
+
+    @dataclass
+    class Context:
+        function_name: str = "DigestFunction"
+        memory_limit_in_mb: int = 512
+        invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:Digest"
+        aws_request_id: str = "req-1"
+
+        def get_remaining_time_in_millis(self) -> int:
+            return 300_000
+
+    event = {
+        "version": "0",
+        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2027-01-15T08:30:00Z",
+        "region": REGION,
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/Digest"],
+        "detail": {},
+    }
+    assert module.handler(event, Context()) == {"sealed": [T0, T1]}
+    assert module.handler(event, Context()) == {"sealed": []}
