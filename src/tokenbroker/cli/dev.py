@@ -61,6 +61,15 @@ class DevFailed(click.ClickException):
     help="Run each scheduled function (e.g. the digests) at least this often; a shorter "
     "rate in the template wins.",
 )
+@click.option(
+    "--parameter",
+    "parameters",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Override a template parameter (repeatable), e.g. --parameter "
+    "TokenLifetimeSeconds=900. The local stack seals ledger digests every 60 s "
+    "(DigestPeriodSeconds=60, DigestGraceSeconds=60) unless told otherwise.",
+)
 def dev(
     host: str,
     port: int,
@@ -68,6 +77,7 @@ def dev(
     template: Path | None,
     moto_port: int,
     schedule_interval: float,
+    parameters: tuple[str, ...],
 ) -> None:
     """Run the broker locally: moto-backed AWS services on a loopback port, the
     template's tables, KMS key and SSM parameter provisioned into it, and an API Gateway
@@ -93,6 +103,12 @@ def dev(
             f"{host} is not a loopback address: the local API has no TLS and its stack uses "
             "test credentials; anyone who can reach it can issue tokens"
         )
+    overrides = {}
+    for item in parameters:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--parameter")
+        overrides[name] = value
     stack = LocalStack(
         host,
         port,
@@ -100,6 +116,7 @@ def dev(
         template=template,
         moto_port=moto_port,
         schedule_interval=schedule_interval,
+        parameters=overrides,
     )
     try:
         stack.start()

@@ -55,6 +55,11 @@ FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "te
 _CLEARED = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 
 
+#: Template parameters the local stack overrides so a newcomer sees the whole system
+#: work within minutes: ledger digests sealed every minute, a minute after it ends.
+LOCAL_PARAMETERS: dict[str, str] = {"DigestPeriodSeconds": "60", "DigestGraceSeconds": "60"}
+
+
 class LocalStackError(Exception):
     """The local stack cannot start (one-line message for the user)."""
 
@@ -155,10 +160,13 @@ class LocalStack:
         region: str = REGION,
         log: Callable[[str], None] | None = None,
         schedule_interval: float = DEFAULT_SCHEDULE_SECONDS,
+        parameters: Mapping[str, str] | None = None,
     ) -> None:
         """``log`` receives one line per request (default: stderr). Scheduled functions
         run every ``schedule_interval`` seconds at most (their template rate if shorter);
-        stream-triggered ones get their table's new records about twice a second."""
+        stream-triggered ones get their table's new records about twice a second.
+        ``parameters`` override the template's parameters (on top of LOCAL_PARAMETERS)."""
+        self.parameters = {**LOCAL_PARAMETERS, **(parameters or {})}
         self.host = host
         self.port = port
         self.stack_name = stack_name
@@ -338,6 +346,7 @@ class LocalStack:
                 session_or_clients=clients,
                 stack_name=self.stack_name,
                 region=self.region,
+                parameters=self.parameters,
             )
         except (TemplateError, ValueError) as exc:
             raise LocalStackError(f"cannot provision the stack: {_one_line(exc)}") from exc

@@ -253,7 +253,9 @@ class DigestService:
             before_ms=last + self.period_ms, not_before_ms=now - HEAD_LOOKBACK_MS
         )
         if head is None:
-            start = self.period_of(now - START_BACK_MS)
+            # a first run seals at most one run's worth back (a day at most)
+            back = min(START_BACK_MS, self._max_periods * self.period_ms)
+            start = self.period_of(now - back)
             previous = self._previous_hash(start)
         else:
             start = head + self.period_ms
