@@ -29,7 +29,7 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from tokenbroker.adapters import usage
-from tokenbroker.adapters.aws import error_code, failing_closed
+from tokenbroker.adapters.aws import error_code, failing_closed, new_item
 from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import TemporarilyUnavailable
 from tokenbroker.domain.ledger import hour_of
@@ -269,20 +269,14 @@ class DynamoAggregatesStore:
         if len(c.principal) > _MAX_NAME or len(c.record_id) > _MAX_NAME:
             raise MalformedRecord("the record's principal or id is too long")
         buckets = [_Bucket(DAY_PREFIX + c.day), _Bucket(HOUR_PREFIX + c.hour)]
-        marker = {
-            "Put": {
-                "TableName": self._table,
-                "Item": {
-                    PK: {"S": MARKER_PREFIX + c.record_id},
-                    SK: {"S": MARKER_SK},
-                    TTL: {"N": str(remember_until)},
-                },
-                # absent: this record was never counted (the marker and the counters
-                # are written together or not at all)
-                "ConditionExpression": "attribute_not_exists(#pk)",
-                "ExpressionAttributeNames": {"#pk": PK},
-            }
+        # absent: this record was never counted (the marker and the counters are
+        # written together or not at all)
+        item = {
+            PK: {"S": MARKER_PREFIX + c.record_id},
+            SK: {"S": MARKER_SK},
+            TTL: {"N": str(remember_until)},
         }
+        marker = {"Put": new_item(self._table, item, PK)}
         with failing_closed("dynamodb:TransactWriteItems"):
             for _ in range(_MAX_ATTEMPTS):
                 items = [marker, *(_update(self._table, c, b) for b in buckets)]

@@ -67,3 +67,14 @@ def failing_closed(what: str) -> Iterator[None]:
         raise TemporarilyUnavailable(f"{what} failed ({error_code(exc)})") from exc
     except BotoCoreError as exc:
         raise TemporarilyUnavailable(f"{what} failed ({type(exc).__name__})") from exc
+
+
+def new_item(table: str, item: dict[str, Any], key: str) -> dict[str, Any]:
+    """A put of ``item`` that fails if an item with its key ``key`` already exists: the
+    keyword arguments of ``put_item``, or the body of a transaction's ``Put``."""
+    return {
+        "TableName": table,
+        "Item": item,
+        "ConditionExpression": "attribute_not_exists(#key)",
+        "ExpressionAttributeNames": {"#key": key},
+    }

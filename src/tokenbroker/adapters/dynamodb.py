@@ -16,7 +16,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from tokenbroker.adapters.aws import error_code, failing_closed
+from tokenbroker.adapters.aws import error_code, failing_closed, new_item
 from tokenbroker.adapters.usage import ID as RECORD_ID
 from tokenbroker.adapters.usage import usage_item
 from tokenbroker.domain.errors import (
@@ -106,14 +106,7 @@ def _is_cancellation(exc: ClientError) -> bool:
 
 def ledger_put(usage_table: str, record: UsageRecord) -> dict[str, Any]:
     """The transaction item that writes ``record`` to the ledger (never overwrites)."""
-    return {
-        "Put": {
-            "TableName": usage_table,
-            "Item": usage_item(record),
-            "ConditionExpression": "attribute_not_exists(#rid)",
-            "ExpressionAttributeNames": {"#rid": RECORD_ID},
-        }
-    }
+    return {"Put": new_item(usage_table, usage_item(record), RECORD_ID)}
 
 
 class DynamoClientDirectory:
@@ -167,14 +160,7 @@ class DynamoClientDirectory:
             }
         )
         transact = [
-            {
-                "Put": {
-                    "TableName": self._clients,
-                    "Item": item,
-                    "ConditionExpression": "attribute_not_exists(#id)",
-                    "ExpressionAttributeNames": {"#id": CLIENT_ID},
-                }
-            },
+            {"Put": new_item(self._clients, item, CLIENT_ID)},
             ledger_put(self._usage, record),
         ]
         with failing_closed("dynamodb:TransactWriteItems"):
@@ -245,9 +231,9 @@ class DynamoClientDirectory:
                 }
             },
             {
-                "Put": {
-                    "TableName": self._devices,
-                    "Item": _item(
+                "Put": new_item(
+                    self._devices,
+                    _item(
                         {
                             JKT: device.jkt,
                             CLIENT_ID: device.client_id,
@@ -256,9 +242,8 @@ class DynamoClientDirectory:
                             ENROLLED_AT: device.enrolled_at,
                         }
                     ),
-                    "ConditionExpression": "attribute_not_exists(#jkt)",
-                    "ExpressionAttributeNames": {"#jkt": JKT},
-                }
+                    JKT,
+                )
             },
             ledger_put(self._usage, record),
         ]
@@ -385,14 +370,7 @@ class DynamoTokenLedger:
         transact = [
             # The jti is derived from the proof's (jkt, jti): if it exists, this proof
             # was already used to obtain a token (RFC 9449 §11.1).
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": item,
-                    "ConditionExpression": "attribute_not_exists(#jti)",
-                    "ExpressionAttributeNames": {"#jti": JTI},
-                }
-            },
+            {"Put": new_item(self._table, item, JTI)},
             ledger_put(self._usage, record),
         ]
         with failing_closed("dynamodb:TransactWriteItems"):

@@ -11,7 +11,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
-from tokenbroker.adapters.aws import error_code, failing_closed
+from tokenbroker.adapters.aws import error_code, failing_closed, new_item
 from tokenbroker.domain.errors import ProofReplayed, TemporarilyUnavailable
 from tokenbroker.domain.ledger import SORT_KEY, hour_of, index_keys
 from tokenbroker.domain.liveness import Liveness, LivenessView
@@ -88,34 +88,25 @@ class DynamoUsageLedger:
 
     def record_use(self, record: UsageRecord) -> None:
         self._liveness.require_active(record.client_id, record.jkt)
-        with failing_closed("dynamodb:PutItem"):
-            try:
-                # New record or nothing: this (jkt, proof jti) was never accepted before
-                # (RFC 9449 §11.1). The item lives for the retention period, far past the
-                # proof's acceptance window, so the guard outlives every replay chance.
-                self._ddb.put_item(
-                    TableName=self._usage,
-                    Item=usage_item(record),
-                    ConditionExpression="attribute_not_exists(#id)",
-                    ExpressionAttributeNames={"#id": ID},
-                )
-            except ClientError as exc:
-                if error_code(exc) == "ConditionalCheckFailedException":
-                    raise ProofReplayed("the DPoP proof has already been used") from exc
-                raise
+        # New record or nothing: this (jkt, proof jti) was never accepted before
+        # (RFC 9449 §11.1). The item lives for the retention period, far past the
+        # proof's acceptance window, so the guard outlives every replay chance.
+        if not self._insert(record):
+            raise ProofReplayed("the DPoP proof has already been used")
 
     def record_denial(self, record: UsageRecord) -> None:
+        self._insert(record)  # a repeated denial id is the same denial: nothing to add
+
+    def _insert(self, record: UsageRecord) -> bool:
+        """Put the record unless its id exists; False if it did."""
         with failing_closed("dynamodb:PutItem"):
             try:
-                self._ddb.put_item(
-                    TableName=self._usage,
-                    Item=usage_item(record),
-                    ConditionExpression="attribute_not_exists(#id)",
-                    ExpressionAttributeNames={"#id": ID},
-                )
+                self._ddb.put_item(**new_item(self._usage, usage_item(record), ID))
             except ClientError as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
-                    raise
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    return False
+                raise
+        return True
 
 
 class DynamoLiveness:

@@ -32,24 +32,21 @@ class KeyCache:
         self._failed_until = float("-inf")
         self._lock = threading.Lock()
 
-    def prewarm(self) -> None:
-        """Load the keys now (first invocation), so the first request pays no extra trip."""
-        self._refresh(force=True)
-
     def resolve(self, kid: str) -> Any | None:
         key = self._keys.get(kid)
-        if key is None and self._refresh(force=False):
+        if key is None and self._refresh():
             key = self._keys.get(kid)
         return key
 
-    def _refresh(self, *, force: bool) -> bool:
+    def _refresh(self) -> bool:
+        """Fetch the keys unless that was done within the cool-down; True if fetched."""
         with self._lock:
             now = self._clock()
             if not self._keys and now < self._failed_until:
                 # the key source just failed: do not hammer it once per request
                 raise TemporarilyUnavailable("token signing keys are unavailable")
             recent = self._last_fetch is not None and now - self._last_fetch < self._cooldown
-            if recent and not force:
+            if recent:
                 return False
             self._last_fetch = now
             try:

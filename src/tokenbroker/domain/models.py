@@ -81,7 +81,7 @@ class EventType(StrEnum):
     DEVICE_REVOKED = "device_revoked"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class UsageRecord:
     """One ledger record: a use of an authentic access token at the edge (allowed or
     denied), a token issuance, or an admin action. One schema for all of them.
@@ -95,15 +95,16 @@ class UsageRecord:
     reason: str
     principal: str
     client_id: str
-    jkt: str
-    token_jti: str
-    proof_jti_hash: str
-    method: str
-    route: str
-    resource: str
-    source_ip: str
-    user_agent: str
-    request_id: str
     retain_until: int
     event: EventType = EventType.REQUEST
+    # what the event has of these (an admin action has no token, route or source IP)
+    jkt: str = ""
+    token_jti: str = ""
+    proof_jti_hash: str = ""
+    method: str = ""
+    route: str = ""
+    resource: str = ""
+    source_ip: str = ""
+    user_agent: str = ""
+    request_id: str = ""
     actor: str = ""  # who acted, for admin events (an IAM ARN)
