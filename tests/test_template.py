@@ -802,6 +802,13 @@ def test_loaded_values_are_plain_python_and_dates_stay_text() -> None:
     assert type(next(iter(document["Resources"]))) is str
 
 
+def test_duplicate_keys_and_unsupported_globals_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(TemplateError, match="Duplicate found 'A'"):
+        loads("Resources:\n  A: {Type: T}\n  A: {Type: T}\n")
+    with pytest.raises(TemplateError, match="FunctionName"):
+        _inline("Globals: {Function: {FunctionName: x}}\nResources: {A: {Type: T}}\n", tmp_path)
+
+
 def test_a_get_att_without_an_attribute_is_rejected() -> None:
     with pytest.raises(TemplateError, match=r"Resource\.Attribute"):
         loads("value: !GetAtt Table\n")

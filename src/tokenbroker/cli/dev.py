@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tokenbroker.local.events import DEFAULT_SCHEDULE_SECONDS
+from tokenbroker.local.sources import DEFAULT_SCHEDULE_SECONDS
 from tokenbroker.local.stack import (
     DEFAULT_HOST,
     DEFAULT_PORT,

@@ -12,11 +12,9 @@ One LocalStack per process at a time.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shlex
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -25,26 +23,37 @@ from types import FrameType, TracebackType
 from typing import Any
 
 import boto3
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication,
-    MotoRequestHandler,
-    create_backend_app,
-)
-from moto.server import ThreadedMotoServer
-from werkzeug.serving import BaseWSGIServer, get_sockaddr, make_server, select_address_family
+from werkzeug.serving import BaseWSGIServer, make_server
 
-from tokenbroker.local.events import DEFAULT_SCHEDULE_SECONDS, EventSources
-from tokenbroker.local.provision import Deployment, provision
-from tokenbroker.local.server import (
+from tokenbroker.local.gateway import LocalApi, RequestHandler, routes_from_template
+from tokenbroker.local.lambda_host import (
     DEFAULT_ACCOUNT_ID,
     FunctionHost,
-    LocalApi,
-    RequestHandler,
     functions_from_template,
     log_to_stderr,
-    routes_from_template,
 )
+from tokenbroker.local.moto_server import (
+    LocalStackError,
+    MotoServer,
+    is_loopback,
+    listen,
+    netloc,
+)
+from tokenbroker.local.provision import Deployment, provision
+from tokenbroker.local.sources import DEFAULT_SCHEDULE_SECONDS, EventSources
 from tokenbroker.local.template import Template, TemplateError, load_template
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "DEFAULT_STACK",
+    "LocalStack",
+    "LocalStackError",
+    "is_loopback",
+    "union_environment",
+    "wait_for_signal",
+    "warn",
+]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
@@ -58,92 +67,6 @@ _CLEARED = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECU
 #: Template parameters the local stack overrides so a newcomer sees the whole system
 #: work within minutes: ledger digests sealed every minute, a minute after it ends.
 LOCAL_PARAMETERS: dict[str, str] = {"DigestPeriodSeconds": "60", "DigestGraceSeconds": "60"}
-
-
-class LocalStackError(Exception):
-    """The local stack cannot start (one-line message for the user)."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def netloc(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket (so errors are ours to report, in one line, before werkzeug
-    would print several and call sys.exit)."""
-    try:
-        family = select_address_family(host, port)
-        sock = socket.socket(family, socket.SOCK_STREAM)
-    except OSError as exc:
-        raise LocalStackError(f"cannot listen on {netloc(host, port)}: {_why(exc)}") from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(get_sockaddr(host, port, family))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise LocalStackError(f"cannot listen on {netloc(host, port)}: {_why(exc)}") from exc
-    return sock
-
-
-def _why(exc: OSError) -> str:
-    return exc.strerror or str(exc) or type(exc).__name__
-
-
-class _QuietMotoHandler(MotoRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        return None
-
-
-class MotoServer(ThreadedMotoServer):
-    """ThreadedMotoServer on a socket we bound, without access logs, and reporting a
-    startup failure instead of leaving ``start`` waiting forever."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        host, port = sock.getsockname()[:2]
-        super().__init__(ip_address=host, port=port, verbose=False)
-        self._socket = sock
-        self.error: BaseException | None = None
-
-    def _server_entry(self) -> None:
-        try:
-            self._server = make_server(
-                self._ip_address,
-                self._port,
-                DomainDispatcherApplication(create_backend_app),
-                True,
-                request_handler=_QuietMotoHandler,
-                fd=self._socket.fileno(),
-            )
-        except BaseException as exc:  # noqa: BLE001 - reported by start()
-            self.error = exc
-            self._server_ready_event.set()
-            return
-        finally:
-            self._socket.close()  # make_server duplicated it
-        self._server_ready_event.set()
-        self._server.serve_forever()
-
-    def start(self) -> None:
-        super().start()
-        if self.error is not None:
-            raise LocalStackError(f"moto server failed to start: {self.error}") from self.error
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
 
 
 class LocalStack:

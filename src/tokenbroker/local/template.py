@@ -1,25 +1,52 @@
-"""CloudFormation-aware reader of template.yaml (the only code that reads it).
+"""The SAM model: template.yaml read once, as SAM itself would read it.
 
-``loads`` turns the YAML, short-form tags included, into plain dicts in the long form
-CloudFormation itself uses (``!Ref X`` -> ``{"Ref": "X"}``, ``!GetAtt A.B`` ->
-``{"Fn::GetAtt": ["A", "B"]}``). ``Template`` answers what the tests and the local stack
-ask: tables and their schemas, functions and their environment, routes. Intrinsics are
-resolved against values the caller supplies (physical ids from the local provisioner,
-parameter overrides, pseudo parameters); nothing is guessed, and a missing value is a
-``KeyError`` naming it.
+``loads`` parses the YAML with cfn-lint's loader (the short-form tags become the long
+form CloudFormation uses: ``!Ref X`` -> ``{"Ref": "X"}``, ``!GetAtt A.B`` ->
+``{"Fn::GetAtt": ["A", "B"]}``; duplicate keys are an error) into plain Python values.
+``Template`` then applies the SAM translator's own plugins for the implicit API
+(``ServerlessRestApi`` for ``Type: Api`` events without a ``RestApiId``) and for Globals
+(mappings merge with local keys winning, lists concatenate globals first), so there is
+one Globals merge and it is SAM's. It answers what the tests and the local stack ask:
+tables and their schemas, functions and their environment, routes, APIs. Intrinsics are
+resolved by ``tokenbroker.local.intrinsics`` against values the caller supplies.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
-import re
-from collections.abc import Callable, Mapping
+import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from cfnlint.decode import cfn_yaml
+from samtranslator.plugins.api.implicit_rest_api_plugin import ImplicitRestApiPlugin
+from samtranslator.plugins.globals.globals_plugin import GlobalsPlugin
+from samtranslator.public.exceptions import InvalidDocumentException
+from yaml import YAMLError
+
+from tokenbroker.local import resources
+from tokenbroker.local.errors import LocalConfigError, TemplateError, UnresolvedReference
+from tokenbroker.local.intrinsics import DEFAULT_PSEUDO, Resolver, check_parameter, text, truthy
+
+__all__ = [
+    "DEFAULT_PSEUDO",
+    "DYNAMODB_TABLE",
+    "IMPLICIT_API",
+    "S3_BUCKET",
+    "SAM_API",
+    "SAM_FUNCTION",
+    "FunctionSpec",
+    "LocalConfigError",
+    "Route",
+    "Template",
+    "TemplateError",
+    "UnresolvedReference",
+    "find_template",
+    "load_template",
+    "loads",
+]
 
 TEMPLATE_FILE = "template.yaml"
 SAM_FUNCTION = "AWS::Serverless::Function"
@@ -28,108 +55,44 @@ DYNAMODB_TABLE = "AWS::DynamoDB::Table"
 S3_BUCKET = "AWS::S3::Bucket"
 #: the API SAM creates for ``Type: Api`` events without a RestApiId
 IMPLICIT_API = "ServerlessRestApi"
-#: pseudo parameters that have one value wherever the stack runs (in the aws partition)
-DEFAULT_PSEUDO: Mapping[str, str] = {"AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com"}
-
-# SAM Globals section -> the resource type it applies to
-_GLOBALS_SECTIONS = {
-    "Function": SAM_FUNCTION,
-    "Api": SAM_API,
-    "HttpApi": "AWS::Serverless::HttpApi",
-    "SimpleTable": "AWS::Serverless::SimpleTable",
-    "StateMachine": "AWS::Serverless::StateMachine",
-    "LayerVersion": "AWS::Serverless::LayerVersion",
-}
-
-
-class TemplateError(ValueError):
-    """template.yaml says something this loader cannot answer, or says it wrongly."""
-
-
-class UnresolvedReference(TemplateError, KeyError):
-    """An intrinsic names something the caller gave no value for (or that does not exist)."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else ""
 
 
 # ----------------------------------------------------------------------------- YAML
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """SafeLoader plus the CloudFormation short-form tags. Dates stay text:
-    CloudFormation reads ``AWSTemplateFormatVersion: 2010-09-09`` as a string."""
-
-
-_CfnLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _node_value(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        return loader.construct_scalar(node)
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node, deep=True)
-    if isinstance(node, yaml.MappingNode):
-        return loader.construct_mapping(node, deep=True)
-    raise yaml.constructor.ConstructorError(None, None, "unexpected node", node.start_mark)
-
-
-def _long_form(name: str) -> Callable[[yaml.SafeLoader, yaml.Node], dict[str, Any]]:
-    def construct(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
-        return {name: _node_value(loader, node)}
-
-    return construct
-
-
-def _get_att(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
-    value = _node_value(loader, node)
-    if isinstance(value, str):
-        resource, dot, attribute = value.partition(".")
-        if not dot or not resource or not attribute:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"!GetAtt {value!r} is not Resource.Attribute", node.start_mark
-            )
-        value = [resource, attribute]
-    return {"Fn::GetAtt": value}
-
-
-_CfnLoader.add_constructor("!Ref", _long_form("Ref"))
-_CfnLoader.add_constructor("!Condition", _long_form("Condition"))
-_CfnLoader.add_constructor("!GetAtt", _get_att)
-for _fn in [
-    "And",
-    "Base64",
-    "Cidr",
-    "Equals",
-    "FindInMap",
-    "GetAZs",
-    "If",
-    "ImportValue",
-    "Join",
-    "Length",
-    "Not",
-    "Or",
-    "Select",
-    "Split",
-    "Sub",
-    "ToJsonString",
-    "Transform",
-]:
-    _CfnLoader.add_constructor(f"!{_fn}", _long_form(f"Fn::{_fn}"))
-
-
-def loads(text: str) -> dict[str, Any]:
-    """Parse a CloudFormation YAML document into plain dicts, intrinsics in long form."""
+def loads(text_: str) -> dict[str, Any]:
+    """Parse a CloudFormation YAML document into plain dicts, intrinsics in long form.
+    Dates stay text: CloudFormation reads ``AWSTemplateFormatVersion: 2010-09-09`` as a
+    string."""
     try:
-        document = yaml.load(text, Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise TemplateError(f"not a readable template: {exc}") from exc
+        document = cfn_yaml.loads(text_)
+    except (YAMLError, ValueError) as exc:  # CfnParseError is a YAMLError
+        raise TemplateError(f"not a readable template: {' '.join(str(exc).split())}") from exc
     if not isinstance(document, dict):
         raise TemplateError("a template must be a YAML mapping")
-    return document
+    plain = _plain(document)
+    assert isinstance(plain, dict)
+    return plain
+
+
+def _plain(value: Any) -> Any:
+    """cfn-lint's marked nodes (dict/str/list subclasses) as plain values; GetAtt
+    checked for its ``Resource.Attribute`` shape."""
+    if isinstance(value, dict):
+        plain = {str(k): _plain(v) for k, v in value.items()}
+        att = plain.get("Fn::GetAtt") if len(plain) == 1 else None
+        if att is not None and not (
+            isinstance(att, list) and len(att) == 2 and all(att) and isinstance(att[0], str)
+        ):
+            raise TemplateError(f"!GetAtt {att!r} is not Resource.Attribute")
+        return plain
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, dt.date):  # datetime too: YAML timestamps are text to CloudFormation
+        return value.isoformat()
+    return value
 
 
 # ------------------------------------------------------------------------ the model
@@ -174,22 +137,36 @@ def load_template(path: Path | None = None) -> Template:
     return Template(loads(path.read_text(encoding="utf-8")), path)
 
 
+def _sam_view(document: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The document as SAM sees it before translating: the implicit API added, Globals
+    merged into every serverless resource (and removed)."""
+    view = copy.deepcopy(dict(document))
+    try:
+        ImplicitRestApiPlugin().on_before_transform_template(view)
+        GlobalsPlugin().on_before_transform_template(view)
+    except InvalidDocumentException as exc:
+        causes = "; ".join(" ".join(str(e.message).split()) for e in exc.causes)
+        raise TemplateError(f"{path.name}: {causes or exc.message}") from exc
+    return view
+
+
 class Template:
     """A parsed template. Built complete; accessors return copies, so it cannot drift."""
 
-    __slots__ = ("_doc", "path")
+    __slots__ = ("_doc", "_sam", "path")
 
     def __init__(self, document: Mapping[str, Any], path: Path) -> None:
         if not isinstance(document.get("Resources"), dict):
             raise TemplateError(f"{path}: no Resources mapping")
         self._doc: dict[str, Any] = copy.deepcopy(dict(document))
+        self._sam = _sam_view(self._doc, path)
         self.path = path
 
     def __repr__(self) -> str:
         return f"Template({str(self.path)!r})"
 
     def document(self) -> dict[str, Any]:
-        """The whole template (long-form intrinsics), as a copy."""
+        """The whole template as written (long-form intrinsics), as a copy."""
         return copy.deepcopy(self._doc)
 
     # -- parameters ------------------------------------------------------------------
@@ -199,7 +176,7 @@ class Template:
 
     def parameters_defaults(self) -> dict[str, str]:
         return {
-            name: _text(spec["Default"], f"Parameters.{name}.Default")
+            name: text(spec["Default"], f"Parameters.{name}.Default")
             for name, spec in self._parameters().items()
             if "Default" in spec
         }
@@ -212,7 +189,7 @@ class Template:
         for name, value in (overrides or {}).items():
             if name not in declared:
                 raise TemplateError(f"unknown parameter {name!r}")
-            _check_parameter(name, declared[name], str(value))
+            check_parameter(name, declared[name], str(value))
             values[name] = str(value)
         return values
 
@@ -239,14 +216,12 @@ class Template:
         return self.resources(DYNAMODB_TABLE)
 
     def sam_properties(self, logical_id: str, type_: str) -> dict[str, Any]:
-        """Properties of a SAM resource with its Globals section merged in, as SAM does
-        (mappings merge with local keys winning, lists concatenate globals first)."""
-        properties = copy.deepcopy(self._resource(logical_id, type_).get("Properties") or {})
-        section = next((s for s, t in _GLOBALS_SECTIONS.items() if t == type_), None)
-        global_properties = (self._doc.get("Globals") or {}).get(section) or {}
-        merged = _merge_globals(copy.deepcopy(global_properties), properties)
-        assert isinstance(merged, dict)
-        return merged
+        """Properties of a SAM resource (the implicit API included) with its Globals
+        section merged in, as SAM merges them."""
+        resource = self._sam["Resources"].get(logical_id)
+        if not isinstance(resource, dict) or resource.get("Type") != type_:
+            raise UnresolvedReference(f"{self.path.name} has no {type_} {logical_id!r}")
+        return copy.deepcopy(resource.get("Properties") or {})
 
     # -- functions and routes --------------------------------------------------------
 
@@ -283,7 +258,7 @@ class Template:
                 raise TemplateError(f"{function}.Events.{name}: needs a Path and a Ref RestApiId")
             auth = (spec.get("Auth") or {}).get("Authorizer")
             if auth is None:
-                auth = self._default_authorizer(api)
+                auth = (self.api_properties(api).get("Auth") or {}).get("DefaultAuthorizer")
             routes.append(
                 Route(
                     method=str(spec.get("Method", "ANY")).upper(),
@@ -295,15 +270,29 @@ class Template:
             )
         return routes
 
-    def _default_authorizer(self, api: str) -> Any:
-        if api == IMPLICIT_API:
-            auth = ((self._doc.get("Globals") or {}).get("Api") or {}).get("Auth") or {}
-        else:
-            auth = self.sam_properties(api, SAM_API).get("Auth") or {}
-        return auth.get("DefaultAuthorizer")
+    def api_properties(self, api: str) -> dict[str, Any]:
+        """An ``AWS::Serverless::Api``'s Properties, Globals merged (LocalConfigError if
+        routes name an API that is not one)."""
+        try:
+            return self.sam_properties(api, SAM_API)
+        except UnresolvedReference:
+            raise LocalConfigError(
+                f"routes name RestApiId {api!r}, which is not an {SAM_API}"
+            ) from None
 
     def routes(self) -> list[Route]:
         return [route for spec in self.functions().values() for route in spec.events]
+
+    def events(self, kind: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """(function, event name, Properties unresolved) of every function event of
+        ``kind`` (``DynamoDB``, ``Schedule``...), in template order."""
+        found = []
+        for function in self.resources(SAM_FUNCTION):
+            events = self.sam_properties(function, SAM_FUNCTION).get("Events") or {}
+            for name, event in events.items():
+                if isinstance(event, dict) and event.get("Type") == kind:
+                    found.append((function, str(name), dict(event.get("Properties") or {})))
+        return found
 
     # -- intrinsics ------------------------------------------------------------------
 
@@ -315,14 +304,12 @@ class Template:
         parameters: Mapping[str, str] | None = None,
         pseudo: Mapping[str, str] | None = None,
     ) -> Any:
-        """``value`` with every intrinsic replaced: Ref to a parameter -> override or
-        default, to a resource -> ``refs[id]``, to a pseudo parameter -> ``pseudo``;
-        Fn::GetAtt -> ``attrs[(id, attr)]``; Sub, Join, Select, Split, If (with the
-        template's Conditions), Equals/Not/And/Or, FindInMap, Base64. Keys whose value is
-        ``AWS::NoValue`` disappear."""
-        return _Resolver(self, refs, attrs, self.parameter_values(parameters), pseudo).resolve(
-            value
-        )
+        """``value`` with every intrinsic replaced (see ``intrinsics.Resolver``);
+        ``parameters`` override the defaults and are checked against the constraints."""
+        values = self.parameter_values(parameters)
+        pseudo = {**DEFAULT_PSEUDO, **(pseudo or {})}
+        resolver = Resolver(self._doc, self.path.name, refs, attrs, values, pseudo)
+        return resolver.resolve(value)
 
     def environment(
         self,
@@ -337,42 +324,28 @@ class Template:
         environment = self.resolve(props.get("Environment") or {}, refs, attrs, parameters, pseudo)
         variables = environment.get("Variables") or {}
         return {
-            name: _text(value, f"{function_logical_id}.Environment.Variables.{name}")
+            name: text(value, f"{function_logical_id}.Environment.Variables.{name}")
             for name, value in variables.items()
         }
 
-    # -- DynamoDB --------------------------------------------------------------------
+    # -- DynamoDB and S3 (the boto3 calls are in tokenbroker.local.resources) ---------
 
     def create_table_kwargs(self, logical_id: str, table_name: str) -> dict[str, Any]:
         """``dynamodb.create_table(**kwargs)`` for the table's Properties. Settings that
         need other calls (TTL, PITR, tags, deletion protection) or exist only in
         CloudFormation are dropped; see ``ttl_attribute`` and ``point_in_time_recovery``."""
         props = self.resolve(self._resource(logical_id, DYNAMODB_TABLE).get("Properties") or {})
-        kwargs: dict[str, Any] = {"TableName": table_name}
-        for key, value in props.items():
-            if key in _TABLE_PASSED:
-                kwargs[key] = value
-            elif key == "GlobalSecondaryIndexes":
-                kwargs[key] = [_without(index, _GSI_DROPPED) for index in value]
-            elif key == "StreamSpecification":
-                kwargs[key] = {"StreamEnabled": True, "StreamViewType": value["StreamViewType"]}
-            elif key == "SSESpecification":
-                sse = {"Enabled": _truthy(value.get("SSEEnabled"))}
-                sse.update(_without(value, {"SSEEnabled"}))
-                kwargs[key] = sse
-            elif key not in _TABLE_DROPPED:
-                raise TemplateError(f"{logical_id}: no local mapping for table property {key!r}")
-        return kwargs
+        return resources.create_table_kwargs(props, logical_id, table_name)
 
     def ttl_attribute(self, logical_id: str) -> str | None:
         spec = self._table_property(logical_id, "TimeToLiveSpecification")
-        if not _truthy(spec.get("Enabled")):
+        if not truthy(spec.get("Enabled")):
             return None
-        return _text(spec.get("AttributeName"), f"{logical_id}.TimeToLiveSpecification")
+        return text(spec.get("AttributeName"), f"{logical_id}.TimeToLiveSpecification")
 
     def point_in_time_recovery(self, logical_id: str) -> bool:
         spec = self._table_property(logical_id, "PointInTimeRecoverySpecification")
-        return _truthy(spec.get("PointInTimeRecoveryEnabled"))
+        return truthy(spec.get("PointInTimeRecoveryEnabled"))
 
     def _table_property(self, logical_id: str, name: str) -> dict[str, Any]:
         props = self._resource(logical_id, DYNAMODB_TABLE).get("Properties") or {}
@@ -380,338 +353,15 @@ class Template:
         assert isinstance(value, dict)
         return value
 
-    # -- S3 --------------------------------------------------------------------------
-
     def bucket_name(self, logical_id: str, default: str) -> str:
         """The bucket's ``BucketName`` if the template fixes one, else ``default``."""
         props = self._resource(logical_id, S3_BUCKET).get("Properties") or {}
-        return _text(self.resolve(props.get("BucketName", default)), f"{logical_id}.BucketName")
+        return text(self.resolve(props.get("BucketName", default)), f"{logical_id}.BucketName")
 
     def bucket_requests(
         self, logical_id: str, bucket_name: str, region: str
     ) -> list[tuple[str, dict[str, Any]]]:
-        """The ``s3`` client calls (method name, kwargs) that build the bucket from its
-        Properties: ``create_bucket`` first, then one call per configuration. Settings
-        with no local meaning (tags, logging, lifecycle, notifications) are dropped; any
-        other unknown property is a TemplateError rather than a silent gap."""
+        """The ``s3`` client calls (method name, kwargs) that build the bucket (see
+        ``resources.bucket_requests``)."""
         props = self.resolve(self._resource(logical_id, S3_BUCKET).get("Properties") or {})
-        create: dict[str, Any] = {"Bucket": bucket_name}
-        if region != "us-east-1":  # us-east-1 rejects an explicit LocationConstraint
-            create["CreateBucketConfiguration"] = {"LocationConstraint": region}
-        if _truthy(props.get("ObjectLockEnabled")):
-            create["ObjectLockEnabledForBucket"] = True
-        requests: list[tuple[str, dict[str, Any]]] = [("create_bucket", create)]
-        bucket = {"Bucket": bucket_name}
-        for key, value in props.items():
-            if key == "VersioningConfiguration":
-                requests.append(
-                    ("put_bucket_versioning", {**bucket, "VersioningConfiguration": value})
-                )
-            elif key == "BucketEncryption":
-                rules = [
-                    {
-                        # CloudFormation and the S3 API spell the default differently
-                        ("ApplyServerSideEncryptionByDefault" if k == _SSE_DEFAULT else k): v
-                        for k, v in rule.items()
-                    }
-                    for rule in value["ServerSideEncryptionConfiguration"]
-                ]
-                requests.append(
-                    (
-                        "put_bucket_encryption",
-                        {**bucket, "ServerSideEncryptionConfiguration": {"Rules": rules}},
-                    )
-                )
-            elif key == "PublicAccessBlockConfiguration":
-                config = {k: _truthy(v) for k, v in value.items()}
-                requests.append(
-                    (
-                        "put_public_access_block",
-                        {**bucket, "PublicAccessBlockConfiguration": config},
-                    )
-                )
-            elif key == "OwnershipControls":
-                requests.append(
-                    ("put_bucket_ownership_controls", {**bucket, "OwnershipControls": value})
-                )
-            elif key == "ObjectLockConfiguration":
-                requests.append(
-                    (
-                        "put_object_lock_configuration",
-                        {**bucket, "ObjectLockConfiguration": value},
-                    )
-                )
-            elif key not in _BUCKET_DROPPED:
-                raise TemplateError(f"{logical_id}: no local mapping for bucket property {key!r}")
-        return requests
-
-
-_TABLE_PASSED = frozenset(
-    {
-        "KeySchema",
-        "AttributeDefinitions",
-        "BillingMode",
-        "ProvisionedThroughput",
-        "LocalSecondaryIndexes",
-        "TableClass",
-        "OnDemandThroughput",
-        "WarmThroughput",
-    }
-)
-_TABLE_DROPPED = frozenset(
-    {
-        "TableName",  # the provisioner names tables per stack
-        "PointInTimeRecoverySpecification",  # update_continuous_backups
-        "TimeToLiveSpecification",  # update_time_to_live
-        "Tags",
-        "DeletionProtectionEnabled",  # a local stack must be disposable
-        "ContributorInsightsSpecification",
-        "KinesisStreamSpecification",
-        "ResourcePolicy",
-        "ImportSourceSpecification",
-    }
-)
-_GSI_DROPPED = frozenset({"ContributorInsightsSpecification"})
-_SSE_DEFAULT = "ServerSideEncryptionByDefault"
-_BUCKET_DROPPED = frozenset(
-    {
-        "BucketName",  # see bucket_name
-        "ObjectLockEnabled",  # a create_bucket argument
-        "Tags",
-        "LoggingConfiguration",
-        "LifecycleConfiguration",  # nothing expires locally (moto does not run lifecycles)
-        "NotificationConfiguration",
-        "MetricsConfigurations",
-        "AnalyticsConfigurations",
-        "InventoryConfigurations",
-        "IntelligentTieringConfigurations",
-    }
-)
-
-
-# ------------------------------------------------------------------------- helpers
-
-
-def _merge_globals(global_value: Any, local_value: Any) -> Any:
-    """SAM's Globals rules: mappings merge (local keys win), lists concatenate
-    (globals first), anything else (intrinsics included) is the local value."""
-    if isinstance(global_value, dict) and isinstance(local_value, dict):
-        if _intrinsic_name(global_value) or _intrinsic_name(local_value):
-            return local_value
-        merged = dict(global_value)
-        for key, value in local_value.items():
-            merged[key] = _merge_globals(merged[key], value) if key in merged else value
-        return merged
-    if isinstance(global_value, list) and isinstance(local_value, list):
-        return global_value + local_value
-    return local_value
-
-
-def _intrinsic_name(value: Mapping[str, Any]) -> str | None:
-    if len(value) != 1:
-        return None
-    (key,) = value
-    return key if key in ("Ref", "Condition") or key.startswith("Fn::") else None
-
-
-def _without(mapping: Mapping[str, Any], keys: frozenset[str] | set[str]) -> dict[str, Any]:
-    return {k: v for k, v in mapping.items() if k not in keys}
-
-
-def _truthy(value: Any) -> bool:
-    return value is True or (isinstance(value, str) and value.lower() == "true")
-
-
-def _text(value: Any, where: str) -> str:
-    """CloudFormation's string form of a scalar (booleans as ``true``/``false``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | int | float):
-        return str(value)
-    raise TemplateError(f"{where}: expected a string, got {value!r}")
-
-
-def _check_parameter(name: str, spec: Mapping[str, Any], value: str) -> None:
-    def fail(why: str) -> TemplateError:
-        return TemplateError(f"parameter {name}={value!r}: {why}")
-
-    allowed = spec.get("AllowedValues")
-    if allowed is not None and value not in [_text(v, name) for v in allowed]:
-        raise fail(f"not one of {allowed}")
-    if spec.get("Type") == "Number":
-        try:
-            number = float(value)
-        except ValueError:
-            raise fail("not a number") from None
-        if "MinValue" in spec and number < float(spec["MinValue"]):
-            raise fail(f"below MinValue {spec['MinValue']}")
-        if "MaxValue" in spec and number > float(spec["MaxValue"]):
-            raise fail(f"above MaxValue {spec['MaxValue']}")
-    if "MinLength" in spec and len(value) < int(spec["MinLength"]):
-        raise fail(f"shorter than MinLength {spec['MinLength']}")
-    if "MaxLength" in spec and len(value) > int(spec["MaxLength"]):
-        raise fail(f"longer than MaxLength {spec['MaxLength']}")
-    pattern = spec.get("AllowedPattern")
-    if pattern is not None and re.fullmatch(pattern, value) is None:
-        raise fail(f"does not match AllowedPattern {pattern!r}")
-
-
-class _NoValue:
-    """``Ref: AWS::NoValue``: the key holding it is removed."""
-
-
-_NO_VALUE = _NoValue()
-_SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
-
-
-class _Resolver:
-    def __init__(
-        self,
-        template: Template,
-        refs: Mapping[str, str] | None,
-        attrs: Mapping[tuple[str, str], str] | None,
-        parameters: Mapping[str, str],
-        pseudo: Mapping[str, str] | None,
-    ) -> None:
-        self._doc = template._doc
-        self._where = template.path.name
-        self._refs = refs or {}
-        self._attrs = attrs or {}
-        self._parameters = parameters
-        self._pseudo = {**DEFAULT_PSEUDO, **(pseudo or {})}
-        self._functions: dict[str, Callable[[Any], Any]] = {
-            "Ref": self._ref,
-            "Condition": self._condition,
-            "Fn::GetAtt": self._get_att,
-            "Fn::Sub": self._sub,
-            "Fn::Join": self._join,
-            "Fn::Select": self._select,
-            "Fn::Split": self._split,
-            "Fn::If": self._if,
-            "Fn::Equals": self._equals,
-            "Fn::Not": lambda arg: not self._bool(arg[0]),
-            "Fn::And": lambda arg: all(self._bool(c) for c in arg),
-            "Fn::Or": lambda arg: any(self._bool(c) for c in arg),
-            "Fn::FindInMap": self._find_in_map,
-            "Fn::Base64": lambda arg: base64.b64encode(self._str(arg).encode()).decode(),
-        }
-
-    def resolve(self, value: Any) -> Any:
-        if isinstance(value, dict):
-            name = _intrinsic_name(value)
-            if name is not None:
-                function = self._functions.get(name)
-                if function is None:
-                    raise TemplateError(f"{name} cannot be resolved locally")
-                return function(value[name])
-            resolved = {k: self.resolve(v) for k, v in value.items()}
-            return {k: v for k, v in resolved.items() if v is not _NO_VALUE}
-        if isinstance(value, list):
-            return [v for v in map(self.resolve, value) if v is not _NO_VALUE]
-        return value
-
-    def _str(self, value: Any) -> str:
-        return _text(self.resolve(value), "intrinsic argument")
-
-    def _bool(self, value: Any) -> bool:
-        result = self.resolve(value)
-        if not isinstance(result, bool):
-            raise TemplateError(f"expected a condition, got {value!r}")
-        return result
-
-    def _ref(self, name: Any) -> Any:
-        if name == "AWS::NoValue":
-            return _NO_VALUE
-        if not isinstance(name, str):
-            raise TemplateError(f"Ref takes a name, not {name!r}")
-        if name.startswith("AWS::"):
-            if name not in self._pseudo:
-                raise UnresolvedReference(f"Ref {name}: no value given for this pseudo parameter")
-            return self._pseudo[name]
-        declared = (self._doc.get("Parameters") or {}).get(name)
-        if declared is not None:
-            if name not in self._parameters:
-                raise UnresolvedReference(f"Ref {name}: parameter has no default and no value")
-            value = self._parameters[name]
-            kind = str(declared.get("Type", "String"))
-            if kind == "CommaDelimitedList" or kind.startswith("List<"):
-                return [item.strip() for item in value.split(",")]
-            return value
-        if name not in self._doc["Resources"]:
-            raise UnresolvedReference(f"Ref {name}: not a parameter or resource of {self._where}")
-        if name not in self._refs:
-            raise UnresolvedReference(
-                f"Ref {name}: no physical id given for resource {name!r} "
-                f"(have: {', '.join(sorted(self._refs)) or 'none'})"
-            )
-        return self._refs[name]
-
-    def _get_att(self, arg: Any) -> str:
-        resource, attribute = arg[0], self._str(arg[1])
-        if resource not in self._doc["Resources"]:
-            raise UnresolvedReference(f"GetAtt {resource}.{attribute}: no such resource")
-        if (resource, attribute) not in self._attrs:
-            raise UnresolvedReference(f"GetAtt {resource}.{attribute}: no value given")
-        return self._attrs[(resource, attribute)]
-
-    def _sub(self, arg: Any) -> str:
-        if isinstance(arg, str):
-            text, variables = arg, {}
-        else:
-            text, raw = arg
-            variables = {k: self._str(v) for k, v in raw.items()}
-
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name.startswith("!"):  # ${!Literal} is the text ${Literal}
-                return "${" + name[1:] + "}"
-            if name in variables:
-                return variables[name]
-            if "." in name and not name.startswith("AWS::"):
-                return self._get_att(name.split(".", 1))
-            return _text(self._ref(name), f"${{{name}}}")
-
-        return _SUB_VARIABLE.sub(replace, text)
-
-    def _list(self, value: Any) -> list[Any]:
-        result = self.resolve(value)
-        if not isinstance(result, list):
-            raise TemplateError(f"expected a list, got {value!r}")
-        return result
-
-    def _join(self, arg: Any) -> str:
-        delimiter, items = arg
-        return str(delimiter).join(_text(item, "Fn::Join item") for item in self._list(items))
-
-    def _select(self, arg: Any) -> Any:
-        index, items = int(self._str(arg[0])), self._list(arg[1])
-        if not 0 <= index < len(items):
-            raise TemplateError(f"Fn::Select index {index} out of range")
-        return items[index]
-
-    def _split(self, arg: Any) -> list[str]:
-        delimiter, source = arg
-        return self._str(source).split(str(delimiter))
-
-    def _if(self, arg: Any) -> Any:
-        condition, when_true, when_false = arg
-        return self.resolve(when_true if self._condition(condition) else when_false)
-
-    def _equals(self, arg: Any) -> bool:
-        left, right = (self._str(v) for v in arg)
-        return left == right
-
-    def _condition(self, name: Any) -> bool:
-        conditions = self._doc.get("Conditions") or {}
-        if name not in conditions:
-            raise UnresolvedReference(f"Condition {name!r} is not declared")
-        return self._bool(conditions[name])
-
-    def _find_in_map(self, arg: Any) -> Any:
-        mapping, top, second = (self._str(v) for v in arg[:3])
-        try:
-            return self.resolve(self._doc["Mappings"][mapping][top][second])
-        except (KeyError, TypeError):
-            raise UnresolvedReference(
-                f"Fn::FindInMap {mapping}.{top}.{second}: no such entry"
-            ) from None
+        return resources.bucket_requests(props, logical_id, bucket_name, region)

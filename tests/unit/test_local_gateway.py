@@ -14,21 +14,21 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from tokenbroker.local.server import (
+from tokenbroker.local.errors import LocalConfigError
+from tokenbroker.local.gateway import (
     RAW_HEADERS_KEY,
     ApiSpec,
     AuthorizerCache,
     AuthorizerSpec,
     GatewayResponse,
     LocalApi,
-    LocalConfigError,
     Router,
     RouteSpec,
     evaluate_policy,
-    load_handler,
     routes_from_template,
     werkzeug_rule,
 )
+from tokenbroker.local.lambda_host import load_handler
 from tokenbroker.local.stack import LocalStackError, union_environment
 from tokenbroker.local.template import Template, loads
 
@@ -163,7 +163,8 @@ def test_proxy_event_has_the_rest_api_v1_shape() -> None:
     assert event["headers"]["X-Forwarded-Port"] == "8787"
     assert event["headers"]["X-Forwarded-For"] == "127.0.0.9"
     ctx = event["requestContext"]
-    assert ctx["path"] == event["path"]  # no stage prefix locally
+    # as sent, percent-encoded (API Gateway does not decode it); no stage prefix locally
+    assert ctx["path"] == "/v1/models/chat%20x/invoke"
     assert ctx["resourcePath"] == "/v1/models/{model}/invoke"
     assert ctx["httpMethod"] == "POST"
     assert ctx["stage"] == "prod"
@@ -176,6 +177,28 @@ def test_proxy_event_has_the_rest_api_v1_shape() -> None:
     assert isinstance(ctx["requestTimeEpoch"], int)
     assert ctx["requestId"] == response.headers["x-amzn-RequestId"]
     assert "authorizer" not in ctx
+
+
+@pytest.mark.parametrize(
+    ("sent", "decoded", "parameter"),
+    [
+        ("/v1/models/llama3:8b/invoke", "/v1/models/llama3:8b/invoke", "llama3:8b"),
+        ("/v1/models/team%40eu/invoke", "/v1/models/team@eu/invoke", "team@eu"),
+        ("/v1/models/a~b/invoke", "/v1/models/a~b/invoke", "a~b"),
+        ("/v1/models/100%25/invoke", "/v1/models/100%/invoke", "100%"),
+        ("/v1/models/%E2%82%AC/invoke", "/v1/models/\u20ac/invoke", "\u20ac"),
+    ],
+)
+def test_request_context_path_stays_percent_encoded_as_sent(
+    sent: str, decoded: str, parameter: str
+) -> None:
+    functions = Functions(Invoke=ok)
+    client = client_for([RouteSpec("POST", "/v1/models/{model}/invoke", "Invoke", API)], functions)
+    assert client.post(sent).status_code == 200
+    event = functions.last("Invoke")
+    assert event["requestContext"]["path"] == sent
+    assert event["path"] == decoded
+    assert event["pathParameters"] == {"model": parameter}
 
 
 def test_a_request_without_query_body_or_parameters_has_nulls() -> None:
@@ -548,6 +571,44 @@ def test_routes_authorizers_and_gateway_responses_come_from_the_template(
     assert api.gateway_responses["UNAUTHORIZED"].headers == {
         "WWW-Authenticate": 'DPoP error="invalid_token"'
     }
+
+
+def test_api_globals_merge_as_sam_merges_them_lists_concatenated(tmp_path: Path) -> None:
+    text = TEMPLATE.replace(
+        "  Function: {Runtime: python3.13}\n",
+        "  Function: {Runtime: python3.13}\n"
+        "  Api:\n"
+        '    BinaryMediaTypes: ["image~1png"]\n'
+        "    Variables: {tier: silver, region: eu}\n",
+    )
+    template = template_from(text, tmp_path)
+    (route, *_) = routes_from_template(template, template.resolve, stack_name="s")
+    # one Globals merge (SAM's): lists concatenate globals first, local keys win
+    assert route.api.binary_media_types == ("image/png", "application/octet-stream")
+    assert route.api.stage_variables == {"tier": "gold", "region": "eu"}
+
+
+def test_the_implicit_api_gets_the_api_globals_and_the_prod_stage(tmp_path: Path) -> None:
+    template = template_from(
+        """
+        Globals:
+          Api:
+            Variables: {tier: gold}
+        Resources:
+          Fn:
+            Type: AWS::Serverless::Function
+            Properties:
+              CodeUri: fn/
+              Handler: app.handler
+              Events:
+                Hello: {Type: Api, Properties: {Path: /hello, Method: get}}
+        """,
+        tmp_path,
+    )
+    (route,) = routes_from_template(template, template.resolve, stack_name="s")
+    assert (route.api.logical_id, route.api.stage) == ("ServerlessRestApi", "Prod")
+    assert route.api.stage_variables == {"tier": "gold"}
+    assert route.authorizer is None
 
 
 def test_sam_default_reauthorize_every_is_300(tmp_path: Path) -> None:

@@ -24,7 +24,9 @@ from tokenbroker.adapters.aggregates import AggregatesReader
 from tokenbroker.adapters.usage import usage_item
 from tokenbroker.cli import dev as dev_command
 from tokenbroker.domain.models import Decision, UsageRecord
-from tokenbroker.local.events import (
+from tokenbroker.local.errors import LocalConfigError
+from tokenbroker.local.provision import Deployment, provision
+from tokenbroker.local.sources import (
     LOCAL_MAX_RETRIES,
     EventSources,
     Schedule,
@@ -36,8 +38,6 @@ from tokenbroker.local.events import (
     schedules,
     stream_mappings,
 )
-from tokenbroker.local.provision import Deployment, provision
-from tokenbroker.local.server import LocalConfigError
 from tokenbroker.local.stack import LocalStack
 from tokenbroker.local.template import Template, load_template
 
