@@ -31,15 +31,7 @@ def container() -> bootstrap.Container:
 
     config: dict[str, str] = json.loads(CONFIG.read_text(encoding="utf-8"))
     region = config.get("AWS_REGION", "us-east-1")
-
-    def aws(service: str) -> Any:
-        import boto3
-
-        from tokenbroker.adapters.aws import client
-
-        return client(service, session=boto3.Session(region_name=region))
-
-    return bootstrap.build(Settings.from_mapping(config), aws=aws)
+    return bootstrap.build(Settings.from_mapping(config), aws=bootstrap.regional_clients(region))
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -254,6 +254,18 @@ def lambda_clients(service: str) -> Any:
     return client(service)
 
 
+def regional_clients(region: str) -> ClientFactory:
+    """Clients of one region from the standard configuration chain: for a function that
+    runs away from its tables and key (Lambda@Edge runs in the viewer's region)."""
+
+    def make(service: str) -> Any:
+        from tokenbroker.adapters.aws import client
+
+        return client(service, region=region)
+
+    return make
+
+
 def build(settings: Settings, *, aws: ClientFactory = lambda_clients, **kw: Any) -> Container:
     return Container(settings, aws=aws, **kw)
 

@@ -27,11 +27,12 @@ from tokenbroker.adapters import aggregates as adapter
 from tokenbroker.adapters.aggregates import AggregatesReader, DynamoAggregatesStore
 from tokenbroker.adapters.usage import usage_item
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
+from tokenbroker.domain.units import HOUR_MS
 from tokenbroker.local.lambda_host import LambdaContext, load_handler
 from tokenbroker.local.provision import Deployment, provision
 from tokenbroker.local.sources import lambda_record, make_streams_client
 from tokenbroker.local.template import load_template
-from tokenbroker.services.aggregates import HOUR_MS, Contribution, PrincipalSummary
+from tokenbroker.services.aggregates import Contribution, PrincipalSummary
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = "tb-agg"

@@ -16,11 +16,11 @@ from moto import mock_aws
 
 from tokenbroker.adapters.usage import usage_item
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
+from tokenbroker.domain.units import HOUR_MS
 from tokenbroker.local.provision import Deployment, provision
 from tokenbroker.local.template import load_template
 
 REGION = "us-east-1"
-HOUR_MS = 3_600_000
 #: 2026-11-27T00:00:00Z
 T0 = calendar.timegm((2026, 11, 27, 0, 0, 0)) * 1000
 

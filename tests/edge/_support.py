@@ -9,15 +9,10 @@ the code under test cannot hide behind the same bug here.
 
 from __future__ import annotations
 
-import importlib.util
-import itertools
 import secrets
-import sys
-import threading
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,24 +21,19 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from joserfc.jwk import ECKey
 
+from support import lambda_events
 from support.dpop import DeviceKey, ath_for, b64url, b64url_json
+from support.fakes import FakeUsageLedger as FakeUsageLedger  # the edge tests use s.FakeUsageLedger
+from support.lambda_events import ACCOUNT, API_ID, HOST, ISSUER, REGION, STAGE
 from tokenbroker import bootstrap
 from tokenbroker.domain.clock import FixedClock
-from tokenbroker.domain.errors import ClientDisabled, DeviceRevoked, ProofReplayed
 from tokenbroker.domain.keycache import KeyCache
-from tokenbroker.domain.models import UsageRecord
 from tokenbroker.settings import Settings
 from tokenbroker.web.edge import Unauthorized
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTHORIZER_APP = ROOT / "functions" / "authorizer" / "app.py"
 
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
-API_ID = "abc123"
-STAGE = "prod"
-HOST = f"{API_ID}.execute-api.{REGION}.amazonaws.com"
-ISSUER = f"https://{HOST}/{STAGE}"
 AUDIENCE = "urn:tokenbroker:api"
 WHOAMI = "/v1/whoami"
 INVOKE = "/v1/models/{model}/invoke"
@@ -53,8 +43,6 @@ ROUTE_SCOPES = (("GET /v1/whoami", ""), ("POST /v1/models/{model}/invoke", "mode
 CLIENT_ID = "tbc_0123456789abcdef01234567"
 PRINCIPAL = CLIENT_ID
 DEFAULT_SCOPE = "profile"
-
-_counter = itertools.count()
 
 
 def url_for(path: str, *, stage: str = STAGE, host: str = HOST, scheme: str = "https") -> str:
@@ -81,32 +69,13 @@ def settings(**overrides: Any) -> Settings:
 
 
 @dataclass
-class LambdaContext:
-    """The attributes Powertools reads from the Lambda context object."""
-
+class LambdaContext(lambda_events.LambdaContext):
     function_name: str = "AuthorizerFunction"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 128
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:AuthorizerFunction"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = "/aws/lambda/AuthorizerFunction"
-    log_stream_name: str = "2030/01/01/[$LATEST]0123456789abcdef"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
 
 
 def load_authorizer() -> ModuleType:
-    """``functions/authorizer/app.py`` as a fresh module with a unique name (each Lambda
-    function folder has its own ``app.py``; they must not shadow each other)."""
-    name = f"_tb_authorizer_app_{next(_counter)}"
-    spec = importlib.util.spec_from_file_location(name, AUTHORIZER_APP)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """``functions/authorizer/app.py`` as a fresh module with a unique name."""
+    return lambda_events.load_function(AUTHORIZER_APP, "_tb_authorizer_app")
 
 
 def call_rest_authorizer(
@@ -313,11 +282,7 @@ def rest_event(
             ("X-Forwarded-Proto", "https"),
             ("X-Forwarded-Port", "443"),
         ]
-        single, multi = {}, {}
-        for name, value in [*base, *headers]:
-            single[name] = value
-            multi.setdefault(name, []).append(value)
-    request_id = str(uuid.uuid4())
+        single, multi = lambda_events.header_maps([*base, *headers])
     return {
         "type": "REQUEST",
         "methodArn": method_arn(method, path),
@@ -330,22 +295,15 @@ def rest_event(
         "multiValueQueryStringParameters": None,
         "pathParameters": dict(path_parameters) if path_parameters else None,
         "stageVariables": None,
-        "requestContext": {
-            "resourcePath": resource,
-            "httpMethod": method,
-            "path": f"/{STAGE}{path}",
-            "accountId": ACCOUNT,
-            "protocol": "HTTP/1.1",
-            "stage": STAGE,
-            "domainPrefix": API_ID,
-            "requestId": request_id,
-            "extendedRequestId": request_id[:16],
-            "requestTime": "01/Jan/2027:08:00:00 +0000",
-            "requestTimeEpoch": 1_800_000_000_000,
-            "identity": {"sourceIp": "203.0.113.7", "userAgent": "edge-tests/1.0"},
-            "domainName": HOST,
-            "apiId": API_ID,
-        },
+        "requestContext": lambda_events.rest_request_context(
+            method,
+            resource,
+            path,
+            source_ip="203.0.113.7",
+            user_agent="edge-tests/1.0",
+            request_time="01/Jan/2027:08:00:00 +0000",
+            epoch_ms=1_800_000_000_000,
+        ),
     }
 
 
@@ -433,42 +391,6 @@ def edge_event(
 
 def dpop_headers(token: str, proof_value: str, scheme: str = "DPoP") -> list[tuple[str, str]]:
     return [("Authorization", f"{scheme} {token}"), ("DPoP", proof_value)]
-
-
-# ---------------------------------------------------------------- usage ledger fake
-
-
-class FakeUsageLedger:
-    """The UsageLedger port in memory, with the DynamoDB adapter's conditions: the
-    allowed-request insert fails (and writes nothing) if the device is revoked, the client
-    disabled, or the record id (the proof's replay key) already exists."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, UsageRecord] = {}
-        self.revoked: set[str] = set()
-        self.disabled: set[str] = set()
-        self.calls: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def record_use(self, record: UsageRecord) -> None:
-        with self._lock:
-            self.calls["record_use"] += 1
-            if record.jkt in self.revoked:
-                raise DeviceRevoked("the device key has been revoked")
-            if record.client_id in self.disabled:
-                raise ClientDisabled("the client has been disabled")
-            if record.record_id in self.records:
-                raise ProofReplayed("the DPoP proof has already been used")
-            self.records[record.record_id] = record
-
-    def record_denial(self, record: UsageRecord) -> None:
-        with self._lock:
-            self.calls["record_denial"] += 1
-            self.records.setdefault(record.record_id, record)
-
-    def decisions(self) -> list[tuple[str, str]]:
-        """(decision, reason) of every record, in insertion order."""
-        return [(r.decision.value, r.reason) for r in self.records.values()]
 
 
 def context_is_flat_strings(context: Mapping[str, Any]) -> bool:

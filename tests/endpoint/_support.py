@@ -15,17 +15,14 @@ Proofs come from ``support.dpop`` (joserfc + cryptography), never from tokenbrok
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
-import itertools
 import json
 import logging
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,7 +34,12 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
 
+from support import lambda_events
 from support.dpop import DeviceKey
+from support.lambda_events import ACCOUNT as ACCOUNT  # re-exported for the endpoint tests
+from support.lambda_events import API_ID as API_ID
+from support.lambda_events import HOST, ISSUER, REGION
+from support.lambda_events import STAGE as STAGE
 from tokenbroker import bootstrap
 from tokenbroker.adapters import aws
 from tokenbroker.domain.clock import FixedClock
@@ -49,12 +51,6 @@ TEMPLATE = ROOT / "template.yaml"
 TOKEN_APP = ROOT / "functions" / "token_endpoint" / "app.py"
 DISCOVERY_APP = ROOT / "functions" / "discovery" / "app.py"
 
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
-API_ID = "abc123"
-STAGE = "prod"
-HOST = f"{API_ID}.execute-api.{REGION}.amazonaws.com"
-ISSUER = f"https://{HOST}/{STAGE}"
 TOKEN_PATH = "/oauth2/token"
 TOKEN_URL = ISSUER + TOKEN_PATH
 METADATA_PATH = "/.well-known/oauth-authorization-server"
@@ -69,7 +65,6 @@ SKEW = 5
 #: the real composition root, captured before any test replaces it
 REAL_DEFAULT = bootstrap.default
 
-_counter = itertools.count()
 _session: list[boto3.Session] = []
 
 
@@ -91,25 +86,14 @@ def lambda_client(service: str) -> Any:
 
 
 @dataclass
-class LambdaContext:
-    """The attributes Powertools reads from the Lambda context object."""
-
+class LambdaContext(lambda_events.LambdaContext):
     function_name: str = "TokenFunction"
     memory_limit_in_mb: int = 256
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:TokenFunction"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 def load_function(path: Path) -> ModuleType:
     """A Lambda ``app.py`` as a fresh module under a unique name."""
-    name = f"_tb_endpoint_{path.parent.name}_{next(_counter)}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return lambda_events.load_function(path, "_tb_endpoint")
 
 
 HeaderValues = str | Sequence[str]
@@ -137,35 +121,26 @@ def rest_event(
     }
     for name, value in (headers or {}).items():
         given[name] = [value] if isinstance(value, str) else list(value)
-    request_id = str(uuid.uuid4())
+    single, multi = lambda_events.header_maps(
+        (name, value) for name, values in given.items() for value in values
+    )
     return {
         "resource": resource,
         "path": resource,
         "httpMethod": method,
-        # API Gateway keeps the last value of a repeated header in ``headers``
-        "headers": {name: values[-1] for name, values in given.items() if values},
-        "multiValueHeaders": given,
+        "headers": single,
+        "multiValueHeaders": multi,
         "queryStringParameters": dict(query) if query else None,
         "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
         "pathParameters": None,
         "stageVariables": None,
-        "requestContext": {
-            "accountId": ACCOUNT,
-            "apiId": API_ID,
-            "resourceId": "r3s0urc3",
-            "resourcePath": resource,
-            "httpMethod": method,
-            "path": f"/{STAGE}{resource}",
-            "stage": STAGE,
-            "domainName": HOST,
-            "domainPrefix": API_ID,
-            "protocol": "HTTP/1.1",
-            "requestId": request_id,
-            "extendedRequestId": request_id[:16],
-            "requestTime": "01/Jan/2030:00:00:00 +0000",
-            "requestTimeEpoch": 1_893_456_000_000,
-            "identity": {"sourceIp": "198.51.100.7", "userAgent": "tokenbroker-tests/1.0"},
-        },
+        "requestContext": lambda_events.rest_request_context(
+            method,
+            resource,
+            resource,
+            source_ip="198.51.100.7",
+            user_agent="tokenbroker-tests/1.0",
+        ),
         "body": body,
         "isBase64Encoded": is_base64,
     }
@@ -314,10 +289,7 @@ class Broker:
         return response
 
     def invoke_discovery(self, event: Any) -> dict[str, Any]:
-        context = LambdaContext(
-            function_name="DiscoveryFunction",
-            invoked_function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:DiscoveryFunction",
-        )
+        context = LambdaContext(function_name="DiscoveryFunction")
         response = self.discovery_app.handler(event, context)
         assert isinstance(response, dict)
         return response

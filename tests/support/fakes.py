@@ -25,8 +25,10 @@ from joserfc.jwk import ECKey
 
 from tokenbroker.domain.errors import (
     BrokerError,
+    ClientDisabled,
     Conflict,
     DeviceLimitReached,
+    DeviceRevoked,
     NotFound,
     ProofReplayed,
     TemporarilyUnavailable,
@@ -266,3 +268,57 @@ class FakeSigner(_Fake):
         self._call("sign")
         r, s = decode_dss_signature(self.private_key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+class FakeUsageLedger:
+    """The UsageLedger port in memory, with the DynamoDB adapter's conditions: the
+    allowed-request insert fails (and writes nothing) if the device is revoked, the client
+    disabled, or the record id (the proof's replay key) already exists.
+
+    Liveness comes from ``revoked``/``disabled`` (tests set them directly) and, when
+    given, from ``directory`` (a device not active for the record's client, or a client
+    not active there, counts too: what the adapter reads from the tables)."""
+
+    def __init__(self, directory: FakeClientDirectory | None = None) -> None:
+        self.records: dict[str, UsageRecord] = {}
+        self.revoked: set[str] = set()
+        self.disabled: set[str] = set()
+        self.calls: Counter[str] = Counter()
+        self.directory = directory
+        self._lock = threading.Lock()
+
+    def _revoked(self, record: UsageRecord) -> bool:
+        if record.jkt in self.revoked:
+            return True
+        if self.directory is None:
+            return False
+        device = self.directory.devices.get(record.jkt)
+        return device is None or not device.active or device.client_id != record.client_id
+
+    def _disabled(self, record: UsageRecord) -> bool:
+        if record.client_id in self.disabled:
+            return True
+        if self.directory is None:
+            return False
+        client = self.directory.clients.get(record.client_id)
+        return client is None or not client.active
+
+    def record_use(self, record: UsageRecord) -> None:
+        with self._lock:
+            self.calls["record_use"] += 1
+            if self._revoked(record):
+                raise DeviceRevoked("the device key has been revoked")
+            if self._disabled(record):
+                raise ClientDisabled("the client has been disabled")
+            if record.record_id in self.records:
+                raise ProofReplayed("the DPoP proof has already been used")
+            self.records[record.record_id] = record
+
+    def record_denial(self, record: UsageRecord) -> None:
+        with self._lock:
+            self.calls["record_denial"] += 1
+            self.records.setdefault(record.record_id, record)
+
+    def decisions(self) -> list[tuple[str, str]]:
+        """(decision, reason) of every record, in insertion order."""
+        return [(r.decision.value, r.reason) for r in self.records.values()]

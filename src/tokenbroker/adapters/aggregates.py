@@ -34,8 +34,8 @@ from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import TemporarilyUnavailable
 from tokenbroker.domain.ledger import hour_of
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
+from tokenbroker.domain.units import HOUR_MS
 from tokenbroker.services.aggregates import (
-    HOUR_MS,
     MAX_SOURCE_IPS,
     AggregatesService,
     Contribution,

@@ -32,11 +32,16 @@ CLI_CONFIG = Config(
 
 
 def client(
-    service: str, *, session: boto3.Session | None = None, config: Config = LAMBDA_CONFIG
+    service: str,
+    *,
+    session: boto3.Session | None = None,
+    config: Config = LAMBDA_CONFIG,
+    region: str | None = None,
 ) -> Any:
-    """A boto3 client from the standard configuration chain (AWS_ENDPOINT_URL included)."""
+    """A boto3 client from the standard configuration chain (AWS_ENDPOINT_URL included),
+    in ``region`` if given (else the chain's region)."""
     with _CLIENT_LOCK:  # creating clients from one session is not thread-safe
-        return (session or _default_session()).client(service, config=config)
+        return (session or _default_session()).client(service, config=config, region_name=region)
 
 
 _CLIENT_LOCK = threading.Lock()

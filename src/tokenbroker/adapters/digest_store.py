@@ -17,12 +17,12 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from tokenbroker.adapters.aws import error_code, failing_closed
+from tokenbroker.domain.units import DAY_MS
 
 PREFIX = "digests/"
 _STATEMENT = ".json"
 _MANIFEST = ".manifest.jsonl"
 _ISO = "%Y-%m-%dT%H:%M:%SZ"
-_DAY_MS = 86_400_000
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 _EXISTS = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
 
@@ -121,8 +121,8 @@ class S3DigestStore:
     def latest_statement(self, *, before_ms: int, not_before_ms: int) -> int | None:
         """The start of the newest sealed period that starts in [not_before_ms, before_ms),
         searching day prefixes backwards from ``before_ms`` (one listing per day)."""
-        day = before_ms - before_ms % _DAY_MS
-        while day + _DAY_MS > not_before_ms:
+        day = before_ms - before_ms % DAY_MS
+        while day + DAY_MS > not_before_ms:
             found = [
                 start
                 for key in self._keys(_day_prefix(day))
@@ -130,7 +130,7 @@ class S3DigestStore:
             ]
             if found:
                 return max(found)
-            day -= _DAY_MS
+            day -= DAY_MS
         return None
 
     def _keys(self, prefix: str) -> list[str]:

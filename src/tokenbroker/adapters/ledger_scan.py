@@ -21,9 +21,9 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from tokenbroker.adapters.aws import failing_closed
 from tokenbroker.domain.ledger import INDEXES, SORT_KEY, hour_of, partition_keys
+from tokenbroker.domain.units import HOUR_MS
 
 INDEX = "by_hour"
-_HOUR_MS = 3_600_000
 _deser = TypeDeserializer()
 
 
@@ -36,8 +36,8 @@ def hours(start_ms: int, end_ms: int) -> list[str]:
     """The ``by_hour`` values (``YYYY-MM-DDTHH``) of every hour [start_ms, end_ms) touches."""
     if end_ms <= start_ms:
         return []
-    first = start_ms - start_ms % _HOUR_MS
-    return [hour_of(h) for h in range(first, end_ms, _HOUR_MS)]
+    first = start_ms - start_ms % HOUR_MS
+    return [hour_of(h) for h in range(first, end_ms, HOUR_MS)]
 
 
 class LedgerScanner:

@@ -23,6 +23,7 @@ import click
 
 from tokenbroker.cli.deployment import CliState
 from tokenbroker.cli.output import FORMATS, Field, Format, Record, render
+from tokenbroker.domain.units import DAY_MS, HOUR_MS
 from tokenbroker.services.audit import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -35,7 +36,6 @@ from tokenbroker.services.audit import (
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DAY_MS = 86_400_000
 #: items per DynamoDB page of one shard in an export: memory holds at most
 #: ``shards (256) x EXPORT_PAGE_SIZE`` records (~22 MB), whatever the range
 EXPORT_PAGE_SIZE = 50
@@ -113,7 +113,7 @@ class BadInput(click.ClickException):
 # ---- times ----------------------------------------------------------------------------
 
 _RELATIVE = re.compile(r"(\d{1,9})\s*([smhdw])(?:\s+ago)?", re.IGNORECASE)
-_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": DAY_MS, "w": 7 * DAY_MS}
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": HOUR_MS, "d": DAY_MS, "w": 7 * DAY_MS}
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 

@@ -28,14 +28,19 @@ class BrokerError(Exception):
 
 
 class OAuthError(BrokerError):
-    """An error reported to the client with an OAuth error code."""
+    """An error reported to the client with an OAuth error code. A leaf that sets its
+    ``error`` and no ``reason`` is audited under its code."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "error" in cls.__dict__ and "reason" not in cls.__dict__:
+            cls.reason = cls.error
 
 
 class InvalidRequest(OAuthError):
     """RFC 6749 §5.2 ``invalid_request``: malformed, missing or duplicated parameter."""
 
     error = "invalid_request"
-    reason = "invalid_request"
 
 
 class InvalidClient(OAuthError):
@@ -46,7 +51,6 @@ class InvalidClient(OAuthError):
     """
 
     error = "invalid_client"
-    reason = "invalid_client"
 
     def __init__(self, description: str = "client authentication failed", **kw: str) -> None:
         super().__init__("client authentication failed", **kw)
@@ -56,35 +60,30 @@ class InvalidGrant(OAuthError):
     """RFC 6749 §5.2 ``invalid_grant``: e.g. the proof key is not an enrolled device."""
 
     error = "invalid_grant"
-    reason = "invalid_grant"
 
 
 class UnauthorizedClient(OAuthError):
     """RFC 6749 §5.2 ``unauthorized_client``."""
 
     error = "unauthorized_client"
-    reason = "unauthorized_client"
 
 
 class UnsupportedGrantType(OAuthError):
     """RFC 6749 §5.2 ``unsupported_grant_type``."""
 
     error = "unsupported_grant_type"
-    reason = "unsupported_grant_type"
 
 
 class InvalidScope(OAuthError):
     """RFC 6749 §5.2 ``invalid_scope``."""
 
     error = "invalid_scope"
-    reason = "invalid_scope"
 
 
 class InvalidDpopProof(OAuthError):
     """RFC 9449 §5, §7.1 ``invalid_dpop_proof``: the DPoP proof failed a §4.3 check."""
 
     error = "invalid_dpop_proof"
-    reason = "invalid_dpop_proof"
 
 
 class ProofReplayed(InvalidDpopProof):
@@ -97,7 +96,6 @@ class UseDpopNonce(OAuthError):
     """RFC 9449 §8 ``use_dpop_nonce``."""
 
     error = "use_dpop_nonce"
-    reason = "use_dpop_nonce"
 
 
 class InvalidToken(OAuthError):
@@ -105,14 +103,12 @@ class InvalidToken(OAuthError):
     expired, not ours, or not bound to the presented proof."""
 
     error = "invalid_token"
-    reason = "invalid_token"
 
 
 class InsufficientScope(OAuthError):
     """RFC 6750 §3.1 ``insufficient_scope``."""
 
     error = "insufficient_scope"
-    reason = "insufficient_scope"
 
 
 class TemporarilyUnavailable(OAuthError):
@@ -160,7 +156,6 @@ class InvalidTarget(OAuthError):
     """RFC 8707 §2 ``invalid_target``: the requested resource is not an audience we serve."""
 
     error = "invalid_target"
-    reason = "invalid_target"
 
 
 class DeviceRevoked(InvalidToken):

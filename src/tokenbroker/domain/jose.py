@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tokenbroker.domain.errors import OAuthError
+from tokenbroker.domain.pairs import unique_mapping
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
@@ -75,12 +76,7 @@ def b64url_decode(segment: str) -> bytes:
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate member {key!r}")
-        obj[key] = value
-    return obj
+    return unique_mapping(pairs, lambda key: ValueError(f"duplicate member {key!r}"))
 
 
 def _reject_constant(name: str) -> Any:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from tokenbroker.domain.units import DAY_SECONDS, MAX_LEDGER_FIELD, MAX_SOURCE_IP
+
 
 class Status(StrEnum):
     ACTIVE = "active"
@@ -108,3 +110,50 @@ class UsageRecord:
     user_agent: str = ""
     request_id: str = ""
     actor: str = ""  # who acted, for admin events (an IAM ARN)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        at: float,
+        retention_days: int,
+        record_id: str,
+        principal: str,
+        client_id: str,
+        decision: Decision = Decision.ALLOW,
+        reason: str = "ok",
+        event: EventType = EventType.REQUEST,
+        resource: str = "",
+        source_ip: str = "",
+        user_agent: str = "",
+        request_id: str = "",
+        jkt: str = "",
+        token_jti: str = "",
+        proof_jti_hash: str = "",
+        method: str = "",
+        route: str = "",
+        actor: str = "",
+    ) -> UsageRecord:
+        """The one way services make a record: ``at`` (epoch seconds) becomes ``at_ms``
+        and the retention deadline; fields copied from a request are cut to the ledger's
+        bounds."""
+        return cls(
+            record_id=record_id,
+            at_ms=int(at * 1000),
+            decision=decision,
+            reason=reason,
+            principal=principal,
+            client_id=client_id,
+            retain_until=int(at) + retention_days * DAY_SECONDS,
+            event=event,
+            resource=resource[:MAX_LEDGER_FIELD],
+            source_ip=source_ip[:MAX_SOURCE_IP],
+            user_agent=user_agent[:MAX_LEDGER_FIELD],
+            request_id=request_id[:MAX_LEDGER_FIELD],
+            jkt=jkt,
+            token_jti=token_jti,
+            proof_jti_hash=proof_jti_hash,
+            method=method,
+            route=route,
+            actor=actor,
+        )

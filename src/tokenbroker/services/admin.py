@@ -17,7 +17,6 @@ from tokenbroker.domain.clock import Clock, IdSource
 from tokenbroker.domain.errors import AdminError, NotFound
 from tokenbroker.domain.models import (
     Client,
-    Decision,
     Device,
     EventType,
     Status,
@@ -27,12 +26,11 @@ from tokenbroker.domain.policy import parse_scope
 from tokenbroker.domain.ports import ClientDirectory
 from tokenbroker.domain.rfc7638 import is_thumbprint
 from tokenbroker.domain.secrets import SECRET_BYTES, hash_secret
+from tokenbroker.domain.units import CLIENT_ID
 
 DEFAULT_MAX_DEVICES = 3
 MAX_DEVICES_LIMIT = 100
 _LABEL = re.compile(r"[\w .@:/+-]{0,64}")
-_CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_DAY = 86_400
 #: ledger record ids of admin actions: this prefix + the action's request id
 RECORD_PREFIX = "adm:"
 
@@ -86,16 +84,14 @@ class AdminService:
     def _record(self, event: EventType, at: float, client_id: str, jkt: str = "") -> UsageRecord:
         """The ledger record of one admin action: ids only, never a secret or its hash."""
         request_id = self._request_ids()
-        return UsageRecord(
+        return UsageRecord.build(
+            at=at,
+            retention_days=self._retention_days,
             record_id=RECORD_PREFIX + request_id,
-            at_ms=int(at * 1000),
-            decision=Decision.ALLOW,
-            reason="ok",
             principal=client_id,
             client_id=client_id,
             jkt=jkt,
             request_id=request_id,
-            retain_until=int(at) + self._retention_days * _DAY,
             event=event,
             actor=self._actor,
         )
@@ -186,6 +182,6 @@ class AdminService:
 
 
 def _check_client_id(client_id: str) -> str:
-    if not _CLIENT_ID.fullmatch(client_id):
+    if not CLIENT_ID.fullmatch(client_id):
         raise InvalidInput("client id must be 1-64 letters, digits, '-' or '_'")
     return client_id

@@ -34,9 +34,8 @@ from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import BrokerError
 from tokenbroker.domain.ledger import hour_of
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
+from tokenbroker.domain.units import DAY_MS, HOUR_MS
 
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
 #: how long a record id is remembered as counted: the stream keeps records 24 hours,
 #: so no redelivery can come later than that; a week leaves room for replays by hand
 MARKER_LIFETIME_SECONDS = 7 * 24 * 3600

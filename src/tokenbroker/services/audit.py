@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tokenbroker.domain.ledger import INDEXES, hour_of, partition_keys
+from tokenbroker.domain.units import DAY_MS, HOUR_MS
 from tokenbroker.services.aggregates import PrincipalSummary, merge
 
 Record = dict[str, Any]
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
 DECISIONS = ("allow", "deny")

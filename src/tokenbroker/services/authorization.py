@@ -40,10 +40,8 @@ from tokenbroker.domain.ports import UsageLedger
 from tokenbroker.domain.rfc9068 import MAX_TOKEN_LENGTH, AccessTokenClaims, verify_access_token
 from tokenbroker.domain.rfc9449 import ProofPolicy, replay_key, verify_proof
 
-_DAY = 86_400
 _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 MAX_HEADER = MAX_TOKEN_LENGTH + 16
-_MAX_FIELD = 256
 
 
 @dataclass(frozen=True)
@@ -225,9 +223,10 @@ class AuthorizationService:
         resource = (
             next(iter(request.path_parameters.values()), "") if request.path_parameters else ""
         )
-        return UsageRecord(
+        return UsageRecord.build(
+            at=now,
+            retention_days=self._policy.usage_retention_days,
             record_id=record_id,
-            at_ms=int(now * 1000),
             decision=decision,
             reason=reason,
             principal=claims.sub,
@@ -237,11 +236,10 @@ class AuthorizationService:
             proof_jti_hash=request_hash(proof_jti) if proof_jti else "",
             method=request.method,
             route=request.route,
-            resource=resource[:_MAX_FIELD],
-            source_ip=request.source_ip[:64],
-            user_agent=request.user_agent[:_MAX_FIELD],
-            request_id=request.request_id[:_MAX_FIELD],
-            retain_until=int(now) + self._policy.usage_retention_days * _DAY,
+            resource=resource,
+            source_ip=request.source_ip,
+            user_agent=request.user_agent,
+            request_id=request.request_id,
         )
 
     def _record_denial(

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import ConfigurationError
 from tokenbroker.domain.ledger import hour_of, record_hash
+from tokenbroker.domain.pairs import unique_mapping
+from tokenbroker.domain.units import DAY_MS, DAY_SECONDS
 
 if TYPE_CHECKING:
     from tokenbroker.settings import Settings
@@ -45,8 +47,8 @@ VERSION = 1
 #: a period is sealed at most this many at a time (the function runs every 15 minutes)
 MAX_PERIODS_PER_RUN = 48
 #: with no digest in this window, sealing (re)starts at the period containing now - 1 day
-HEAD_LOOKBACK_MS = 7 * 86_400_000
-START_BACK_MS = 86_400_000
+HEAD_LOOKBACK_MS = 7 * DAY_MS
+START_BACK_MS = DAY_MS
 
 Status = Literal[
     "intact", "tampered", "unsealed", "missing_digest", "bad_signature", "broken_chain"
@@ -119,12 +121,7 @@ class DigestFormatError(ValueError):
 
 
 def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise DigestFormatError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
+    return unique_mapping(pairs, lambda key: DigestFormatError(f"duplicate key {key!r}"))
 
 
 def _loads(data: bytes) -> Any:
@@ -212,7 +209,7 @@ class DigestService:
         #: (the function runs every 15 minutes and may be retried)
         pending_seconds: int = 1800,
     ) -> None:
-        if period_seconds <= 0 or 86_400 % period_seconds:
+        if period_seconds <= 0 or DAY_SECONDS % period_seconds:
             raise ConfigurationError("DIGEST_PERIOD_SECONDS must divide a day")
         if grace_seconds < 0:
             raise ConfigurationError("DIGEST_GRACE_SECONDS must not be negative")

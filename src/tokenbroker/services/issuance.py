@@ -9,7 +9,6 @@ proof's (jkt, jti).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from tokenbroker.domain.clock import Clock
@@ -22,19 +21,16 @@ from tokenbroker.domain.errors import (
     InvalidTarget,
     UnsupportedGrantType,
 )
-from tokenbroker.domain.models import Decision, EventType, IssuedToken, UsageRecord
+from tokenbroker.domain.models import EventType, IssuedToken, UsageRecord
 from tokenbroker.domain.policy import grant_scope
 from tokenbroker.domain.ports import ClientDirectory, Signer, TokenLedger
 from tokenbroker.domain.rfc9068 import AccessTokenClaims, assemble, signing_input
 from tokenbroker.domain.rfc9449 import DpopProof, ProofPolicy, replay_key, verify_proof
 from tokenbroker.domain.secrets import secret_matches
+from tokenbroker.domain.units import CLIENT_ID, DAY_SECONDS
 
 GRANT_TYPE = "client_credentials"
-_CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # as AdminService creates them
 _MAX_SECRET = 256
-_MAX_FIELD = 256  # ledger fields copied from the request (user agent, request id)
-_MAX_IP = 64
-_DAY = 86_400
 #: the ledger record of an issuance: one per token (its jti is unique)
 RECORD_PREFIX = "iss:"
 
@@ -105,7 +101,7 @@ class IssuanceService:
     def issue(self, request: TokenRequest, *, request_issuer: str) -> IssuedAccessToken:
         if (
             request.client_id is None
-            or not _CLIENT_ID.fullmatch(request.client_id)
+            or not CLIENT_ID.fullmatch(request.client_id)
             or request.client_secret is None
             or len(request.client_secret) > _MAX_SECRET
         ):
@@ -196,7 +192,7 @@ class IssuanceService:
                 issued_at=now,
                 expires_at=claims.exp,
                 retain_until=max(claims.exp, replay_until)
-                + self._policy.record_retention_days * _DAY,
+                + self._policy.record_retention_days * DAY_SECONDS,
             ),
             self._issuance_record(request, client_id, proof.jkt, jti, at),
         )
@@ -206,18 +202,16 @@ class IssuanceService:
         self, request: TokenRequest, client_id: str, jkt: str, jti: str, at: float
     ) -> UsageRecord:
         """The ledger record of this issuance: ids only, never the token or secret."""
-        return UsageRecord(
+        return UsageRecord.build(
+            at=at,
+            retention_days=self._policy.usage_retention_days,
             record_id=RECORD_PREFIX + jti,
-            at_ms=int(at * 1000),
-            decision=Decision.ALLOW,
-            reason="ok",
             principal=client_id,
             client_id=client_id,
             jkt=jkt,
             token_jti=jti,
-            source_ip=request.source_ip[:_MAX_IP],
-            user_agent=request.user_agent[:_MAX_FIELD],
-            request_id=request.request_id[:_MAX_FIELD],
-            retain_until=int(at) + self._policy.usage_retention_days * _DAY,
+            source_ip=request.source_ip,
+            user_agent=request.user_agent,
+            request_id=request.request_id,
             event=EventType.TOKEN_ISSUED,
         )

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, unquote_plus
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from tokenbroker.domain.errors import InvalidClient, InvalidDpopProof, InvalidRequest
+from tokenbroker.domain.pairs import unique_mapping
 from tokenbroker.services.issuance import TokenRequest
 from tokenbroker.web.events import raw_header_values, raw_request_url
 
@@ -75,12 +76,7 @@ def _form(event: APIGatewayProxyEvent) -> dict[str, str]:
         raise InvalidRequest("the request body is not a valid form") from exc
     if _BAD_ESCAPE.search(body):
         raise InvalidRequest("the request body has a malformed percent-encoding")
-    form: dict[str, str] = {}
-    for key, value in pairs:
-        if key in form:
-            raise InvalidRequest(f"parameter {key!r} is repeated")
-        form[key] = value
-    return form
+    return unique_mapping(pairs, lambda key: InvalidRequest(f"parameter {key!r} is repeated"))
 
 
 def _basic_credentials(authorization: str) -> tuple[str, str]:

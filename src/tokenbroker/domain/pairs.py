@@ -1,0 +1,27 @@
+"""One mapping from key/value pairs that refuses a repeated key.
+
+Untrusted input that repeats a key is ambiguous (JSON keeps the last member, forms the
+first or the last, depending on the parser), so the broker rejects it wherever it
+parses: JOSE headers and claims (RFC 7515 §5.2 step 4), digest files, token request
+forms. Each caller names its own error; the rule is written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+V = TypeVar("V")
+
+
+def unique_mapping(
+    pairs: Iterable[tuple[str, V]], duplicate: Callable[[str], Exception]
+) -> dict[str, V]:
+    """``dict(pairs)``, but ``duplicate(key)`` is raised for the first repeated key. As
+    ``json.loads(object_pairs_hook=functools.partial(unique_mapping, duplicate=...))``."""
+    result: dict[str, V] = {}
+    for key, value in pairs:
+        if key in result:
+            raise duplicate(key)
+        result[key] = value
+    return result
