@@ -151,3 +151,35 @@ def test_every_handler_imports_from_the_layer_alone(
     foreign = [f for f in loaded if not f.startswith(allowed)]
     assert foreign == [], "modules loaded from outside the layer"
     assert not any(re.search(r"tokenbroker/(cli|local|client)/", f) for f in loaded)
+
+
+@pytest.fixture(scope="module")
+def sam_build() -> Path:
+    built = os.environ.get("TOKENBROKER_SAM_BUILD")
+    if not built:
+        pytest.skip("TOKENBROKER_SAM_BUILD is not set: scripts/test runs `sam build` and sets it")
+    return Path(built)
+
+
+def test_sam_build_made_the_layer_for_python313_on_arm64_without_cli_local_or_sdk(
+    sam_build: Path,
+) -> None:
+    python = sam_build / "SharedLayer" / "python"
+    shipped = {p.name for p in (python / "tokenbroker").iterdir()}
+    assert shipped.isdisjoint(EXCLUDED)
+    binaries = [p.name for p in python.rglob("*.so")]
+    assert binaries, "no compiled dependency in the layer"
+    assert all("x86_64" not in name for name in binaries)
+    assert any("cpython-313-aarch64" in name for name in binaries)  # cffi's backend
+    assert "aws_xray_sdk" not in {p.name for p in python.iterdir()}
+    for name in _pins(REQUIREMENTS.read_text(encoding="utf-8").splitlines()):
+        assert list(python.glob(f"{name.replace('-', '_')}-*.dist-info")), name
+
+
+def test_sam_build_copied_every_function_handler(sam_build: Path) -> None:
+    for handler in HANDLERS:
+        name = handler.parent.name
+        if name == "edge_authorizer":  # infra/edge.yaml builds it (one bundle, no layer)
+            continue
+        built = [p for p in sam_build.glob("*/app.py") if p.read_bytes() == handler.read_bytes()]
+        assert built, f"functions/{name}/app.py is in no built function"

@@ -162,6 +162,13 @@ def provision(
         ssm.put_parameter(**kwargs)
         created(logical_id, kwargs["Name"])
 
+    # Queues are only named locally (the stream's OnFailure destination, the digest
+    # function's DLQ): their ARNs resolve, but nothing local sends to them.
+    for logical_id in template.resources("AWS::SQS::Queue"):
+        name = f"{stack_name}-{logical_id}"
+        arn = f"arn:aws:sqs:{region}:{account[0] if account else '000000000000'}:{name}"
+        refs[logical_id], attrs[(logical_id, "Arn")] = name, arn
+
     return Deployment(
         template=template,
         stack_name=stack_name,
