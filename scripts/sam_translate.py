@@ -54,7 +54,7 @@ def _made_from(logical_id: str, type_: str, source: str) -> bool:
     if type_ == "AWS::Lambda::Function":
         return logical_id == source
     if type_ in ("AWS::ApiGateway::RestApi", "AWS::ApiGateway::Stage"):
-        return logical_id == source or logical_id.startswith(source) and type_.endswith("Stage")
+        return logical_id == source or (logical_id.startswith(source) and type_.endswith("Stage"))
     return False
 
 
