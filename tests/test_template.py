@@ -561,11 +561,13 @@ def test_the_auditor_policy_only_reads_the_ledger_aggregates_digests_and_deploym
         "DigestKey.Arn",
         "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter"
         "/tokenbroker/${AWS::StackName}/deployment",
+        "${AWS::StackId}",  # cloudformation:DescribeStacks: the CLI checks the parameter
     }
     assert {a for a, r in grants if r == "DigestKey.Arn"} == {"kms:Verify", "kms:GetPublicKey"}
     assert {a for a, r in grants if r.startswith("${DigestBucket")} == {"s3:GetObject"}
     assert {a for a, r in grants if r == "DigestBucket.Arn"} == {"s3:ListBucket"}
     assert {a for a, r in grants if r.startswith("arn:")} == {"ssm:GetParameter"}
+    assert {a for a, r in grants if r == "${AWS::StackId}"} == {"cloudformation:DescribeStacks"}
     assert {a.split(":")[0] for a, r in grants if "Table" in r} == {"dynamodb"}
 
 
