@@ -372,3 +372,27 @@ def test_the_example_uses_the_exported_authorizer_without_caching(
 
 def test_the_edge_template_passes_cfn_lint_in_us_east_1() -> None:
     assert _lint(EDGE, ["us-east-1"]) == []
+
+
+# ------------------------------------------------------------ the README's deploy path
+
+
+def test_the_readme_deploys_with_the_pinned_sam_and_the_samconfig_environments() -> None:
+    import re
+    import tomllib
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    script = (ROOT / "scripts" / "test").read_text(encoding="utf-8")
+    (pinned,) = re.findall(r'^SAM_VERSION="([0-9.]+)"$', script, re.MULTILINE)
+    assert f"pins ({pinned}" in readme
+    assert "sam build --template template.yaml" in script  # the test command builds
+    config = tomllib.loads((ROOT / "infra" / "samconfig.toml").read_text(encoding="utf-8"))
+    for verb in ("build", "deploy"):
+        line = next(
+            x for x in readme.splitlines() if f"sam {verb}" in x and "--config-env prod" in x
+        )
+        assert "--config-file infra/samconfig.toml" in line
+        assert verb in config["prod"]
+    assert "parameter_overrides" in config["prod"]["deploy"]["parameters"]
+    assert "--use-container" in readme
+    assert "**required** for other APIs" in readme  # IssuerUrl
