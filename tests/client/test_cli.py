@@ -63,6 +63,20 @@ def test_token_prints_the_token_response_as_json(wired: FakeBroker) -> None:
     assert wired.token_fetches == 1
 
 
+def test_token_takes_an_output_format_like_every_command(wired: FakeBroker) -> None:
+    result = run(["token", "--output", "table"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "access_token",
+        "token_type",
+        "expires_in",
+        "scope",
+    ]
+    assert lines[1].split()[1] == "DPoP"
+    assert run(["token", "--output", "xml"]).exit_code == 2
+
+
 def test_without_a_terminal_a_missing_secret_is_a_clear_error_not_a_prompt(
     wired: FakeBroker,
 ) -> None:

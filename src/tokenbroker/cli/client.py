@@ -166,13 +166,29 @@ def keygen(name: str, force: bool, keyring: bool, output: str | None) -> None:
         )
 
 
+TOKEN_FIELDS = (
+    Field("access_token"),
+    Field("token_type"),
+    Field("expires_in", "int"),
+    Field("scope"),
+)
+
+
 @click.command()
 @_issuer_option
 @_client_id_option
 @_key_option
 @_scope_option
-def token(issuer: str, client_id: str, key_name: str, scope: str | None) -> None:
-    """Get a DPoP-bound access token and print the token response as JSON.
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(FORMATS),
+    default="json",
+    show_default=True,
+    help="json (the token response as the broker sent it), table or csv.",
+)
+def token(issuer: str, client_id: str, key_name: str, scope: str | None, output: str) -> None:
+    """Get a DPoP-bound access token and print the token response (JSON by default).
 
     The client secret comes from $TOKENBROKER_CLIENT_SECRET or, on a terminal, a hidden
     prompt.
@@ -185,7 +201,12 @@ def token(issuer: str, client_id: str, key_name: str, scope: str | None) -> None
     """
     with reported():
         issued = token_source(issuer, client_id, key_name, scope).token()
-    click.echo(json.dumps(dict(issued.response), indent=2))
+    if output == "json":
+        click.echo(json.dumps(dict(issued.response), indent=2))
+    else:
+        click.echo(
+            render([issued.response], TOKEN_FIELDS, cast(Format, output), many=False), nl=False
+        )
 
 
 def _headers(values: tuple[str, ...]) -> dict[str, str]:
