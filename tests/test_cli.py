@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,7 +24,7 @@ from moto import mock_aws
 from tokenbroker.bootstrap import build
 from tokenbroker.cli import deployment as cli_deployment
 from tokenbroker.cli.main import cli
-from tokenbroker.cli.output import Field, render, to_table
+from tokenbroker.cli.output import Field, iso8601, render, to_table
 from tokenbroker.domain.errors import DeviceLimitReached
 from tokenbroker.domain.rfc7638 import jwk_thumbprint
 from tokenbroker.local.provision import Deployment, provision
@@ -41,6 +42,7 @@ CLIENT_KEYS = {
     "active_devices",
     "max_devices",
     "created_at",
+    "created_at_epoch",
 }
 CREATED_KEYS = {
     "client_id",
@@ -50,8 +52,18 @@ CREATED_KEYS = {
     "max_devices",
     "status",
     "created_at",
+    "created_at_epoch",
 }
-DEVICE_KEYS = {"jkt", "client_id", "label", "status", "enrolled_at", "revoked_at"}
+DEVICE_KEYS = {
+    "jkt",
+    "client_id",
+    "label",
+    "status",
+    "enrolled_at",
+    "enrolled_at_epoch",
+    "revoked_at",
+    "revoked_at_epoch",
+}
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -188,7 +200,10 @@ def test_a_client_can_be_created_listed_shown_and_disabled(deployed: Deployment)
     assert created["scopes"] == ["model:chat:invoke", "read"]
     assert created["max_devices"] == 2
     assert created["status"] == "active"
-    assert isinstance(created["created_at"], int)
+    # one time format: ISO 8601 UTC, plus the epoch in machine-readable output
+    assert isinstance(created["created_at_epoch"], int)
+    assert created["created_at"] == iso8601(created["created_at_epoch"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", created["created_at"])
     client_id = created["client_id"]
 
     listed = ok_json("clients", "list")
@@ -318,10 +333,10 @@ def test_an_empty_list_is_an_empty_array_a_bare_header_and_a_none_table(
         (["--name", "n", "--scope", "a", "--max-devices", "101"], "max-devices must be"),
     ],
 )
-def test_malformed_client_input_fails_with_one_line_and_exit_1(
+def test_malformed_client_input_is_a_usage_error_with_one_line_and_exit_2(
     deployed: Deployment, args: list[str], fragment: str
 ) -> None:
-    assert_one_line_error(run("clients", "create", *args), 1, fragment)
+    assert_one_line_error(run("clients", "create", *args), 2, fragment)
     assert ok_json("clients", "list") == []
 
 
@@ -330,7 +345,7 @@ def test_an_unknown_or_malformed_client_id_fails_with_one_line(deployed: Deploym
         run("clients", "show", "--client-id", "tbc_nope"), 1, "tbc_nope does not exist"
     )
     assert_one_line_error(run("clients", "disable", "--client-id", "tbc_nope"), 1, "not exist")
-    assert_one_line_error(run("clients", "show", "--client-id", "a/b"), 1, "client id must be")
+    assert_one_line_error(run("clients", "show", "--client-id", "a/b"), 2, "client id must be")
     assert_one_line_error(run("devices", "list", "--client-id", "tbc_nope"), 1, "not exist")
 
 
@@ -370,7 +385,8 @@ def test_enrolling_beyond_max_devices_fails_clearly_and_revoking_frees_a_slot(
 
     revoked = ok_json("devices", "revoke", "--jkt", keys[0])
     assert revoked["status"] == "revoked"
-    assert isinstance(revoked["revoked_at"], int)
+    assert isinstance(revoked["revoked_at_epoch"], int)
+    assert revoked["revoked_at"].endswith("Z")
     assert ok_json("clients", "show", "--client-id", client_id)["active_devices"] == 2
 
     ok("devices", "enroll", "--client-id", client_id, "--jkt", keys[3])
@@ -457,19 +473,19 @@ def test_a_disabled_or_unknown_client_cannot_enroll_devices(deployed: Deployment
         "abc+def/ghi=" + "A" * 31,  # base64 (not base64url) alphabet
     ],
 )
-def test_malformed_thumbprints_are_refused_with_exit_1(deployed: Deployment, jkt: str) -> None:
+def test_malformed_thumbprints_are_refused_with_exit_2(deployed: Deployment, jkt: str) -> None:
     client_id = create_client()["client_id"]
     assert_one_line_error(
-        run("devices", "enroll", "--client-id", client_id, "--jkt", jkt), 1, "RFC 7638"
+        run("devices", "enroll", "--client-id", client_id, "--jkt", jkt), 2, "RFC 7638"
     )
-    assert_one_line_error(run("devices", "revoke", "--jkt", jkt), 1, "RFC 7638")
+    assert_one_line_error(run("devices", "revoke", "--jkt", jkt), 2, "RFC 7638")
 
 
 def test_a_malformed_label_is_refused(deployed: Deployment) -> None:
     client_id = create_client()["client_id"]
     assert_one_line_error(
         run("devices", "enroll", "--client-id", client_id, "--jkt", new_jkt(), "--label", "a\nb"),
-        1,
+        2,
         "label must be",
     )
 
@@ -590,7 +606,7 @@ def test_a_failed_admin_command_writes_no_ledger_record(deployed: Deployment) ->
     assert_one_line_error(run(*enroll, new_jkt(), "--client-id", "tbc_nope"), 1, "does not exist")
     assert_one_line_error(run("clients", "disable", "--client-id", "tbc_nope"), 1, "not exist")
     assert_one_line_error(run("devices", "revoke", "--jkt", new_jkt()), 1, "no active device")
-    assert_one_line_error(run("clients", "create", "--name", "n", "--scope", ""), 1)
+    assert_one_line_error(run("clients", "create", "--name", "n", "--scope", ""), 2)
 
     assert ledger(deployed) == before
 
@@ -651,7 +667,20 @@ def test_a_deployment_without_tables_exits_2(deployed: Deployment) -> None:
     boto3.client("ssm").put_parameter(
         Name="/tokenbroker/empty/deployment", Value="{}", Type="String"
     )
+    # first: no stack to check the parameter against
+    assert_one_line_error(
+        run("--stack", "empty", "clients", "list"), 2, "no CloudFormation stack 'empty'"
+    )
+    _stack("empty", {})  # a stack naming nothing: nothing to disagree with
     assert_one_line_error(run("--stack", "empty", "clients", "list"), 2, "CLIENTS_TABLE")
+
+
+def _stack(name: str, outputs: dict[str, str]) -> None:
+    body = {
+        "Resources": {"Marker": {"Type": "AWS::Logs::LogGroup"}},
+        "Outputs": {key: {"Value": value} for key, value in outputs.items()},
+    }
+    boto3.client("cloudformation").create_stack(StackName=name, TemplateBody=json.dumps(body))
 
 
 def test_the_region_option_is_honoured(deployed: Deployment) -> None:
@@ -754,8 +783,131 @@ def test_the_table_renderer_aligns_wide_characters_and_neutralises_control_chara
     assert lines[3] == "a\ufffd[31mb" + "  " + "10"
 
 
-def test_times_are_epoch_seconds_in_json_and_iso_8601_utc_elsewhere() -> None:
+def test_times_are_iso_8601_utc_everywhere_and_json_adds_the_epoch() -> None:
     fields = (Field("at", "time"), Field("tags", "list"), Field("gone", "time"))
     record = {"at": 0, "tags": ["a", "b"], "gone": None}
-    assert json.loads(render([record], fields, "json", many=False)) == record
+    assert json.loads(render([record], fields, "json", many=False)) == {
+        "at": "1970-01-01T00:00:00Z",
+        "at_epoch": 0,
+        "tags": ["a", "b"],
+        "gone": None,
+        "gone_epoch": None,
+    }
     assert render([record], fields, "csv", many=True) == "at,tags,gone\n1970-01-01T00:00:00Z,a b,\n"
+
+
+# ------------------------------------------------ configuration errors, one line each
+
+
+def test_an_unknown_profile_is_a_one_line_configuration_error(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "nope")
+    line = assert_one_line_error(run("clients", "list"), 2, "AWS profile 'nope' not found")
+    assert "unexpected" not in line
+
+
+def test_a_malformed_endpoint_url_is_a_one_line_configuration_error(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "notaurl")
+    line = assert_one_line_error(run("clients", "list"), 2, "invalid AWS endpoint URL")
+    assert "unexpected" not in line
+
+
+def test_a_malformed_region_is_a_one_line_configuration_error(deployed: Deployment) -> None:
+    assert_one_line_error(
+        run("--region", "bad region!", "clients", "list"), 2, "invalid AWS region 'bad region!'"
+    )
+
+
+def test_an_endpoint_answering_a_bare_500_is_explained(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def bare_500(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        response = AWSResponse("http://127.0.0.1:9/", 500, {}, None)
+        return response, {"Error": {"Code": "500", "Message": ""}}
+
+    _with_session_hook(monkeypatch, "before-call.ssm.GetParameter", bare_500)
+    line = assert_one_line_error(run("clients", "list"), 2, "answered HTTP 500")
+    assert not line.endswith(": 500")
+
+
+def test_an_over_long_scope_is_named_as_such_not_as_a_syntax_error(deployed: Deployment) -> None:
+    line = assert_one_line_error(
+        run("clients", "create", "--name", "n", "--scope", "a" * 300), 2, "300 characters long"
+    )
+    assert "RFC 6749 scope tokens" not in line
+
+
+# ------------------------------------------- an admin plane that cannot be redirected
+
+
+def _decoy(deployed: Deployment, jkt: str, client_id: str) -> dict[str, str]:
+    """Copies of the clients and devices tables holding the device, and the deployment
+    parameter rewritten to point at them (what ssm:PutParameter alone can do)."""
+    ddb = boto3.client("dynamodb")
+    template = load_template()
+    for logical_id in ("ClientsTable", "DevicesTable"):
+        ddb.create_table(**template.create_table_kwargs(logical_id, f"decoy-{logical_id}"))
+        for item in ddb.scan(TableName=deployed.refs[logical_id])["Items"]:
+            ddb.put_item(TableName=f"decoy-{logical_id}", Item=item)
+    ssm = boto3.client("ssm")
+    name = f"/tokenbroker/{STACK}/deployment"
+    value = json.loads(ssm.get_parameter(Name=name)["Parameter"]["Value"])
+    value |= {"CLIENTS_TABLE": "decoy-ClientsTable", "DEVICES_TABLE": "decoy-DevicesTable"}
+    ssm.put_parameter(Name=name, Value=json.dumps(value), Type="String", Overwrite=True)
+    return value
+
+
+def _status(table: str, jkt: str) -> str:
+    item = boto3.client("dynamodb").get_item(TableName=table, Key={"jkt": {"S": jkt}})["Item"]
+    return str(item["status"]["S"])
+
+
+def test_a_parameter_pointing_at_decoy_tables_is_refused_and_nothing_is_revoked(
+    deployed: Deployment,
+) -> None:
+    client_id = create_client()["client_id"]
+    jkt = new_jkt()
+    ok("devices", "enroll", "--client-id", client_id, "--jkt", jkt)
+    before = ledger(deployed)
+    _decoy(deployed, jkt, client_id)
+
+    line = assert_one_line_error(run("devices", "revoke", "--jkt", jkt), 2)
+    assert line == (
+        f"Error: /tokenbroker/{STACK}/deployment disagrees with stack '{STACK}' on"
+        " CLIENTS_TABLE, DEVICES_TABLE: refusing to use it (was the parameter changed"
+        " outside CloudFormation?)"
+    )
+    assert _status("decoy-DevicesTable", jkt) == "active"
+    assert _status(deployed.refs["DevicesTable"], jkt) == "active"
+    assert ledger(deployed) == before  # no device_revoked record either
+    for command in (("clients", "list"), ("audit", "usage", "--since", "1h")):
+        assert_one_line_error(run(*command), 2, "disagrees with stack")
+
+
+def test_a_decoy_digest_key_or_bucket_is_refused_too(deployed: Deployment) -> None:
+    ssm = boto3.client("ssm")
+    name = f"/tokenbroker/{STACK}/deployment"
+    value = json.loads(ssm.get_parameter(Name=name)["Parameter"]["Value"])
+    decoy_key = boto3.client("kms").create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")
+    value |= {"DIGEST_KEY_ID": decoy_key["KeyMetadata"]["Arn"], "DIGEST_BUCKET": "decoy"}
+    ssm.put_parameter(Name=name, Value=json.dumps(value), Type="String", Overwrite=True)
+    assert_one_line_error(run("clients", "list"), 2, "on DIGEST_BUCKET, DIGEST_KEY_ID")
+
+
+def test_a_parameter_without_its_stack_is_refused(deployed: Deployment) -> None:
+    boto3.client("cloudformation").delete_stack(StackName=STACK)
+    assert_one_line_error(
+        run("clients", "list"), 2, f"there is no CloudFormation stack '{STACK}'", "refusing"
+    )
+
+
+def test_the_local_stack_presents_the_outputs_the_cli_checks(deployed: Deployment) -> None:
+    (stack,) = boto3.client("cloudformation").describe_stacks(StackName=STACK)["Stacks"]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert outputs["ClientsTableName"] == deployed.refs["ClientsTable"]
+    assert outputs["SigningKeyArn"] == deployed.attrs[("SigningKey", "Arn")]
+    assert outputs["DeploymentParameterName"] == f"/tokenbroker/{STACK}/deployment"
+    assert set(cli_deployment.STACK_OUTPUTS.values()) <= set(outputs)

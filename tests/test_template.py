@@ -131,6 +131,13 @@ def test_parameter_defaults_are_the_documented_ones(template: Template) -> None:
         "DigestGraceSeconds": "900",
         "DigestPeriodSeconds": "3600",
         "LogLevel": "INFO",
+        "RouteScopes": (
+            '{"GET /v1/whoami": "", "POST /v1/models/{model}/invoke": "model:{model}:invoke"}'
+        ),
+        "AuthorizerInvokerSourceArn": "",
+        "EnableHttpApiAuthorizer": "false",
+        "EnableWaf": "false",
+        "WafTokenRequestsPer5Minutes": "300",
     }
 
 
@@ -256,7 +263,8 @@ def test_the_signing_keys_are_retained_p256_signing_keys(
         "SIGN_VERIFY",
     )
     assert (key["DeletionPolicy"], key["UpdateReplacePolicy"]) == ("Retain", "Retain")
-    (statement,) = key["Properties"]["KeyPolicy"]["Statement"]  # the default: IAM decides
+    # administration through IAM (the default statement), signing by the key policy
+    statement = key["Properties"]["KeyPolicy"]["Statement"][0]
     assert statement["Principal"] == {
         "AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
     }
@@ -296,7 +304,7 @@ def test_functions_share_the_runtime_layer_and_tracing(resources: dict[str, Any]
     assert spec["Layers"] == [{"Ref": "SharedLayer"}]
     layer = resources["SharedLayer"]
     assert layer["Properties"]["ContentUri"] == "src/"
-    assert layer["Metadata"]["BuildMethod"] == "python3.13"
+    assert layer["Metadata"]["BuildMethod"] == "makefile"  # src/Makefile, test_packaging.py
 
 
 def test_functions_point_at_their_code(template: Template) -> None:
@@ -339,7 +347,10 @@ def test_outputs_name_the_deployment(template: Template) -> None:
     assert outputs["ApiUrl"]["Value"] == {
         "Fn::Sub": "https://${BrokerApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${Stage}"
     }
-    assert {name: outputs[name]["Value"] for name in outputs if name != "ApiUrl"} == {
+    # the outputs other stacks import: tests/test_deploy_template.py
+    exported = {"Issuer", "TokenEndpoint", "JwksUrl", "AuthorizerFunctionArn"}
+    exported |= {"HttpApiAuthorizerFunctionArn", "AdminPolicyArn"}
+    assert {name: outputs[name]["Value"] for name in set(outputs) - exported - {"ApiUrl"}} == {
         "ClientsTableName": {"Ref": "ClientsTable"},
         "DevicesTableName": {"Ref": "DevicesTable"},
         "TokensTableName": {"Ref": "TokensTable"},
@@ -439,8 +450,7 @@ def test_the_token_function_may_read_clients_and_devices_record_tokens_and_sign(
         # one TransactWriteItems: the token record and its ledger record
         ("dynamodb:PutItem", "TokensTable.Arn"),
         ("dynamodb:PutItem", "UsageTable.Arn"),
-        ("kms:Sign", "SigningKey.Arn"),
-        ("kms:GetPublicKey", "SigningKey.Arn"),
+        # kms:Sign and kms:GetPublicKey: SigningKey's key policy grants them to this role
     }
 
 
@@ -451,13 +461,15 @@ def test_the_discovery_function_may_only_read_the_public_key(template: Template)
 def test_only_the_token_function_signs_tokens_and_only_the_digest_function_digests(
     template: Template,
 ) -> None:
+    # No IAM statement grants kms:Sign: the key policies do, to one role each
+    # (tests/test_deploy_template.py proves their Deny covers everyone else).
     signers = {
         (function, resource)
         for function in template.functions()
         for action, resource in _grants(template, function)
         if action == "kms:Sign"
     }
-    assert signers == {("TokenFunction", "SigningKey.Arn"), ("DigestFunction", "DigestKey.Arn")}
+    assert signers == set()
     assert not {action for action, _ in _statement_grants(_auditor_statements(template))} & {
         "kms:Sign"
     }
@@ -471,8 +483,7 @@ def test_the_digest_function_may_only_read_the_hour_index_keep_digests_and_sign(
         ("s3:GetObject", "${DigestBucket.Arn}/*"),
         ("s3:PutObject", "${DigestBucket.Arn}/*"),
         ("s3:ListBucket", "DigestBucket.Arn"),
-        ("kms:Sign", "DigestKey.Arn"),
-        ("kms:GetPublicKey", "DigestKey.Arn"),
+        # kms:Sign and kms:GetPublicKey: DigestKey's key policy grants them to this role
     }
     assert "by_hour" in INDEXES
 
@@ -550,11 +561,13 @@ def test_the_auditor_policy_only_reads_the_ledger_aggregates_digests_and_deploym
         "DigestKey.Arn",
         "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter"
         "/tokenbroker/${AWS::StackName}/deployment",
+        "${AWS::StackId}",  # cloudformation:DescribeStacks: the CLI checks the parameter
     }
     assert {a for a, r in grants if r == "DigestKey.Arn"} == {"kms:Verify", "kms:GetPublicKey"}
     assert {a for a, r in grants if r.startswith("${DigestBucket")} == {"s3:GetObject"}
     assert {a for a, r in grants if r == "DigestBucket.Arn"} == {"s3:ListBucket"}
     assert {a for a, r in grants if r.startswith("arn:")} == {"ssm:GetParameter"}
+    assert {a for a, r in grants if r == "${AWS::StackId}"} == {"cloudformation:DescribeStacks"}
     assert {a.split(":")[0] for a, r in grants if "Table" in r} == {"dynamodb"}
 
 
@@ -727,6 +740,11 @@ def test_sam_builds_the_routes_into_the_rest_api(transformed: dict[str, Any]) ->
     assert "AccessLogSetting" in stage
 
 
+def _failure_queue(resource: Any) -> bool:
+    name = resource.get("Fn::GetAtt", [""])[0] if isinstance(resource, dict) else ""
+    return name in ("DigestDeadLetterQueue", "UsageStreamFailureQueue")
+
+
 def test_sam_roles_hold_only_the_inline_statements_and_the_basic_managed_policies(
     transformed: dict[str, Any], template: Template
 ) -> None:
@@ -741,7 +759,14 @@ def test_sam_roles_hold_only_the_inline_statements_and_the_basic_managed_policie
         role = roles[f"{function}Role"]
         allowed = basic | ({stream_reader} if function == "AggregatesFunction" else set())
         assert set(role["ManagedPolicyArns"]) <= allowed, function
-        statements = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+        # SAM adds sqs:SendMessage on the function's own failure queue (DeadLetterQueue,
+        # DestinationConfig.OnFailure): nothing else beyond the inline statements
+        statements = [
+            s
+            for p in role.get("Policies", [])
+            for s in p["PolicyDocument"]["Statement"]
+            if not (s.get("Action") == "sqs:SendMessage" and _failure_queue(s["Resource"]))
+        ]
         assert statements == _statements(template, function)
 
 

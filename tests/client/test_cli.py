@@ -63,9 +63,37 @@ def test_token_prints_the_token_response_as_json(wired: FakeBroker) -> None:
     assert wired.token_fetches == 1
 
 
-def test_the_secret_is_prompted_for_without_echo_when_the_environment_has_none(
+def test_token_takes_an_output_format_like_every_command(wired: FakeBroker) -> None:
+    result = run(["token", "--output", "table"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "access_token",
+        "token_type",
+        "expires_in",
+        "scope",
+    ]
+    assert lines[1].split()[1] == "DPoP"
+    assert run(["token", "--output", "xml"]).exit_code == 2
+
+
+def test_without_a_terminal_a_missing_secret_is_a_clear_error_not_a_prompt(
     wired: FakeBroker,
 ) -> None:
+    result = run(["token"], env={**ENV, "TOKENBROKER_CLIENT_SECRET": ""}, stdin="")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        "Error: no client secret: set TOKENBROKER_CLIENT_SECRET (there is no terminal to prompt on)"
+    )
+    assert "Aborted" not in result.output
+    assert "GetPassWarning" not in result.output
+    assert wired.token_fetches == 0
+
+
+def test_the_secret_is_prompted_for_without_echo_when_the_environment_has_none(
+    wired: FakeBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tokenbroker.cli.client._interactive", lambda: True)  # a terminal
     env = {**ENV, "TOKENBROKER_CLIENT_SECRET": ""}
     result = run(["token"], env=env, stdin=SECRET + "\n")
     assert result.exit_code == 0, result.output

@@ -307,12 +307,15 @@ def test_an_issuance_costs_three_aws_round_trips_once_the_public_key_is_cached(
     assert len(broker.ledger_records()) == 3
 
 
-def test_rejected_requests_cost_at_most_the_one_read(broker: Broker, app: App) -> None:
+def test_rejected_requests_cost_the_one_read_and_at_most_the_refusal_record(
+    broker: Broker, app: App
+) -> None:
     trips = RoundTrips().attach(dynamodb(broker), kms(broker))
 
     assert broker.issue(app, proof=broker.proof(app.key, htm="GET"))["statusCode"] == 400
     assert trips.take() == []  # a bad proof costs no AWS call
     assert broker.issue(app, secret="wrong")["statusCode"] == 401
-    assert trips.take() == ["dynamodb:TransactGetItems"]
+    # the read, then the refusal's conditional put (rate-bounded; never a Sign)
+    assert trips.take() == ["dynamodb:TransactGetItems", "dynamodb:PutItem"]
     assert broker.issue(app, scope="admin")["statusCode"] == 400
     assert trips.take() == ["dynamodb:TransactGetItems"]

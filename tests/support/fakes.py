@@ -242,6 +242,14 @@ class FakeTokenLedger(_Fake):
             self.tokens[token.jti] = token
             self._ledger.add(record)
 
+    def record_refusal(self, record: UsageRecord) -> bool:
+        self._call("record_refusal")
+        with self._lock:
+            if record.record_id in self._ledger.records:
+                return False
+            self._ledger.add(record)
+            return True
+
 
 class FakeSigner(_Fake):
     """ES256 with a local P-256 key, standing in for KMS (raw r||s signatures).

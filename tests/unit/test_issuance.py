@@ -80,7 +80,8 @@ class World:
 
     def assert_nothing_issued(self) -> None:
         assert self.ledger.tokens == {}
-        assert self.ledger.records == {}
+        # at most the (rate-bounded) records of refusals, never an issuance
+        assert {r.event for r in self.ledger.records.values()} <= {EventType.TOKEN_DENIED}
         assert self.signer.calls["sign"] == 0
 
 
@@ -268,10 +269,94 @@ def test_oversized_request_metadata_is_truncated_in_the_record(world: World) -> 
     )
 
 
-def test_rejected_requests_write_no_ledger_record(world: World) -> None:
-    world.rejects(world.request(client_secret=SECRET + "x"), InvalidClient)
+def test_requests_refused_before_the_lookup_or_for_their_scope_write_no_ledger_record(
+    world: World,
+) -> None:
+    world.rejects(world.request(client_id="not a client id!"), InvalidClient)
+    world.rejects(world.request(dpop_proof=None), InvalidDpopProof)
     world.rejects(world.request(scope="admin"), InvalidScope)
     assert world.ledger.records == {}
+
+
+def _refusal(world: World) -> Any:
+    (record,) = world.ledger.records.values()
+    return record
+
+
+@pytest.mark.parametrize(
+    ("setup", "overrides", "error", "reason"),
+    [
+        (None, {"client_id": "tbc_nobody"}, InvalidClient, "unknown_client"),
+        (None, {"client_secret": SECRET + "x"}, InvalidClient, "wrong_secret"),
+        ("disable", {}, InvalidClient, "client_disabled"),
+        ("revoke", {}, InvalidGrant, "device_revoked"),
+        ("stranger", {}, InvalidGrant, "device_not_enrolled"),
+    ],
+)
+def test_a_refused_token_request_leaves_a_denial_record_naming_who_which_device_and_why(
+    world: World,
+    setup: str | None,
+    overrides: dict[str, Any],
+    error: type[BrokerError],
+    reason: str,
+) -> None:
+    key = world.device
+    if setup == "disable":
+        world.directory.clients[CLIENT_ID] = client(status=Status.DISABLED)
+    elif setup == "revoke":
+        world.directory.devices[key.jkt] = device_record(key, status=Status.REVOKED)
+    elif setup == "stranger":
+        key = DeviceKey.generate()
+        overrides = {"dpop_proof": key.proof("POST", TOKEN_URL, iat=NOW)}
+    request = replace(
+        world.request(**overrides), source_ip="198.51.100.7", user_agent="curl/8", request_id="r1"
+    )
+    world.rejects(request, error)
+    record = _refusal(world)
+    assert (record.event, record.decision, record.reason) == (
+        EventType.TOKEN_DENIED,
+        Decision.DENY,
+        reason,
+    )
+    claimed = overrides.get("client_id", CLIENT_ID)
+    assert (record.principal, record.client_id, record.jkt) == (claimed, claimed, key.jkt)
+    assert (record.source_ip, record.user_agent, record.request_id) == (
+        "198.51.100.7",
+        "curl/8",
+        "r1",
+    )
+    assert record.at_ms == NOW * 1000
+    assert record.retain_until == NOW + USAGE_RETENTION_DAYS * 86_400
+    assert record.token_jti == ""
+    assert SECRET not in repr(record)
+
+
+def test_refusals_are_bounded_to_one_record_per_reason_and_client_a_minute(world: World) -> None:
+    for _ in range(5):
+        world.rejects(world.request(client_secret=SECRET + "x"), InvalidClient)
+    assert len(world.ledger.records) == 1
+    assert world.ledger.calls["record_refusal"] == 5  # the same work every time
+    world.directory.add_client(client("tbc_other"))
+    world.rejects(world.request(client_id="tbc_other", client_secret="nope"), InvalidClient)
+    assert len(world.ledger.records) == 2  # another client: its own bucket
+    world.clock.advance(60 - NOW % 60)
+    world.rejects(world.request(client_secret=SECRET + "x"), InvalidClient)
+    assert len(world.ledger.records) == 3  # the next minute
+
+
+def test_unknown_client_ids_share_one_bucket_so_garbage_cannot_grow_the_ledger(
+    world: World,
+) -> None:
+    for n in range(50):
+        world.rejects(world.request(client_id=f"tbc_garbage{n}"), InvalidClient)
+    (record,) = world.ledger.records.values()
+    assert (record.reason, record.principal) == ("unknown_client", "tbc_garbage0")
+
+
+def test_a_ledger_outage_does_not_change_the_refusal(world: World) -> None:
+    world.ledger.fail_with(TemporarilyUnavailable("dynamodb:PutItem failed (Throttling)"))
+    error = world.rejects(world.request(client_secret=SECRET + "x"), InvalidClient)
+    assert error.error == "invalid_client"
 
 
 def test_without_a_configured_issuer_the_request_issuer_is_used(fixed_clock: FixedClock) -> None:
@@ -323,6 +408,7 @@ def test_unknown_client_wrong_secret_and_disabled_client_fail_identically(world:
 def test_unknown_wrong_secret_and_disabled_client_do_the_same_work(world: World) -> None:
     _client_failures(world)
     assert dict(world.directory.calls) == {"get_client_and_device": 3}
+    assert dict(world.ledger.calls) == {"record_refusal": 3}
 
 
 @pytest.mark.parametrize(

@@ -354,6 +354,18 @@ class DynamoTokenLedger:
         self._table = tokens_table
         self._usage = usage_table
 
+    def record_refusal(self, record: UsageRecord) -> bool:
+        # One conditional PutItem: the first refusal of its bucket writes, the rest of
+        # the bucket's refusals find the id taken and add nothing.
+        with failing_closed("dynamodb:PutItem"):
+            try:
+                self._ddb.put_item(**ledger_put(self._usage, record)["Put"])
+            except ClientError as exc:
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    return False
+                raise
+        return True
+
     def record_issuance(self, token: IssuedToken, record: UsageRecord) -> None:
         item = _item(
             {

@@ -70,11 +70,21 @@ def _format(output: str | None) -> Format:
 
 
 def client_secret() -> str:
-    """From the environment, or a hidden prompt (on stderr, so stdout stays data)."""
+    """From the environment, or a hidden prompt (on stderr, so stdout stays data) when
+    there is a terminal to prompt on; without one, a clear error instead of a prompt
+    that cannot hide what is typed (getpass's warning) or read anything (Aborted!)."""
     secret = os.environ.get(SECRET_ENV)
     if secret:
         return secret
+    if not _interactive():
+        raise ConfigProblem(
+            f"no client secret: set {SECRET_ENV} (there is no terminal to prompt on)"
+        )
     return str(click.prompt("Client secret", hide_input=True, err=True))
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
 
 
 def token_source(issuer: str, client_id: str, key_name: str, scope: str | None) -> TokenSource:
@@ -156,15 +166,32 @@ def keygen(name: str, force: bool, keyring: bool, output: str | None) -> None:
         )
 
 
+TOKEN_FIELDS = (
+    Field("access_token"),
+    Field("token_type"),
+    Field("expires_in", "int"),
+    Field("scope"),
+)
+
+
 @click.command()
 @_issuer_option
 @_client_id_option
 @_key_option
 @_scope_option
-def token(issuer: str, client_id: str, key_name: str, scope: str | None) -> None:
-    """Get a DPoP-bound access token and print the token response as JSON.
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(FORMATS),
+    default="json",
+    show_default=True,
+    help="json (the token response as the broker sent it), table or csv.",
+)
+def token(issuer: str, client_id: str, key_name: str, scope: str | None, output: str) -> None:
+    """Get a DPoP-bound access token and print the token response (JSON by default).
 
-    The client secret comes from $TOKENBROKER_CLIENT_SECRET or a hidden prompt.
+    The client secret comes from $TOKENBROKER_CLIENT_SECRET or, on a terminal, a hidden
+    prompt.
     The token is bound to the device key: it is useless without it.
 
     \b
@@ -174,7 +201,12 @@ def token(issuer: str, client_id: str, key_name: str, scope: str | None) -> None
     """
     with reported():
         issued = token_source(issuer, client_id, key_name, scope).token()
-    click.echo(json.dumps(dict(issued.response), indent=2))
+    if output == "json":
+        click.echo(json.dumps(dict(issued.response), indent=2))
+    else:
+        click.echo(
+            render([issued.response], TOKEN_FIELDS, cast(Format, output), many=False), nl=False
+        )
 
 
 def _headers(values: tuple[str, ...]) -> dict[str, str]:
@@ -234,7 +266,8 @@ def call(
     text/plain.
 
     \b
-    Example:
+    Examples:
+      tokenbroker call GET /v1/whoami
       tokenbroker call POST /v1/models/demo/invoke --data '{"prompt": "hi"}'
     """
     headers = _headers(header)

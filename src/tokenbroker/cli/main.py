@@ -1,9 +1,10 @@
 """The ``tokenbroker`` command: global options, subcommands and error reporting.
 
-Exit codes: 0 success; 1 the operation failed (not found, conflict, device limit,
-invalid input, AWS error...); 2 usage or configuration error (bad options, deployment
-not found, no credentials or region). Errors are one line on stderr, ``Error: ...``;
-a Python traceback only with ``--debug``.
+Exit codes: 0 success; 1 the operation failed (not found, conflict, device limit, AWS
+error...); 2 usage, input or configuration error (bad options or values, deployment not
+found or not matching its stack, no credentials, unknown profile, bad region or
+endpoint). Errors are one line on stderr, ``Error: ...``; a Python traceback only with
+``--debug``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ from tokenbroker.cli.client import call, keygen, token
 from tokenbroker.cli.deployment import DEFAULT_STACK, CliState, DeploymentError
 from tokenbroker.cli.dev import dev
 from tokenbroker.cli.output import FORMATS
-from tokenbroker.domain.errors import BrokerError, ConfigurationError
+from tokenbroker.domain.errors import (
+    BrokerError,
+    ConfigurationError,
+    InvalidRequest,
+    InvalidScope,
+    InvalidTarget,
+)
+from tokenbroker.services.admin import InvalidInput
+
+#: the service's verdicts on a value the user typed: usage errors, like a bad option
+INPUT_ERRORS = (InvalidInput, InvalidScope, InvalidRequest, InvalidTarget)
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -47,6 +58,8 @@ class BrokerGroup(click.Group):
         except DeploymentError as exc:
             raise ConfigProblem(one_line(str(exc))) from exc
         except ConfigurationError as exc:
+            raise ConfigProblem(one_line(exc.description or exc.error)) from exc
+        except INPUT_ERRORS as exc:
             raise ConfigProblem(one_line(exc.description or exc.error)) from exc
         except BrokerError as exc:
             raise CommandFailed(one_line(exc.description or exc.error)) from exc
@@ -103,11 +116,11 @@ def cli(ctx: click.Context, stack: str, region: str | None, output: str, debug: 
     /tokenbroker/STACK/deployment, on AWS and locally alike. To use the local stack, run
     `tokenbroker dev` and export the variables it prints in another shell.
 
-    Output: --output table (default), json or csv. JSON gives times as Unix epoch
-    seconds; table and csv give them as ISO 8601 UTC. Lists print a JSON array, other
-    commands one JSON object.
+    Output: --output table (default), json or csv. Times are ISO 8601 UTC everywhere
+    (2026-05-01T12:00:00Z); JSON adds each as Unix epoch seconds too (created_at_epoch).
+    Lists print a JSON array, other commands one JSON object.
 
-    Exit codes: 0 success, 1 the operation failed, 2 usage or configuration error.
+    Exit codes: 0 success, 1 the operation failed, 2 usage, input or configuration error.
 
     \b
     Example:

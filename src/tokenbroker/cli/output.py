@@ -3,11 +3,14 @@
 A record is a mapping of field name to a JSON-ready value. ``Field`` says how each value
 is shown in table and CSV output:
 
-- JSON keeps values as they are: times are Unix epoch seconds (int), lists stay lists,
-  missing values are ``null``. A list command prints a JSON array, any other command
-  one JSON object.
-- Table and CSV show times as ISO 8601 UTC (``2024-05-01T12:00:00Z``), lists joined by
-  spaces, missing values as empty cells.
+One time format everywhere: ISO 8601 UTC to the second (``2024-05-01T12:00:00Z``,
+:func:`iso8601`). Machine-readable output adds the epoch: :func:`time_fields`.
+
+- JSON keeps values as they are, except times: a time field ``x`` is the ISO 8601 text
+  and ``x_epoch`` the Unix epoch seconds (int) next to it; lists stay lists, missing
+  values are ``null``. A list command prints a JSON array, any other one JSON object.
+- Table and CSV show times as ISO 8601 UTC, lists joined by spaces, missing values as
+  empty cells.
 """
 
 from __future__ import annotations
@@ -38,6 +41,14 @@ def iso8601(epoch_seconds: int | float) -> str:
     return datetime.fromtimestamp(int(epoch_seconds), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def time_fields(name: str, epoch_seconds: int | float | None) -> dict[str, Any]:
+    """A time for JSON: ``{name: ISO 8601 UTC, name_epoch: epoch seconds}`` (both None
+    when there is no time). For every command's machine-readable output."""
+    if epoch_seconds is None:
+        return {name: None, f"{name}_epoch": None}
+    return {name: iso8601(epoch_seconds), f"{name}_epoch": int(epoch_seconds)}
+
+
 def cell(value: Any, kind: Kind) -> str:
     """One value as table/CSV text."""
     if value is None:
@@ -64,7 +75,13 @@ def render(records: Iterable[Record], fields: Sequence[Field], fmt: Format, *, m
 
 
 def _json(record: Record, fields: Sequence[Field]) -> dict[str, Any]:
-    return {f.name: record.get(f.name) for f in fields}
+    out: dict[str, Any] = {}
+    for f in fields:
+        if f.kind == "time":
+            out.update(time_fields(f.name, record.get(f.name)))
+        else:
+            out[f.name] = record.get(f.name)
+    return out
 
 
 def to_csv(rows: Sequence[Record], fields: Sequence[Field]) -> str:

@@ -77,6 +77,7 @@ class EventType(StrEnum):
 
     REQUEST = "request"  # a use of an access token at the edge
     TOKEN_ISSUED = "token_issued"
+    TOKEN_DENIED = "token_denied"  # a refused token request (rate-bounded, see issuance)
     CLIENT_CREATED = "client_created"
     CLIENT_DISABLED = "client_disabled"
     DEVICE_ENROLLED = "device_enrolled"

@@ -14,12 +14,25 @@ MAX_SCOPES = 64
 def parse_scope(value: str) -> tuple[str, ...]:
     """A space-delimited scope string as an ordered tuple of unique tokens."""
     tokens = value.split(" ")
-    if any(not _SCOPE_TOKEN.fullmatch(t) for t in tokens):
-        raise InvalidScope("scope must be space-separated RFC 6749 scope tokens")
+    for token in tokens:
+        if not _SCOPE_TOKEN.fullmatch(token):
+            raise InvalidScope(_scope_problem(token))
     unique = tuple(dict.fromkeys(tokens))
     if len(unique) > MAX_SCOPES:
         raise InvalidScope(f"at most {MAX_SCOPES} scopes")
     return unique
+
+
+def _scope_problem(token: str) -> str:
+    """Why ``token`` is not an RFC 6749 scope token, naming the actual problem."""
+    if token == "":
+        return "scope has an empty entry (scopes are separated by single spaces)"
+    if len(token) > 128:
+        return f"scope {token[:20]}... is {len(token)} characters long (at most 128)"
+    bad = next(c for c in token if not _SCOPE_TOKEN.fullmatch(c))
+    return (
+        f'scope {token[:40]!r} contains {bad!r}: scopes are printable ASCII without spaces, " or \\'
+    )
 
 
 def grant_scope(requested: str | None, allowed: frozenset[str]) -> tuple[str, ...]:

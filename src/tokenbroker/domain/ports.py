@@ -66,6 +66,11 @@ class TokenLedger(Protocol):
         ``record``. Both or neither are written."""
         ...
 
+    def record_refusal(self, record: UsageRecord) -> bool:
+        """Insert the ledger record of a refused token request unless a record with its
+        id exists (the id is time-bucketed: that is the rate bound). False if it did."""
+        ...
+
 
 class Signer(Protocol):
     """Signs JWS signing inputs with ES256 (raw r||s) and publishes its public key."""

@@ -162,7 +162,14 @@ def provision(
         ssm.put_parameter(**kwargs)
         created(logical_id, kwargs["Name"])
 
-    return Deployment(
+    # Queues are only named locally (the stream's OnFailure destination, the digest
+    # function's DLQ): their ARNs resolve, but nothing local sends to them.
+    for logical_id in template.resources("AWS::SQS::Queue"):
+        name = f"{stack_name}-{logical_id}"
+        arn = f"arn:aws:sqs:{region}:{account[0] if account else '000000000000'}:{name}"
+        refs[logical_id], attrs[(logical_id, "Arn")] = name, arn
+
+    deployment = Deployment(
         template=template,
         stack_name=stack_name,
         region=region,
@@ -176,6 +183,13 @@ def provision(
             if resource.get("Type") not in PROVISIONED_TYPES
         ),
     )
+    # what the admin CLI checks the deployment parameter against (as on AWS)
+    from tokenbroker.local.cloudformation import publish_stack
+
+    publish_stack(
+        deployment, clients.get("cloudformation") or _s3_like(ddb, region, "cloudformation")
+    )
+    return deployment
 
 
 _SSM_PASSED = frozenset({"Name", "Type", "Value", "Description", "AllowedPattern", "Tier"})
@@ -214,10 +228,11 @@ def _clients(session_or_clients: Any, region: str) -> Mapping[str, Any]:
         if "s3" in session_or_clients:
             return session_or_clients
         return {**session_or_clients, "s3": _s3_like(session_or_clients["dynamodb"], region)}
-    return {name: session_or_clients.client(name, region_name=region) for name in ALL_SERVICES}
+    names = (*ALL_SERVICES, "cloudformation")
+    return {name: session_or_clients.client(name, region_name=region) for name in names}
 
 
-def _s3_like(client: Any, region: str) -> Any:
+def _s3_like(client: Any, region: str, service: str = "s3") -> Any:
     """An S3 client on ``client``'s endpoint (a moto server serves every service on one
     port; AWS endpoints are per service) with its credentials."""
     import boto3  # here: this module needs no boto3 when given clients
@@ -235,7 +250,7 @@ def _s3_like(client: Any, region: str) -> Any:
         region_name=region,
     )
     return session.client(
-        "s3", endpoint_url=endpoint, config=Config(s3={"addressing_style": "path"})
+        service, endpoint_url=endpoint, config=Config(s3={"addressing_style": "path"})
     )
 
 

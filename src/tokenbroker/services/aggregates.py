@@ -11,8 +11,8 @@ What a record counts, by event type:
 - ``request`` (a use of an access token at the edge): ``requests``; ``allowed`` or
   ``denied``; a denial's reason in ``denials``; the model/resource in ``models``; the
   device key and the source IP in ``devices`` and ``source_ips``.
-- ``token_issued``: ``tokens_issued`` (or ``tokens_denied`` with the reason in
-  ``denials``); the device and source IP as above.
+- ``token_issued`` / ``token_denied``: ``tokens_issued`` (or ``tokens_denied`` with the
+  reason in ``denials``); the device and source IP as above.
 - admin events (client created/disabled, device enrolled/revoked, and any later type):
   ``admin_events[type]``. Their device and IP are the admin's doing, not the principal's
   use, so they do not count as devices or source IPs.
@@ -108,7 +108,7 @@ def contribution(record: UsageRecord) -> Contribution:
             device=record.jkt,
             source_ip=record.source_ip,
         )
-    if record.event is EventType.TOKEN_ISSUED:
+    if record.event in (EventType.TOKEN_ISSUED, EventType.TOKEN_DENIED):
         return replace(
             base,
             tokens_issued=int(not denied),

@@ -5,10 +5,28 @@ one transactional write of the token and its ledger record (event ``token_issued
 The write comes after the signature so that a failed Sign leaves nothing behind; its
 condition is also the proof replay guard, because the token's jti is derived from the
 proof's (jkt, jti).
+
+Refusals after a valid proof (unknown client, wrong secret, disabled client, device not
+enrolled or revoked) leave a ledger record too (event ``token_denied``, decision deny,
+the claimed client id, the proof's jkt, the reason), in place of the Sign and the
+issuance write. The record id is bucketed by minute, and the write is a conditional put,
+so the ledger grows by at most ONE record per bucket per minute:
+
+- ``unknown_client``: one bucket for all (the client id is the caller's invention, so a
+  bucket per id would let garbage grow the ledger without limit): <= 1 record/minute;
+- every other reason: one bucket per (reason, client id) of a real client: <= 4 records
+  per client per minute.
+
+So at most 1 + 4 x clients records a minute, however fast the refusals come; the CloudWatch
+metric ``TokenRequestsRejected`` counts every one. The three client refusals do the same
+work (one read, one conditional write) and answer the same 401.
+Requests refused before the directory read (malformed client id, missing or over-long
+secret, bad proof) name no real client or key and are not recorded.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from tokenbroker.domain.clock import Clock
@@ -19,9 +37,10 @@ from tokenbroker.domain.errors import (
     InvalidGrant,
     InvalidRequest,
     InvalidTarget,
+    TemporarilyUnavailable,
     UnsupportedGrantType,
 )
-from tokenbroker.domain.models import EventType, IssuedToken, UsageRecord
+from tokenbroker.domain.models import Decision, EventType, IssuedToken, UsageRecord
 from tokenbroker.domain.policy import grant_scope
 from tokenbroker.domain.ports import ClientDirectory, Signer, TokenLedger
 from tokenbroker.domain.rfc9068 import AccessTokenClaims, assemble, signing_input
@@ -33,6 +52,14 @@ GRANT_TYPE = "client_credentials"
 _MAX_SECRET = 256
 #: the ledger record of an issuance: one per token (its jti is unique)
 RECORD_PREFIX = "iss:"
+#: the ledger record of refused token requests: one per bucket (see the module docstring)
+REFUSAL_PREFIX = "tden:"
+REFUSAL_BUCKET_SECONDS = 60
+UNKNOWN_CLIENT = "unknown_client"
+WRONG_SECRET = "wrong_secret"
+CLIENT_DISABLED = "client_disabled"
+DEVICE_NOT_ENROLLED = "device_not_enrolled"
+DEVICE_REVOKED = "device_revoked"
 
 
 @dataclass(frozen=True)
@@ -125,15 +152,25 @@ class IssuanceService:
         # One path for unknown, wrong-secret and disabled clients: same work, same error.
         authentic = secret_matches(request.client_secret, client.secret_hash if client else None)
         if client is None or not authentic or not client.active:
+            refusal = (
+                UNKNOWN_CLIENT
+                if client is None
+                else WRONG_SECRET
+                if not authentic
+                else CLIENT_DISABLED
+            )
+            self._record_refusal(request, request.client_id, proof.jkt, refusal, now)
             raise InvalidClient()
         if device is None or device.client_id != client.client_id:
+            self._record_refusal(request, client.client_id, proof.jkt, DEVICE_NOT_ENROLLED, now)
             raise InvalidGrant(
                 "the DPoP proof key is not an enrolled device of this client",
-                reason="device_not_enrolled",
+                reason=DEVICE_NOT_ENROLLED,
             )
         if not device.active:
+            self._record_refusal(request, client.client_id, proof.jkt, DEVICE_REVOKED, now)
             raise InvalidGrant(
-                "the DPoP proof key belongs to a revoked device", reason="device_revoked"
+                "the DPoP proof key belongs to a revoked device", reason=DEVICE_REVOKED
             )
         scope = grant_scope(request.scope, client.scopes)
         return self._sign_and_record(
@@ -145,6 +182,30 @@ class IssuanceService:
             self._policy.issuer or request_issuer,
             now,
         )
+
+    def _record_refusal(
+        self, request: TokenRequest, client_id: str, jkt: str, reason: str, at: float
+    ) -> None:
+        """Best effort, like the edge's denial records: the refusal stands either way (a
+        ledger outage must not turn a 401 into something else)."""
+        bucket = int(at) // REFUSAL_BUCKET_SECONDS
+        who = "" if reason == UNKNOWN_CLIENT else f"{client_id}:"
+        record = UsageRecord.build(
+            at=at,
+            retention_days=self._policy.usage_retention_days,
+            record_id=f"{REFUSAL_PREFIX}{reason}:{who}{bucket}",
+            decision=Decision.DENY,
+            reason=reason,
+            principal=client_id,
+            client_id=client_id,
+            jkt=jkt,
+            source_ip=request.source_ip,
+            user_agent=request.user_agent,
+            request_id=request.request_id,
+            event=EventType.TOKEN_DENIED,
+        )
+        with contextlib.suppress(TemporarilyUnavailable):
+            self._ledger.record_refusal(record)
 
     def _audience(self, resource: str | None) -> str:
         if not self._policy.audiences:

@@ -1,0 +1,185 @@
+"""The Lambda layer: exactly what the functions need, and every handler loads from it.
+
+The dev venv has everything (moto pulls in aws_xray_sdk, the CLI brings click), so an
+import that works here can still crash at load in Lambda. These tests build the layer
+with the same Makefile ``sam build`` runs (src/Makefile, for the host platform instead
+of the runtime's), then import every ``functions/*/app.py`` in a fresh interpreter that
+sees only the standard library, the layer and the function's own directory: Lambda's
+``/var/task`` + ``/opt/python``.
+
+The pinned dependencies are installed once per requirements/Makefile content into the
+gitignored ``build/`` area and reused (a few seconds only on the first run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+REQUIREMENTS = SRC / "requirements.txt"
+MAKEFILE = SRC / "Makefile"
+HANDLERS = sorted((ROOT / "functions").glob("*/app.py"))
+# The subpackages no function imports: the layer leaves them out.
+EXCLUDED = ("cli", "local", "client")
+
+
+def _pins(lines: list[str]) -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"unpinned requirement {line!r}"
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def _make(target: str, artifacts: Path) -> None:
+    # The host's wheels (PIP_PLATFORM empty): the same pins, importable on this machine.
+    subprocess.run(
+        ["make", "--no-print-directory", "-f", str(MAKEFILE), target,
+         f"ARTIFACTS_DIR={artifacts}", f"PYTHON={sys.executable}", "PIP_PLATFORM="],
+        cwd=SRC,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def layer_deps() -> Path:
+    """The pinned requirements alone, cached under build/ by content."""
+    key = hashlib.sha256(
+        REQUIREMENTS.read_bytes() + MAKEFILE.read_bytes() + sys.version.encode()
+    ).hexdigest()[:16]
+    cache = ROOT / "build" / "layer-deps" / key
+    if not (cache / "done").exists():
+        shutil.rmtree(cache, ignore_errors=True)
+        _make("layer-deps", cache)
+        (cache / "done").write_text("ok\n", encoding="utf-8")
+    return cache / "python"
+
+
+@pytest.fixture(scope="session")
+def layer_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package's files exactly as the layer ships them."""
+    artifacts = tmp_path_factory.mktemp("layer")
+    _make("layer-package", artifacts)
+    return artifacts / "python"
+
+
+def test_the_layer_pins_exactly_the_runtime_dependencies_of_pyproject() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert _pins(REQUIREMENTS.read_text(encoding="utf-8").splitlines()) == _pins(
+        project["dependencies"]
+    )
+
+
+def test_the_layer_is_built_by_the_makefile_for_the_lambda_runtime() -> None:
+    from tokenbroker.local.template import load_template
+
+    resources = load_template(ROOT / "template.yaml").document()["Resources"]
+    layer = resources["SharedLayer"]
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    assert layer["Properties"]["ContentUri"] == "src/"
+    text = MAKEFILE.read_text(encoding="utf-8")
+    assert "manylinux2014_aarch64" in text
+    assert "--python-version 3.13" in text
+    assert "--only-binary=:all:" in text
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+
+
+def test_the_layer_ships_the_package_without_cli_local_stack_or_client_sdk(
+    layer_package: Path,
+) -> None:
+    shipped = {p.name for p in (layer_package / "tokenbroker").iterdir() if p.is_dir()}
+    assert shipped.isdisjoint(EXCLUDED)
+    assert {"domain", "services", "adapters", "web"} <= shipped
+    assert not list(layer_package.rglob("__pycache__"))
+
+
+_IMPORT = """
+import json, sys
+import app
+assert callable(app.handler), "app.handler is not callable"
+print(json.dumps(sorted({getattr(m, "__file__", None) or "" for m in list(sys.modules.values())})))
+"""
+
+
+@pytest.mark.parametrize("handler", HANDLERS, ids=[h.parent.name for h in HANDLERS])
+def test_every_handler_imports_from_the_layer_alone(
+    handler: Path, layer_deps: Path, layer_package: Path, tmp_path: Path
+) -> None:
+    task_root = tmp_path / "task"
+    shutil.copytree(handler.parent, task_root)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LAMBDA_TASK_ROOT": str(task_root),
+        "AWS_LAMBDA_FUNCTION_NAME": handler.parent.name,
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "PYTHONPATH": os.pathsep.join(map(str, (task_root, layer_package, layer_deps))),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    # -S: no site-packages (neither the dev venv's nor the user's), only the stdlib.
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", _IMPORT],
+        cwd=task_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.strip().splitlines()[-1:]
+    stdlib = sysconfig.get_paths()["stdlib"]
+    allowed = (str(task_root), str(layer_package), str(layer_deps), stdlib)
+    loaded = [f for f in json.loads(result.stdout) if f]
+    foreign = [f for f in loaded if not f.startswith(allowed)]
+    assert foreign == [], "modules loaded from outside the layer"
+    assert not any(re.search(r"tokenbroker/(cli|local|client)/", f) for f in loaded)
+
+
+@pytest.fixture(scope="module")
+def sam_build() -> Path:
+    built = os.environ.get("TOKENBROKER_SAM_BUILD")
+    if not built:
+        pytest.skip("TOKENBROKER_SAM_BUILD is not set: scripts/test runs `sam build` and sets it")
+    return Path(built)
+
+
+def test_sam_build_made_the_layer_for_python313_on_arm64_without_cli_local_or_sdk(
+    sam_build: Path,
+) -> None:
+    python = sam_build / "SharedLayer" / "python"
+    shipped = {p.name for p in (python / "tokenbroker").iterdir()}
+    assert shipped.isdisjoint(EXCLUDED)
+    binaries = [p.name for p in python.rglob("*.so")]
+    assert binaries, "no compiled dependency in the layer"
+    assert all("x86_64" not in name for name in binaries)
+    assert any("cpython-313-aarch64" in name for name in binaries)  # cffi's backend
+    assert "aws_xray_sdk" not in {p.name for p in python.iterdir()}
+    for name in _pins(REQUIREMENTS.read_text(encoding="utf-8").splitlines()):
+        assert list(python.glob(f"{name.replace('-', '_')}-*.dist-info")), name
+
+
+def test_sam_build_copied_every_function_handler(sam_build: Path) -> None:
+    for handler in HANDLERS:
+        name = handler.parent.name
+        if name == "edge_authorizer":  # infra/edge.yaml builds it (one bundle, no layer)
+            continue
+        built = [p for p in sam_build.glob("*/app.py") if p.read_bytes() == handler.read_bytes()]
+        assert built, f"functions/{name}/app.py is in no built function"
