@@ -29,8 +29,9 @@ from joserfc.jwk import ECKey
 from support.dpop import DeviceKey, ath_for, b64url, b64url_json
 from tokenbroker import bootstrap
 from tokenbroker.domain.clock import FixedClock
-from tokenbroker.domain.errors import ClientDisabled, DeviceRevoked, ProofReplayed
+from tokenbroker.domain.errors import ProofReplayed
 from tokenbroker.domain.keycache import KeyCache
+from tokenbroker.domain.liveness import Liveness, LivenessView
 from tokenbroker.domain.models import UsageRecord
 from tokenbroker.settings import Settings
 from tokenbroker.web.edge import Unauthorized
@@ -138,13 +139,24 @@ def build_container(
     usage: Any,
     aws: Callable[[str], Any] | None = None,
 ) -> bootstrap.Container:
-    """``bootstrap.build`` with the key cache and (unless None) the usage ledger given;
-    without ``aws``, any AWS client the container asks for fails the test."""
+    """``bootstrap.build`` with the key cache and (unless None) the usage ledger given
+    (a FakeUsageLedger is also the liveness source); without ``aws``, any AWS client the
+    container asks for fails the test."""
 
     def no_aws(service: str) -> Any:
         raise AssertionError(f"unexpected AWS client {service!r} in this test")
 
-    return bootstrap.build(config, aws=aws or no_aws, clock=clock, key_cache=key_cache, usage=usage)
+    liveness = (
+        LivenessView(usage.fetch, clock=clock) if isinstance(usage, FakeUsageLedger) else None
+    )
+    return bootstrap.build(
+        config,
+        aws=aws or no_aws,
+        clock=clock,
+        key_cache=key_cache,
+        usage=usage,
+        liveness=liveness,
+    )
 
 
 # ---------------------------------------------------------------- tokens and proofs
@@ -438,25 +450,38 @@ def dpop_headers(token: str, proof_value: str, scheme: str = "DPoP") -> list[tup
 # ---------------------------------------------------------------- usage ledger fake
 
 
+#: the scopes FakeUsageLedger's clients are allowed unless a test says otherwise
+FAKE_CLIENT_SCOPES = frozenset({DEFAULT_SCOPE, INVOKE_SCOPE, "model:other:invoke"})
+
+
 class FakeUsageLedger:
-    """The UsageLedger port in memory, with the DynamoDB adapter's conditions: the
-    allowed-request insert fails (and writes nothing) if the device is revoked, the client
-    disabled, or the record id (the proof's replay key) already exists."""
+    """The UsageLedger port in memory, with the DynamoDB adapter's condition (the
+    allowed-request insert fails, and writes nothing, if the record id, the proof's replay
+    key, already exists); and, as ``fetch``, the liveness source DynamoLiveness is: device
+    revoked, client disabled, the client's scopes and tokens-not-before."""
 
     def __init__(self) -> None:
         self.records: dict[str, UsageRecord] = {}
         self.revoked: set[str] = set()
         self.disabled: set[str] = set()
+        self.client_scopes: frozenset[str] = FAKE_CLIENT_SCOPES
+        self.tokens_not_before = 0
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
+
+    def fetch(self, client_id: str, jkt: str) -> Liveness:
+        with self._lock:
+            self.calls["fetch"] += 1
+            return Liveness(
+                client_active=client_id not in self.disabled,
+                device_active=jkt not in self.revoked,
+                client_scopes=self.client_scopes,
+                tokens_not_before=self.tokens_not_before,
+            )
 
     def record_use(self, record: UsageRecord) -> None:
         with self._lock:
             self.calls["record_use"] += 1
-            if record.jkt in self.revoked:
-                raise DeviceRevoked("the device key has been revoked")
-            if record.client_id in self.disabled:
-                raise ClientDisabled("the client has been disabled")
             if record.record_id in self.records:
                 raise ProofReplayed("the DPoP proof has already been used")
             self.records[record.record_id] = record

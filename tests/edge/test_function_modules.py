@@ -80,9 +80,9 @@ def test_the_edge_handler_reads_its_bundled_configuration_and_fails_closed_witho
         "AWS_REGION": "us-east-1",
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
-    app.container.cache_clear()
+    app._loaded.cache_clear()
     assert dict(app.container().settings.route_scopes) == dict(s.ROUTE_SCOPES)
-    monkeypatch.setattr(app, "container", lambda: world["container"])
+    monkeypatch.setattr(app, "_loaded", lambda: world["container"])
     event = s.edge_event(s.dpop_headers(token, proof))
     passed = app.handler(event, s.LambdaContext())
     assert "status" not in passed  # the request goes on to the origin

@@ -37,6 +37,8 @@ ACTIVE_DEVICES = "active_devices"
 STATUS = "status"
 CREATED_AT = "created_at"
 UPDATED_AT = "updated_at"
+#: tokens issued (iat) before this epoch second are refused at the edge (revoke-tokens)
+TOKENS_NOT_BEFORE = "tokens_not_before"
 # devices table (key: jkt; GSI by_client: client_id + enrolled_at)
 JKT = "jkt"
 LABEL = "label"
