@@ -17,6 +17,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -162,6 +163,29 @@ class FakeClientDirectory(_Fake):
                 raise NotFound(f"client {client_id} does not exist")
             self._ledger.check_new(record)
             updated = replace(current, status=Status(status))
+            self.clients[client_id] = updated
+            self._ledger.add(record)
+            return updated
+
+    def set_client_scopes(
+        self, client_id: str, scopes: frozenset[str], at: int, record: UsageRecord
+    ) -> Client:
+        self._call("set_client_scopes")
+        return self._update(client_id, record, scopes=frozenset(scopes))
+
+    def set_tokens_not_before(
+        self, client_id: str, not_before: int, at: int, record: UsageRecord
+    ) -> Client:
+        self._call("set_tokens_not_before")
+        return self._update(client_id, record, tokens_not_before=not_before)
+
+    def _update(self, client_id: str, record: UsageRecord, **changes: Any) -> Client:
+        with self._lock:
+            current = self.clients.get(client_id)
+            if current is None:
+                raise NotFound(f"client {client_id} does not exist")
+            self._ledger.check_new(record)
+            updated = replace(current, **changes)
             self.clients[client_id] = updated
             self._ledger.add(record)
             return updated
