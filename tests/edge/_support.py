@@ -131,6 +131,19 @@ def call_rest_authorizer(
     return "401", None
 
 
+def call_rest_authorizer_raw(module: ModuleType, event: Mapping[str, Any]) -> str:
+    """Run the REST authorizer handler on any event: "401" (exactly ``Unauthorized``) or
+    the policy's effect; any other exception propagates (API Gateway: 500)."""
+    try:
+        response = module.handler(dict(event), LambdaContext())
+    except Unauthorized as exc:
+        message = str(exc)
+    else:
+        return str(response["policyDocument"]["Statement"][0]["Effect"])
+    assert message == "Unauthorized"
+    return "401"
+
+
 def build_container(
     config: Settings,
     *,
