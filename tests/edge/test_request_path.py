@@ -77,7 +77,7 @@ class World:
 
     def authorize(self, request: Any, render: Any) -> Any:
         return edge.authorize(
-            lambda: self.container, request, "", Logger(service="t"), _Metrics(), render
+            lambda: self.container, request, "", Logger(service="tb-request-path-tests"), _Metrics(), render
         )
 
 
