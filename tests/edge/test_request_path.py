@@ -77,7 +77,12 @@ class World:
 
     def authorize(self, request: Any, render: Any) -> Any:
         return edge.authorize(
-            lambda: self.container, request, "", Logger(service="tb-request-path-tests"), _Metrics(), render
+            lambda: self.container,
+            request,
+            "",
+            Logger(service="tb-request-path-tests"),
+            _Metrics(),
+            render,
         )
 
 
@@ -379,3 +384,24 @@ def _rest(event: dict[str, Any]) -> Any:
     )
 
     return APIGatewayAuthorizerRequestEvent(event)
+
+
+@pytest.mark.parametrize(
+    ("context_path", "path", "base"),
+    [
+        ("/prod/v1/models/team%40eu/invoke", "/v1/models/team@eu/invoke", "/prod"),
+        ("/prod/v1/models/team%40eu/invoke", "/v1/models/team%40eu/invoke", "/prod"),
+        ("/v1/models/50%25/invoke", "/v1/models/50%/invoke", ""),
+        ("/api/v2/v1/models/mod%C3%A8le/invoke", "/v1/models/mod\u00e8le/invoke", "/api/v2"),
+        ("/prod/v1/whoami", "/v1/whoami", "/prod"),
+    ],
+)
+def test_rest_urls_keep_the_encoded_path_and_the_base_whether_path_is_decoded_or_not(
+    context_path: str, path: str, base: str
+) -> None:
+    from tokenbroker.web.events import raw_request_url
+
+    raw = {"path": path, "requestContext": {"path": context_path, "domainName": s.HOST}}
+    url, issuer = raw_request_url(raw)
+    assert url == f"https://{s.HOST}{context_path}"
+    assert issuer == f"https://{s.HOST}{base}"
