@@ -101,6 +101,10 @@ class AwsStub:
         return AWSResponse(request.url, 200, headers, _Body(body))
 
 
+#: the benchmark client's scopes (its tokens carry model:demo:invoke)
+CLIENT_SCOPES = ("model:demo:invoke", "profile")
+
+
 def _everything_active(request_body: bytes | str) -> bytes:
     """BatchGetItem answer for the liveness read: every requested client and device is
     active (and each device belongs to the requested client)."""
@@ -113,7 +117,13 @@ def _everything_active(request_body: bytes | str) -> bytes:
     )
     responses = {
         table: [
-            {**key, "status": {"S": "active"}, "client_id": {"S": client_id}}
+            {
+                **key,
+                "status": {"S": "active"},
+                "client_id": {"S": client_id},
+                # the client's scopes now (the edge requires token scope within them)
+                "scopes": {"SS": list(CLIENT_SCOPES)},
+            }
             for key in spec["Keys"]
         ]
         for table, spec in wanted.items()

@@ -489,14 +489,18 @@ class Bench:
 
     def memory_service(self) -> Any:
         """AuthorizationService wired as bootstrap wires it, on an in-memory ledger."""
+        from benchmarks._stub_aws import CLIENT_SCOPES
         from tokenbroker.domain.keycache import KeyCache
+        from tokenbroker.domain.liveness import Liveness, LivenessView
         from tokenbroker.services.authorization import AuthorizationService, ResourcePolicy
 
         s = self.settings
         public = self.keys.issuer_key.public_key()
+        active = Liveness(True, True, client_scopes=frozenset(CLIENT_SCOPES))
         return AuthorizationService(
             resolve_key=KeyCache(lambda: {self.keys.kid: public}, clock=self.clock).resolve,
             usage=MemoryUsage(),
+            liveness=LivenessView(lambda client_id, jkt: active, clock=self.clock),
             clock=self.clock,
             policy=ResourcePolicy(
                 issuer=s.issuer,

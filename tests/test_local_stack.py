@@ -393,6 +393,43 @@ def test_the_edge_allows_fresh_proofs_and_refuses_replays_other_keys_and_revoked
     assert proof not in log
 
 
+#: (model, path segment as the client sends it) for names outside [A-Za-z0-9._-]
+_ODD_MODELS = [
+    ("team@eu", "team@eu"),
+    ("llama3:8b", "llama3:8b"),
+    ("a~b", "a~b"),
+    ("50%", "50%25"),
+]
+
+
+def test_models_with_odd_names_are_allowed_once_each_and_unnameable_ones_are_a_403(
+    stack: RunningStack,
+) -> None:
+    # issue 8.2 over HTTP: a name a scope can carry is a 200 with exactly one allowed
+    # record (never a 500, never an allowed record for a refused request); a name no
+    # scope token can carry (non-ASCII) is a clean 403 with no allowed record
+    _cli_ready(stack)
+    scope = " ".join(f"model:{model}:invoke" for model, _ in _ODD_MODELS)
+    client, device = _client_with_device(stack, scope)
+    token = _token(stack, client, device)
+
+    for model, segment in _ODD_MODELS:
+        url = f"{stack.api_url}/v1/models/{segment}/invoke"
+        response = _call("POST", url, token, device.proof("POST", url, token))
+        assert response.status_code == 200, (model, response.status_code, response.text)
+        assert response.json()["model"] == model
+
+    unnameable = f"{stack.api_url}/v1/models/mod%C3%A8le/invoke"
+    refused = _call("POST", unnameable, token, device.proof("POST", unnameable, token))
+    assert refused.status_code == 403, refused.text
+
+    items = [i for i in _usage_items(stack, client["client_id"]) if i["event"]["S"] == "request"]
+    allowed = sorted(i["resource"]["S"] for i in items if i["decision"]["S"] == "allow")
+    assert allowed == sorted(model for model, _ in _ODD_MODELS)
+    denied = [i["reason"]["S"] for i in items if i["decision"]["S"] == "deny"]
+    assert denied == ["resource_not_nameable"]
+
+
 def test_sigterm_stops_the_stack_cleanly(stack: RunningStack) -> None:
     stack.process.send_signal(signal.SIGTERM)
     assert stack.process.wait(timeout=10) == 0

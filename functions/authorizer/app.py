@@ -22,5 +22,11 @@ metrics = Metrics()
 @event_source(data_class=APIGatewayAuthorizerRequestEvent)
 def handler(event: APIGatewayAuthorizerRequestEvent, context: LambdaContext) -> dict[str, Any]:
     request, issuer = edge.rest_request(event)
-    outcome = edge.authorize(bootstrap.default, request, issuer, logger, metrics)
-    return edge.rest_response(event, outcome)
+    return edge.authorize(
+        bootstrap.default,
+        request,
+        issuer,
+        logger,
+        metrics,
+        lambda outcome: edge.rest_response(event, outcome),
+    )

@@ -6,6 +6,16 @@ USAGE_TABLE, CLIENTS_TABLE, DEVICES_TABLE, SIGNING_KEY_ID, ISSUER, AUDIENCE,
 ROUTE_SCOPES, plus AWS_REGION: the home region of the tables and key, since the
 function runs in the edge location's region). Deploy it in us-east-1 with 128 MB; the
 benchmarks show the authorizer's peak RSS well under that.
+
+``ISSUER`` is required: the viewer chooses the Host header, so an issuer derived from it
+would let anyone name their own. Without it (or with any other configuration error)
+every request is answered with a 401, and the error is logged once per execution
+environment (the bundled file cannot change while it lives).
+
+CloudFront gives a viewer-request function 5 s. The AWS clients here give up well
+inside that (``EDGE_CONFIG``): at most ``EDGE_AWS_CALLS`` calls per request (the key
+fetch on a cold start, the liveness read, the usage write), one attempt each, so a hung
+dependency is a Deny after at most ``EDGE_WORST_CASE_S`` seconds, not a CloudFront 503.
 """
 
 import functools
@@ -15,33 +25,74 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
 
 from tokenbroker import bootstrap
+from tokenbroker.domain.errors import ConfigurationError
 from tokenbroker.web import edge
 
 logger = Logger(service="tokenbroker-edge")
 metrics = Metrics(namespace="TokenBroker")
 CONFIG = Path(__file__).with_name("config.json")
 
+CONNECT_TIMEOUT_S = 0.5
+READ_TIMEOUT_S = 0.8
+ATTEMPTS = 1  # no retries: a retry's back-off alone could take the rest of the 5 s
+EDGE_CONFIG = Config(
+    parameter_validation=False,
+    connect_timeout=CONNECT_TIMEOUT_S,
+    read_timeout=READ_TIMEOUT_S,
+    retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
+    tcp_keepalive=True,
+)
+#: kms:GetPublicKey (cold start), dynamodb:BatchGetItem (liveness), dynamodb:PutItem
+EDGE_AWS_CALLS = 3
+EDGE_WORST_CASE_S = EDGE_AWS_CALLS * ATTEMPTS * (CONNECT_TIMEOUT_S + READ_TIMEOUT_S)
+VIEWER_REQUEST_LIMIT_S = 5.0
 
-@functools.cache
-def container() -> bootstrap.Container:
-    """Built on first use from the bundled configuration (never at import time)."""
+
+def _build() -> bootstrap.Container:
     from tokenbroker.settings import Settings
 
     config: dict[str, str] = json.loads(CONFIG.read_text(encoding="utf-8"))
+    settings = Settings.from_mapping(config)
+    if not settings.issuer:
+        raise ConfigurationError("ISSUER is required in the bundled config.json")
     region = config.get("AWS_REGION", "us-east-1")
-    return bootstrap.build(Settings.from_mapping(config), aws=bootstrap.regional_clients(region))
+    return bootstrap.build(settings, aws=bootstrap.regional_clients(region, config=EDGE_CONFIG))
+
+
+@functools.cache
+def _loaded() -> bootstrap.Container | ConfigurationError:
+    """The container, or why there is none (logged here, once)."""
+    try:
+        return _build()
+    except Exception as exc:  # noqa: BLE001 - missing/invalid bundled config: fail closed
+        logger.error("edge configuration unavailable", extra={"error_type": type(exc).__name__})
+        return ConfigurationError("the bundled configuration is unavailable")
+
+
+def container() -> bootstrap.Container:
+    """Built on first use from the bundled configuration (never at import time)."""
+    loaded = _loaded()
+    if isinstance(loaded, ConfigurationError):
+        raise loaded
+    return loaded
 
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    try:
-        route_scopes = dict(container().settings.route_scopes)
-    except Exception:  # noqa: BLE001 - missing/invalid bundled config: fail closed
-        logger.error("edge configuration unavailable")
-        route_scopes = {}
-    request, issuer, cf_request = edge.edge_request(event, route_scopes)
-    outcome = edge.authorize(container, request, issuer, logger, metrics)
-    return edge.edge_response(cf_request, outcome)
+    loaded = _loaded()
+    route_scopes = (
+        {} if isinstance(loaded, ConfigurationError) else dict(loaded.settings.route_scopes)
+    )
+    request, cf_request = edge.edge_request(event, route_scopes)
+    return edge.authorize(
+        container,
+        request,
+        "",  # never the viewer's Host: the issuer is ISSUER from config.json
+        logger,
+        metrics,
+        lambda outcome: edge.edge_response(cf_request, outcome),
+    )

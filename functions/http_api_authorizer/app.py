@@ -28,5 +28,6 @@ metrics = Metrics()
 @event_source(data_class=APIGatewayAuthorizerEventV2)
 def handler(event: APIGatewayAuthorizerEventV2, context: LambdaContext) -> dict[str, Any]:
     request, issuer = edge.http_api_request(event)
-    outcome = edge.authorize(bootstrap.default, request, issuer, logger, metrics)
-    return edge.http_api_response(outcome)
+    return edge.authorize(
+        bootstrap.default, request, issuer, logger, metrics, edge.http_api_response
+    )

@@ -23,6 +23,7 @@ from tokenbroker.settings import Settings
 # Services and adapters are imported where they are built: each Lambda imports only what
 # it uses (the authorizer's cold start is budgeted; see benchmarks/).
 if TYPE_CHECKING:
+    from tokenbroker.domain.liveness import LivenessView
     from tokenbroker.domain.ports import ClientDirectory, Signer, TokenLedger, UsageLedger
     from tokenbroker.services.admin import AdminService
     from tokenbroker.services.aggregates import AggregatesService
@@ -47,6 +48,7 @@ class Container:
         ledger: TokenLedger | None = None,
         signer: Signer | None = None,
         usage: UsageLedger | None = None,
+        liveness: LivenessView | None = None,
         key_cache: KeyCache | None = None,
         actor: str = "",
     ) -> None:
@@ -61,6 +63,7 @@ class Container:
             "ledger": ledger,
             "signer": signer,
             "usage": usage,
+            "liveness": liveness,
             "key_cache": key_cache,
         }
         self._lock = threading.RLock()
@@ -174,22 +177,32 @@ class Container:
     @property
     def usage(self) -> UsageLedger:
         def make() -> UsageLedger:
-            from tokenbroker.adapters.usage import DynamoLiveness, DynamoUsageLedger
+            from tokenbroker.adapters.usage import DynamoUsageLedger
+
+            s = self.settings
+            s.require("usage_table")
+            return DynamoUsageLedger(self.client("dynamodb"), usage_table=s.usage_table)
+
+        return self._once("usage", make)  # type: ignore[no-any-return]
+
+    @property
+    def liveness(self) -> LivenessView:
+        """The edge's bounded-staleness view of clients and devices (domain/liveness.py)."""
+
+        def make() -> LivenessView:
+            from tokenbroker.adapters.usage import DynamoLiveness
             from tokenbroker.domain.liveness import LivenessView
 
             s = self.settings
-            s.require("usage_table", "clients_table", "devices_table")
-            ddb = self.client("dynamodb")
+            s.require("clients_table", "devices_table")
             source = DynamoLiveness(
-                ddb, clients_table=s.clients_table, devices_table=s.devices_table
+                self.client("dynamodb"),
+                clients_table=s.clients_table,
+                devices_table=s.devices_table,
             )
-            return DynamoUsageLedger(
-                ddb,
-                usage_table=s.usage_table,
-                liveness=LivenessView(source.fetch, clock=self.clock),
-            )
+            return LivenessView(source.fetch, clock=self.clock)
 
-        return self._once("usage", make)  # type: ignore[no-any-return]
+        return self._once("liveness", make)  # type: ignore[no-any-return]
 
     @property
     def authorization(self) -> AuthorizationService:
@@ -201,6 +214,7 @@ class Container:
             return AuthorizationService(
                 resolve_key=self.key_cache.resolve,
                 usage=self.usage,
+                liveness=self.liveness,
                 clock=self.clock,
                 policy=ResourcePolicy(
                     issuer=s.issuer,
@@ -254,14 +268,17 @@ def lambda_clients(service: str) -> Any:
     return client(service)
 
 
-def regional_clients(region: str) -> ClientFactory:
+def regional_clients(region: str, *, config: Any = None) -> ClientFactory:
     """Clients of one region from the standard configuration chain: for a function that
-    runs away from its tables and key (Lambda@Edge runs in the viewer's region)."""
+    runs away from its tables and key (Lambda@Edge runs in the viewer's region).
+    ``config``: a botocore Config (e.g. the edge's tighter timeouts); default Lambda's."""
 
     def make(service: str) -> Any:
         from tokenbroker.adapters.aws import client
 
-        return client(service, region=region)
+        if config is None:
+            return client(service, region=region)
+        return client(service, region=region, config=config)
 
     return make
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import requests
 
-from client.fake_broker import CLIENT_ID, ISSUER, SECRET, FakeBroker
+from client.fake_broker import API, CLIENT_ID, ISSUER, SECRET, FakeBroker
 from tokenbroker.client import DeviceKey, DPoPAuth, TokenSource
 from tokenbroker.domain.clock import FixedClock
 
@@ -47,5 +47,5 @@ def api(broker: FakeBroker, source: TokenSource) -> Iterator[requests.Session]:
     """A requests session whose transport is the fake, authenticated with DPoPAuth."""
     with requests.Session() as session:
         session.mount("https://", broker.adapter())
-        session.auth = DPoPAuth(source)
+        session.auth = DPoPAuth(source, origins=[API])
         yield session

@@ -93,7 +93,7 @@ def _assert_every_call_allowed_with_its_own_proof(broker: FakeBroker, calls: int
 def test_fifty_threads_share_one_token_fetch_per_token_lifetime(
     broker: FakeBroker, source: TokenSource, gate: Gate, fixed_clock: FixedClock
 ) -> None:
-    auth = DPoPAuth(source)
+    auth = DPoPAuth(source, origins=[API])
     with ThreadPoolExecutor(max_workers=CALLERS) as pool:
         for round_ in range(1, ROUNDS + 1):
             gate.reset(CALLERS)
@@ -108,7 +108,7 @@ def test_fifty_asyncio_tasks_share_one_token_fetch_per_token_lifetime(
     broker: FakeBroker, source: TokenSource, gate: Gate, fixed_clock: FixedClock
 ) -> None:
     async def main() -> None:
-        auth = DPoPHttpxAuth(source)
+        auth = DPoPHttpxAuth(source, origins=[API])
         async with httpx.AsyncClient(transport=broker.async_transport(), auth=auth) as client:
             for round_ in range(1, ROUNDS + 1):
                 gate.reset(CALLERS)
@@ -125,11 +125,11 @@ def test_fifty_asyncio_tasks_share_one_token_fetch_per_token_lifetime(
 def test_threads_and_asyncio_tasks_together_share_one_token_fetch_per_lifetime(
     broker: FakeBroker, source: TokenSource, gate: Gate, fixed_clock: FixedClock
 ) -> None:
-    thread_call = _thread_call(broker, DPoPAuth(source))
+    thread_call = _thread_call(broker, DPoPAuth(source, origins=[API]))
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        auth = DPoPHttpxAuth(source)
+        auth = DPoPHttpxAuth(source, origins=[API])
         async with httpx.AsyncClient(transport=broker.async_transport(), auth=auth) as client:
             with ThreadPoolExecutor(max_workers=CALLERS) as pool:
                 for round_ in range(1, ROUNDS + 1):

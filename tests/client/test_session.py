@@ -351,7 +351,7 @@ def test_no_error_message_or_repr_contains_the_secret_or_the_basic_credentials(
                 assert basic not in text
             chain = chain.__cause__ or chain.__context__
     token = source.token()
-    for text in (repr(source), str(source), repr(token), repr(DPoPAuth(source))):
+    for text in (repr(source), str(source), repr(token), repr(DPoPAuth(source, origins=[API]))):
         assert SECRET not in text
         assert token.access_token not in text
 
@@ -478,7 +478,7 @@ def _async_client(broker: FakeBroker, auth: DPoPHttpxAuth, **kw: Any) -> httpx.A
 def test_httpx_sync_and_async_calls_carry_fresh_verified_proofs(
     broker: FakeBroker, source: TokenSource
 ) -> None:
-    auth = DPoPHttpxAuth(source)
+    auth = DPoPHttpxAuth(source, origins=[API])
     with _httpx_client(broker, auth) as client:
         assert client.post(f"{INVOKE}?q=1", json={}).status_code == 200
         assert client.get(f"{API}/v1/whoami").status_code == 200
@@ -504,7 +504,7 @@ def test_httpx_retries_a_nonce_once_and_an_invalid_token_once(
 ) -> None:
     broker.api_nonce = "nonce-x"
     broker.refused_tokens.add(source.token().access_token)
-    auth = DPoPHttpxAuth(source)
+    auth = DPoPHttpxAuth(source, origins=[API])
     if mode == "sync":
         with _httpx_client(broker, auth) as client:
             response = client.post(INVOKE, json={"x": 1})
@@ -525,7 +525,7 @@ def test_httpx_never_loops_on_a_resource_that_keeps_refusing(
     broker: FakeBroker, source: TokenSource
 ) -> None:
     broker.refuse_all_tokens = True
-    with _httpx_client(broker, DPoPHttpxAuth(source)) as client:
+    with _httpx_client(broker, DPoPHttpxAuth(source, origins=[API])) as client:
         assert client.get(INVOKE).status_code == 401
     assert len(broker.api_calls()) == 2
 
@@ -534,7 +534,7 @@ def test_httpx_never_loops_on_a_resource_that_keeps_refusing(
 def test_httpx_redirects_followed_with_the_event_hooks_get_a_fresh_proof_per_hop(
     broker: FakeBroker, source: TokenSource, mode: str
 ) -> None:
-    auth = DPoPHttpxAuth(source)
+    auth = DPoPHttpxAuth(source, origins=[API])
     if mode == "sync":
         with _httpx_client(
             broker, auth, follow_redirects=True, event_hooks=auth.event_hooks
@@ -560,7 +560,7 @@ def test_httpx_redirects_followed_with_the_event_hooks_get_a_fresh_proof_per_hop
 def test_httpx_redirects_sent_on_with_next_request_get_a_fresh_proof_without_hooks(
     broker: FakeBroker, source: TokenSource
 ) -> None:
-    with _httpx_client(broker, DPoPHttpxAuth(source)) as client:
+    with _httpx_client(broker, DPoPHttpxAuth(source, origins=[API])) as client:
         first = client.post(f"{API}/redirect-same", json={})
         assert first.status_code == 303
         assert first.next_request is not None
@@ -572,7 +572,7 @@ def test_httpx_redirects_sent_on_with_next_request_get_a_fresh_proof_without_hoo
 def test_httpx_redirect_to_another_origin_drops_the_proof_with_the_token(
     broker: FakeBroker, source: TokenSource
 ) -> None:
-    auth = DPoPHttpxAuth(source)
+    auth = DPoPHttpxAuth(source, origins=[API])
     with _httpx_client(broker, auth, follow_redirects=True, event_hooks=auth.event_hooks) as c:
         response = c.get(f"{API}/redirect-other")
     assert response.json() == {"authorization": False, "dpop": False}
@@ -582,7 +582,9 @@ def test_httpx_redirect_to_another_origin_drops_the_proof_with_the_token(
 def test_httpx_redirect_without_hooks_is_not_retried_with_a_new_token(
     broker: FakeBroker, source: TokenSource
 ) -> None:
-    with _httpx_client(broker, DPoPHttpxAuth(source), follow_redirects=True) as client:
+    with _httpx_client(
+        broker, DPoPHttpxAuth(source, origins=[API]), follow_redirects=True
+    ) as client:
         response = client.post(f"{API}/redirect-same", json={})
     assert response.status_code == 401  # httpx re-sent the first proof to /final
     assert [c.outcome for c in broker.api_calls()] == [

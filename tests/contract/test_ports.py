@@ -28,6 +28,7 @@ from tokenbroker.domain.errors import (
     NotFound,
     ProofReplayed,
 )
+from tokenbroker.domain.liveness import LivenessView
 from tokenbroker.domain.models import (
     Client,
     Decision,
@@ -52,11 +53,15 @@ class Ports:
     directory: ClientDirectory
     tokens: TokenLedger
     usage: UsageLedger
+    liveness: LivenessView
 
 
 def _fakes() -> Ports:
     directory = FakeClientDirectory()
-    return Ports(directory, FakeTokenLedger(), FakeUsageLedger(directory))
+    usage = FakeUsageLedger(directory)
+    return Ports(
+        directory, FakeTokenLedger(), usage, LivenessView(usage.fetch, clock=FixedClock(NOW))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +101,7 @@ def ports(request: pytest.FixtureRequest, template: Any) -> Ports:
         aws=clients.__getitem__,
         clock=FixedClock(NOW),
     )
-    return Ports(container.directory, container.ledger, container.usage)
+    return Ports(container.directory, container.ledger, container.usage, container.liveness)
 
 
 def client(client_id: str = "tbc_contract", *, max_devices: int = 2) -> Client:
@@ -258,20 +263,32 @@ def test_an_allowed_use_is_recorded_once_per_record_id(ports: Ports) -> None:
     ports.usage.record_use(use("tbc_contract", JKT_A, "rk-2"))
 
 
-def test_a_use_by_a_revoked_or_unknown_device_is_refused(ports: Ports) -> None:
+def test_liveness_sees_a_revoked_or_unknown_device(ports: Ports) -> None:
     _enrolled(ports)
     ports.directory.revoke_device(device(JKT_A), NOW, record(jkt=JKT_A))
+    assert not ports.liveness.current("tbc_contract", JKT_A).device_active
+    assert not ports.liveness.current("tbc_contract", JKT_B).device_active
     with pytest.raises(DeviceRevoked):
-        ports.usage.record_use(use("tbc_contract", JKT_A, "rk-1"))
-    with pytest.raises(DeviceRevoked):
-        ports.usage.record_use(use("tbc_contract", JKT_B, "rk-2"))
+        ports.liveness.require_active("tbc_contract", JKT_A)
 
 
-def test_a_use_for_a_disabled_client_is_refused(ports: Ports) -> None:
+def test_liveness_sees_a_disabled_client(ports: Ports) -> None:
     _enrolled(ports)
     ports.directory.set_client_status("tbc_contract", "disabled", NOW, record())
+    state = ports.liveness.current("tbc_contract", JKT_A)
+    assert state.device_active
+    assert not state.client_active
     with pytest.raises(ClientDisabled):
-        ports.usage.record_use(use("tbc_contract", JKT_A, "rk-1"))
+        ports.liveness.require_active("tbc_contract", JKT_A)
+
+
+def test_liveness_reports_the_clients_scopes_now(ports: Ports) -> None:
+    _enrolled(ports)
+    state = ports.liveness.current("tbc_contract", JKT_A)
+    assert state.client_active
+    assert state.device_active
+    assert state.client_scopes == frozenset({"profile"})
+    assert state.tokens_not_before == 0
 
 
 def test_a_denial_is_recorded_best_effort_and_twice_is_no_error(ports: Ports) -> None:

@@ -21,13 +21,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from joserfc.jwk import ECKey
 
-from support import lambda_events
+from support import fakes, lambda_events
 from support.dpop import DeviceKey, ath_for, b64url, b64url_json
-from support.fakes import FakeUsageLedger as FakeUsageLedger  # the edge tests use s.FakeUsageLedger
 from support.lambda_events import ACCOUNT, API_ID, HOST, ISSUER, REGION, STAGE
 from tokenbroker import bootstrap
 from tokenbroker.domain.clock import FixedClock
 from tokenbroker.domain.keycache import KeyCache
+from tokenbroker.domain.liveness import LivenessView
 from tokenbroker.settings import Settings
 from tokenbroker.web.edge import Unauthorized
 
@@ -99,6 +99,19 @@ def call_rest_authorizer(
     return "401", None
 
 
+def call_rest_authorizer_raw(module: ModuleType, event: Mapping[str, Any]) -> str:
+    """Run the REST authorizer handler on any event: "401" (exactly ``Unauthorized``) or
+    the policy's effect; any other exception propagates (API Gateway: 500)."""
+    try:
+        response = module.handler(dict(event), LambdaContext())
+    except Unauthorized as exc:
+        message = str(exc)
+    else:
+        return str(response["policyDocument"]["Statement"][0]["Effect"])
+    assert message == "Unauthorized"
+    return "401"
+
+
 def build_container(
     config: Settings,
     *,
@@ -107,13 +120,24 @@ def build_container(
     usage: Any,
     aws: Callable[[str], Any] | None = None,
 ) -> bootstrap.Container:
-    """``bootstrap.build`` with the key cache and (unless None) the usage ledger given;
-    without ``aws``, any AWS client the container asks for fails the test."""
+    """``bootstrap.build`` with the key cache and (unless None) the usage ledger given
+    (a FakeUsageLedger is also the liveness source); without ``aws``, any AWS client the
+    container asks for fails the test."""
 
     def no_aws(service: str) -> Any:
         raise AssertionError(f"unexpected AWS client {service!r} in this test")
 
-    return bootstrap.build(config, aws=aws or no_aws, clock=clock, key_cache=key_cache, usage=usage)
+    liveness = (
+        LivenessView(usage.fetch, clock=clock) if isinstance(usage, FakeUsageLedger) else None
+    )
+    return bootstrap.build(
+        config,
+        aws=aws or no_aws,
+        clock=clock,
+        key_cache=key_cache,
+        usage=usage,
+        liveness=liveness,
+    )
 
 
 # ---------------------------------------------------------------- tokens and proofs
@@ -391,6 +415,20 @@ def edge_event(
 
 def dpop_headers(token: str, proof_value: str, scheme: str = "DPoP") -> list[tuple[str, str]]:
     return [("Authorization", f"{scheme} {token}"), ("DPoP", proof_value)]
+
+
+# ---------------------------------------------------------------- usage ledger fake
+
+
+#: the scopes FakeUsageLedger's clients are allowed unless a test says otherwise
+FAKE_CLIENT_SCOPES = frozenset({DEFAULT_SCOPE, INVOKE_SCOPE, "model:other:invoke"})
+
+
+class FakeUsageLedger(fakes.FakeUsageLedger):
+    """The shared fake, its clients allowed the edge tests' scopes."""
+
+    def __init__(self) -> None:
+        super().__init__(client_scopes=FAKE_CLIENT_SCOPES)
 
 
 def context_is_flat_strings(context: Mapping[str, Any]) -> bool:

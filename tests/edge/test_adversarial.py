@@ -39,7 +39,7 @@ class Kit:
     ledger: s.FakeUsageLedger
     app: Any
     context: s.LambdaContext
-    #: every error AuthorizationService.authorize raised, in order (observed, not altered)
+    #: every error AuthorizationService.authorize_then raised, in order (observed only)
     errors: list[BaseException] = field(default_factory=list)
 
     @property
@@ -82,7 +82,7 @@ def kit(monkeypatch: pytest.MonkeyPatch, fixed_clock: FixedClock) -> Kit:
         context=s.LambdaContext(),
     )
     service = container.authorization
-    authorize = service.authorize
+    authorize = service.authorize_then
 
     def observed(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -91,7 +91,7 @@ def kit(monkeypatch: pytest.MonkeyPatch, fixed_clock: FixedClock) -> Kit:
             kit.errors.append(exc)
             raise
 
-    monkeypatch.setattr(service, "authorize", observed)
+    monkeypatch.setattr(service, "authorize_then", observed)
     return kit
 
 

@@ -58,16 +58,20 @@ class Edge:
         kw.setdefault("iat", self.now)
         return s.proof(self.device, token, **kw)
 
-    def _authorize(self, request: Any, issuer: str) -> edge.Outcome:
-        return edge.authorize(lambda: self.container, request, issuer, self.logger, self.metrics)
+    def _authorize(
+        self, request: Any, issuer: str, render: Callable[[edge.Outcome], dict[str, Any]]
+    ) -> dict[str, Any]:
+        return edge.authorize(
+            lambda: self.container, request, issuer, self.logger, self.metrics, render
+        )
 
     def http_api(self, raw: dict[str, Any]) -> dict[str, Any]:
         request, issuer = edge.http_api_request(APIGatewayAuthorizerEventV2(raw))
-        return edge.http_api_response(self._authorize(request, issuer))
+        return self._authorize(request, issuer, edge.http_api_response)
 
     def lambda_at_edge(self, raw: dict[str, Any]) -> dict[str, Any]:
-        request, issuer, cf_request = edge.edge_request(raw, dict(s.ROUTE_SCOPES))
-        return edge.edge_response(cf_request, self._authorize(request, issuer))
+        request, cf_request = edge.edge_request(raw, dict(s.ROUTE_SCOPES))
+        return self._authorize(request, "", lambda o: edge.edge_response(cf_request, o))
 
 
 @pytest.fixture
@@ -266,7 +270,9 @@ def test_lambda_at_edge_denial_strips_forged_grant_headers_too(kit: Edge) -> Non
     response = kit.lambda_at_edge(raw)
 
     assert response["status"] == "401"
-    assert "x-tokenbroker-principal" not in cf_request["headers"]
+    assert "uri" not in response  # an answer, not the request passed on
+    assert not [h for h in response["headers"] if h.startswith("x-tokenbroker-")]
+    assert cf_request["headers"]["x-tokenbroker-principal"]  # the event is not modified
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -80,10 +81,117 @@ def test_the_edge_handler_reads_its_bundled_configuration_and_fails_closed_witho
         "AWS_REGION": "us-east-1",
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
-    app.container.cache_clear()
+    app._loaded.cache_clear()
     assert dict(app.container().settings.route_scopes) == dict(s.ROUTE_SCOPES)
-    monkeypatch.setattr(app, "container", lambda: world["container"])
+    monkeypatch.setattr(app, "_loaded", lambda: world["container"])
     event = s.edge_event(s.dpop_headers(token, proof))
     passed = app.handler(event, s.LambdaContext())
     assert "status" not in passed  # the request goes on to the origin
     assert passed["headers"]["x-tokenbroker-principal"][0]["value"] == s.PRINCIPAL
+
+
+# ---------------------------------------------------------------- Lambda@Edge limits
+
+
+def _edge_config(tmp_path: Path, **overrides: str) -> Path:
+    config = {
+        "AUDIENCE": s.AUDIENCE,
+        "ISSUER": s.ISSUER,
+        "ROUTE_SCOPES": json.dumps(dict(s.ROUTE_SCOPES)),
+        "AWS_REGION": "us-east-1",
+        "USAGE_TABLE": "usage",
+        "CLIENTS_TABLE": "clients",
+        "DEVICES_TABLE": "devices",
+        "SIGNING_KEY_ID": "arn:aws:kms:us-east-1:123456789012:key/edge",
+        **overrides,
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({k: v for k, v in config.items() if v}))
+    return path
+
+
+def test_the_edge_without_issuer_in_its_config_denies_every_request_and_logs_it_once(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    app = _load("edge_authorizer")
+    monkeypatch.setattr(app, "CONFIG", _edge_config(tmp_path, ISSUER=""))
+    errors: list[tuple[str, Any]] = []
+    monkeypatch.setattr(app.logger, "error", lambda msg, **kw: errors.append((msg, kw)))
+    token, proof = _token_and_proof(world, f"https://{s.EDGE_HOST}{s.WHOAMI}")
+
+    statuses = [
+        app.handler(s.edge_event(s.dpop_headers(token, proof)), s.LambdaContext())["status"]
+        for _ in range(3)
+    ]
+
+    assert statuses == ["401"] * 3
+    assert errors == [
+        ("edge configuration unavailable", {"extra": {"error_type": "ConfigurationError"}})
+    ]
+    assert world["ledger"].records == {}
+
+
+def test_the_edge_never_takes_its_issuer_from_the_viewers_host(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, fixed_clock: FixedClock
+) -> None:
+    # a container whose settings have no issuer: the edge must not fall back on Host
+    container = s.build_container(
+        s.settings(issuer=""),
+        clock=fixed_clock,
+        key_cache=world["issuer"].key_cache(fixed_clock),
+        usage=world["ledger"],
+    )
+    app = _load("edge_authorizer")
+    monkeypatch.setattr(app, "_loaded", lambda: container)
+    attacker_issuer = f"https://{s.EDGE_HOST}"
+    token = world["issuer"].token(world["now"], world["device"].jkt, iss=attacker_issuer)
+    proof = s.proof(
+        world["device"], token, htu=f"https://{s.EDGE_HOST}{s.WHOAMI}", iat=world["now"]
+    )
+
+    response = app.handler(s.edge_event(s.dpop_headers(token, proof)), s.LambdaContext())
+
+    assert response["status"] == "401"
+    assert world["ledger"].records == {}
+
+
+def test_the_edge_aws_clients_give_up_well_inside_cloudfronts_five_seconds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    app = _load("edge_authorizer")
+    monkeypatch.setattr(app, "CONFIG", _edge_config(tmp_path))
+    container = app.container()
+
+    for service in ("dynamodb", "kms"):
+        config = container.client(service).meta.config
+        assert config.connect_timeout == app.CONNECT_TIMEOUT_S
+        assert config.read_timeout == app.READ_TIMEOUT_S
+        assert config.retries["total_max_attempts"] == 1
+    assert app.EDGE_WORST_CASE_S <= 0.8 * app.VIEWER_REQUEST_LIMIT_S
+
+
+def test_a_hung_dependency_at_the_edge_is_one_attempt_per_call_and_a_deny(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from botocore.exceptions import ReadTimeoutError
+
+    app = _load("edge_authorizer")
+    monkeypatch.setattr(app, "CONFIG", _edge_config(tmp_path))
+    container = app.container()
+    attempts: list[str] = []
+
+    def hang(event_name: str, **kwargs: Any) -> None:
+        attempts.append(event_name.rsplit(".", 1)[-1])
+        raise ReadTimeoutError(endpoint_url="https://hung")
+
+    for service in ("dynamodb", "kms"):
+        container.client(service).meta.events.register("before-send", hang)
+    now = int(time.time())  # the container _build makes runs on the wall clock
+    token = world["issuer"].token(now, world["device"].jkt)
+    proof = s.proof(world["device"], token, htu=f"https://{s.EDGE_HOST}{s.WHOAMI}", iat=now)
+
+    response = app.handler(s.edge_event(s.dpop_headers(token, proof)), s.LambdaContext())
+
+    assert response["status"] == "401"
+    # the key fetch hangs: one attempt, then the Deny (no retry, no later call)
+    assert attempts == ["GetPublicKey"]

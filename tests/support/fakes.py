@@ -17,6 +17,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,14 +26,13 @@ from joserfc.jwk import ECKey
 
 from tokenbroker.domain.errors import (
     BrokerError,
-    ClientDisabled,
     Conflict,
     DeviceLimitReached,
-    DeviceRevoked,
     NotFound,
     ProofReplayed,
     TemporarilyUnavailable,
 )
+from tokenbroker.domain.liveness import Liveness
 from tokenbroker.domain.models import (
     Client,
     Device,
@@ -168,6 +168,29 @@ class FakeClientDirectory(_Fake):
             self._ledger.add(record)
             return updated
 
+    def set_client_scopes(
+        self, client_id: str, scopes: frozenset[str], at: int, record: UsageRecord
+    ) -> Client:
+        self._call("set_client_scopes")
+        return self._update(client_id, record, scopes=frozenset(scopes))
+
+    def set_tokens_not_before(
+        self, client_id: str, not_before: int, at: int, record: UsageRecord
+    ) -> Client:
+        self._call("set_tokens_not_before")
+        return self._update(client_id, record, tokens_not_before=not_before)
+
+    def _update(self, client_id: str, record: UsageRecord, **changes: Any) -> Client:
+        with self._lock:
+            current = self.clients.get(client_id)
+            if current is None:
+                raise NotFound(f"client {client_id} does not exist")
+            self._ledger.check_new(record)
+            updated = replace(current, **changes)
+            self.clients[client_id] = updated
+            self._ledger.add(record)
+            return updated
+
     def enroll_device(self, device: Device, record: UsageRecord) -> None:
         self._call("enroll_device")
         with self._lock:
@@ -279,45 +302,57 @@ class FakeSigner(_Fake):
 
 
 class FakeUsageLedger:
-    """The UsageLedger port in memory, with the DynamoDB adapter's conditions: the
-    allowed-request insert fails (and writes nothing) if the device is revoked, the client
-    disabled, or the record id (the proof's replay key) already exists.
+    """The UsageLedger port in memory, with the DynamoDB adapter's condition: the
+    allowed-request insert fails (and writes nothing) if the record id (the proof's replay
+    key) already exists. As ``fetch`` it is also the liveness source ``DynamoLiveness``
+    is (domain/liveness.py): device revoked, client disabled, the client's scopes now and
+    its tokens-not-before.
 
-    Liveness comes from ``revoked``/``disabled`` (tests set them directly) and, when
-    given, from ``directory`` (a device not active for the record's client, or a client
-    not active there, counts too: what the adapter reads from the tables)."""
+    Liveness comes from ``revoked``/``disabled``/``client_scopes``/``tokens_not_before``
+    (tests set them directly) and, when given, from ``directory`` (a device not active for
+    the client, a client not active there, and that client's scopes and not-before: what
+    the adapter reads from the tables)."""
 
-    def __init__(self, directory: FakeClientDirectory | None = None) -> None:
+    def __init__(
+        self,
+        directory: FakeClientDirectory | None = None,
+        *,
+        client_scopes: frozenset[str] = frozenset(),
+    ) -> None:
         self.records: dict[str, UsageRecord] = {}
         self.revoked: set[str] = set()
         self.disabled: set[str] = set()
+        self.client_scopes = client_scopes
+        self.tokens_not_before = 0
         self.calls: Counter[str] = Counter()
         self.directory = directory
         self._lock = threading.Lock()
 
-    def _revoked(self, record: UsageRecord) -> bool:
-        if record.jkt in self.revoked:
-            return True
-        if self.directory is None:
-            return False
-        device = self.directory.devices.get(record.jkt)
-        return device is None or not device.active or device.client_id != record.client_id
-
-    def _disabled(self, record: UsageRecord) -> bool:
-        if record.client_id in self.disabled:
-            return True
-        if self.directory is None:
-            return False
-        client = self.directory.clients.get(record.client_id)
-        return client is None or not client.active
+    def fetch(self, client_id: str, jkt: str) -> Liveness:
+        with self._lock:
+            self.calls["fetch"] += 1
+            device_active, client_active = jkt not in self.revoked, client_id not in self.disabled
+            scopes, not_before = self.client_scopes, self.tokens_not_before
+            if self.directory is not None:
+                device = self.directory.devices.get(jkt)
+                client = self.directory.clients.get(client_id)
+                device_active = device_active and (
+                    device is not None and device.active and device.client_id == client_id
+                )
+                client_active = client_active and client is not None and client.active
+                if client is not None:
+                    scopes = frozenset(client.scopes)
+                    not_before = max(not_before, client.tokens_not_before)
+            return Liveness(
+                client_active=client_active,
+                device_active=device_active,
+                client_scopes=scopes,
+                tokens_not_before=not_before,
+            )
 
     def record_use(self, record: UsageRecord) -> None:
         with self._lock:
             self.calls["record_use"] += 1
-            if self._revoked(record):
-                raise DeviceRevoked("the device key has been revoked")
-            if self._disabled(record):
-                raise ClientDisabled("the client has been disabled")
             if record.record_id in self.records:
                 raise ProofReplayed("the DPoP proof has already been used")
             self.records[record.record_id] = record

@@ -20,6 +20,10 @@ class Broken:
         raise RuntimeError("a bug with request data: DPoP eyJ...")
 
 
+def _itself(outcome: edge.Outcome) -> edge.Outcome:
+    return outcome
+
+
 REQUEST = ResourceRequest(
     authorization=("DPoP x",),
     dpop=("y",),
@@ -31,7 +35,7 @@ REQUEST = ResourceRequest(
 
 def test_an_unexpected_exception_is_a_deny_not_a_crash(capsys: pytest.CaptureFixture[str]) -> None:
     outcome = edge.authorize(
-        Broken, REQUEST, "https://a", Logger(service="t"), Metrics(namespace="t")
+        Broken, REQUEST, "https://a", Logger(service="t"), Metrics(namespace="t"), _itself
     )
     assert outcome.grant is None
     assert isinstance(outcome.error, TemporarilyUnavailable)
@@ -45,6 +49,6 @@ def test_a_config_failure_in_the_composition_root_is_a_deny() -> None:
         raise TemporarilyUnavailable("USAGE_TABLE is not configured")
 
     outcome = edge.authorize(
-        no_settings, REQUEST, "https://a", Logger(service="t"), Metrics(namespace="t")
+        no_settings, REQUEST, "https://a", Logger(service="t"), Metrics(namespace="t"), _itself
     )
     assert outcome.grant is None

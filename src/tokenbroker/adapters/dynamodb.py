@@ -37,6 +37,8 @@ ACTIVE_DEVICES = "active_devices"
 STATUS = "status"
 CREATED_AT = "created_at"
 UPDATED_AT = "updated_at"
+#: tokens issued (iat) before this epoch second are refused at the edge (revoke-tokens)
+TOKENS_NOT_BEFORE = "tokens_not_before"
 # devices table (key: jkt; GSI by_client: client_id + enrolled_at)
 JKT = "jkt"
 LABEL = "label"
@@ -74,6 +76,7 @@ def _client(item: Mapping[str, Any]) -> Client:
         status=Status(v[STATUS]),
         created_at=int(v[CREATED_AT]),
         active_devices=int(v.get(ACTIVE_DEVICES, 0)),
+        tokens_not_before=int(v.get(TOKENS_NOT_BEFORE, 0)),
     )
 
 
@@ -201,6 +204,49 @@ class DynamoClientDirectory:
                     raise NotFound(f"client {client_id} does not exist") from exc
                 raise
         # a transaction returns no attributes: read the client back (consistently)
+        client = self.get_client(client_id)
+        if client is None:  # pragma: no cover - clients are never deleted
+            raise NotFound(f"client {client_id} does not exist")
+        return client
+
+    def set_client_scopes(
+        self, client_id: str, scopes: frozenset[str], at: int, record: UsageRecord
+    ) -> Client:
+        return self._update_client(client_id, {SCOPES: set(scopes)}, at, record)
+
+    def set_tokens_not_before(
+        self, client_id: str, not_before: int, at: int, record: UsageRecord
+    ) -> Client:
+        return self._update_client(client_id, {TOKENS_NOT_BEFORE: not_before}, at, record)
+
+    def _update_client(
+        self, client_id: str, values: Mapping[str, Any], at: int, record: UsageRecord
+    ) -> Client:
+        """SET ``values`` on an existing client, with its ledger record, in ONE
+        transaction (the edge's liveness view reads these attributes)."""
+        names = {f"#a{i}": name for i, name in enumerate(values)}
+        assignments = {f":a{i}": value for i, value in enumerate(values.values())}
+        expression = ", ".join(f"#a{i} = :a{i}" for i in range(len(values)))
+        transact = [
+            {
+                "Update": {
+                    "TableName": self._clients,
+                    "Key": _item({CLIENT_ID: client_id}),
+                    "UpdateExpression": f"SET {expression}, #u = :u",
+                    "ConditionExpression": "attribute_exists(#id)",
+                    "ExpressionAttributeNames": {**names, "#u": UPDATED_AT, "#id": CLIENT_ID},
+                    "ExpressionAttributeValues": _item({**assignments, ":u": at}),
+                }
+            },
+            ledger_put(self._usage, record),
+        ]
+        with failing_closed("dynamodb:TransactWriteItems"):
+            try:
+                self._ddb.transact_write_items(TransactItems=transact)
+            except ClientError as exc:
+                if _is_cancellation(exc) and _failed(_cancellation_codes(exc), 0, of=2):
+                    raise NotFound(f"client {client_id} does not exist") from exc
+                raise
         client = self.get_client(client_id)
         if client is None:  # pragma: no cover - clients are never deleted
             raise NotFound(f"client {client_id} does not exist")

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from tokenbroker.adapters.aws import error_code, failing_closed, new_item
 from tokenbroker.domain.errors import ProofReplayed, TemporarilyUnavailable
 from tokenbroker.domain.ledger import SORT_KEY, hour_of, index_keys
-from tokenbroker.domain.liveness import Liveness, LivenessView
+from tokenbroker.domain.liveness import Liveness
 from tokenbroker.domain.models import Status, UsageRecord
 
 ID = "id"
@@ -35,8 +35,6 @@ USER_AGENT = "user_agent"
 REQUEST_ID = "request_id"
 TTL = "ttl"
 ACTOR = "actor"
-# attributes of the clients/devices tables used in the condition checks
-_STATUS = "status"
 
 _ser = TypeSerializer()
 
@@ -78,16 +76,14 @@ def usage_item(record: UsageRecord) -> dict[str, Any]:
 
 class DynamoUsageLedger:
     """The edge's one write per request: a conditional PutItem that is both the usage
-    record and the replay guard. Device and client liveness come from a bounded-staleness
-    view (see :mod:`tokenbroker.domain.liveness` for why not a transaction)."""
+    record and the replay guard. What the client and device may still do is decided
+    before (the service's liveness view, see :mod:`tokenbroker.domain.liveness`)."""
 
-    def __init__(self, dynamodb: Any, *, usage_table: str, liveness: LivenessView) -> None:
+    def __init__(self, dynamodb: Any, *, usage_table: str) -> None:
         self._ddb = dynamodb
         self._usage = usage_table
-        self._liveness = liveness
 
     def record_use(self, record: UsageRecord) -> None:
-        self._liveness.require_active(record.client_id, record.jkt)
         # New record or nothing: this (jkt, proof jti) was never accepted before
         # (RFC 9449 §11.1). The item lives for the retention period, far past the
         # proof's acceptance window, so the guard outlives every replay chance.
@@ -95,7 +91,9 @@ class DynamoUsageLedger:
             raise ProofReplayed("the DPoP proof has already been used")
 
     def record_denial(self, record: UsageRecord) -> None:
-        self._insert(record)  # a repeated denial id is the same denial: nothing to add
+        # Denial ids are per (token, minute, slot): an id that exists already is the
+        # rate limit at work (see services/authorization.py), nothing to add.
+        self._insert(record)
 
     def _insert(self, record: UsageRecord) -> bool:
         """Put the record unless its id exists; False if it did."""
@@ -110,28 +108,40 @@ class DynamoUsageLedger:
 
 
 class DynamoLiveness:
-    """Reads a client and a device in one consistent BatchGetItem round trip."""
+    """Reads a client and a device in one consistent BatchGetItem round trip: the
+    client's status, scopes and tokens-not-before, the device's status and client."""
 
     def __init__(self, dynamodb: Any, *, clients_table: str, devices_table: str) -> None:
+        from tokenbroker.adapters import dynamodb as names  # imports this module
+
         self._ddb = dynamodb
         self._clients = clients_table
         self._devices = devices_table
+        self._status = names.STATUS
+        self._client_id = names.CLIENT_ID
+        self._scopes = names.SCOPES
+        self._not_before = names.TOKENS_NOT_BEFORE
+        self._jkt = names.JKT
 
     def fetch(self, client_id: str, jkt: str) -> Liveness:
         with failing_closed("dynamodb:BatchGetItem"):
             response = self._ddb.batch_get_item(
                 RequestItems={
                     self._clients: {
-                        "Keys": [{"client_id": {"S": client_id}}],
+                        "Keys": [{self._client_id: {"S": client_id}}],
                         "ConsistentRead": True,
-                        "ProjectionExpression": "#s",
-                        "ExpressionAttributeNames": {"#s": _STATUS},
+                        "ProjectionExpression": "#s, #sc, #nb",
+                        "ExpressionAttributeNames": {
+                            "#s": self._status,
+                            "#sc": self._scopes,
+                            "#nb": self._not_before,
+                        },
                     },
                     self._devices: {
-                        "Keys": [{"jkt": {"S": jkt}}],
+                        "Keys": [{self._jkt: {"S": jkt}}],
                         "ConsistentRead": True,
                         "ProjectionExpression": "#s, #c",
-                        "ExpressionAttributeNames": {"#s": _STATUS, "#c": "client_id"},
+                        "ExpressionAttributeNames": {"#s": self._status, "#c": self._client_id},
                     },
                 }
             )
@@ -141,8 +151,16 @@ class DynamoLiveness:
         client = (found.get(self._clients) or [{}])[0]
         device = (found.get(self._devices) or [{}])[0]
         active = {"S": Status.ACTIVE.value}
+        scopes = client.get(self._scopes, {}).get("SS", [])
+        not_before = client.get(self._not_before, {}).get("N", "0")
+        try:
+            tokens_not_before = int(not_before)
+        except ValueError as exc:  # never written by us: refuse rather than guess
+            raise TemporarilyUnavailable("the client's tokens_not_before is invalid") from exc
         return Liveness(
-            client_active=client.get(_STATUS) == active,
-            device_active=device.get(_STATUS) == active
-            and device.get("client_id") == {"S": client_id},
+            client_active=client.get(self._status) == active,
+            device_active=device.get(self._status) == active
+            and device.get(self._client_id) == {"S": client_id},
+            client_scopes=frozenset(s for s in scopes if isinstance(s, str)),
+            tokens_not_before=tokens_not_before,
         )

@@ -206,6 +206,49 @@ def disable_client(client_id: str, output: str | None) -> None:
     _emit([client_record(client)], CLIENT_FIELDS, output, many=False)
 
 
+@clients.command("update")
+@client_id_option
+@click.option(
+    "--scope",
+    required=True,
+    metavar='"S1 S2..."',
+    help="The client's scopes from now on (replaces them all; RFC 6749 scope tokens).",
+)
+@output_option
+def update_client(client_id: str, scope: str, output: str | None) -> None:
+    """Replace a client's scopes.
+
+    New tokens get only these scopes. Tokens already issued that carry a removed scope
+    stop working at the edge within seconds (the edge's liveness bound, 5 s).
+
+    \b
+    Example:
+      tokenbroker clients update --client-id tbc_0123456789abcdef01234567 \\
+          --scope "model:demo:invoke"
+    """
+    client = _admin().update_client_scopes(client_id, scope)
+    _emit([client_record(client)], CLIENT_FIELDS, output, many=False)
+
+
+@clients.command("revoke-tokens")
+@client_id_option
+@output_option
+def revoke_client_tokens(client_id: str, output: str | None) -> None:
+    """Refuse every access token the client holds now.
+
+    Tokens issued up to this second stop working at the edge within seconds (the
+    edge's liveness bound, 5 s); the client can obtain new ones at once. To stop new
+    ones too, disable the client or revoke its devices.
+
+    \b
+    Example:
+      tokenbroker clients revoke-tokens --client-id tbc_0123456789abcdef01234567
+    """
+    client = _admin().revoke_client_tokens(client_id)
+    record = client_record(client) | {"tokens_not_before": client.tokens_not_before}
+    _emit([record], (*CLIENT_FIELDS, Field("tokens_not_before", "time")), output, many=False)
+
+
 # ---- devices --------------------------------------------------------------------------
 
 

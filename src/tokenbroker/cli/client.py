@@ -279,7 +279,9 @@ def call(
     from tokenbroker.client import DPoPAuth
 
     with reported():
-        auth = DPoPAuth(token_source(issuer, client_id, key_name, scope))
+        # the URL named on the command line is where the token may go (and the issuer);
+        # a redirect anywhere else carries neither token nor proof
+        auth = DPoPAuth(token_source(issuer, client_id, key_name, scope), origins=[url])
         with http_session() as session:
             response = session.request(
                 method.upper(), url, data=body, headers=headers, auth=auth, timeout=CALL_TIMEOUT

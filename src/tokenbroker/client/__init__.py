@@ -12,6 +12,10 @@ One ``TokenSource`` per (issuer, client, device key) and process: it discovers t
 endpoint (RFC 8414), fetches and caches tokens, renews them ahead of expiry (one request
 at a time across threads and event loops) and signs a fresh proof for every request.
 Errors derive from :class:`BrokerClientError` and carry the OAuth ``error`` code.
+
+Tokens are sent only to the issuer's origin unless more are allowed
+(``DPoPAuth(source, origins=["https://models.example.com"])``), and never over plain
+HTTP except to loopback (TokenDestinationError otherwise, before anything is sent).
 """
 
 from tokenbroker.client.errors import (
@@ -22,6 +26,7 @@ from tokenbroker.client.errors import (
     InvalidGrantError,
     KeyFileError,
     MetadataError,
+    TokenDestinationError,
     TokenRequestError,
 )
 from tokenbroker.client.httpx_auth import DPoPHttpxAuth
@@ -42,6 +47,7 @@ __all__ = [
     "KeyFileError",
     "Metadata",
     "MetadataError",
+    "TokenDestinationError",
     "TokenRequestError",
     "TokenSource",
 ]

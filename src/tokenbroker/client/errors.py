@@ -76,3 +76,10 @@ class KeyFileError(BrokerClientError):
     readable by other users."""
 
     error = "invalid_key"
+
+
+class TokenDestinationError(BrokerClientError):
+    """The request goes to an origin the token was not configured for (or over plain
+    HTTP to a host that is not loopback): nothing was sent."""
+
+    error = "invalid_target"

@@ -14,6 +14,14 @@ the auth flow again.
 
     auth = DPoPHttpxAuth(source)
     client = httpx.Client(auth=auth, event_hooks=auth.event_hooks, follow_redirects=True)
+    client = auth.client(follow_redirects=True)  # the same, hooks included
+
+Tokens go only to the origins the auth was configured for (the issuer's by default, plus
+``origins=[...]``; plain HTTP only to loopback): a request elsewhere raises
+TokenDestinationError before anything is sent; with the hooks a redirect hop elsewhere
+carries neither the token nor a proof. Without them httpx strips the token on a
+cross-origin hop but not the ``DPoP`` header, so the flow raises TokenDestinationError
+when it sees that happened (use ``auth.client()`` or the hooks when following redirects).
 """
 
 from __future__ import annotations
@@ -21,10 +29,13 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable
+from typing import Any
 
 import httpx
 
+from tokenbroker.client.errors import TokenDestinationError
+from tokenbroker.client.origins import OriginPolicy
 from tokenbroker.client.proofs import ResourceAttempts, Retry
 from tokenbroker.client.session import TokenSource
 
@@ -36,19 +47,34 @@ class DPoPHttpxAuth(httpx.Auth):
 
     requires_request_body = True  # retries re-send the body
 
-    def __init__(self, source: TokenSource) -> None:
+    def __init__(self, source: TokenSource, *, origins: Iterable[str] = ()) -> None:
+        """``origins``: where the token may go besides the issuer's origin."""
         self.source = source
+        self.origins = OriginPolicy(source.issuer, origins)
         self._lock = threading.Lock()
         #: sha256(proof) -> whether a request carrying it was sent (a proof is used once)
         self._proofs: OrderedDict[bytes, bool] = OrderedDict()
 
     def __repr__(self) -> str:
-        return f"DPoPHttpxAuth({self.source!r})"
+        return f"DPoPHttpxAuth({self.source!r}, {self.origins!r})"
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """An ``httpx.Client`` with this auth and its redirect hooks installed."""
+        hooks = dict(kwargs.pop("event_hooks", None) or {})
+        hooks["request"] = [*self.event_hooks["request"], *hooks.get("request", [])]
+        return httpx.Client(auth=self, event_hooks=hooks, **kwargs)
+
+    def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """An ``httpx.AsyncClient`` with this auth and its redirect hooks installed."""
+        hooks = dict(kwargs.pop("event_hooks", None) or {})
+        hooks["request"] = [*self.async_event_hooks["request"], *hooks.get("request", [])]
+        return httpx.AsyncClient(auth=self, event_hooks=hooks, **kwargs)
 
     # ---- auth flows ----------------------------------------------------------------
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
+        self.origins.require(str(request.url))
         request.read()
         token = self.source.token().access_token
         attempts = ResourceAttempts()
@@ -64,6 +90,7 @@ class DPoPHttpxAuth(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        self.origins.require(str(request.url))
         await request.aread()
         token = (await self.source.atoken()).access_token
         attempts = ResourceAttempts()
@@ -80,6 +107,14 @@ class DPoPHttpxAuth(httpx.Auth):
         self, request: httpx.Request, response: httpx.Response, attempts: ResourceAttempts
     ) -> Retry | None:
         final = response.request  # the last hop when httpx followed redirects
+        if final is not request and not self.origins.permits(str(final.url)):
+            if final.headers.get("dpop") == request.headers.get("dpop"):
+                # no event hooks: httpx re-sent our proof to another origin; say so loudly
+                raise TokenDestinationError(
+                    "httpx followed a redirect to another origin with the DPoP proof; "
+                    "follow redirects with DPoPHttpxAuth.client() or its event_hooks"
+                )
+            return None
         saved = self.source.nonces.remember(str(final.url), response.headers.get("dpop-nonce"))
         if final is not request and final.headers.get("dpop") == request.headers.get("dpop"):
             return None  # a hop re-sent our proof (no event hooks): a retry cannot fix it
@@ -104,7 +139,11 @@ class DPoPHttpxAuth(httpx.Auth):
         if proof is None or self._first_use(proof) is not False:
             return
         authorization = request.headers.get("authorization", "")
-        if authorization[:5].lower() == "dpop ":
+        if not self.origins.permits(str(request.url)):
+            # a hop to an origin the token is not for: neither token nor proof
+            request.headers.pop("authorization", None)
+            del request.headers["dpop"]
+        elif authorization[:5].lower() == "dpop ":
             self._sign(request, authorization[5:])
             self._first_use(request.headers["dpop"])
         else:

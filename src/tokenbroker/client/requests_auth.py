@@ -6,10 +6,16 @@ then handles what the resource answered (RFC 9449 §9 nonce: retry once; RFC 675
 the headers of the request it is redirecting, so before it does, the hook puts a proof
 for the redirect's own method and URL on it (computed by ``requests`` itself), or removes
 the proof when ``requests`` is about to drop the ``Authorization`` header (another host).
+
+Tokens go only to the origins the auth was configured for (the issuer's by default, plus
+``origins=[...]``; plain HTTP only to loopback): a request elsewhere raises
+TokenDestinationError before anything is sent, and a redirect elsewhere carries neither
+the token nor a proof, whatever ``requests`` itself would keep.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -17,6 +23,7 @@ from typing import Any
 import requests
 from requests.auth import AuthBase
 
+from tokenbroker.client.origins import OriginPolicy
 from tokenbroker.client.proofs import ResourceAttempts
 from tokenbroker.client.session import TokenSource
 
@@ -36,13 +43,16 @@ class _Call:
 class DPoPAuth(AuthBase):
     """DPoP-bound tokens and proofs for ``requests`` (thread-safe; share one)."""
 
-    def __init__(self, source: TokenSource) -> None:
+    def __init__(self, source: TokenSource, *, origins: Iterable[str] = ()) -> None:
+        """``origins``: where the token may go besides the issuer's origin."""
         self.source = source
+        self.origins = OriginPolicy(source.issuer, origins)
 
     def __repr__(self) -> str:
-        return f"DPoPAuth({self.source!r})"
+        return f"DPoPAuth({self.source!r}, {self.origins!r})"
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        self.origins.require(str(request.url))  # before a token is even fetched
         exchange = _Call(self.source.token().access_token)
         self._sign(request, exchange.token)
         request.register_hook(  # type: ignore[no-untyped-call]
@@ -98,7 +108,11 @@ class DPoPAuth(AuthBase):
         finally:
             probe.close()
         headers = response.request.headers
-        if following is None or following.headers.get("Authorization") != exchange.authorization:
+        if following is None or not self.origins.permits(str(following.url)):
+            headers.pop("Authorization", None)  # requests keeps it on some redirects
+            headers.pop("DPoP", None)
+            return
+        if following.headers.get("Authorization") != exchange.authorization:
             headers.pop("DPoP", None)  # no proof for a host that gets no token
             return
         headers["DPoP"] = self.source.proof(

@@ -24,6 +24,8 @@ class Client:
     status: Status
     created_at: int
     active_devices: int = 0
+    #: tokens issued (iat) before this epoch second are refused at the edge
+    tokens_not_before: int = 0
 
     @property
     def active(self) -> bool:
@@ -82,6 +84,8 @@ class EventType(StrEnum):
     CLIENT_DISABLED = "client_disabled"
     DEVICE_ENROLLED = "device_enrolled"
     DEVICE_REVOKED = "device_revoked"
+    CLIENT_SCOPES_CHANGED = "client_scopes_changed"
+    CLIENT_TOKENS_REVOKED = "client_tokens_revoked"
 
 
 @dataclass(frozen=True, kw_only=True)

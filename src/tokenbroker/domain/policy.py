@@ -6,9 +6,19 @@ import re
 
 from tokenbroker.domain.errors import InvalidScope
 
-# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+#: RFC 6749 §3.3 and Appendix A: ``scope-token = 1*NQCHAR`` with
+#: ``NQCHAR = %x21 / %x23-5B / %x5D-7E``: printable ASCII except space, ``"`` and ``\``.
+#: So ``model:llama3:8b:invoke``, ``model:team@eu:invoke``, ``model:a~b:invoke`` and
+#: ``model:50%:invoke`` are scope tokens; a name with a space, a quote, a backslash, a
+#: control character or any non-ASCII character is not, and no scope can name it.
+#: Length capped (our limit, not the RFC's) so a path parameter cannot make one huge.
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")
 MAX_SCOPES = 64
+
+
+def is_scope_token(value: str) -> bool:
+    """True if ``value`` is one RFC 6749 §3.3 scope token (at most 128 characters)."""
+    return _SCOPE_TOKEN.fullmatch(value) is not None
 
 
 def parse_scope(value: str) -> tuple[str, ...]:
@@ -44,3 +54,9 @@ def grant_scope(requested: str | None, allowed: frozenset[str]) -> tuple[str, ..
     if extra:
         raise InvalidScope("requested scope exceeds the scopes granted to this client")
     return wanted
+
+
+def scope_exceeds(scope: tuple[str, ...], allowed: frozenset[str]) -> bool:
+    """True if a token's ``scope`` names anything ``allowed`` (the client's scopes now)
+    does not: such a token is worth no more than its client is allowed now."""
+    return not allowed.issuperset(scope)

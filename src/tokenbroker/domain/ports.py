@@ -39,6 +39,20 @@ class ClientDirectory(Protocol):
         NotFound (then nothing is written)."""
         ...
 
+    def set_client_scopes(
+        self, client_id: str, scopes: frozenset[str], at: int, record: UsageRecord
+    ) -> Client:
+        """Replaces the client's scopes and writes the ledger record in ONE transaction.
+        Raises NotFound (then nothing is written)."""
+        ...
+
+    def set_tokens_not_before(
+        self, client_id: str, not_before: int, at: int, record: UsageRecord
+    ) -> Client:
+        """Sets the client's tokens-not-before (the edge refuses its tokens issued
+        earlier) with the ledger record in ONE transaction. Raises NotFound."""
+        ...
+
     def enroll_device(self, device: Device, record: UsageRecord) -> None:
         """Atomically, with the ledger record: the client exists and is active, the key
         is not enrolled yet, and the client has fewer than ``max_devices`` active

@@ -1,7 +1,8 @@
 """Administer clients and devices (used by the ``tokenbroker`` CLI).
 
 Every change is a ledger record (event ``client_created``, ``client_disabled``,
-``device_enrolled``, ``device_revoked``) naming who acted, written by the directory in
+``client_scopes_changed``, ``client_tokens_revoked``, ``device_enrolled``,
+``device_revoked``) naming who acted, written by the directory in
 the same transaction as the change: no change without its record, no record without it.
 """
 
@@ -102,12 +103,7 @@ class AdminService:
         name = name.strip()
         if not name or len(name) > 128 or not name.isprintable():
             raise InvalidInput("name must be 1-128 printable characters")
-        if not scope.strip():
-            raise InvalidInput("at least one scope is required")
-        try:
-            scopes = frozenset(parse_scope(scope.strip()))
-        except Exception as exc:
-            raise InvalidInput(str(exc)) from exc
+        scopes = _parse_scopes(scope)
         if type(max_devices) is not int or not 1 <= max_devices <= MAX_DEVICES_LIMIT:
             raise InvalidInput(f"max-devices must be within 1..{MAX_DEVICES_LIMIT}")
         secret = self._client_secrets()
@@ -145,6 +141,33 @@ class AdminService:
             self._record(EventType.CLIENT_DISABLED, now, client_id),
         )
 
+    def update_client_scopes(self, client_id: str, scope: str) -> Client:
+        """Replace a client's scopes. New tokens get only these at once; tokens already
+        issued with a removed scope stop working at the edge within its liveness bound
+        (``tokenbroker.domain.liveness.MAX_AGE``)."""
+        client_id = _check_client_id(client_id)
+        scopes = _parse_scopes(scope)
+        now = self._clock()
+        return self._directory.set_client_scopes(
+            client_id,
+            scopes,
+            int(now),
+            self._record(EventType.CLIENT_SCOPES_CHANGED, now, client_id),
+        )
+
+    def revoke_client_tokens(self, client_id: str) -> Client:
+        """Refuse every access token of the client issued up to now (its ``iat`` is
+        earlier than the next second), within the edge's liveness bound; tokens issued
+        from the next second on work."""
+        client_id = _check_client_id(client_id)
+        now = self._clock()
+        return self._directory.set_tokens_not_before(
+            client_id,
+            int(now) + 1,
+            int(now),
+            self._record(EventType.CLIENT_TOKENS_REVOKED, now, client_id),
+        )
+
     def enroll_device(self, *, client_id: str, jkt: str, label: str = "") -> Device:
         if not is_thumbprint(jkt):
             raise InvalidInput("jkt must be an RFC 7638 SHA-256 thumbprint (43 base64url chars)")
@@ -179,6 +202,15 @@ class AdminService:
             int(now),
             self._record(EventType.DEVICE_REVOKED, now, current.client_id, jkt),
         )
+
+
+def _parse_scopes(scope: str) -> frozenset[str]:
+    if not scope.strip():
+        raise InvalidInput("at least one scope is required")
+    try:
+        return frozenset(parse_scope(scope.strip()))
+    except Exception as exc:
+        raise InvalidInput(str(exc)) from exc
 
 
 def _check_client_id(client_id: str) -> str:

@@ -7,14 +7,23 @@ only after everything else has passed:
    exactly one ``DPoP`` header, sizes bounded;
 2. the access token (typ, alg, kid from the in-memory key cache, iss, aud, times, cnf);
 3. the proof (RFC 9449 §4.3, with htm/htu/ath) and proof key == ``cnf.jkt``;
-4. the route's required scope;
-5. device and client still active (a view at most 5 s old: one consistent read per
-   pair per 5 s; see domain/liveness.py for why not a transaction), then
-6. ONE conditional write: the usage record, which is also the replay guard.
+4. the route's required scope (a resource no RFC 6749 scope token can name is refused);
+5. device and client still active, the token's scope still within the client's scopes
+   and its ``iat`` not before the client's not-before (a view at most 5 s old: one
+   consistent read per pair per 5 s; see domain/liveness.py for why not a transaction);
+6. the caller's response is built (``respond``), so nothing can fail after the write;
+7. ONE conditional write: the usage record, which is also the replay guard. Then the
+   response built in step 6 is returned as it is (ARCHITECTURE invariant 8).
 
 Denials of authentic tokens (a token that verified: wrong scope, replay, revoked
 device) are recorded with a second, best-effort write; garbage is not recorded, so no
-one on the internet can make us write without holding a valid token.
+one on the internet can make us write without holding a valid token. A token holder
+without the key can still be denied as often as they like, so denial records are
+rate-limited per token: at most ``DENIALS_PER_MINUTE`` records per token ``jti`` per
+clock minute (deterministic, time-bucketed record ids written with a conditional put,
+so every execution environment together stays within the bound; an environment also
+remembers which it wrote, so a flood costs it no AWS call once the minute's budget is
+spent). A token lives at most 15 minutes: at most 16 such minutes, 64 records.
 """
 
 from __future__ import annotations
@@ -22,9 +31,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import (
@@ -35,13 +45,19 @@ from tokenbroker.domain.errors import (
     TemporarilyUnavailable,
 )
 from tokenbroker.domain.jose import b64url_encode
+from tokenbroker.domain.liveness import LivenessView
 from tokenbroker.domain.models import Decision, UsageRecord
+from tokenbroker.domain.policy import is_scope_token
 from tokenbroker.domain.ports import UsageLedger
 from tokenbroker.domain.rfc9068 import MAX_TOKEN_LENGTH, AccessTokenClaims, verify_access_token
 from tokenbroker.domain.rfc9449 import ProofPolicy, replay_key, verify_proof
 
 _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 MAX_HEADER = MAX_TOKEN_LENGTH + 16
+#: the stated bound on denial records: per token jti, per clock minute
+DENIALS_PER_MINUTE = 4
+_MAX_BUDGETS = 10_000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -93,15 +109,26 @@ class ResourcePolicy:
     usage_retention_days: int = 400
 
 
-def required_scope(policy: ResourcePolicy, request: ResourceRequest) -> str | None:
-    """The scope the route requires, with ``{param}``s filled in; None = route unknown."""
+def required_scope(policy: ResourcePolicy, request: ResourceRequest) -> str:
+    """The scope the route requires, with ``{param}``s filled in ("" = any valid token).
+
+    Raises InsufficientScope when the route is not configured, or when the filled-in
+    scope is not one RFC 6749 §3.3 scope token (see :mod:`tokenbroker.domain.policy`):
+    no token can carry such a scope, so the answer is a clean 403, never a 5xx."""
     template = policy.route_scopes.get(f"{request.method} {request.route}")
     if template is None:
-        return None
+        raise InsufficientScope(
+            "this route is not open to any token", reason="route_not_configured"
+        )
     try:
-        return template.format_map(dict(request.path_parameters))
-    except (KeyError, ValueError, IndexError):
-        return None
+        scope = template.format_map(dict(request.path_parameters))
+    except (KeyError, ValueError, IndexError) as exc:
+        raise InsufficientScope(
+            "this route is not open to any token", reason="route_not_configured"
+        ) from exc
+    if scope and not is_scope_token(scope):
+        raise InsufficientScope("no scope can name this resource", reason="resource_not_nameable")
+    return scope
 
 
 def _one(values: tuple[str, ...], what: str, error: type[OAuthError]) -> str:
@@ -138,17 +165,34 @@ class AuthorizationService:
         *,
         resolve_key: Callable[[str], Any | None],
         usage: UsageLedger,
+        liveness: LivenessView,
         clock: Clock,
         policy: ResourcePolicy,
     ) -> None:
         self._resolve_key = resolve_key
         self._usage = usage
+        self._liveness = liveness
         self._clock = clock
         self._policy = policy
+        self._denials = _DenialBudget()
 
     def authorize(self, request: ResourceRequest, *, request_issuer: str = "") -> Grant:
         """Returns a Grant or raises an OAuthError (InvalidToken, InvalidDpopProof,
         InsufficientScope, TemporarilyUnavailable). Never returns without the record."""
+        return self.authorize_then(request, _itself, request_issuer=request_issuer)
+
+    def authorize_then(
+        self,
+        request: ResourceRequest,
+        respond: Callable[[Grant], T],
+        *,
+        request_issuer: str = "",
+    ) -> T:
+        """Decide completely, build the response with ``respond(grant)``, then write the
+        one usage record and return that response unchanged. If ``respond`` raises,
+        nothing is written; if the write fails, the response is dropped and the error
+        (ProofReplayed, TemporarilyUnavailable) propagates: an allowed record exists
+        exactly for the requests whose allow response was returned."""
         now = self._clock()
         token = _dpop_token(_one(request.authorization, "Authorization", InvalidToken))
         proof_value = _one(request.dpop, "DPoP", InvalidDpopProof)
@@ -179,12 +223,11 @@ class AuthorizationService:
                     reason="proof_key_mismatch",
                 )
             scope = required_scope(self._policy, request)
-            if scope is None:
-                raise InsufficientScope(
-                    "this route is not open to any token", reason="route_not_configured"
-                )
             if scope and scope not in claims.scope:
                 raise InsufficientScope(f"this route requires scope {scope}")
+            self._liveness.require_active(
+                claims.client_id, claims.jkt, scope=claims.scope, issued_at=claims.iat
+            )
             record = self._record(
                 request,
                 claims,
@@ -194,21 +237,23 @@ class AuthorizationService:
                 replay_key(proof.jkt, proof.jti),
                 proof.jti,
             )
+            grant = Grant(
+                principal=claims.sub,
+                client_id=claims.client_id,
+                jkt=claims.jkt,
+                scope=claims.scope,
+                token_jti=claims.jti,
+                usage_id=record.record_id,
+                expires_at=claims.exp,
+            )
+            response = respond(grant)  # everything is decided and built: now the write
             self._usage.record_use(record)
         except TemporarilyUnavailable:
             raise  # the store is down: nothing to record it in
         except OAuthError as denial:
             self._record_denial(request, claims, denial, now)
             raise
-        return Grant(
-            principal=claims.sub,
-            client_id=claims.client_id,
-            jkt=claims.jkt,
-            scope=claims.scope,
-            token_jti=claims.jti,
-            usage_id=record.record_id,
-            expires_at=claims.exp,
-        )
+        return response
 
     def _record(
         self,
@@ -245,8 +290,44 @@ class AuthorizationService:
     def _record_denial(
         self, request: ResourceRequest, claims: AccessTokenClaims, denial: OAuthError, now: float
     ) -> None:
-        record_id = "deny:" + request_hash(f"{request.request_id}\x00{claims.jti}\x00{now}")
+        minute = int(now // 60)
+        slot = self._denials.take(claims.jti, minute)
+        if slot is None:
+            return  # this minute's budget for this token is spent: the flood is bounded
+        record_id = denial_record_id(claims.jti, minute, slot)
         record = self._record(request, claims, Decision.DENY, denial.reason, now, record_id, "")
-        # best effort: the decision is already Deny whether or not the record lands
+        # best effort: the decision is already Deny whether or not the record lands; a
+        # record id another environment wrote already is the bound at work (nothing new)
         with contextlib.suppress(TemporarilyUnavailable):
             self._usage.record_denial(record)
+
+
+def denial_record_id(token_jti: str, minute: int, slot: int) -> str:
+    """The id of denial record ``slot`` (0..DENIALS_PER_MINUTE-1) of a token in a clock
+    minute: deterministic, so the conditional put admits at most DENIALS_PER_MINUTE per
+    token per minute across every execution environment."""
+    return "deny:" + request_hash(f"{token_jti}\x00{minute}\x00{slot}")
+
+
+class _DenialBudget:
+    """Per execution environment: which denial slots of (token jti, minute) it has used.
+    Bounded memory (cleared when full or when the minute moves on)."""
+
+    def __init__(self) -> None:
+        self._minute = -1
+        self._used: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, token_jti: str, minute: int) -> int | None:
+        with self._lock:
+            if minute != self._minute or len(self._used) >= _MAX_BUDGETS:
+                self._minute, self._used = minute, {}
+            slot = self._used.get(token_jti, 0)
+            if slot >= DENIALS_PER_MINUTE:
+                return None
+            self._used[token_jti] = slot + 1
+            return slot
+
+
+def _itself(grant: Grant) -> Grant:
+    return grant

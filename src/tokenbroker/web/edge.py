@@ -7,22 +7,31 @@
 - CloudFront Lambda@Edge viewer-request: the request goes on (with the grant in
   ``x-tokenbroker-*`` headers, client-sent ones stripped) or a 401/403 response.
 
-Every adapter turns its event into a ResourceRequest and calls the service once.
+Every adapter turns its event into a ResourceRequest and calls the service once, with
+its renderer: the service builds the allow response BEFORE the usage write (so nothing
+can fail after the write: ARCHITECTURE invariant 8); a denial is rendered here.
+
+Path parameters reach the service percent-decoded in all three shapes (API Gateway
+decodes them; for CloudFront the adapter does), and the URL the proof is checked against
+is the percent-encoded one the client called: REST APIs keep ``path`` and
+``requestContext.path`` as sent; HTTP APIs decode ``rawPath``, so that adapter encodes
+back what can never appear literally in a path; CloudFront's ``uri`` is as sent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, unquote
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
     APIGatewayAuthorizerEventV2,
     APIGatewayAuthorizerRequestEvent,
-    APIGatewayAuthorizerResponse,
     APIGatewayAuthorizerResponseV2,
 )
 
@@ -40,6 +49,12 @@ if TYPE_CHECKING:
 
 ALGS = "ES256 ES384 EdDSA"
 GRANT_HEADER_PREFIX = "x-tokenbroker-"
+R = TypeVar("R")
+#: reasons of InvalidToken denials whose token was authentic (counted as denials, not
+#: as unauthenticated noise)
+AUTHENTIC_DENIALS = frozenset(
+    {"device_revoked", "client_disabled", "scope_not_allowed", "token_revoked"}
+)
 
 
 class Unauthorized(Exception):
@@ -73,43 +88,48 @@ def authorize(
     issuer: str,
     logger: Logger,
     metrics: Metrics,
-) -> Outcome:
-    """Run the checks; log and count the decision (ids and codes only, never the token
-    or proof)."""
+    render: Callable[[Outcome], R],
+) -> R:
+    """Run the checks and answer with ``render``: for an allowed request the service
+    calls it before its one write and the response it built is returned unchanged; for
+    a denial it is called here. Log and count the decision (ids and codes only, never
+    the token or proof)."""
     try:
-        grant = container().authorization.authorize(request, request_issuer=issuer)
+        response = container().authorization.authorize_then(
+            request, lambda grant: (grant, render(Outcome(grant, None))), request_issuer=issuer
+        )
     except OAuthError as error:
-        return _denied(error, request, logger, metrics)
+        return render(_denied(error, request, logger, metrics))
     except Exception as exc:  # noqa: BLE001 - a bug must still fail closed, and say so
         # the type only: a message or traceback could carry request data
         logger.error("authorizer failed", extra={"error_type": type(exc).__name__})
-        return _denied(TemporarilyUnavailable("internal error"), request, logger, metrics)
-    # Allowed requests are on record in the usage table already (with more detail than a
-    # log line); logging each at INFO would cost as much CPU as a signature check.
-    logger.debug(
-        "request allowed",
-        extra={
-            "principal": grant.principal,
-            "client_id": grant.client_id,
-            "jkt": grant.jkt,
-            "token_jti": grant.token_jti,
-            "usage_id": grant.usage_id,
-            "method": request.method,
-            "route": request.route,
-            "request_id": request.request_id,
-        },
-    )
-    metrics.add_metric(name="RequestsAllowed", unit=MetricUnit.Count, value=1)
-    return Outcome(grant, None)
+        return render(_denied(TemporarilyUnavailable("internal error"), request, logger, metrics))
+    grant, rendered = response
+    # The record is written and the response built: nothing below may turn it into an
+    # error. Allowed requests are on record in the usage table already (with more detail
+    # than a log line); logging each at INFO would cost as much CPU as a signature check.
+    with contextlib.suppress(Exception):
+        logger.debug(
+            "request allowed",
+            extra={
+                "principal": grant.principal,
+                "client_id": grant.client_id,
+                "jkt": grant.jkt,
+                "token_jti": grant.token_jti,
+                "usage_id": grant.usage_id,
+                "method": request.method,
+                "route": request.route,
+                "request_id": request.request_id,
+            },
+        )
+        metrics.add_metric(name="RequestsAllowed", unit=MetricUnit.Count, value=1)
+    return rendered
 
 
 def _denied(
     error: OAuthError, request: ResourceRequest, logger: Logger, metrics: Metrics
 ) -> Outcome:
-    authentic = not isinstance(error, InvalidToken) or error.reason in (
-        "device_revoked",
-        "client_disabled",
-    )
+    authentic = not isinstance(error, InvalidToken) or error.reason in AUTHENTIC_DENIALS
     logger.info(
         "request denied",
         extra={
@@ -151,30 +171,38 @@ def rest_request(event: APIGatewayAuthorizerRequestEvent) -> tuple[ResourceReque
     ), issuer
 
 
+def _method_arn(event: APIGatewayAuthorizerRequestEvent) -> str:
+    """The event's ``methodArn``, exactly as API Gateway sent it. Never re-assembled from
+    parsed parts: Powertools' parser splits on ``:`` (a model ``llama3:8b`` keeps its
+    colon in the ARN) and its policy builder rejects ``@``, ``~``, ``%`` and more."""
+    arn = event.raw_event.get("methodArn")
+    if not isinstance(arn, str) or not arn.startswith("arn:") or len(arn) > 2048:
+        raise Unauthorized()  # API Gateway always sends one: anything else is not it
+    return arn
+
+
 def rest_response(event: APIGatewayAuthorizerRequestEvent, outcome: Outcome) -> dict[str, Any]:
-    """Allow: a policy for exactly this method ARN, with the grant as context.
-    Insufficient scope: a Deny policy (403). Everything else: 401 (raise)."""
-    try:
-        arn = event.parsed_arn
-        method, resource = arn.http_method, arn.resource
-    except Exception as exc:  # a malformed methodArn never comes from API Gateway
-        raise Unauthorized() from exc
-    if not method or (outcome.grant is None and not isinstance(outcome.error, InsufficientScope)):
-        raise Unauthorized()
+    """Allow: a policy for exactly this request's ``methodArn``, with the grant as
+    context. Insufficient scope: a Deny policy for it (403). Everything else: 401."""
     grant = outcome.grant
-    policy = APIGatewayAuthorizerResponse(
-        principal_id=grant.principal if grant else "anonymous",
-        region=arn.region,
-        aws_account_id=arn.aws_account_id,
-        api_id=arn.api_id,
-        stage=arn.stage,
-        context=grant.context() if grant else None,
-    )
-    if grant is None:
-        policy.deny_route(http_method=method, resource=resource)
-    else:
-        policy.allow_route(http_method=method, resource=resource)
-    return policy.asdict()
+    if grant is None and not isinstance(outcome.error, InsufficientScope):
+        raise Unauthorized()
+    response: dict[str, Any] = {
+        "principalId": grant.principal if grant else "anonymous",
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Action": "execute-api:Invoke",
+                    "Effect": "Allow" if grant else "Deny",
+                    "Resource": [_method_arn(event)],
+                }
+            ],
+        },
+    }
+    if grant is not None:
+        response["context"] = grant.context()
+    return response
 
 
 # ---- API Gateway HTTP API payload 2.0 authorizer -----------------------------------
@@ -194,6 +222,22 @@ def _v2_header(raw: Mapping[str, Any], name: str) -> tuple[str, ...]:
     return tuple(part for v in values for part in v.split(","))
 
 
+#: what may appear literally in an encoded path (RFC 3986 pchar and "/"); "%" is kept
+#: only where it starts a valid escape (see _encoded_path)
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+_PCT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def _encoded_path(path: str) -> str:
+    """HTTP APIs hand the path over percent-decoded (``rawPath`` too): encode what can
+    never appear literally in a path again (space, non-ASCII, ``?``, ``#``, a ``%`` that
+    starts no escape...), leaving an already encoded path byte for byte as it was."""
+    out = []
+    for part in re.split(r"(%[0-9A-Fa-f]{2})", path):
+        out.append(part if _PCT_ESCAPE.fullmatch(part) else quote(part, safe=_PATH_SAFE))
+    return "".join(out)
+
+
 def http_api_request(event: APIGatewayAuthorizerEventV2) -> tuple[ResourceRequest, str]:
     raw = event.raw_event
     ctx = _mapping(raw.get("requestContext"))
@@ -207,7 +251,7 @@ def http_api_request(event: APIGatewayAuthorizerEventV2) -> tuple[ResourceReques
         authorization=_v2_header(raw, "Authorization"),
         dpop=_v2_header(raw, "DPoP"),
         method=str(http.get("method") or ""),
-        url=f"https://{host}{raw.get('rawPath') or http.get('path') or '/'}",
+        url=f"https://{host}{_encoded_path(str(raw.get('rawPath') or http.get('path') or '/'))}",
         route=route_key.partition(" ")[2],
         path_parameters={str(k): str(v) for k, v in params.items()},
         source_ip=str(http.get("sourceIp") or ""),
@@ -234,10 +278,20 @@ def _route_patterns(route_scopes: Mapping[str, str]) -> list[tuple[str, str, re.
     return patterns
 
 
+def _decoded(params: Mapping[str, str]) -> dict[str, str] | None:
+    """Percent-decoded path parameters (as API Gateway hands them over); None if one is
+    not valid UTF-8 once decoded (no route then: a clean denial)."""
+    try:
+        return {k: unquote(v, errors="strict") for k, v in params.items()}
+    except UnicodeDecodeError:
+        return None
+
+
 def edge_request(
     event: Mapping[str, Any], route_scopes: Mapping[str, str]
-) -> tuple[ResourceRequest, str, dict[str, Any]]:
-    """(request, issuer fallback, the CloudFront request object)."""
+) -> tuple[ResourceRequest, dict[str, Any]]:
+    """(request, the CloudFront request object). No issuer comes from the request: the
+    viewer chooses the Host header, so the issuer is the bundled configuration's alone."""
     record = event["Records"][0]["cf"]
     cf_request: dict[str, Any] = record["request"]
     headers = cf_request.get("headers") or {}
@@ -251,8 +305,9 @@ def edge_request(
     route, params = "", {}
     for m, template, pattern in _route_patterns(route_scopes):
         match = pattern.fullmatch(uri)
-        if m == method and match:
-            route, params = template, match.groupdict()
+        decoded = _decoded(match.groupdict()) if m == method and match else None
+        if decoded is not None:
+            route, params = template, decoded
             break
     request = ResourceRequest(
         authorization=values("authorization"),
@@ -265,13 +320,18 @@ def edge_request(
         user_agent=(values("user-agent") or ("",))[0],
         request_id=str(record.get("config", {}).get("requestId") or ""),
     )
-    return request, f"https://{host}", cf_request
+    return request, cf_request
 
 
-def edge_response(cf_request: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
-    headers = cf_request.setdefault("headers", {})
-    for name in [h for h in headers if h.startswith(GRANT_HEADER_PREFIX)]:
-        del headers[name]  # never let a client supply its own grant headers
+def edge_response(cf_request: Mapping[str, Any], outcome: Outcome) -> dict[str, Any]:
+    """The request to pass on (with the grant headers) or a 401/403 response. Builds a
+    new object: the allow response is built before the usage write, and a failed write
+    must still be able to answer a denial."""
+    headers = {
+        name: values
+        for name, values in (cf_request.get("headers") or {}).items()
+        if not name.startswith(GRANT_HEADER_PREFIX)  # never let a client send its own
+    }
     if outcome.grant is None:
         error = outcome.error or InvalidToken()
         status = "403" if isinstance(error, InsufficientScope) else "401"
@@ -288,4 +348,4 @@ def edge_response(cf_request: dict[str, Any], outcome: Outcome) -> dict[str, Any
     for key, value in outcome.grant.context().items():
         name = GRANT_HEADER_PREFIX + key.replace("_", "-")
         headers[name] = [{"key": name, "value": value}]
-    return cf_request
+    return {**cf_request, "headers": headers}

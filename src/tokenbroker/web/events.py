@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 
 def raw_header_values(raw: Mapping[str, Any], name: str) -> list[str]:
@@ -31,8 +32,9 @@ def raw_request_url(raw: Mapping[str, Any]) -> tuple[str, str]:
     """(URL the client called, without query; the external base URL = issuer) from a
     REST API proxy or REQUEST-authorizer event.
 
-    REST APIs put the path as called (with the stage, or a custom domain's base path) in
-    ``requestContext.path`` and the route's path in ``path``; the base is the difference.
+    REST APIs put the path as called (with the stage, or a custom domain's base path,
+    percent-encoded as sent) in ``requestContext.path`` and the route's path in ``path``
+    (which may be decoded); the base is the difference.
     """
     ctx = raw.get("requestContext")
     ctx = ctx if isinstance(ctx, Mapping) else {}
@@ -44,5 +46,18 @@ def raw_request_url(raw: Mapping[str, Any]) -> tuple[str, str]:
     host = str(ctx.get("domainName") or (hosts[0] if len(hosts) == 1 else ""))
     route_path = str(raw.get("path") or "")
     called = str(ctx.get("path") or route_path or "/")
-    base = called[: -len(route_path)] if route_path and called.endswith(route_path) else ""
-    return f"{proto}://{host}{called}", f"{proto}://{host}{base}"
+    return f"{proto}://{host}{called}", f"{proto}://{host}{_base_path(called, route_path)}"
+
+
+def _base_path(called: str, route_path: str) -> str:
+    """The stage or base-path prefix of ``called`` (percent-encoded, as sent) before
+    ``route_path`` (which may arrive decoded: then compare segment by segment)."""
+    if not route_path:
+        return ""
+    if called.endswith(route_path):
+        return called[: -len(route_path)]
+    segments = route_path.count("/")
+    decoded = unquote(called)
+    if decoded.endswith(route_path) and decoded.count("/") == called.count("/"):
+        return "/".join(called.split("/")[:-segments])
+    return ""
