@@ -59,7 +59,7 @@ def _max_attempts(client: BaseClient) -> int:
         return int(retries["total_max_attempts"])
     if "max_attempts" in retries:
         return int(retries["max_attempts"]) + 1
-    return standard.DEFAULT_MAX_ATTEMPTS
+    return int(standard.DEFAULT_MAX_ATTEMPTS)
 
 
 class LeanPutItem:
@@ -75,8 +75,8 @@ class LeanPutItem:
         # the request path is "/" (as botocore joins endpoint_url and the model's path)
         self._url = meta.endpoint_url.rstrip("/") + "/"
         self._region = meta.region_name
-        self._signer = client._request_signer  # noqa: SLF001 - see the class docstring
-        self._http = client._endpoint.http_session  # noqa: SLF001
+        self._signer = client._request_signer
+        self._http = client._endpoint.http_session
         self._events = meta.events
         self._event = f"before-send.{meta.service_model.service_id.hyphenize()}.{OPERATION}"
         self._signing_name = meta.service_model.signing_name or "dynamodb"
@@ -133,9 +133,7 @@ class LeanPutItem:
                 caught_exception=error,
                 request_context=request_context,
             )
-            if self._conditions.is_retryable(context) and self._quota.acquire_retry_quota(
-                context
-            ):
+            if self._conditions.is_retryable(context) and self._quota.acquire_retry_quota(context):
                 time.sleep(self._backoff.delay_amount(context))
                 attempt += 1
                 continue
@@ -145,7 +143,7 @@ class LeanPutItem:
             parsed.setdefault("ResponseMetadata", {})["RetryAttempts"] = attempt - 1
             code = str(parsed.get("Error", {}).get("Code", ""))
             error_class: type[ClientError] = self._exceptions.from_code(code)  # as botocore
-            raise error_class(parsed, OPERATION)  # type: ignore[arg-type]
+            raise error_class(parsed, OPERATION)
 
     def _attempt(self, body: bytes, invocation: str, attempt: int) -> tuple[Any, Exception | None]:
         """One signed send: (response, None) or (None, the exception botocore's HTTP
