@@ -20,7 +20,10 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, ReadTimeoutError
 
 from tokenbroker.adapters import put_item
@@ -118,6 +121,29 @@ def _access_key(seen: Seen) -> str:
     return seen.headers["Authorization"].split("Credential=", 1)[1].split("/", 1)[0]
 
 
+def _verify_signature(seen: Seen, url: str, secret: str) -> None:
+    """Check a received request's SigV4 signature the way AWS does, with botocore's own
+    SigV4Auth: canonical request from the signed headers as received, same scope."""
+    auth = seen.headers["Authorization"]
+    credential = auth.split("Credential=", 1)[1].split(",", 1)[0]
+    access_key, day, region, service, _ = credential.split("/")
+    signed = auth.split("SignedHeaders=", 1)[1].split(",", 1)[0].split(";")
+    received = {k.lower(): v for k, v in seen.headers.items()}
+    request = AWSRequest(
+        method="POST",
+        url=url + seen.path,
+        data=seen.body,
+        headers={name: received[name] for name in signed},
+    )
+    request.context["timestamp"] = received["x-amz-date"]
+    signer = SigV4Auth(Credentials(access_key, secret), service, region)
+    assert signer.signed_headers(signer.headers_to_sign(request)) == ";".join(signed)
+    canonical = signer.canonical_request(request)
+    expected = signer.signature(signer.string_to_sign(request, canonical), request)
+    assert day == received["x-amz-date"][:8]
+    assert auth.endswith(f"Signature={expected}")
+
+
 def test_puts_go_to_aws_endpoint_url_signed_on_one_kept_alive_connection(
     dynamodb_server: FakeDynamoDB, ddb: Callable[..., Any]
 ) -> None:
@@ -141,6 +167,19 @@ def test_puts_go_to_aws_endpoint_url_signed_on_one_kept_alive_connection(
     assert "/us-east-1/dynamodb/aws4_request" in auth
     assert "x-amz-target" in auth.split("SignedHeaders=", 1)[1]
     assert seen.headers["amz-sdk-request"] == "attempt=1; max=2"
+    for each in dynamodb_server.seen:
+        _verify_signature(each, dynamodb_server.url, "testing")
+
+
+def test_a_wrong_signature_does_not_verify(dynamodb_server: FakeDynamoDB, ddb: Any) -> None:
+    """The verifier above can fail: a tampered body or another secret is caught."""
+    LeanPutItem.for_client(ddb())(**PARAMS)
+    seen = dynamodb_server.seen[0]
+    with pytest.raises(AssertionError):
+        _verify_signature(seen, dynamodb_server.url, "another-secret")
+    tampered = Seen(seen.path, seen.headers, seen.body.replace(b"r1", b"r2"), seen.connection)
+    with pytest.raises(AssertionError):
+        _verify_signature(tampered, dynamodb_server.url, "testing")
 
 
 def test_the_lean_request_is_the_request_botocore_sends(
@@ -180,6 +219,8 @@ def test_rotated_credentials_from_the_environment_sign_the_next_put(
     put(**PARAMS)
 
     first, second = dynamodb_server.seen
+    _verify_signature(first, dynamodb_server.url, "secret-ASIAFIRST")
+    _verify_signature(second, dynamodb_server.url, "secret-ASIASECOND")
     assert (_access_key(first), first.headers["X-Amz-Security-Token"]) == (
         "ASIAFIRST",
         "token-first",
