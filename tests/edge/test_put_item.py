@@ -281,13 +281,12 @@ def test_a_stalled_answer_times_out_at_the_clients_read_timeout_on_every_attempt
 ) -> None:
     dynamodb_server.script += [(200, {}, 0.5)] * 2
     config = LAMBDA_CONFIG.merge(Config(read_timeout=0.1))
-    started = time.monotonic()
 
+    # the server answers after 0.5 s: a timeout of LAMBDA_CONFIG's 2 s would succeed
     with pytest.raises(ReadTimeoutError):
         LeanPutItem.for_client(ddb(config))(**PARAMS)
 
-    assert len(dynamodb_server.seen) == 2
-    assert time.monotonic() - started < 0.9  # 2 x 0.1 s, not 2 x 0.5 s
+    assert len(dynamodb_server.seen) == 2  # and each attempt timed out
 
 
 def test_anything_but_a_botocore_dynamodb_client_keeps_its_own_put_item() -> None:
