@@ -695,6 +695,63 @@ def measure_powertools(requests: int = 1000, repetitions: int = 5) -> dict[str, 
     }
 
 
+def measure_glue(repeat: int = 2000, rounds: int = 5) -> dict[str, Any]:
+    """The handler's pieces around the service, each alone and repeated (so with hot
+    caches: a lower bound of their cost inside a request), best of ``rounds`` x
+    ``repeat`` calls, CPU time, next to the two direct verifies in the same process."""
+    from aws_lambda_powertools.metrics import MetricUnit
+    from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
+        APIGatewayAuthorizerRequestEvent as Event,
+    )
+
+    from tokenbroker.adapters.aws import new_item
+    from tokenbroker.adapters.usage import ID, usage_item
+    from tokenbroker.services.authorization import Grant
+    from tokenbroker.web import edge
+
+    with Bench() as bench:
+        assert bench.app is not None
+        app = bench.app
+        item = bench.batch(1, "glue")[0]
+        event = json.loads(item.event_json)
+        grant = Grant("p", "c", bench.keys.jkt, ("s",), "t", "u", NOW + 300)
+        outcome = edge.Outcome(grant, None)
+        response = edge.rest_response(Event(event), outcome)
+        record: list[Any] = []
+        service = bench._service(SimpleNamespace(record_use=record.append))
+        service.authorize(item.request, request_issuer=ISSUER)
+
+        params = new_item(bench.settings.usage_table, usage_item(record[0]), ID)
+
+        def flush() -> None:
+            app.metrics.add_metric(name="RequestsAllowed", unit=MetricUnit.Count, value=1)
+            app.metrics.flush_metrics()
+
+        pieces: dict[str, Callable[[], Any]] = {
+            "2 verifies": lambda: run_baseline([item], bench.keys),
+            "runtime json.loads(event)": lambda: json.loads(item.event_json),
+            "runtime json.dumps(response)": lambda: json.dumps(response),
+            "edge.rest_request": lambda: edge.rest_request(Event(event)),
+            "edge.rest_response (policy)": lambda: edge.rest_response(Event(event), outcome),
+            "metrics add + EMF flush": flush,
+            "usage_item(record) (TypeSerializer)": lambda: usage_item(record[0]),
+            "PutItem body JSON": lambda: json.dumps(params),
+        }
+        best: dict[str, float] = {}
+        for _ in range(rounds):
+            for name, fn in pieces.items():
+                start = time.process_time()
+                for _ in range(repeat):
+                    fn()
+                elapsed = (time.process_time() - start) / repeat
+                best[name] = min(best.get(name, elapsed), elapsed)
+    base = best["2 verifies"]
+    return {
+        "us": {k: round(v * 1e6, 1) for k, v in best.items()},
+        "of_2_verifies": {k: round(v / base, 3) for k, v in best.items()},
+    }
+
+
 def profile_handler(requests: int = 1000, top: int = 10) -> list[dict[str, Any]]:
     """cProfile of the warm handler path: the top entries by cumulative time."""
     with Bench() as bench:
@@ -944,6 +1001,7 @@ def run(
     report["cold_init"] = measure_cold_init(cold_runs, warmup=cold_runs > 1)
     report["rss"] = measure_rss(requests)
     report["powertools"] = measure_powertools(max(1, requests // 2), repetitions)
+    report["glue"] = measure_glue(max(1, requests // 2), repetitions)
     if profile:
         report["profile"] = {
             "handler_top_cumulative": profile_handler(min(requests, 1000)),
@@ -1010,6 +1068,12 @@ def render(report: dict[str, Any]) -> str:
         lines.append(
             "Powertools per allowed request, us (full handler minus handler without it): "
             + ", ".join(f"{k} {v}" for k, v in pt["cost_us"].items())
+        )
+    glue = report.get("glue")
+    if glue:
+        lines.append(
+            "pieces alone, hot caches, us (x 2 verifies): "
+            + ", ".join(f"{k} {v} ({glue['of_2_verifies'][k]:.2f})" for k, v in glue["us"].items())
         )
     profile = report.get("profile")
     if profile:

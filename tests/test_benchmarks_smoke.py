@@ -75,6 +75,8 @@ def test_report_shape(report: dict[str, Any]) -> None:
     for metric in ("2 P-256 verifies", "round trips", "cold init", "peak RSS"):
         assert metric in table
     assert table.count("PASS") + table.count("MISS") == 5
+    assert report["glue"]["of_2_verifies"]["2 verifies"] == 1
+    assert all(v > 0 for v in report["glue"]["us"].values())
     pt = report["powertools"]
     assert set(pt["allowed"].values()) == {pt["requests"]}  # every variant allowed all
 
