@@ -36,6 +36,7 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 from moto import mock_aws
+from moto.core.models import botocore_stubber as moto_stubber
 
 from edge import _support as s
 from support.dpop import DeviceKey
@@ -367,6 +368,27 @@ def test_a_timed_out_usage_write_is_retried_a_bounded_number_of_times_then_a_401
     assert attempts == 2
     assert len(no_lean_backoff) == 1
     assert stack.usage_items() == []
+
+
+def test_a_write_that_landed_but_whose_answer_was_lost_is_allowed_on_its_retry(
+    stack: Stack, app: Any, transport: str, no_lean_backoff: list[float]
+) -> None:
+    """The retry's conditional put fails (the first attempt's item is there), and the
+    item DynamoDB returns is the one this request sent: its own record, not a replay."""
+    sends = 0
+
+    def land_then_lose_the_answer(request: Any, event_name: str, **kwargs: Any) -> None:
+        nonlocal sends
+        sends += 1
+        if sends == 1:
+            moto_stubber(event_name=event_name, request=request)  # DynamoDB writes it
+            raise ReadTimeoutError(endpoint_url=request.url)  # the answer never arrives
+
+    stack.ddb.meta.events.register("before-send.dynamodb.PutItem", land_then_lose_the_answer)
+
+    assert app(stack.container(), stack.event()) == "allow"
+    assert sends == 2
+    assert stack.decisions() == [("allow", "ok")]
 
 
 def test_a_hung_usage_write_is_given_up_within_the_authorizer_timeout(

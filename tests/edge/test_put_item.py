@@ -280,6 +280,24 @@ def test_a_conditional_check_failure_is_not_retried_and_raises_the_modeled_error
     assert sleeps == []
 
 
+def test_a_conditional_check_failure_carries_the_existing_item_as_botocore_parses_it(
+    dynamodb_server: FakeDynamoDB, ddb: Callable[..., Any]
+) -> None:
+    existing = {"id": {"S": "r1"}, "at": {"N": "1"}}
+    answer = {**_error("ConditionalCheckFailedException"), "Item": existing}
+    dynamodb_server.script += [(400, answer, 0.0)] * 2
+    c = ddb()
+    params = {**PARAMS, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+
+    with pytest.raises(ClientError) as lean:
+        LeanPutItem.for_client(c)(**params)
+    with pytest.raises(ClientError) as boto:
+        c.put_item(**params)
+
+    assert lean.value.response["Item"] == boto.value.response["Item"] == existing
+    assert json.loads(dynamodb_server.seen[0].body) == params
+
+
 def test_a_stalled_answer_times_out_at_the_clients_read_timeout_on_every_attempt(
     dynamodb_server: FakeDynamoDB, ddb: Callable[..., Any], sleeps: list[float]
 ) -> None:

@@ -25,9 +25,9 @@ request with botocore's own pieces, taken from the client it stands in for:
 Why retrying is safe: every call is a conditional put (``attribute_not_exists`` on the
 key). A retry after a lost response cannot write a second record; at worst it finds the
 first attempt's record and fails with ConditionalCheckFailed, which the edge treats as a
-replay and denies, failing closed. (That first record then stands for a request that
-was denied, exactly as with ``put_item``; telling the two apart would take
-``ReturnValuesOnConditionCheckFailure``, which this does not do yet.)
+replay and denies, failing closed. The usage ledger asks for the existing item on a
+failed condition (``ReturnValuesOnConditionCheckFailure``) and so tells its own earlier
+attempt (the very item it sent) from a replay (another request's item).
 
 A 200 answer's body is not read (the broker asks for no return values), so botocore's
 CRC32 re-check of it, which would retry, does not apply. Only what ``put_item`` sends is
@@ -244,6 +244,12 @@ class LeanPutItem:
         return key
 
     def _parse_error(self, http_response: Any) -> dict[str, Any]:
+        """As botocore.endpoint: the generic error parse, then the modeled error's own
+        members (e.g. ConditionalCheckFailedException's ``Item``)."""
         response = convert_to_response_dict(http_response, self._operation)
         parsed: dict[str, Any] = self._parser.parse(response, self._operation.output_shape)
+        code = parsed.get("Error", {}).get("Code")
+        shape = self._operation.service_model.shape_for_error_code(code) if code else None
+        if shape is not None:
+            parsed.update(self._parser.parse(response, shape))
         return parsed

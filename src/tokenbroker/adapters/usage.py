@@ -101,13 +101,19 @@ class DynamoUsageLedger:
 
     def _insert(self, record: UsageRecord) -> bool:
         """Put the record unless its id exists; False if it did."""
+        item = usage_item(record)
         with failing_closed("dynamodb:PutItem"):
             try:
                 # botocore's put_item semantics at a fraction of its CPU (put_item.py)
-                self._put_item(**new_item(self._usage, usage_item(record), ID))
+                self._put_item(
+                    **new_item(self._usage, item, ID), ReturnValuesOnConditionCheckFailure="ALL_OLD"
+                )
             except ClientError as exc:
                 if error_code(exc) == "ConditionalCheckFailedException":
-                    return False
+                    # A retry whose first attempt landed (its answer was lost) finds the
+                    # very item it sent: this request's own record, not a replay. Another
+                    # request's record differs (request id, time) and is a replay.
+                    return bool(exc.response.get("Item") == item)
                 raise
         return True
 
