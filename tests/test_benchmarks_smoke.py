@@ -74,7 +74,11 @@ def test_report_shape(report: dict[str, Any]) -> None:
     table = bench.render(report)
     for metric in ("2 P-256 verifies", "round trips", "cold init", "peak RSS"):
         assert metric in table
-    assert table.count("PASS") + table.count("MISS") == 4
+    assert table.count("PASS") + table.count("MISS") == 5
+    assert report["glue"]["of_2_verifies"]["2 verifies"] == 1
+    assert all(v > 0 for v in report["glue"]["us"].values())
+    pt = report["powertools"]
+    assert set(pt["allowed"].values()) == {pt["requests"]}  # every variant allowed all
 
 
 def test_a_benchmark_of_denials_cannot_pass() -> None:
@@ -85,3 +89,33 @@ def test_a_benchmark_of_denials_cannot_pass() -> None:
     assert any(v.startswith("handler:") for v in violations)
     assert any(v.startswith("service:") for v in violations)
     assert any("PutItem" in v for v in violations)
+
+
+# ---- benchmarks/peer.py (aws-jwt-verify in Node) -------------------------------------
+
+from benchmarks import peer  # noqa: E402
+
+
+def test_the_peer_benchmark_skips_with_its_reason_when_node_is_absent(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert peer.main(["--node", "no-such-node-binary", "--requests", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("peer benchmark skipped: Node.js not found")
+
+
+def test_the_peer_benchmark_skips_without_installing_when_told_not_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOKENBROKER_BENCH_CACHE", str(tmp_path))
+    report = peer.run(2, 1, node=sys.executable, install=False)  # any binary on PATH
+    assert report == {
+        "skipped": f"aws-jwt-verify@5.2.1 is not installed in {tmp_path / 'aws-jwt-verify'}"
+    }
+
+
+def test_our_side_of_the_peer_benchmark_allows_every_request() -> None:
+    keys = bench.Keys.generate()
+    ours = peer._ours(keys, bench.NOW, 3, 2)
+    assert ours["allowed"] == 6
+    assert ours["us_per_request"] > 0

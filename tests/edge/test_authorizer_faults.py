@@ -5,11 +5,18 @@ Tables, KMS key and the authorizer's environment come from template.yaml through
 (``tokenbroker.adapters.aws.client``: short timeouts, standard retries). moto cannot
 throttle or time out, so faults are injected with botocore events (ARCHITECTURE, Known
 traps). Whatever fails, the answer is a 401 and no ALLOW record, never an Allow.
+
+The usage write goes through ``tokenbroker.adapters.put_item.LeanPutItem``; its faults
+are injected at the HTTP send (``before-send``: an error answer as DynamoDB sends it on
+the wire, or the exception botocore's HTTP layer raises), which is the same point for
+the lean path and for ``client.put_item``, and the write-fault tests run on both
+(``transport``), so the two must fail identically.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 import threading
@@ -29,11 +36,14 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 from moto import mock_aws
+from moto.core.models import botocore_stubber as moto_stubber
 
 from edge import _support as s
 from support.dpop import DeviceKey
 from tokenbroker import bootstrap
+from tokenbroker.adapters import put_item
 from tokenbroker.adapters.aws import client as aws_client
+from tokenbroker.adapters.put_item import LeanPutItem
 from tokenbroker.domain.clock import FixedClock
 from tokenbroker.domain.keycache import KeyCache
 from tokenbroker.domain.liveness import MAX_AGE
@@ -172,6 +182,77 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return sleeps
 
 
+@pytest.fixture(params=["lean", "boto3"])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The usage write's transport: LeanPutItem (production) or ``client.put_item``."""
+    if request.param == "boto3":
+        monkeypatch.setattr(LeanPutItem, "for_client", staticmethod(lambda c: c.put_item))
+    return str(request.param)
+
+
+@pytest.fixture
+def no_lean_backoff(monkeypatch: pytest.MonkeyPatch, no_backoff: list[float]) -> list[float]:
+    """The same recording for the lean path's back-off (it sleeps with ``time.sleep``)."""
+    monkeypatch.setattr(put_item, "time", types.SimpleNamespace(sleep=no_backoff.append))
+    return no_backoff
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._data
+
+
+_DYNAMODB_ERRORS = {
+    "AccessDeniedException": "com.amazon.coral.service#AccessDeniedException",
+}
+
+
+def _wire_error(code: str, status: int) -> AWSResponse:
+    """An error answer as DynamoDB puts it on the wire (JSON 1.0 ``__type``)."""
+    error_type = _DYNAMODB_ERRORS.get(code, f"com.amazonaws.dynamodb.v20120810#{code}")
+    body = json.dumps({"__type": error_type, "message": f"injected {code}"}).encode()
+    headers = {
+        "x-amzn-requestid": "INJECTED",
+        "content-type": "application/x-amz-json-1.0",
+        "content-length": str(len(body)),
+    }
+    return AWSResponse("https://dynamodb.us-east-1.amazonaws.com/", status, headers, _Body(body))
+
+
+class SendFault:
+    """A ``before-send`` handler for PutItem: every send (retries included) is counted
+    and answered with ``answer()`` (an AWSResponse) or raises what it raises; while
+    ``active`` is False, or once ``times`` answers were given, sends go on to moto.
+
+    botocore's endpoint asks every ``before-send`` handler (moto's too, which would
+    then write the item) and takes the first answer; so an answered request is first
+    re-addressed to a host moto does not emulate, and moto leaves it alone, as if the
+    wire had answered. (Each attempt is a new request, on both paths.)
+    """
+
+    def __init__(self, answer: Callable[[], AWSResponse], *, times: int | None = None) -> None:
+        self._answer = answer
+        self._left = times
+        self.sends = 0
+        self.active = True
+
+    def __call__(self, request: Any, **kwargs: Any) -> AWSResponse | None:
+        if not self.active or self._left == 0:
+            return None
+        request.url = "https://fault.invalid/"
+        self.sends += 1
+        if self._left is not None:
+            self._left -= 1
+        return self._answer()
+
+    def on(self, client: Any) -> SendFault:
+        client.meta.events.register("before-send.dynamodb.PutItem", self)
+        return self
+
+
 def _error_response(code: str, status: int = 400, **extra: Any) -> tuple[AWSResponse, dict]:
     """What a ``before-call`` handler returns to stand in for the service's answer."""
     parsed = {
@@ -203,26 +284,65 @@ def test_the_stack_allows_a_valid_request_and_records_it(stack: Stack, app: Any)
 
 
 @pytest.mark.parametrize(
-    ("code", "status", "extra"),
+    ("code", "status", "sends"),
     [
-        pytest.param("ProvisionedThroughputExceededException", 400, {}, id="throughput"),
-        pytest.param("ThrottlingException", 400, {}, id="throttling"),
-        pytest.param("RequestLimitExceeded", 400, {}, id="request-limit"),
-        pytest.param("AccessDeniedException", 400, {}, id="access-denied"),
-        pytest.param("InternalServerError", 500, {}, id="internal-error"),
-        pytest.param("ItemCollectionSizeLimitExceededException", 400, {}, id="size-limit"),
+        # retryable (botocore standard mode): one try + one retry (total_max_attempts=2)
+        pytest.param("ProvisionedThroughputExceededException", 400, 2, id="throughput"),
+        pytest.param("ThrottlingException", 400, 2, id="throttling"),
+        pytest.param("RequestLimitExceeded", 400, 2, id="request-limit"),
+        pytest.param("InternalServerError", 500, 2, id="internal-error"),
+        pytest.param("ServiceUnavailable", 503, 2, id="unavailable"),
+        # not retryable: one send
+        pytest.param("AccessDeniedException", 400, 1, id="access-denied"),
+        pytest.param("ResourceNotFoundException", 400, 1, id="missing-table"),
+        pytest.param("ItemCollectionSizeLimitExceededException", 400, 1, id="size-limit"),
+        pytest.param("ValidationException", 400, 1, id="validation"),
     ],
 )
 def test_a_failing_usage_write_is_a_401_and_writes_nothing(
-    stack: Stack, app: Any, code: str, status: int, extra: dict[str, Any]
+    stack: Stack,
+    app: Any,
+    transport: str,
+    no_lean_backoff: list[float],
+    code: str,
+    status: int,
+    sends: int,
 ) -> None:
-    stack.ddb.meta.events.register(
-        "before-call.dynamodb.PutItem",
-        lambda **kwargs: _error_response(code, status, **extra),
-    )
+    fault = SendFault(lambda: _wire_error(code, status)).on(stack.ddb)
 
     assert app(stack.container(), stack.event()) == "401"
     assert stack.usage_items() == []
+    assert fault.sends == sends
+    assert len(no_lean_backoff) == sends - 1
+
+
+def test_a_usage_write_answered_with_a_bare_502_page_is_retried_then_a_401(
+    stack: Stack, app: Any, transport: str, no_lean_backoff: list[float]
+) -> None:
+    page = b"<html><body>502 Bad Gateway</body></html>"
+    fault = SendFault(
+        lambda: AWSResponse(
+            "https://dynamodb.us-east-1.amazonaws.com/",
+            502,
+            {"content-type": "text/html", "content-length": str(len(page))},
+            _Body(page),
+        )
+    ).on(stack.ddb)
+
+    assert app(stack.container(), stack.event()) == "401"
+    assert fault.sends == 2
+    assert stack.usage_items() == []
+
+
+def test_a_usage_write_that_succeeds_on_its_retry_is_allowed_and_recorded_once(
+    stack: Stack, app: Any, transport: str, no_lean_backoff: list[float]
+) -> None:
+    fault = SendFault(lambda: _wire_error("ThrottlingException", 400), times=1).on(stack.ddb)
+
+    assert app(stack.container(), stack.event()) == "allow"
+    assert stack.decisions() == [("allow", "ok")]
+    assert fault.sends == 1
+    assert len(no_lean_backoff) == 1
 
 
 @pytest.mark.parametrize(
@@ -233,7 +353,7 @@ def test_a_failing_usage_write_is_a_401_and_writes_nothing(
     ],
 )
 def test_a_timed_out_usage_write_is_retried_a_bounded_number_of_times_then_a_401(
-    stack: Stack, app: Any, no_backoff: list[float], error: Exception
+    stack: Stack, app: Any, transport: str, no_lean_backoff: list[float], error: Exception
 ) -> None:
     attempts = 0
 
@@ -247,12 +367,33 @@ def test_a_timed_out_usage_write_is_retried_a_bounded_number_of_times_then_a_401
     assert app(stack.container(), stack.event()) == "401"
     # LAMBDA_CONFIG: standard mode, total_max_attempts=2: 1 try + 1 retry
     assert attempts == 2
-    assert len(no_backoff) == 1
+    assert len(no_lean_backoff) == 1
     assert stack.usage_items() == []
 
 
+def test_a_write_that_landed_but_whose_answer_was_lost_is_allowed_on_its_retry(
+    stack: Stack, app: Any, transport: str, no_lean_backoff: list[float]
+) -> None:
+    """The retry's conditional put fails (the first attempt's item is there), and the
+    item DynamoDB returns is the one this request sent: its own record, not a replay."""
+    sends = 0
+
+    def land_then_lose_the_answer(request: Any, event_name: str, **kwargs: Any) -> None:
+        nonlocal sends
+        sends += 1
+        if sends == 1:
+            moto_stubber(event_name=event_name, request=request)  # DynamoDB writes it
+            raise ReadTimeoutError(endpoint_url=request.url)  # the answer never arrives
+
+    stack.ddb.meta.events.register("before-send.dynamodb.PutItem", land_then_lose_the_answer)
+
+    assert app(stack.container(), stack.event()) == "allow"
+    assert sends == 2
+    assert stack.decisions() == [("allow", "ok")]
+
+
 def test_a_hung_usage_write_is_given_up_within_the_authorizer_timeout(
-    stack: Stack, app: Any, no_backoff: list[float]
+    stack: Stack, app: Any, transport: str, no_lean_backoff: list[float]
 ) -> None:
     attempts = 0
 
@@ -265,13 +406,16 @@ def test_a_hung_usage_write_is_given_up_within_the_authorizer_timeout(
 
     assert app(stack.container(), stack.event()) == "401"
     # each attempt of a hung call waits its full read timeout before botocore gives up
-    worst_case = attempts * stack.ddb.meta.config.read_timeout + sum(no_backoff)
+    assert attempts == 2
+    worst_case = attempts * stack.ddb.meta.config.read_timeout + sum(no_lean_backoff)
     timeout = load_template().sam_properties("AuthorizerFunction", SAM_FUNCTION)["Timeout"]
     assert worst_case < int(timeout)
 
 
 @pytest.mark.parametrize("table", ["UsageTable", "DevicesTable", "ClientsTable"])
-def test_a_missing_table_is_a_401_and_never_an_allow(stack: Stack, app: Any, table: str) -> None:
+def test_a_missing_table_is_a_401_and_never_an_allow(
+    stack: Stack, app: Any, transport: str, table: str
+) -> None:
     stack.ddb.delete_table(TableName=stack.deployment.refs[table])
 
     assert app(stack.container(), stack.event()) == "401"
@@ -279,21 +423,33 @@ def test_a_missing_table_is_a_401_and_never_an_allow(stack: Stack, app: Any, tab
         assert stack.usage_items() == []
 
 
-def test_a_throttled_write_does_not_burn_the_proof_for_its_retry(stack: Stack, app: Any) -> None:
+def test_a_throttled_write_does_not_burn_the_proof_for_its_retry(
+    stack: Stack, app: Any, transport: str, no_lean_backoff: list[float]
+) -> None:
     event = stack.event()
-    handler_id = stack.ddb.meta.events.register(
-        "before-call.dynamodb.PutItem",
-        lambda **kwargs: _error_response("ThrottlingException"),
-        unique_id="throttle",
-    )
-    assert app(stack.container(), event) == "401"
-    stack.ddb.meta.events.unregister(
-        "before-call.dynamodb.PutItem", unique_id=handler_id or "throttle"
-    )
+    fault = SendFault(lambda: _wire_error("ThrottlingException", 400)).on(stack.ddb)
+    container = stack.container()
+    assert app(container, event) == "401"
+    fault.active = False
 
     retry = dict(event, requestContext={**event["requestContext"], "requestId": "retry"})
-    assert app(stack.container(), retry) == "allow"
+    assert app(container, retry) == "allow"
     assert stack.decisions() == [("allow", "ok")]
+
+
+def test_a_replayed_proof_is_a_conditional_check_failure_on_the_wire_and_a_401(
+    stack: Stack, app: Any, transport: str
+) -> None:
+    container = stack.container()
+    event = stack.event()
+    sent = _count_sends(stack.ddb)
+    assert app(container, event) == "allow"
+
+    replay = dict(event, requestContext={**event["requestContext"], "requestId": "replay"})
+    assert app(container, replay) == "401"
+    # the allow, the replay's conditional put (refused by DynamoDB), the denial record
+    assert sent["PutItem"] == 3
+    assert stack.decisions() == [("allow", "ok"), ("deny", "proof_replayed")]
 
 
 # ---------------------------------------------------------------- KMS at cold start
@@ -359,12 +515,10 @@ def test_a_client_disabled_after_issue_is_denied_on_its_next_request_and_recorde
 
 
 def test_a_revoked_device_is_denied_even_when_the_denial_record_cannot_be_written(
-    stack: Stack, app: Any
+    stack: Stack, app: Any, transport: str, no_lean_backoff: list[float]
 ) -> None:
     stack.admin.revoke_device(stack.device.jkt)
-    stack.ddb.meta.events.register(
-        "before-call.dynamodb.PutItem", lambda **kwargs: _error_response("ThrottlingException")
-    )
+    SendFault(lambda: _wire_error("ThrottlingException", 400)).on(stack.ddb)
 
     assert app(stack.container(), stack.event()) == "401"
     assert stack.usage_items() == []

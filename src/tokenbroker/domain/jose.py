@@ -32,8 +32,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from tokenbroker.domain.errors import OAuthError
 from tokenbroker.domain.pairs import unique_mapping
 
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
-
 #: Asymmetric algorithms the broker accepts for DPoP proofs (RFC 9449 §4.3 check 5).
 PROOF_ALGORITHMS: tuple[str, ...] = ("ES256", "ES384", "EdDSA")
 #: The only algorithm access tokens are signed with (KMS ECC_NIST_P256).
@@ -46,6 +44,7 @@ _EC: dict[str, tuple[str, ec.EllipticCurve, hashes.HashAlgorithm]] = {
     "ES384": ("P-384", ec.SECP384R1(), hashes.SHA384()),
 }
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+_ECDSA = {alg: ec.ECDSA(digest) for alg, (_, _, digest) in _EC.items()}
 
 
 def b64url_encode(data: bytes) -> str:
@@ -63,13 +62,14 @@ def b64url_decode(segment: str) -> bytes:
     """Strict RFC 7515 §2 base64url: url alphabet, no padding, canonical trailing bits
     (non-zero unused bits would be a second spelling of the same bytes)."""
     rem = len(segment) % 4
-    if rem == 1 or not _B64URL.fullmatch(segment):
+    if rem == 1 or not segment.isascii() or "+" in segment or "/" in segment or "=" in segment:
         raise ValueError("not base64url")
-    if rem and _VALUE[segment[-1]] & _UNUSED_BITS[rem]:
+    if rem and _VALUE.get(segment[-1], 0) & _UNUSED_BITS[rem]:
         raise ValueError("non-canonical base64url")
     try:
+        # strict_mode: anything outside the (translated) alphabet is an error
         return binascii.a2b_base64(
-            segment.encode("ascii").translate(_URL_TO_STD) + b"=" * (-rem % 4)
+            segment.encode("ascii").translate(_URL_TO_STD) + b"=" * (-rem % 4), strict_mode=True
         )
     except binascii.Error as exc:
         raise ValueError("not base64url") from exc
@@ -83,22 +83,28 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for every call (json.loads with hooks builds a new one each time).
+_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def strict_json_object(raw: bytes) -> dict[str, Any]:
     """RFC 7159 object, UTF-8, no duplicate members (RFC 7515 §5.2 step 4), no NaN,
     no lone surrogates (which would later fail to encode)."""
-    value = json.loads(
-        raw.decode("utf-8"),
-        object_pairs_hook=_reject_duplicates,
-        parse_constant=_reject_constant,
-    )
+    value = _DECODER.decode(raw.decode("utf-8"))
     if _SURROGATE_ESCAPE.search(raw):  # rare: only then pay for the full check
         json.dumps(value, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value
+
+
+@functools.lru_cache(maxsize=256)
+def _header(segment: str) -> dict[str, Any]:
+    """A decoded protected header. Cached: every token of one signing key, and every
+    proof of one device key, carries the same header segment; a segment that fails
+    raises and is not cached. Callers only read the result."""
+    return strict_json_object(b64url_decode(segment))
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,7 @@ def parse_compact(
     if len(parts) != 3:
         raise error(f"{what} is not a compact JWS")
     try:
-        header = strict_json_object(b64url_decode(parts[0]))
+        header = _header(parts[0])
         payload = strict_json_object(b64url_decode(parts[1]))
         signature = b64url_decode(parts[2])
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -188,7 +194,7 @@ def verify_signature(jws: CompactJws, alg: str, key: Any) -> bool:
                 return False
             key.verify(signature, jws.signing_input)
             return True
-        _, curve, digest = _EC[alg]
+        _, curve, _ = _EC[alg]
         size = _COORDINATE_BYTES[alg]
         if (
             not isinstance(key, ec.EllipticCurvePublicKey)
@@ -198,7 +204,7 @@ def verify_signature(jws: CompactJws, alg: str, key: Any) -> bool:
             return False
         r = int.from_bytes(signature[:size], "big")
         s = int.from_bytes(signature[size:], "big")
-        key.verify(encode_dss_signature(r, s), jws.signing_input, ec.ECDSA(digest))
+        key.verify(encode_dss_signature(r, s), jws.signing_input, _ECDSA[alg])
         return True
     except (InvalidSignature, KeyError):
         return False

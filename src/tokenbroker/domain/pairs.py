@@ -19,9 +19,12 @@ def unique_mapping(
 ) -> dict[str, V]:
     """``dict(pairs)``, but ``duplicate(key)`` is raised for the first repeated key. As
     ``json.loads(object_pairs_hook=functools.partial(unique_mapping, duplicate=...))``."""
-    result: dict[str, V] = {}
-    for key, value in pairs:
-        if key in result:
-            raise duplicate(key)
-        result[key] = value
+    items = list(pairs)
+    result = dict(items)  # one C-level pass: the common case (no repeat) costs no loop
+    if len(result) != len(items):
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                raise duplicate(key)
+            seen.add(key)
     return result
