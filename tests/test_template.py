@@ -285,6 +285,23 @@ def test_the_digest_bucket_is_private_versioned_encrypted_and_retained(
     assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
 
 
+def test_the_digest_bucket_locks_every_version_in_compliance_mode_as_long_as_usage_lives(
+    resources: dict[str, Any], template: Template
+) -> None:
+    props = resources["DigestBucket"]["Properties"]
+    assert props["ObjectLockEnabled"] is True
+    lock = props["ObjectLockConfiguration"]
+    assert lock["ObjectLockEnabled"] == "Enabled"
+    retention = lock["Rule"]["DefaultRetention"]
+    # compliance, not governance: s3:BypassGovernanceRetention cannot shorten it
+    assert retention["Mode"] == "COMPLIANCE"
+    assert retention == {"Mode": "COMPLIANCE", "Days": {"Ref": "UsageRetentionDays"}}
+    # and no function of the stack may delete digests
+    for name in template.resources("AWS::Serverless::Function"):
+        on_digests = [a for a, r in _grants(template, name) if "DigestBucket" in r]
+        assert not any("Delete" in action for action in on_digests), name
+
+
 # ------------------------------------------------------------ functions and the API
 
 
@@ -469,8 +486,11 @@ def test_the_digest_function_may_only_read_the_hour_index_keep_digests_and_sign(
     assert _grants(template, "DigestFunction") == {
         ("dynamodb:Query", "${UsageTable.Arn}/index/by_hour"),
         ("s3:GetObject", "${DigestBucket.Arn}/*"),
+        ("s3:GetObjectVersion", "${DigestBucket.Arn}/*"),
         ("s3:PutObject", "${DigestBucket.Arn}/*"),
+        ("s3:AbortMultipartUpload", "${DigestBucket.Arn}/*"),
         ("s3:ListBucket", "DigestBucket.Arn"),
+        ("s3:ListBucketVersions", "DigestBucket.Arn"),
         ("kms:Sign", "DigestKey.Arn"),
         ("kms:GetPublicKey", "DigestKey.Arn"),
     }
@@ -552,8 +572,14 @@ def test_the_auditor_policy_only_reads_the_ledger_aggregates_digests_and_deploym
         "/tokenbroker/${AWS::StackName}/deployment",
     }
     assert {a for a, r in grants if r == "DigestKey.Arn"} == {"kms:Verify", "kms:GetPublicKey"}
-    assert {a for a, r in grants if r.startswith("${DigestBucket")} == {"s3:GetObject"}
-    assert {a for a, r in grants if r == "DigestBucket.Arn"} == {"s3:ListBucket"}
+    assert {a for a, r in grants if r.startswith("${DigestBucket")} == {
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+    }
+    assert {a for a, r in grants if r == "DigestBucket.Arn"} == {
+        "s3:ListBucket",
+        "s3:ListBucketVersions",
+    }
     assert {a for a, r in grants if r.startswith("arn:")} == {"ssm:GetParameter"}
     assert {a.split(":")[0] for a, r in grants if "Table" in r} == {"dynamodb"}
 

@@ -38,7 +38,9 @@ from tokenbroker.domain.ledger import INDEXES, hour_of, shard_key, shard_of
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
 from tokenbroker.local.provision import provision
 from tokenbroker.local.template import load_template
-from tokenbroker.services.digests import DigestService, PeriodReport, from_settings
+from tokenbroker.bootstrap import build
+from tokenbroker.services.digest_verify import PeriodReport
+from tokenbroker.services.digests import DigestService
 from tokenbroker.settings import Settings
 
 REGION = "us-east-1"
@@ -143,7 +145,7 @@ def env(request: pytest.FixtureRequest) -> Iterator[Env]:
             clients=clients,
             settings=settings,
             clock=clock,
-            service=from_settings(settings, clients.__getitem__, clock=clock),
+            service=build(settings, aws=clients.__getitem__, clock=clock).digests,
             table=settings.usage_table,
             bucket=settings.digest_bucket,
             records={},
@@ -198,22 +200,58 @@ def test_sealed_periods_verify_intact_with_their_record_counts(sealed: Sealed) -
     assert sealed.env.verify(now=SEAL_NOW)[T2].status == "unsealed"
 
 
-def test_the_manifest_lists_every_record_of_the_period_sorted_by_id(sealed: Sealed) -> None:
+def test_the_manifests_list_every_record_of_the_period_per_segment_in_time_order(
+    sealed: Sealed,
+) -> None:
     env = sealed.env
-    lines = env.get_object(digest_store.manifest_key(T0)).decode().splitlines()
-    entries = [json.loads(line) for line in lines]
-    assert [e["id"] for e in entries] == sorted(sealed.p0)
-    assert all(set(e) == {"id", "sha256", "ttl"} for e in entries)
+    index = [json.loads(x) for x in env.get_object(digest_store.manifest_key(T0)).splitlines()]
+    assert [e["segment"] for e in index] == sorted(e["segment"] for e in index)
+    seen = []
+    for entry in index:
+        body = env.get_object(digest_store.segment_key(T0, entry["segment"]))
+        lines = [json.loads(line) for line in body.splitlines()]
+        assert [(x["at"], x["id"]) for x in lines] == sorted((x["at"], x["id"]) for x in lines)
+        assert all(set(x) == {"at", "id", "sha256", "ttl"} for x in lines)
+        assert (entry["record_count"], entry["sha256"]) == (
+            len(lines),
+            hashlib.sha256(body).hexdigest(),
+        )
+        seen += [x["id"] for x in lines]
+    assert sorted(seen) == sorted(sealed.p0)
+    # an empty period has an empty index and no segment manifest
     assert env.get_object(digest_store.manifest_key(T0 - P)) == b""
     statement = env.statement(T0)["statement"]
     assert statement["record_count"] == 4
+    assert statement["segments"] == len(index)
     assert (
         statement["manifest_sha256"]
-        == hashlib.sha256("\n".join(lines).encode() + b"\n").hexdigest()
+        == hashlib.sha256(env.get_object(digest_store.manifest_key(T0))).hexdigest()
     )
     assert (statement["period_start"], statement["period_end"]) == (T0, T1)
     assert statement["key_id"] == env.settings.digest_key_id
     assert statement["sealed_at"] == SEAL_NOW
+    assert statement["chain_start"] == T0 - P
+
+
+def test_the_first_seal_writes_a_signed_genesis_naming_the_chain_start(sealed: Sealed) -> None:
+    env = sealed.env
+    envelope = json.loads(env.get_object(digest_store.GENESIS_KEY))
+    genesis = envelope["statement"]
+    assert genesis == {
+        "version": 2,
+        "kind": "genesis",
+        "chain_start": T0 - P,
+        "sealed_at": SEAL_NOW,
+        "key_id": env.settings.digest_key_id,
+    }
+    signed = json.dumps(genesis, sort_keys=True, separators=(",", ":")).encode()
+    assert env.clients["kms"].verify(
+        KeyId=env.settings.digest_key_id,
+        Message=signed,
+        MessageType="RAW",
+        Signature=base64.b64decode(envelope["signature"]),
+        SigningAlgorithm="ECDSA_SHA_256",
+    )["SignatureValid"]
 
 
 def test_the_signature_verifies_independently_with_the_kms_public_key(sealed: Sealed) -> None:
@@ -287,10 +325,34 @@ def test_a_first_run_goes_back_one_run_of_periods_at_most_a_day(env: Env) -> Non
     assert later[0] == sealed[-1] + P
 
 
-def test_keep_going_stops_sealing_between_periods(env: Env) -> None:
-    env.service.seal(T0 - 2 * P, now_ms=SEAL_NOW)
-    calls = iter([True, False])
-    assert env.service.seal_due(SEAL_NOW, keep_going=lambda: next(calls)) == [T0 - P]
+def test_a_run_out_of_time_resumes_where_it_stopped_and_seals_the_same_manifest(
+    env: Env,
+) -> None:
+    shards = INDEXES["by_hour"].shards
+    ids = [f"r-{n}" for n in range(2000)]
+    early = [i for i in ids if shard_of(i, shards) < 3][:3]
+    late = [i for i in ids if shard_of(i, shards) > 200][:3]
+    for n, record_id in enumerate(early + late):
+        env.put(T0 + n, record_id=record_id)
+    env.service.seal(T0 - P, now_ms=SEAL_NOW)
+    budget = iter([True] * 100 + [False])
+    # the first run seals 100 of T0's 256 segments, then records them in a part
+    assert env.service.seal_due(SEAL_NOW, keep_going=lambda: next(budget)) == []
+    parts = env.clients["s3"].list_objects_v2(
+        Bucket=env.bucket, Prefix=digest_store.parts_prefix(T0)
+    )["Contents"]
+    assert len(parts) == 1
+    assert not env.service.ever_sealed(T0)
+    # the next run seals the rest (reading the 156 others only) and the statement
+    queried: list[str] = []
+    env.clients["dynamodb"].meta.events.register(
+        "provide-client-params.dynamodb.Query",
+        lambda params, **_: queried.append(params["ExpressionAttributeValues"][":pk"]["S"]),
+    )
+    assert env.service.seal_due(SEAL_NOW) == [T0, T1]
+    assert sum(1 for key in queried if key.startswith(hour_of(T0))) == shards - 100
+    assert env.verify()[T0].status == "intact"
+    assert env.statement(T0)["statement"]["record_count"] == 6
 
 
 def test_a_misaligned_period_is_refused(env: Env) -> None:
@@ -333,15 +395,16 @@ def test_a_deleted_record_is_named(sealed: Sealed) -> None:
     )
 
 
-def test_a_record_added_to_a_sealed_period_is_named(sealed: Sealed) -> None:
+def test_a_record_added_to_a_sealed_period_is_a_late_record(sealed: Sealed) -> None:
     added = sealed.env.put(T1 + 30_000)
     report = _only(sealed.env.verify(), T1)
     assert (report.status, report.added, report.altered, report.deleted) == (
-        "tampered",
+        "late_record",
         [added],
         [],
         [],
     )
+    assert not report.ok
 
 
 def test_a_record_moved_to_another_period_is_deleted_there_and_added_here(
@@ -355,7 +418,22 @@ def test_a_record_moved_to_another_period_is_deleted_there_and_added_here(
     env.clients["dynamodb"].put_item(TableName=env.table, Item=item)
     reports = env.verify()
     assert (reports[T0].status, reports[T0].deleted) == ("tampered", [moved])
-    assert (reports[T1].status, reports[T1].added) == ("tampered", [moved])
+    assert (reports[T1].status, reports[T1].added) == ("late_record", [moved])
+
+
+def test_a_record_moved_inside_its_period_is_altered(sealed: Sealed) -> None:
+    env = sealed.env
+    moved = sealed.p0[1]
+    item = dict(env.records[moved])
+    item["at"] = {"N": str(T0 + 40_000)}
+    env.clients["dynamodb"].put_item(TableName=env.table, Item=item)
+    report = _only(env.verify(), T0)
+    assert (report.status, report.altered, report.deleted, report.added) == (
+        "tampered",
+        [moved],
+        [],
+        [],
+    )
 
 
 def test_an_expired_record_is_not_tampering(sealed: Sealed) -> None:
@@ -381,72 +459,102 @@ def test_deleting_every_record_of_a_period_is_detected(sealed: Sealed) -> None:
 def test_a_record_added_to_an_empty_sealed_period_is_detected(sealed: Sealed) -> None:
     added = sealed.env.put(T0 - P + 5)
     report = _only(sealed.env.verify(), T0 - P)
-    assert (report.status, report.added) == ("tampered", [added])
+    assert (report.status, report.added) == ("late_record", [added])
 
 
-def test_a_tampered_manifest_fails(sealed: Sealed) -> None:
+def test_a_replaced_index_is_reported_and_the_sealed_one_still_names_the_deletion(
+    sealed: Sealed,
+) -> None:
     env = sealed.env
     key = digest_store.manifest_key(T0)
-    lines = env.get_object(key).splitlines(keepends=True)
-    env.put_object(key, b"".join(lines[1:]))  # hide a record from the manifest
-    env.delete(json.loads(lines[0])["id"])  # ... and delete it
+    (first, *rest) = env.get_object(key).splitlines(keepends=True)
+    env.put_object(key, b"".join(rest))  # hide a segment from the index...
+    segment = json.loads(first)["segment"]
+    victim = json.loads(env.get_object(digest_store.segment_key(T0, segment)).splitlines()[0])
+    env.delete(victim["id"])  # ... and delete a record of it
     report = _only(env.verify(), T0)
-    assert report.status == "bad_signature"
-    assert "manifest" in report.detail
+    assert report.status == "manifest_replaced"
+    assert report.problems == ["manifest_replaced", "tampered"]
+    assert report.deleted == [victim["id"]]
 
 
-def test_a_missing_manifest_fails(sealed: Sealed) -> None:
+def test_a_replaced_segment_manifest_is_reported_and_the_sealed_one_used(sealed: Sealed) -> None:
+    env = sealed.env
+    index = [json.loads(x) for x in env.get_object(digest_store.manifest_key(T1)).splitlines()]
+    key = digest_store.segment_key(T1, index[0]["segment"])
+    (line, *_) = env.get_object(key).splitlines()
+    env.put_object(key, b"")
+    env.delete(json.loads(line)["id"])
+    report = _only(env.verify(), T1)
+    assert report.problems == ["manifest_replaced", "tampered"]
+    assert report.deleted == [json.loads(line)["id"]]
+
+
+def test_a_deleted_manifest_is_reported_and_checked_in_its_retained_version(
+    sealed: Sealed,
+) -> None:
     env = sealed.env
     env.clients["s3"].delete_object(Bucket=env.bucket, Key=digest_store.manifest_key(T1))
+    env.delete(sealed.p1[0])
     report = _only(env.verify(), T1)
-    assert (report.status, report.detail) == ("bad_signature", "the manifest is missing")
+    assert report.problems == ["manifest_deleted", "tampered"]
+    assert report.deleted == [sealed.p1[0]]
 
 
-def test_a_tampered_statement_fails_and_breaks_the_next_link(sealed: Sealed) -> None:
+def test_a_replaced_statement_is_reported_and_the_sealed_version_keeps_the_chain(
+    sealed: Sealed,
+) -> None:
     env = sealed.env
     key = digest_store.statement_key(T0)
     envelope = env.statement(T0)
     envelope["statement"]["record_count"] = 3
     env.put_object(key, json.dumps(envelope).encode())
     reports = env.verify()
-    assert reports[T0].status == "bad_signature"
-    assert reports[T0].detail == "signature does not verify"
-    assert reports[T1].status == "broken_chain"
+    assert (reports[T0].status, reports[T0].record_count) == ("digest_replaced", 4)
+    assert reports[T1].status == "intact"  # chained to the version the sealer wrote
     assert reports[T0 - P].status == "intact"
 
 
-def test_a_digest_from_another_period_fails(sealed: Sealed) -> None:
+def test_a_digest_from_another_period_is_a_replacement(sealed: Sealed) -> None:
     env = sealed.env
     env.put_object(digest_store.statement_key(T1), env.get_object(digest_store.statement_key(T0)))
-    report = env.verify()[T1]
-    assert (report.status, report.detail) == ("bad_signature", "a valid digest of another period")
+    assert env.verify()[T1].status == "digest_replaced"
 
 
-def test_garbage_in_place_of_a_statement_fails(sealed: Sealed) -> None:
+def test_garbage_in_place_of_a_statement_is_a_replacement(sealed: Sealed) -> None:
     env = sealed.env
     env.put_object(digest_store.statement_key(T0), b"{not json")
-    assert env.verify()[T0].status == "bad_signature"
+    assert env.verify()[T0].status == "digest_replaced"
 
 
-def test_a_deleted_digest_is_missing_and_breaks_the_next_link(sealed: Sealed) -> None:
+def test_a_deleted_statement_is_reported_and_never_sealed_again(sealed: Sealed) -> None:
     env = sealed.env
     env.clients["s3"].delete_object(Bucket=env.bucket, Key=digest_store.statement_key(T0))
+    env.delete(sealed.p0[0])
+    assert env.service.seal(T0, now_ms=LATER) is False
+    assert env.service.seal_due(LATER)[0] == T2  # continues after T1, never re-seals T0
     reports = env.verify()
-    assert (reports[T0].status, reports[T0].record_count) == ("missing_digest", 4)
-    assert reports[T1].status == "broken_chain"
-    assert reports[T1].detail == "the previous period's digest is missing"
-    assert reports[T0 - P].status == "intact"
-    # and the chain check also runs for the first period of a narrower range
-    (only_t1,) = env.service.verify(T1, T2, now_ms=LATER)
-    assert only_t1.status == "broken_chain"
+    assert (reports[T0].status, reports[T0].record_count) == ("digest_deleted", 4)
+    assert reports[T0].problems == ["digest_deleted", "tampered"]
+    assert reports[T0].deleted == [sealed.p0[0]]
+    assert reports[T1].status == "intact"  # chained to the retained version
+    # the delete marker is still the current object: nothing was written over it
+    versions = env.clients["s3"].list_object_versions(
+        Bucket=env.bucket, Prefix=digest_store.statement_key(T0)
+    )
+    assert len(versions["Versions"]) == 1
+    assert versions["DeleteMarkers"][0]["IsLatest"]
 
 
-def test_a_broken_link_still_names_tampered_records(sealed: Sealed) -> None:
+def test_a_statement_signed_by_another_key_is_wrong_key(sealed: Sealed) -> None:
     env = sealed.env
-    env.clients["s3"].delete_object(Bucket=env.bucket, Key=digest_store.statement_key(T0))
-    env.delete(sealed.p1[0])
-    report = env.verify()[T1]
-    assert (report.status, report.deleted) == ("broken_chain", [sealed.p1[0]])
+    other = env.clients["kms"].create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")
+    pinned = build(env.settings, aws=env.clients.__getitem__).digest_key(
+        other["KeyMetadata"]["Arn"]
+    )
+    reports = env.service.verify(T0 - P, T2, now_ms=LATER, trusted=pinned)
+    assert {r.status for r in reports} == {"wrong_key"}
+    assert all(env.settings.digest_key_id in r.detail for r in reports)
 
 
 def test_verify_rejects_an_empty_range(env: Env) -> None:
@@ -466,6 +574,7 @@ def test_report_shape(sealed: Sealed) -> None:
         "added": [],
         "expired": [],
         "detail": "",
+        "problems": [],
     }
     assert report.ok
 
