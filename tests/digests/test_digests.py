@@ -33,12 +33,12 @@ from moto import mock_aws
 from tokenbroker.adapters import digest_store
 from tokenbroker.adapters.ledger_scan import LedgerScanner
 from tokenbroker.adapters.usage import usage_item
+from tokenbroker.bootstrap import build
 from tokenbroker.domain.clock import FixedClock
 from tokenbroker.domain.ledger import INDEXES, hour_of, shard_key, shard_of
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
 from tokenbroker.local.provision import provision
 from tokenbroker.local.template import load_template
-from tokenbroker.bootstrap import build
 from tokenbroker.services.digest_verify import PeriodReport
 from tokenbroker.services.digests import DigestService
 from tokenbroker.settings import Settings
