@@ -493,8 +493,18 @@ def test_the_digest_function_may_only_read_the_hour_index_keep_digests_and_sign(
         ("s3:ListBucketVersions", "DigestBucket.Arn"),
         ("kms:Sign", "DigestKey.Arn"),
         ("kms:GetPublicKey", "DigestKey.Arn"),
+        (
+            "lambda:InvokeFunction",
+            "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}"
+            ":function:${AWS::StackName}-digest",
+        ),
     }
     assert "by_hour" in INDEXES
+    # it dispatches only to itself
+    function = template.resources("AWS::Serverless::Function")["DigestFunction"]
+    own = {"Fn::Sub": "${AWS::StackName}-digest"}
+    assert function["FunctionName"] == own
+    assert function["Environment"]["Variables"]["DIGEST_WORKER_FUNCTION"] == own
 
 
 def test_the_aggregates_function_may_only_count_into_its_table_and_read_the_stream(

@@ -25,6 +25,7 @@ from tokenbroker.settings import Settings
 if TYPE_CHECKING:
     from tokenbroker.domain.ports import (
         ClientDirectory,
+        DigestDispatcher,
         DigestSigner,
         Signer,
         TokenLedger,
@@ -249,6 +250,17 @@ class Container:
             )
 
         return self._once("digests", make)  # type: ignore[no-any-return]
+
+    @property
+    def digest_dispatcher(self) -> DigestDispatcher | None:
+        """Where the digest function hands segments it has no time for (None: the next
+        scheduled run goes on)."""
+        name = self.settings.digest_worker_function
+        if not name:
+            return None
+        from tokenbroker.adapters.digest_dispatch import LambdaDispatcher
+
+        return LambdaDispatcher(self.client("lambda"), name)
 
     def digest_key(self, key_id: str) -> DigestSigner:
         """A KMS digest key (the deployment's, or one an auditor pins to verify with)."""

@@ -360,6 +360,59 @@ def test_a_misaligned_period_is_refused(env: Env) -> None:
         env.service.seal(T0 + 1, now_ms=SEAL_NOW)
 
 
+class Workers:
+    """A dispatcher that queues work, as asynchronous invocations would."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[list[int], list[str]]] = []
+
+    def dispatch(self, periods: Any, segments: Any) -> None:
+        self.queued.append((list(periods), list(segments)))
+
+
+def test_what_one_invocation_has_no_time_for_is_dispatched_and_the_last_worker_seals(
+    env: Env,
+) -> None:
+    ids = {env.put(T0 + n) for n in range(30)} | {env.put(T0 - P + n) for n in range(5)}
+    env.service.seal(T0 - 2 * P, now_ms=SEAL_NOW)
+    budget = iter([True] * 10 + [False])
+    workers = Workers()
+    assert env.service.seal_due(SEAL_NOW, keep_going=lambda: next(budget), dispatcher=workers) == []
+    shards = INDEXES["by_hour"].shards
+    # the clock is fixed (no time per segment measured): one batch of all that is left
+    ((periods, segments),) = workers.queued
+    assert periods == [T0 - P, T0]
+    assert len(segments) == shards - 10
+    # two workers share it; the second one finds every segment done and seals both
+    half = len(segments) // 2
+    assert env.service.seal_segments(periods, segments[:half], now_ms=SEAL_NOW) == []
+    assert env.service.seal_segments(periods, segments[half:], now_ms=SEAL_NOW) == [T0 - P, T0]
+    reports = env.verify()
+    assert (reports[T0].status, reports[T0].record_count) == ("intact", 30)
+    assert (reports[T0 - P].status, reports[T0 - P].record_count) == ("intact", 5)
+    assert len(ids) == 35
+    # the next scheduled run continues after them
+    assert env.service.seal_due(SEAL_NOW)[0] == T1
+
+
+def test_periods_left_incomplete_by_racing_workers_are_sealed_by_the_next_run(env: Env) -> None:
+    env.put(T0 + 5)
+    env.service.seal(T0 - P, now_ms=SEAL_NOW)
+    segments = list(env.service.ledger.segments(T0, T0 + P))
+    # a worker that saw the other half missing seals nothing; the schedule finishes it
+    assert env.service.seal_segments([T0], segments[:100], now_ms=SEAL_NOW) == []
+    assert not env.service.ever_sealed(T0)
+    assert env.service.seal_due(SEAL_NOW) == [T0, T1]
+    assert env.verify()[T0].status == "intact"
+
+
+def test_a_worker_refuses_periods_that_are_not_due_or_span_hours(env: Env) -> None:
+    with pytest.raises(ValueError, match="due"):
+        env.service.seal_segments([T2], ["000"], now_ms=SEAL_NOW)
+    with pytest.raises(ValueError, match="one hour"):
+        env.service.seal_segments([T0, T1], ["000"], now_ms=SEAL_NOW)
+
+
 # ---------------------------------------------------------------------- tampering
 
 
@@ -480,14 +533,15 @@ def test_a_replaced_index_is_reported_and_the_sealed_one_still_names_the_deletio
 
 def test_a_replaced_segment_manifest_is_reported_and_the_sealed_one_used(sealed: Sealed) -> None:
     env = sealed.env
-    index = [json.loads(x) for x in env.get_object(digest_store.manifest_key(T1)).splitlines()]
-    key = digest_store.segment_key(T1, index[0]["segment"])
-    (line, *_) = env.get_object(key).splitlines()
+    victim = sealed.p1[0]  # not the record that expires
+    segment = f"{shard_of(victim, INDEXES['by_hour'].shards):03d}"
+    key = digest_store.segment_key(T1, segment)
+    assert victim in env.get_object(key).decode()
     env.put_object(key, b"")
-    env.delete(json.loads(line)["id"])
+    env.delete(victim)
     report = _only(env.verify(), T1)
     assert report.problems == ["manifest_replaced", "tampered"]
-    assert report.deleted == [json.loads(line)["id"]]
+    assert report.deleted == [victim]
 
 
 def test_a_deleted_manifest_is_reported_and_checked_in_its_retained_version(
@@ -626,6 +680,7 @@ def test_the_scheduled_function_seals_due_periods(
 
     class Container:
         digests = env.service
+        digest_dispatcher = None
 
     monkeypatch.setattr(bootstrap, "default", lambda: Container)
     path = Path(__file__).resolve().parents[2] / "functions" / "digest" / "app.py"
@@ -659,3 +714,10 @@ def test_the_scheduled_function_seals_due_periods(
     }
     assert module.handler(event, Context()) == {"sealed": [T0, T1]}
     assert module.handler(event, Context()) == {"sealed": []}
+    # a worker's event seals its segments (nothing left to do here)
+    work = {"digest_work": {"periods": [T0], "segments": ["000"]}}
+    assert module.handler(work, Context()) == {"sealed": []}
+    assert module.handler({"digest_work": {"periods": "x"}}, Context()) == {
+        "sealed": [],
+        "error": "malformed digest work event",
+    }

@@ -174,3 +174,9 @@ class DigestSigner(Protocol):
     def names(self) -> frozenset[str]:
         """Every spelling of this key a statement's ``key_id`` may use (id, ARN)."""
         ...
+
+
+class DigestDispatcher(Protocol):
+    """Hands segments of an hour's due periods to another sealing invocation."""
+
+    def dispatch(self, periods: Sequence[int], segments: Sequence[str]) -> None: ...

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -48,11 +48,14 @@ from tokenbroker.domain.digest_format import (
 )
 from tokenbroker.domain.errors import ConfigurationError
 from tokenbroker.domain.ledger import ID_ATTRIBUTE, SORT_KEY, TTL_ATTRIBUTE, hour_of, record_hash
-from tokenbroker.domain.ports import DigestSigner, DigestStore, LedgerReader
+from tokenbroker.domain.ports import DigestDispatcher, DigestSigner, DigestStore, LedgerReader
 
 if TYPE_CHECKING:
     from tokenbroker.services.digest_verify import DigestVerifier, PeriodReport
 
+#: how long one invocation starts new segments for (the function's handler enforces it;
+#: one segment more must fit in the rest of a minute: benchmarks/ledger_sealing.py)
+WORK_BUDGET_MS = 40_000
 #: a period is sealed at most this many at a time (the function runs every 15 minutes)
 MAX_PERIODS_PER_RUN = 48
 #: with no digest in this window, sealing (re)starts at the period containing now - 1 day
@@ -200,11 +203,18 @@ class DigestService:
 
     # ---- sealing --------------------------------------------------------------------
     def seal_due(
-        self, now_ms: int | None = None, *, keep_going: Callable[[], bool] | None = None
+        self,
+        now_ms: int | None = None,
+        *,
+        keep_going: Callable[[], bool] | None = None,
+        dispatcher: DigestDispatcher | None = None,
     ) -> list[int]:
         """Seal, oldest first, every due period after the newest one ever sealed (at
         most ``max_periods_per_run``; ``keep_going`` is asked before each segment, e.g.
-        for the function's remaining time). Returns the starts of the periods sealed."""
+        for the invocation's time budget). When time runs out mid-hour, the segments
+        left are handed to ``dispatcher`` (other invocations) in batches that fit one
+        budget, judging by this run's time per segment; without one the next run goes
+        on. Returns the starts of the periods sealed."""
         now = self.now(now_ms)
         last = self.last_due(now)
         head = self.store.latest_sealed(
@@ -219,11 +229,26 @@ class DigestService:
         due = list(range(start, last + 1, self.period_ms)[: self._max_periods])
         sealed: list[int] = []
         for group in group_by_hour(due):
-            outcomes = self._seal_group(group, now, keep_going)
+            outcomes = self._seal_group(group, now, keep_going, dispatcher=dispatcher)
             sealed.extend(p for p, outcome in outcomes if outcome == "sealed")
             if any(outcome == "incomplete" for _, outcome in outcomes):
                 break
         return sealed
+
+    def seal_segments(
+        self, periods: Sequence[int], segments: Sequence[str], *, now_ms: int | None = None
+    ) -> list[int]:
+        """A worker's share of a dispatched hour: seal these segments of these periods,
+        record them, and seal the periods if every segment is now done (else the last
+        worker, or the next scheduled run, does). Returns the periods sealed."""
+        now = self.now(now_ms)
+        if not periods or any(not self.is_due(p, now) for p in periods):
+            raise ValueError("only due periods can be sealed")
+        group = sorted(periods)
+        if len({hour_of(p) for p in group}) != 1:
+            raise ValueError("a worker seals periods of one hour")
+        outcomes = self._seal_group(group, now, None, only=frozenset(segments))
+        return [p for p, outcome in outcomes if outcome == "sealed"]
 
     def seal(self, period_start: int, *, now_ms: int | None = None) -> bool:
         """Seal one due period; False if it ever was (nothing is written then).
@@ -239,39 +264,77 @@ class DigestService:
         return self._seal_group([period_start], now, None) == [(period_start, "sealed")]
 
     def _seal_group(
-        self, group: list[int], now: int, keep_going: Callable[[], bool] | None
+        self,
+        group: list[int],
+        now: int,
+        keep_going: Callable[[], bool] | None,
+        *,
+        only: frozenset[str] | None = None,
+        dispatcher: DigestDispatcher | None = None,
     ) -> list[tuple[int, Outcome]]:
-        """Seal consecutive periods of one hour: each segment is read once for all."""
+        """Seal consecutive periods of one hour: each segment is read once for all.
+        ``only``: seal just these segments (a worker), then finish if all are done."""
         todo = [p for p in group if not self.ever_sealed(p)]
         if not todo:
             return [(p, "exists") for p in group]
         chain_start = self._ensure_genesis(todo[0], now)
         state = {p: self._resume(p) for p in todo}
         first, end = todo[0], todo[-1] + self.period_ms
-        fresh = False
-        for segment in self.ledger.segments(first, end):
+        segments = list(self.ledger.segments(first, end))
+        fresh: list[str] = []
+        spent_ms = 0
+        for n, segment in enumerate(segments):
             if all(segment in state[p][0] for p in todo):
                 continue
+            if only is not None and segment not in only:
+                continue
             if keep_going is not None and not keep_going():
-                if fresh:
-                    for p in todo:
-                        done, seals = state[p]
-                        self.store.put(
-                            Ref("part", p, f"{now}-{segment}"),
-                            encode_part(p, done, seals.values()),
-                        )
+                self._save(todo, state, now, fresh)
+                if dispatcher is not None:
+                    per_segment = spent_ms // max(1, len(fresh))
+                    left = [x for x in segments[n:] if any(x not in state[p][0] for p in todo)]
+                    self._dispatch(dispatcher, todo, left, per_segment)
                 return [(p, "incomplete") for p in todo]
+            started = self.clock()
             skip = frozenset(p for p in todo if segment in state[p][0])
             for period, seal in self._seal_segment(todo, segment, skip).items():
                 done, seals = state[period]
                 done.add(segment)
                 seals[segment] = seal
-            fresh = True
+            spent_ms += int((self.clock() - started) * 1000)
+            fresh.append(segment)
+        if only is not None:
+            self._save(todo, state, now, fresh)
+            state = {p: self._resume(p) for p in todo}  # what the other workers did
+        if any(x not in state[p][0] for p in todo for x in segments):
+            return [(p, "incomplete") for p in todo]
         outcomes: list[tuple[int, Outcome]] = []
         for period in todo:
             written = self._finish(period, state[period][1].values(), chain_start, now)
             outcomes.append((period, "sealed" if written else "exists"))
         return outcomes
+
+    def _save(
+        self,
+        periods: list[int],
+        state: dict[int, tuple[set[str], dict[str, SegmentSeal]]],
+        now: int,
+        fresh: list[str],
+    ) -> None:
+        """Record the segments sealed so far (a part per period), if any are new."""
+        if not fresh:
+            return
+        for p in periods:
+            done, seals = state[p]
+            name = f"{now}-{fresh[0]}-{len(fresh)}"
+            self.store.put(Ref("part", p, name), encode_part(p, done, seals.values()))
+
+    def _dispatch(
+        self, dispatcher: DigestDispatcher, periods: list[int], left: list[str], per_ms: int
+    ) -> None:
+        batch = max(1, WORK_BUDGET_MS // per_ms) if per_ms else len(left)
+        for i in range(0, len(left), batch):
+            dispatcher.dispatch(periods, left[i : i + batch])
 
     def _resume(self, period: int) -> tuple[set[str], dict[str, SegmentSeal]]:
         done: set[str] = set()
