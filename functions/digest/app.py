@@ -1,12 +1,11 @@
 """Seals the usage ledger's digests (tokenbroker.services.digests).
 
-Scheduled (every 15 minutes): seal every due period in order, starting new segments for
-at most WORK_BUDGET_MS; what is left of an hour goes to other invocations of this
-function (``{"digest_work": ...}`` events), each sealing a batch of segments that fits
-one budget, the last of them writing the statements.
+Scheduled (every 15 minutes): seal every due period in order, within WORK_BUDGET_MS
+(a segment is started only if it should end in time); what is left of an hour goes to
+other invocations of this function (``{"digest_work": ...}`` events), each sealing a
+batch of segments that fits the same budget, the last of them writing the statements.
 """
 
-import time
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -21,14 +20,13 @@ from tokenbroker.services.digests import WORK_BUDGET_MS
 logger = Logger()
 metrics = Metrics()
 
-#: never start a segment with less than this left of the function's timeout
+#: never start a segment with less than this left of the function's timeout (120 s)
 _RESERVE_MS = 60_000
 
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    started = time.monotonic()
     container = bootstrap.default()
     try:
         work = parse_work(event)
@@ -41,15 +39,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         sealed = container.digests.seal_segments(periods, segments)
         logger.info("digest segments sealed", extra={"segments": len(segments), "sealed": sealed})
     else:
-
-        def keep_going() -> bool:
-            elapsed_ms = (time.monotonic() - started) * 1000
-            return (
-                elapsed_ms < WORK_BUDGET_MS and context.get_remaining_time_in_millis() > _RESERVE_MS
-            )
-
         sealed = container.digests.seal_due(
-            keep_going=keep_going, dispatcher=container.digest_dispatcher
+            keep_going=lambda: context.get_remaining_time_in_millis() > _RESERVE_MS,
+            dispatcher=container.digest_dispatcher,
+            budget_ms=WORK_BUDGET_MS,
         )
         scheduled = EventBridgeEvent(event)
         logger.info("digests sealed", extra={"sealed": sealed, "scheduled_at": scheduled.time})

@@ -53,9 +53,9 @@ from tokenbroker.domain.ports import DigestDispatcher, DigestSigner, DigestStore
 if TYPE_CHECKING:
     from tokenbroker.services.digest_verify import DigestVerifier, PeriodReport
 
-#: how long one invocation starts new segments for (the function's handler enforces it;
-#: one segment more must fit in the rest of a minute: benchmarks/ledger_sealing.py)
-WORK_BUDGET_MS = 40_000
+#: one invocation's sealing work: a segment is started only if it should end within this
+#: (judged by the slowest segment so far), and dispatched batches are sized to it
+WORK_BUDGET_MS = 55_000
 #: a period is sealed at most this many at a time (the function runs every 15 minutes)
 MAX_PERIODS_PER_RUN = 48
 #: with no digest in this window, sealing (re)starts at the period containing now - 1 day
@@ -208,13 +208,15 @@ class DigestService:
         *,
         keep_going: Callable[[], bool] | None = None,
         dispatcher: DigestDispatcher | None = None,
+        budget_ms: int | None = None,
     ) -> list[int]:
         """Seal, oldest first, every due period after the newest one ever sealed (at
         most ``max_periods_per_run``; ``keep_going`` is asked before each segment, e.g.
-        for the invocation's time budget). When time runs out mid-hour, the segments
-        left are handed to ``dispatcher`` (other invocations) in batches that fit one
-        budget, judging by this run's time per segment; without one the next run goes
-        on. Returns the starts of the periods sealed."""
+        for the function's remaining time; a segment is not started if, as slow as the
+        slowest so far, it would end after ``budget_ms``). When time runs out mid-hour,
+        the segments left are handed to ``dispatcher`` (other invocations) in batches
+        that fit WORK_BUDGET_MS; without one the next run goes on. Returns the starts
+        of the periods sealed."""
         now = self.now(now_ms)
         last = self.last_due(now)
         head = self.store.latest_sealed(
@@ -229,7 +231,9 @@ class DigestService:
         due = list(range(start, last + 1, self.period_ms)[: self._max_periods])
         sealed: list[int] = []
         for group in group_by_hour(due):
-            outcomes = self._seal_group(group, now, keep_going, dispatcher=dispatcher)
+            outcomes = self._seal_group(
+                group, now, keep_going, dispatcher=dispatcher, budget_ms=budget_ms
+            )
             sealed.extend(p for p, outcome in outcomes if outcome == "sealed")
             if any(outcome == "incomplete" for _, outcome in outcomes):
                 break
@@ -271,6 +275,7 @@ class DigestService:
         *,
         only: frozenset[str] | None = None,
         dispatcher: DigestDispatcher | None = None,
+        budget_ms: int | None = None,
     ) -> list[tuple[int, Outcome]]:
         """Seal consecutive periods of one hour: each segment is read once for all.
         ``only``: seal just these segments (a worker), then finish if all are done."""
@@ -282,18 +287,18 @@ class DigestService:
         first, end = todo[0], todo[-1] + self.period_ms
         segments = list(self.ledger.segments(first, end))
         fresh: list[str] = []
-        spent_ms = 0
+        spent_ms = slowest_ms = 0
         for n, segment in enumerate(segments):
             if all(segment in state[p][0] for p in todo):
                 continue
             if only is not None and segment not in only:
                 continue
-            if keep_going is not None and not keep_going():
+            over = budget_ms is not None and fresh and spent_ms + slowest_ms > budget_ms
+            if over or (keep_going is not None and not keep_going()):
                 self._save(todo, state, now, fresh)
                 if dispatcher is not None:
-                    per_segment = spent_ms // max(1, len(fresh))
                     left = [x for x in segments[n:] if any(x not in state[p][0] for p in todo)]
-                    self._dispatch(dispatcher, todo, left, per_segment)
+                    self._dispatch(dispatcher, todo, left, slowest_ms)
                 return [(p, "incomplete") for p in todo]
             started = self.clock()
             skip = frozenset(p for p in todo if segment in state[p][0])
@@ -301,7 +306,8 @@ class DigestService:
                 done, seals = state[period]
                 done.add(segment)
                 seals[segment] = seal
-            spent_ms += int((self.clock() - started) * 1000)
+            took = int((self.clock() - started) * 1000)
+            spent_ms, slowest_ms = spent_ms + took, max(slowest_ms, took)
             fresh.append(segment)
         if only is not None:
             self._save(todo, state, now, fresh)
