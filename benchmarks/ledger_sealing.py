@@ -50,6 +50,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tokenbroker.adapters.digest_store import PART_BYTES
 from tokenbroker.adapters.ledger_scan import plain
 from tokenbroker.adapters.usage import usage_item
 from tokenbroker.domain.digest_format import Ref, SegmentSeal, Version, encode_part
@@ -66,6 +67,9 @@ _MINUTE = 60_000
 MEMORY_LIMIT_MB = 256
 TIME_LIMIT_S = 60.0
 SCHEDULED_PER_HOUR = 4  # rate(15 minutes)
+#: DigestFunction's MemorySize (one vCPU) and the arm64 Lambda list price, us-east-1
+LAMBDA_MB = 1769
+PRICE_PER_GB_SECOND = 0.0000133334
 
 
 # ------------------------------------------------------------------ the fakes
@@ -186,15 +190,22 @@ class DiskStore:
 
 
 class _DiskUpload:
+    """Holds up to one multipart part in memory, as the S3 adapter's upload does."""
+
     def __init__(self, path: Path) -> None:
         self._path = path
         self._partial = path.with_suffix(".part")
         self._file = open(self._partial, "wb")  # noqa: SIM115 -- closed in commit/abort
+        self._buffer = bytearray()
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
+        self._buffer += data
+        if len(self._buffer) >= PART_BYTES:
+            self._file.write(self._buffer)
+            self._buffer = bytearray()
 
     def commit(self) -> None:
+        self._file.write(self._buffer)
         self._file.close()
         os.replace(self._partial, self._path)
 
@@ -340,6 +351,14 @@ def simulate(rate: float, period_s: int, segments: int = 1) -> dict[str, Any]:
         "invocations_per_hour": invocations,
         "busy_seconds_per_hour": round(units * per_segment_s, 1),
         "concurrency_needed": round(units * per_segment_s / 3600, 2),
+        "lambda_dollars_per_hour": round(
+            units * per_segment_s * LAMBDA_MB / 1024 * PRICE_PER_GB_SECOND, 4
+        ),
+        "lambda_dollars_per_million_requests": round(
+            units * per_segment_s * LAMBDA_MB / 1024 * PRICE_PER_GB_SECOND / (rate * 3600) * 1e6,
+            6,
+        ),
+        "load_average": round(os.getloadavg()[0], 1),
         "within_limits": all(
             r["peak_mb"] < MEMORY_LIMIT_MB
             and r["cpu_s"] * (batch if r["kind"] == "worker" else 1) < TIME_LIMIT_S
@@ -369,8 +388,12 @@ def render(report: dict[str, Any]) -> str:
         f"{WORK_BUDGET_MS // 1000} s, + {SCHEDULED_PER_HOUR} scheduled), "
         f"{report['busy_seconds_per_hour']:,.0f} s of sealing, "
         f"~{report['concurrency_needed']} invocations running at a time",
-        f"limits {MEMORY_LIMIT_MB} MB and {TIME_LIMIT_S:.0f} s per invocation: "
-        + ("met" if report["within_limits"] else "MISSED"),
+        f"sealing compute: ${report['lambda_dollars_per_hour']:.4f} per hour, "
+        f"${report['lambda_dollars_per_million_requests']:.6f} per million requests "
+        f"({LAMBDA_MB} MB arm64 at ${PRICE_PER_GB_SECOND} per GB-s)",
+        f"limits {MEMORY_LIMIT_MB} MB and {TIME_LIMIT_S:.0f} s (CPU) per invocation: "
+        + ("met" if report["within_limits"] else "MISSED")
+        + f" (wall times include this machine's load, average {report['load_average']})",
     ]
     return "\n".join(lines)
 

@@ -721,3 +721,75 @@ def test_the_scheduled_function_seals_due_periods(
         "sealed": [],
         "error": "malformed digest work event",
     }
+
+
+# ------------------------------------------------------------------- the chain
+
+
+def test_a_deleted_chain_head_is_a_chain_problem_outside_the_range(sealed: Sealed) -> None:
+    env = sealed.env
+    env.clients["s3"].delete_object(Bucket=env.bucket, Key=digest_store.statement_key(T1))
+    chain = env.service.verifier().chain(T1, LATER)  # a range that ends before the head
+    assert chain.problems == [("head_deleted", f"the newest statement ({T1}) is deleted")]
+    assert not chain.ok
+    assert chain.chain_start == T0 - P
+
+
+def test_a_deleted_or_replaced_genesis_is_a_chain_problem(sealed: Sealed) -> None:
+    env = sealed.env
+    original = env.get_object(digest_store.GENESIS_KEY)
+    env.put_object(digest_store.GENESIS_KEY, original.replace(b'"chain_start"', b'"chain_start" '))
+    env.clients["s3"].delete_object(Bucket=env.bucket, Key=digest_store.GENESIS_KEY)
+    chain = env.service.verifier().chain(T2 + P, LATER)
+    assert [status for status, _ in chain.problems] == ["genesis_deleted", "genesis_replaced"]
+    assert chain.chain_start == T0 - P  # the version the sealer wrote still counts
+
+
+def test_periods_before_the_genesis_are_before_the_first_digest(sealed: Sealed) -> None:
+    env = sealed.env
+    env.put(T0 - 3 * P + 5)  # a record from before the chain started: never sealed
+    reports = {r.period_start: r for r in env.service.verify(T0 - 3 * P, T0, now_ms=LATER)}
+    assert reports[T0 - 3 * P].status == "before_first_digest"
+    assert reports[T0 - 3 * P].record_count == 1
+    assert reports[T0 - 2 * P].status == "before_first_digest"
+    assert reports[T0 - P].status == "intact"
+
+
+def test_a_seal_later_than_the_grace_and_allowance_is_late(env: Env) -> None:
+    env.put(T0)
+    env.service.seal(T0 - P, now_ms=SEAL_NOW)
+    on_time = T1 + GRACE + env.service.pending_ms
+    assert env.service.seal(T0, now_ms=on_time + 1) is True
+    report = env.verify()[T0]
+    assert report.status == "late_seal"
+    assert report.detail == f"sealed at {on_time + 1}, after {on_time}"
+
+
+# ------------------------------------------------------------------- faults
+
+
+def test_a_refused_version_listing_fails_closed_and_seals_nothing(env: Env) -> None:
+    from botocore.awsrequest import AWSResponse
+
+    from tokenbroker.domain.errors import TemporarilyUnavailable
+
+    env.put(T0)
+
+    def throttled(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        # e.g. s3:ListBucketVersions missing from the role: not retried
+        error = {
+            "Error": {"Code": "AccessDenied", "Message": "injected"},
+            "ResponseMetadata": {"HTTPStatusCode": 403},
+        }
+        return AWSResponse("https://injected.invalid/", 403, {}, None), error
+
+    s3 = env.clients["s3"]
+    s3.meta.events.register("before-call.s3.ListObjectVersions", throttled)
+    try:
+        with pytest.raises(TemporarilyUnavailable, match=r"s3:ListObjectVersions failed \(Acc"):
+            env.service.seal_due(SEAL_NOW)
+        with pytest.raises(TemporarilyUnavailable):
+            env.service.verify(T0, T1, now_ms=LATER)
+    finally:
+        s3.meta.events.unregister("before-call.s3.ListObjectVersions", throttled)
+    assert "Contents" not in s3.list_objects_v2(Bucket=env.bucket)

@@ -51,7 +51,8 @@ def test_the_hour_is_counted_from_the_key_design(report: dict[str, Any]) -> None
     assert report["within_limits"] is True
     text = bench.render(report)
     assert "peak MB" in text
-    assert "limits 256 MB and 60 s per invocation: met" in text
+    assert "limits 256 MB and 60 s (CPU) per invocation: met" in text
+    assert report["lambda_dollars_per_million_requests"] >= 0
 
 
 def test_a_whole_hour_sealed_through_workers_verifies_intact(tmp_path: Path) -> None:
