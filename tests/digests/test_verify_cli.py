@@ -300,6 +300,7 @@ def test_a_pinned_digest_key_rejects_statements_signed_by_another(stack: Stack) 
     assert ("wrong_key", "the genesis is not signed by the trusted key") in {
         (p["status"], p["detail"]) for p in document["chain_problems"]
     }
+    assert document["summary"].endswith("2 failed (wrong_key 2); chain: wrong_key")
     # pinning the deployment's own key (by its ARN) passes
     code, good = stack.json(*window, "--digest-key-arn", stack.settings.digest_key_id)
     assert code == 0, good

@@ -48,7 +48,6 @@ def summary_line(reports: Sequence[Any], chain_problems: Sequence[tuple[str, str
     counts = Counter(r.status for r in reports)
     failed = [r for r in reports if not r.ok]
     reasons = Counter(problem for r in failed for problem in r.problems or [r.status])
-    reasons.update(status for status, _ in chain_problems)
     parts = [f"{counts['intact']} intact"]
     if counts["unsealed"]:
         parts.append(f"{counts['unsealed']} not sealed yet")
@@ -56,7 +55,10 @@ def summary_line(reports: Sequence[Any], chain_problems: Sequence[tuple[str, str
     failure = f"{len(failed)} failed"
     if reasons:
         failure += " (" + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) + ")"
-    return f"{len(reports)} periods: " + ", ".join([*parts, failure])
+    line = f"{len(reports)} periods: " + ", ".join([*parts, failure])
+    if chain_problems:
+        line += "; chain: " + ", ".join(status for status, _ in chain_problems)
+    return line
 
 
 @click.command("verify")
