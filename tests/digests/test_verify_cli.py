@@ -189,7 +189,9 @@ def test_after_the_first_run_earlier_periods_are_before_the_first_digest(stack: 
     assert document["summary"].endswith(", 0 failed")
     # --failed-only: nothing to list, the summary still counts every period
     code, only = stack.json("--since", "2h", "--failed-only")
-    assert (code, only["periods"], only["summary"]) == (0, [], document["summary"])
+    assert (code, only["periods"]) == (0, [])
+    assert only["summary"].startswith("12")  # 120 or 121 periods counted, none listed
+    assert only["summary"].endswith(", 0 failed")
 
 
 # ------------------------------------------------------------------------ attacks
