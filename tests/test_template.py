@@ -293,6 +293,23 @@ def test_the_digest_bucket_is_private_versioned_encrypted_and_retained(
     assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
 
 
+def test_the_digest_bucket_locks_every_version_in_compliance_mode_as_long_as_usage_lives(
+    resources: dict[str, Any], template: Template
+) -> None:
+    props = resources["DigestBucket"]["Properties"]
+    assert props["ObjectLockEnabled"] is True
+    lock = props["ObjectLockConfiguration"]
+    assert lock["ObjectLockEnabled"] == "Enabled"
+    retention = lock["Rule"]["DefaultRetention"]
+    # compliance, not governance: s3:BypassGovernanceRetention cannot shorten it
+    assert retention["Mode"] == "COMPLIANCE"
+    assert retention == {"Mode": "COMPLIANCE", "Days": {"Ref": "UsageRetentionDays"}}
+    # and no function of the stack may delete digests
+    for name in template.resources("AWS::Serverless::Function"):
+        on_digests = [a for a, r in _grants(template, name) if "DigestBucket" in r]
+        assert not any("Delete" in action for action in on_digests), name
+
+
 # ------------------------------------------------------------ functions and the API
 
 
@@ -481,11 +498,24 @@ def test_the_digest_function_may_only_read_the_hour_index_keep_digests_and_sign(
     assert _grants(template, "DigestFunction") == {
         ("dynamodb:Query", "${UsageTable.Arn}/index/by_hour"),
         ("s3:GetObject", "${DigestBucket.Arn}/*"),
+        ("s3:GetObjectVersion", "${DigestBucket.Arn}/*"),
         ("s3:PutObject", "${DigestBucket.Arn}/*"),
+        ("s3:AbortMultipartUpload", "${DigestBucket.Arn}/*"),
         ("s3:ListBucket", "DigestBucket.Arn"),
+        ("s3:ListBucketVersions", "DigestBucket.Arn"),
         # kms:Sign and kms:GetPublicKey: DigestKey's key policy grants them to this role
+        (
+            "lambda:InvokeFunction",
+            "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}"
+            ":function:${AWS::StackName}-digest",
+        ),
     }
     assert "by_hour" in INDEXES
+    # it dispatches only to itself
+    function = template.resources("AWS::Serverless::Function")["DigestFunction"]
+    own = {"Fn::Sub": "${AWS::StackName}-digest"}
+    assert function["FunctionName"] == own
+    assert function["Environment"]["Variables"]["DIGEST_WORKER_FUNCTION"] == own
 
 
 def test_the_aggregates_function_may_only_count_into_its_table_and_read_the_stream(
@@ -564,8 +594,14 @@ def test_the_auditor_policy_only_reads_the_ledger_aggregates_digests_and_deploym
         "${AWS::StackId}",  # cloudformation:DescribeStacks: the CLI checks the parameter
     }
     assert {a for a, r in grants if r == "DigestKey.Arn"} == {"kms:Verify", "kms:GetPublicKey"}
-    assert {a for a, r in grants if r.startswith("${DigestBucket")} == {"s3:GetObject"}
-    assert {a for a, r in grants if r == "DigestBucket.Arn"} == {"s3:ListBucket"}
+    assert {a for a, r in grants if r.startswith("${DigestBucket")} == {
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+    }
+    assert {a for a, r in grants if r == "DigestBucket.Arn"} == {
+        "s3:ListBucket",
+        "s3:ListBucketVersions",
+    }
     assert {a for a, r in grants if r.startswith("arn:")} == {"ssm:GetParameter"}
     assert {a for a, r in grants if r == "${AWS::StackId}"} == {"cloudformation:DescribeStacks"}
     assert {a.split(":")[0] for a, r in grants if "Table" in r} == {"dynamodb"}

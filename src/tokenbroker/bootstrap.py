@@ -24,7 +24,14 @@ from tokenbroker.settings import Settings
 # it uses (the authorizer's cold start is budgeted; see benchmarks/).
 if TYPE_CHECKING:
     from tokenbroker.domain.liveness import LivenessView
-    from tokenbroker.domain.ports import ClientDirectory, Signer, TokenLedger, UsageLedger
+    from tokenbroker.domain.ports import (
+        ClientDirectory,
+        DigestDispatcher,
+        DigestSigner,
+        Signer,
+        TokenLedger,
+        UsageLedger,
+    )
     from tokenbroker.services.admin import AdminService
     from tokenbroker.services.aggregates import AggregatesService
     from tokenbroker.services.authorization import AuthorizationService
@@ -238,12 +245,42 @@ class Container:
 
     @property
     def digests(self) -> DigestService:
-        def make() -> DigestService:
-            from tokenbroker.services.digests import from_settings
+        """Seals and verifies the ledger's digests, trusting the deployment's key."""
 
-            return from_settings(self.settings, self.client, clock=self.clock)
+        def make() -> DigestService:
+            from tokenbroker.adapters.digest_store import S3DigestStore
+            from tokenbroker.adapters.ledger_scan import LedgerScanner
+            from tokenbroker.services.digests import DigestService
+
+            s = self.settings
+            s.require("usage_table", "digest_bucket", "digest_key_id")
+            return DigestService(
+                store=S3DigestStore(self.client("s3"), bucket=s.digest_bucket),
+                ledger=LedgerScanner(self.client("dynamodb"), table=s.usage_table),
+                signer=self.digest_key(s.digest_key_id),
+                period_seconds=s.digest_period_seconds,
+                grace_seconds=s.digest_grace_seconds,
+                clock=self.clock,
+            )
 
         return self._once("digests", make)  # type: ignore[no-any-return]
+
+    @property
+    def digest_dispatcher(self) -> DigestDispatcher | None:
+        """Where the digest function hands segments it has no time for (None: the next
+        scheduled run goes on)."""
+        name = self.settings.digest_worker_function
+        if not name:
+            return None
+        from tokenbroker.adapters.digest_dispatch import LambdaDispatcher
+
+        return LambdaDispatcher(self.client("lambda"), name)
+
+    def digest_key(self, key_id: str) -> DigestSigner:
+        """A KMS digest key (the deployment's, or one an auditor pins to verify with)."""
+        from tokenbroker.adapters.digest_keys import KmsDigestKey
+
+        return KmsDigestKey(self.client("kms"), key_id)
 
     @property
     def admin(self) -> AdminService:

@@ -47,6 +47,8 @@ class Settings:
     digest_key_id: str = field(default="", metadata=_env("DIGEST_KEY_ID"))
     digest_grace_seconds: int = field(default=900, metadata=_env("DIGEST_GRACE_SECONDS"))
     digest_period_seconds: int = field(default=3600, metadata=_env("DIGEST_PERIOD_SECONDS"))
+    #: the function that seals dispatched digest segments ("" = no fan-out)
+    digest_worker_function: str = field(default="", metadata=_env("DIGEST_WORKER_FUNCTION"))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:

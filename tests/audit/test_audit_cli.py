@@ -1,7 +1,7 @@
 """``tokenbroker audit ...`` through click's CliRunner, against moto provisioned from
 template.yaml: usage (filters, pages, formats), summary and anomalies (from aggregates
 counted by the real aggregates service), export (every record once, atomic file,
-bounded memory), verify (real digests sealed with KMS) and bad input."""
+bounded memory) and bad input (verify: tests/digests/test_verify_cli.py)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ from tokenbroker.domain.ledger import INDEXES, partition_keys
 from tokenbroker.domain.models import UsageRecord
 from tokenbroker.local.provision import Deployment
 from tokenbroker.services.audit import AuditService
-from tokenbroker.services.digests import from_settings as digest_service
 from tokenbroker.settings import Settings
 
 from . import HOUR_MS, REGION, T0, Ledger, iso, ledger, provisioned, record, standard_records
@@ -47,8 +46,6 @@ DAY_MS = 24 * HOUR_MS
 SINCE, UNTIL = iso(T0), iso(T0 + 3 * HOUR_MS)
 #: the anomaly scenario's window: a day after the standard records
 W0 = T0 + DAY_MS
-#: the verify scenarios: days before the standard records, sealed explicitly
-V0 = T0 - 5 * DAY_MS
 RECORD_KEYS = {f.name for f in audit_cli.RECORD_FIELDS}
 _des = TypeDeserializer()
 
@@ -610,71 +607,3 @@ def test_export_memory_does_not_grow_with_the_number_of_records(tmp_path: Path) 
     assert peaks[8] / peaks[2] < 1.5, peaks
     whole = peak_export_bytes(large, tmp_path, 1000)
     assert whole > 2 * peaks[8], (whole, peaks)
-
-
-# ---------------------------------------------------------------------------- verify
-
-
-def seal(stack: Stack, hours: range) -> None:
-    """Seal the digest periods of the given hours after V0 (as the digest function would)."""
-    service = digest_service(stack.settings, boto3.client)
-    for hour in hours:
-        start = V0 + hour * HOUR_MS
-        assert service.seal(start, now_ms=start + 3 * HOUR_MS)
-
-
-def verify(hours: range, *extra: str) -> Result:
-    since, until = iso(V0 + hours.start * HOUR_MS), iso(V0 + hours.stop * HOUR_MS)
-    return run("verify", "--since", since, "--until", until, *extra)
-
-
-def test_verify_reports_sealed_periods_intact_and_exits_0(stack: Stack) -> None:
-    stack.ledger.write(
-        record(V0 + h * HOUR_MS + 60_000 * i, "vera") for h in (0, 1) for i in range(3)
-    )
-    seal(stack, range(0, 2))
-    result = verify(range(0, 2), "-o", "json")
-    assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)
-    assert [(r["status"], r["records"]) for r in rows] == [("intact", 3), ("intact", 3)]
-    assert rows[0]["period"] == f"{iso(V0)[:16]}Z/{iso(V0 + HOUR_MS)[:16]}Z"
-    table = verify(range(0, 2)).stdout.splitlines()
-    assert [line.split()[1] for line in table[2:]] == ["intact", "intact"]
-
-
-def test_verify_names_an_altered_and_a_deleted_record_and_exits_1(stack: Stack) -> None:
-    kept = [record(V0 + 3 * HOUR_MS + 60_000 * i, "vera") for i in range(4)]
-    stack.ledger.write(kept)
-    seal(stack, range(2, 5))
-    altered, deleted = kept[1].record_id, kept[2].record_id
-    ddb = stack.ledger.dynamodb
-    ddb.update_item(
-        TableName=stack.ledger.table,
-        Key={"id": {"S": altered}},
-        UpdateExpression="SET source_ip = :ip",
-        ExpressionAttributeValues={":ip": {"S": "203.0.113.66"}},
-    )
-    ddb.delete_item(TableName=stack.ledger.table, Key={"id": {"S": deleted}})
-    result = verify(range(2, 5))
-    assert result.exit_code == 1
-    lines = result.stdout.splitlines()
-    statuses = [line.split()[1] for line in lines[2:]]
-    assert statuses == ["intact", "tampered", "intact"]
-    assert altered in lines[3]
-    assert deleted in lines[3]
-    (error,) = result.stderr.strip().splitlines()
-    assert error.startswith("Error: 1 of 3 periods failed verification")
-    rows = json.loads(verify(range(2, 5), "-o", "json").stdout)
-    assert (rows[1]["altered"], rows[1]["deleted"], rows[1]["added"]) == ([altered], [deleted], [])
-
-
-def test_verify_reports_a_closed_period_without_a_digest_and_exits_1(stack: Stack) -> None:
-    result = verify(range(20, 21), "-o", "json")
-    assert result.exit_code == 1
-    assert [r["status"] for r in json.loads(result.stdout)] == ["missing_digest"]
-
-
-def test_verify_treats_periods_not_sealed_yet_as_no_failure() -> None:
-    result = run("verify", "--since", "2100-01-01T00:00:00Z", "--until", "2100-01-01T02:00:00Z")
-    assert result.exit_code == 0, result.output
-    assert [line.split()[1] for line in result.stdout.splitlines()[2:]] == ["unsealed"] * 2

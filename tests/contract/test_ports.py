@@ -132,9 +132,10 @@ def record(client_id: str = "tbc_contract", *, jkt: str = "", record_id: str = "
     )
 
 
-def use(client_id: str, jkt: str, record_id: str) -> UsageRecord:
+def use(client_id: str, jkt: str, record_id: str, request_id: str = "req-1") -> UsageRecord:
     return UsageRecord.build(
         at=NOW,
+        request_id=request_id,
         retention_days=30,
         record_id=record_id,
         principal=client_id,
@@ -258,9 +259,21 @@ def _enrolled(ports: Ports) -> None:
 def test_an_allowed_use_is_recorded_once_per_record_id(ports: Ports) -> None:
     _enrolled(ports)
     ports.usage.record_use(use("tbc_contract", JKT_A, "rk-1"))
+    # the same proof in another request (API Gateway gives each its own request id)
     with pytest.raises(ProofReplayed):
-        ports.usage.record_use(use("tbc_contract", JKT_A, "rk-1"))
+        ports.usage.record_use(use("tbc_contract", JKT_A, "rk-1", request_id="req-2"))
     ports.usage.record_use(use("tbc_contract", JKT_A, "rk-2"))
+
+
+def test_a_retry_of_the_same_write_is_its_own_record_not_a_replay(ports: Ports) -> None:
+    # a write whose answer was lost is retried with the very same item: not a replay
+    _enrolled(ports)
+    ports.usage.record_use(use("tbc_contract", JKT_A, "rk-1"))
+    ports.usage.record_use(use("tbc_contract", JKT_A, "rk-1"))
+    # ... but only when the request is identified: without a request id, never
+    ports.usage.record_use(use("tbc_contract", JKT_A, "rk-3", request_id=""))
+    with pytest.raises(ProofReplayed):
+        ports.usage.record_use(use("tbc_contract", JKT_A, "rk-3", request_id=""))
 
 
 def test_liveness_sees_a_revoked_or_unknown_device(ports: Ports) -> None:

@@ -33,12 +33,14 @@ from moto import mock_aws
 from tokenbroker.adapters import digest_store
 from tokenbroker.adapters.ledger_scan import LedgerScanner
 from tokenbroker.adapters.usage import usage_item
+from tokenbroker.bootstrap import build
 from tokenbroker.domain.clock import FixedClock
 from tokenbroker.domain.ledger import INDEXES, hour_of, shard_key, shard_of
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
 from tokenbroker.local.provision import provision
 from tokenbroker.local.template import load_template
-from tokenbroker.services.digests import DigestService, PeriodReport, from_settings
+from tokenbroker.services.digest_verify import PeriodReport
+from tokenbroker.services.digests import DigestService
 from tokenbroker.settings import Settings
 
 REGION = "us-east-1"
@@ -143,7 +145,7 @@ def env(request: pytest.FixtureRequest) -> Iterator[Env]:
             clients=clients,
             settings=settings,
             clock=clock,
-            service=from_settings(settings, clients.__getitem__, clock=clock),
+            service=build(settings, aws=clients.__getitem__, clock=clock).digests,
             table=settings.usage_table,
             bucket=settings.digest_bucket,
             records={},
@@ -198,22 +200,58 @@ def test_sealed_periods_verify_intact_with_their_record_counts(sealed: Sealed) -
     assert sealed.env.verify(now=SEAL_NOW)[T2].status == "unsealed"
 
 
-def test_the_manifest_lists_every_record_of_the_period_sorted_by_id(sealed: Sealed) -> None:
+def test_the_manifests_list_every_record_of_the_period_per_segment_in_time_order(
+    sealed: Sealed,
+) -> None:
     env = sealed.env
-    lines = env.get_object(digest_store.manifest_key(T0)).decode().splitlines()
-    entries = [json.loads(line) for line in lines]
-    assert [e["id"] for e in entries] == sorted(sealed.p0)
-    assert all(set(e) == {"id", "sha256", "ttl"} for e in entries)
+    index = [json.loads(x) for x in env.get_object(digest_store.manifest_key(T0)).splitlines()]
+    assert [e["segment"] for e in index] == sorted(e["segment"] for e in index)
+    seen = []
+    for entry in index:
+        body = env.get_object(digest_store.segment_key(T0, entry["segment"]))
+        lines = [json.loads(line) for line in body.splitlines()]
+        assert [(x["at"], x["id"]) for x in lines] == sorted((x["at"], x["id"]) for x in lines)
+        assert all(set(x) == {"at", "id", "sha256", "ttl"} for x in lines)
+        assert (entry["record_count"], entry["sha256"]) == (
+            len(lines),
+            hashlib.sha256(body).hexdigest(),
+        )
+        seen += [x["id"] for x in lines]
+    assert sorted(seen) == sorted(sealed.p0)
+    # an empty period has an empty index and no segment manifest
     assert env.get_object(digest_store.manifest_key(T0 - P)) == b""
     statement = env.statement(T0)["statement"]
     assert statement["record_count"] == 4
+    assert statement["segments"] == len(index)
     assert (
         statement["manifest_sha256"]
-        == hashlib.sha256("\n".join(lines).encode() + b"\n").hexdigest()
+        == hashlib.sha256(env.get_object(digest_store.manifest_key(T0))).hexdigest()
     )
     assert (statement["period_start"], statement["period_end"]) == (T0, T1)
     assert statement["key_id"] == env.settings.digest_key_id
     assert statement["sealed_at"] == SEAL_NOW
+    assert statement["chain_start"] == T0 - P
+
+
+def test_the_first_seal_writes_a_signed_genesis_naming_the_chain_start(sealed: Sealed) -> None:
+    env = sealed.env
+    envelope = json.loads(env.get_object(digest_store.GENESIS_KEY))
+    genesis = envelope["statement"]
+    assert genesis == {
+        "version": 2,
+        "kind": "genesis",
+        "chain_start": T0 - P,
+        "sealed_at": SEAL_NOW,
+        "key_id": env.settings.digest_key_id,
+    }
+    signed = json.dumps(genesis, sort_keys=True, separators=(",", ":")).encode()
+    assert env.clients["kms"].verify(
+        KeyId=env.settings.digest_key_id,
+        Message=signed,
+        MessageType="RAW",
+        Signature=base64.b64decode(envelope["signature"]),
+        SigningAlgorithm="ECDSA_SHA_256",
+    )["SignatureValid"]
 
 
 def test_the_signature_verifies_independently_with_the_kms_public_key(sealed: Sealed) -> None:
@@ -287,15 +325,92 @@ def test_a_first_run_goes_back_one_run_of_periods_at_most_a_day(env: Env) -> Non
     assert later[0] == sealed[-1] + P
 
 
-def test_keep_going_stops_sealing_between_periods(env: Env) -> None:
-    env.service.seal(T0 - 2 * P, now_ms=SEAL_NOW)
-    calls = iter([True, False])
-    assert env.service.seal_due(SEAL_NOW, keep_going=lambda: next(calls)) == [T0 - P]
+def test_a_run_out_of_time_resumes_where_it_stopped_and_seals_the_same_manifest(
+    env: Env,
+) -> None:
+    shards = INDEXES["by_hour"].shards
+    ids = [f"r-{n}" for n in range(2000)]
+    early = [i for i in ids if shard_of(i, shards) < 3][:3]
+    late = [i for i in ids if shard_of(i, shards) > 200][:3]
+    for n, record_id in enumerate(early + late):
+        env.put(T0 + n, record_id=record_id)
+    env.service.seal(T0 - P, now_ms=SEAL_NOW)
+    budget = iter([True] * 100 + [False])
+    # the first run seals 100 of T0's 256 segments, then records them in a part
+    assert env.service.seal_due(SEAL_NOW, keep_going=lambda: next(budget)) == []
+    parts = env.clients["s3"].list_objects_v2(
+        Bucket=env.bucket, Prefix=digest_store.parts_prefix(T0)
+    )["Contents"]
+    assert len(parts) == 1
+    assert not env.service.ever_sealed(T0)
+    # the next run seals the rest (reading the 156 others only) and the statement
+    queried: list[str] = []
+    env.clients["dynamodb"].meta.events.register(
+        "provide-client-params.dynamodb.Query",
+        lambda params, **_: queried.append(params["ExpressionAttributeValues"][":pk"]["S"]),
+    )
+    assert env.service.seal_due(SEAL_NOW) == [T0, T1]
+    assert sum(1 for key in queried if key.startswith(hour_of(T0))) == shards - 100
+    assert env.verify()[T0].status == "intact"
+    assert env.statement(T0)["statement"]["record_count"] == 6
 
 
 def test_a_misaligned_period_is_refused(env: Env) -> None:
     with pytest.raises(ValueError, match="start of a period"):
         env.service.seal(T0 + 1, now_ms=SEAL_NOW)
+
+
+class Workers:
+    """A dispatcher that queues work, as asynchronous invocations would."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[list[int], list[str]]] = []
+
+    def dispatch(self, periods: Any, segments: Any) -> None:
+        self.queued.append((list(periods), list(segments)))
+
+
+def test_what_one_invocation_has_no_time_for_is_dispatched_and_the_last_worker_seals(
+    env: Env,
+) -> None:
+    ids = {env.put(T0 + n) for n in range(30)} | {env.put(T0 - P + n) for n in range(5)}
+    env.service.seal(T0 - 2 * P, now_ms=SEAL_NOW)
+    budget = iter([True] * 10 + [False])
+    workers = Workers()
+    assert env.service.seal_due(SEAL_NOW, keep_going=lambda: next(budget), dispatcher=workers) == []
+    shards = INDEXES["by_hour"].shards
+    # the clock is fixed (no time per segment measured): one batch of all that is left
+    ((periods, segments),) = workers.queued
+    assert periods == [T0 - P, T0]
+    assert len(segments) == shards - 10
+    # two workers share it; the second one finds every segment done and seals both
+    half = len(segments) // 2
+    assert env.service.seal_segments(periods, segments[:half], now_ms=SEAL_NOW) == []
+    assert env.service.seal_segments(periods, segments[half:], now_ms=SEAL_NOW) == [T0 - P, T0]
+    reports = env.verify()
+    assert (reports[T0].status, reports[T0].record_count) == ("intact", 30)
+    assert (reports[T0 - P].status, reports[T0 - P].record_count) == ("intact", 5)
+    assert len(ids) == 35
+    # the next scheduled run continues after them
+    assert env.service.seal_due(SEAL_NOW)[0] == T1
+
+
+def test_periods_left_incomplete_by_racing_workers_are_sealed_by_the_next_run(env: Env) -> None:
+    env.put(T0 + 5)
+    env.service.seal(T0 - P, now_ms=SEAL_NOW)
+    segments = list(env.service.ledger.segments(T0, T0 + P))
+    # a worker that saw the other half missing seals nothing; the schedule finishes it
+    assert env.service.seal_segments([T0], segments[:100], now_ms=SEAL_NOW) == []
+    assert not env.service.ever_sealed(T0)
+    assert env.service.seal_due(SEAL_NOW) == [T0, T1]
+    assert env.verify()[T0].status == "intact"
+
+
+def test_a_worker_refuses_periods_that_are_not_due_or_span_hours(env: Env) -> None:
+    with pytest.raises(ValueError, match="due"):
+        env.service.seal_segments([T2], ["000"], now_ms=SEAL_NOW)
+    with pytest.raises(ValueError, match="one hour"):
+        env.service.seal_segments([T0, T1], ["000"], now_ms=SEAL_NOW)
 
 
 # ---------------------------------------------------------------------- tampering
@@ -333,15 +448,16 @@ def test_a_deleted_record_is_named(sealed: Sealed) -> None:
     )
 
 
-def test_a_record_added_to_a_sealed_period_is_named(sealed: Sealed) -> None:
+def test_a_record_added_to_a_sealed_period_is_a_late_record(sealed: Sealed) -> None:
     added = sealed.env.put(T1 + 30_000)
     report = _only(sealed.env.verify(), T1)
     assert (report.status, report.added, report.altered, report.deleted) == (
-        "tampered",
+        "late_record",
         [added],
         [],
         [],
     )
+    assert not report.ok
 
 
 def test_a_record_moved_to_another_period_is_deleted_there_and_added_here(
@@ -355,7 +471,22 @@ def test_a_record_moved_to_another_period_is_deleted_there_and_added_here(
     env.clients["dynamodb"].put_item(TableName=env.table, Item=item)
     reports = env.verify()
     assert (reports[T0].status, reports[T0].deleted) == ("tampered", [moved])
-    assert (reports[T1].status, reports[T1].added) == ("tampered", [moved])
+    assert (reports[T1].status, reports[T1].added) == ("late_record", [moved])
+
+
+def test_a_record_moved_inside_its_period_is_altered(sealed: Sealed) -> None:
+    env = sealed.env
+    moved = sealed.p0[1]
+    item = dict(env.records[moved])
+    item["at"] = {"N": str(T0 + 40_000)}
+    env.clients["dynamodb"].put_item(TableName=env.table, Item=item)
+    report = _only(env.verify(), T0)
+    assert (report.status, report.altered, report.deleted, report.added) == (
+        "tampered",
+        [moved],
+        [],
+        [],
+    )
 
 
 def test_an_expired_record_is_not_tampering(sealed: Sealed) -> None:
@@ -381,72 +512,103 @@ def test_deleting_every_record_of_a_period_is_detected(sealed: Sealed) -> None:
 def test_a_record_added_to_an_empty_sealed_period_is_detected(sealed: Sealed) -> None:
     added = sealed.env.put(T0 - P + 5)
     report = _only(sealed.env.verify(), T0 - P)
-    assert (report.status, report.added) == ("tampered", [added])
+    assert (report.status, report.added) == ("late_record", [added])
 
 
-def test_a_tampered_manifest_fails(sealed: Sealed) -> None:
+def test_a_replaced_index_is_reported_and_the_sealed_one_still_names_the_deletion(
+    sealed: Sealed,
+) -> None:
     env = sealed.env
     key = digest_store.manifest_key(T0)
-    lines = env.get_object(key).splitlines(keepends=True)
-    env.put_object(key, b"".join(lines[1:]))  # hide a record from the manifest
-    env.delete(json.loads(lines[0])["id"])  # ... and delete it
+    (first, *rest) = env.get_object(key).splitlines(keepends=True)
+    env.put_object(key, b"".join(rest))  # hide a segment from the index...
+    segment = json.loads(first)["segment"]
+    victim = json.loads(env.get_object(digest_store.segment_key(T0, segment)).splitlines()[0])
+    env.delete(victim["id"])  # ... and delete a record of it
     report = _only(env.verify(), T0)
-    assert report.status == "bad_signature"
-    assert "manifest" in report.detail
+    assert report.status == "manifest_replaced"
+    assert report.problems == ["manifest_replaced", "tampered"]
+    assert report.deleted == [victim["id"]]
 
 
-def test_a_missing_manifest_fails(sealed: Sealed) -> None:
+def test_a_replaced_segment_manifest_is_reported_and_the_sealed_one_used(sealed: Sealed) -> None:
+    env = sealed.env
+    victim = sealed.p1[0]  # not the record that expires
+    segment = f"{shard_of(victim, INDEXES['by_hour'].shards):03d}"
+    key = digest_store.segment_key(T1, segment)
+    assert victim in env.get_object(key).decode()
+    env.put_object(key, b"")
+    env.delete(victim)
+    report = _only(env.verify(), T1)
+    assert report.problems == ["manifest_replaced", "tampered"]
+    assert report.deleted == [victim]
+
+
+def test_a_deleted_manifest_is_reported_and_checked_in_its_retained_version(
+    sealed: Sealed,
+) -> None:
     env = sealed.env
     env.clients["s3"].delete_object(Bucket=env.bucket, Key=digest_store.manifest_key(T1))
+    env.delete(sealed.p1[0])
     report = _only(env.verify(), T1)
-    assert (report.status, report.detail) == ("bad_signature", "the manifest is missing")
+    assert report.problems == ["manifest_deleted", "tampered"]
+    assert report.deleted == [sealed.p1[0]]
 
 
-def test_a_tampered_statement_fails_and_breaks_the_next_link(sealed: Sealed) -> None:
+def test_a_replaced_statement_is_reported_and_the_sealed_version_keeps_the_chain(
+    sealed: Sealed,
+) -> None:
     env = sealed.env
     key = digest_store.statement_key(T0)
     envelope = env.statement(T0)
     envelope["statement"]["record_count"] = 3
     env.put_object(key, json.dumps(envelope).encode())
     reports = env.verify()
-    assert reports[T0].status == "bad_signature"
-    assert reports[T0].detail == "signature does not verify"
-    assert reports[T1].status == "broken_chain"
+    assert (reports[T0].status, reports[T0].record_count) == ("digest_replaced", 4)
+    assert reports[T1].status == "intact"  # chained to the version the sealer wrote
     assert reports[T0 - P].status == "intact"
 
 
-def test_a_digest_from_another_period_fails(sealed: Sealed) -> None:
+def test_a_digest_from_another_period_is_a_replacement(sealed: Sealed) -> None:
     env = sealed.env
     env.put_object(digest_store.statement_key(T1), env.get_object(digest_store.statement_key(T0)))
-    report = env.verify()[T1]
-    assert (report.status, report.detail) == ("bad_signature", "a valid digest of another period")
+    assert env.verify()[T1].status == "digest_replaced"
 
 
-def test_garbage_in_place_of_a_statement_fails(sealed: Sealed) -> None:
+def test_garbage_in_place_of_a_statement_is_a_replacement(sealed: Sealed) -> None:
     env = sealed.env
     env.put_object(digest_store.statement_key(T0), b"{not json")
-    assert env.verify()[T0].status == "bad_signature"
+    assert env.verify()[T0].status == "digest_replaced"
 
 
-def test_a_deleted_digest_is_missing_and_breaks_the_next_link(sealed: Sealed) -> None:
+def test_a_deleted_statement_is_reported_and_never_sealed_again(sealed: Sealed) -> None:
     env = sealed.env
     env.clients["s3"].delete_object(Bucket=env.bucket, Key=digest_store.statement_key(T0))
+    env.delete(sealed.p0[0])
+    assert env.service.seal(T0, now_ms=LATER) is False
+    assert env.service.seal_due(LATER)[0] == T2  # continues after T1, never re-seals T0
     reports = env.verify()
-    assert (reports[T0].status, reports[T0].record_count) == ("missing_digest", 4)
-    assert reports[T1].status == "broken_chain"
-    assert reports[T1].detail == "the previous period's digest is missing"
-    assert reports[T0 - P].status == "intact"
-    # and the chain check also runs for the first period of a narrower range
-    (only_t1,) = env.service.verify(T1, T2, now_ms=LATER)
-    assert only_t1.status == "broken_chain"
+    assert (reports[T0].status, reports[T0].record_count) == ("digest_deleted", 4)
+    assert reports[T0].problems == ["digest_deleted", "tampered"]
+    assert reports[T0].deleted == [sealed.p0[0]]
+    assert reports[T1].status == "intact"  # chained to the retained version
+    # the delete marker is still the current object: nothing was written over it
+    versions = env.clients["s3"].list_object_versions(
+        Bucket=env.bucket, Prefix=digest_store.statement_key(T0)
+    )
+    assert len(versions["Versions"]) == 1
+    assert versions["DeleteMarkers"][0]["IsLatest"]
 
 
-def test_a_broken_link_still_names_tampered_records(sealed: Sealed) -> None:
+def test_a_statement_signed_by_another_key_is_wrong_key(sealed: Sealed) -> None:
     env = sealed.env
-    env.clients["s3"].delete_object(Bucket=env.bucket, Key=digest_store.statement_key(T0))
-    env.delete(sealed.p1[0])
-    report = env.verify()[T1]
-    assert (report.status, report.deleted) == ("broken_chain", [sealed.p1[0]])
+    other = env.clients["kms"].create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")
+    pinned = build(env.settings, aws=env.clients.__getitem__).digest_key(
+        other["KeyMetadata"]["Arn"]
+    )
+    reports = env.service.verify(T0 - P, T2, now_ms=LATER, trusted=pinned)
+    assert {r.status for r in reports} == {"wrong_key"}
+    assert all(env.settings.digest_key_id in r.detail for r in reports)
 
 
 def test_verify_rejects_an_empty_range(env: Env) -> None:
@@ -466,6 +628,7 @@ def test_report_shape(sealed: Sealed) -> None:
         "added": [],
         "expired": [],
         "detail": "",
+        "problems": [],
     }
     assert report.ok
 
@@ -517,6 +680,7 @@ def test_the_scheduled_function_seals_due_periods(
 
     class Container:
         digests = env.service
+        digest_dispatcher = None
 
     monkeypatch.setattr(bootstrap, "default", lambda: Container)
     path = Path(__file__).resolve().parents[2] / "functions" / "digest" / "app.py"
@@ -550,3 +714,82 @@ def test_the_scheduled_function_seals_due_periods(
     }
     assert module.handler(event, Context()) == {"sealed": [T0, T1]}
     assert module.handler(event, Context()) == {"sealed": []}
+    # a worker's event seals its segments (nothing left to do here)
+    work = {"digest_work": {"periods": [T0], "segments": ["000"]}}
+    assert module.handler(work, Context()) == {"sealed": []}
+    assert module.handler({"digest_work": {"periods": "x"}}, Context()) == {
+        "sealed": [],
+        "error": "malformed digest work event",
+    }
+
+
+# ------------------------------------------------------------------- the chain
+
+
+def test_a_deleted_chain_head_is_a_chain_problem_outside_the_range(sealed: Sealed) -> None:
+    env = sealed.env
+    env.clients["s3"].delete_object(Bucket=env.bucket, Key=digest_store.statement_key(T1))
+    chain = env.service.verifier().chain(T1, LATER)  # a range that ends before the head
+    assert chain.problems == [("head_deleted", f"the newest statement ({T1}) is deleted")]
+    assert not chain.ok
+    assert chain.chain_start == T0 - P
+
+
+def test_a_deleted_or_replaced_genesis_is_a_chain_problem(sealed: Sealed) -> None:
+    env = sealed.env
+    original = env.get_object(digest_store.GENESIS_KEY)
+    env.put_object(digest_store.GENESIS_KEY, original.replace(b'"chain_start"', b'"chain_start" '))
+    env.clients["s3"].delete_object(Bucket=env.bucket, Key=digest_store.GENESIS_KEY)
+    chain = env.service.verifier().chain(T2 + P, LATER)
+    assert [status for status, _ in chain.problems] == ["genesis_deleted", "genesis_replaced"]
+    assert chain.chain_start == T0 - P  # the version the sealer wrote still counts
+
+
+def test_periods_before_the_genesis_are_before_the_first_digest(sealed: Sealed) -> None:
+    env = sealed.env
+    env.put(T0 - 3 * P + 5)  # a record from before the chain started: never sealed
+    reports = {r.period_start: r for r in env.service.verify(T0 - 3 * P, T0, now_ms=LATER)}
+    assert reports[T0 - 3 * P].status == "before_first_digest"
+    assert reports[T0 - 3 * P].record_count == 1
+    assert reports[T0 - 2 * P].status == "before_first_digest"
+    assert reports[T0 - P].status == "intact"
+
+
+def test_a_seal_later_than_the_grace_and_allowance_is_late(env: Env) -> None:
+    env.put(T0)
+    env.service.seal(T0 - P, now_ms=SEAL_NOW)
+    on_time = T1 + GRACE + env.service.pending_ms
+    assert env.service.seal(T0, now_ms=on_time + 1) is True
+    report = env.verify()[T0]
+    assert report.status == "late_seal"
+    assert report.detail == f"sealed at {on_time + 1}, after {on_time}"
+
+
+# ------------------------------------------------------------------- faults
+
+
+def test_a_refused_version_listing_fails_closed_and_seals_nothing(env: Env) -> None:
+    from botocore.awsrequest import AWSResponse
+
+    from tokenbroker.domain.errors import TemporarilyUnavailable
+
+    env.put(T0)
+
+    def throttled(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        # e.g. s3:ListBucketVersions missing from the role: not retried
+        error = {
+            "Error": {"Code": "AccessDenied", "Message": "injected"},
+            "ResponseMetadata": {"HTTPStatusCode": 403},
+        }
+        return AWSResponse("https://injected.invalid/", 403, {}, None), error
+
+    s3 = env.clients["s3"]
+    s3.meta.events.register("before-call.s3.ListObjectVersions", throttled)
+    try:
+        with pytest.raises(TemporarilyUnavailable, match=r"s3:ListObjectVersions failed \(Acc"):
+            env.service.seal_due(SEAL_NOW)
+        with pytest.raises(TemporarilyUnavailable):
+            env.service.verify(T0, T1, now_ms=LATER)
+    finally:
+        s3.meta.events.unregister("before-call.s3.ListObjectVersions", throttled)
+    assert "Contents" not in s3.list_objects_v2(Bucket=env.bucket)

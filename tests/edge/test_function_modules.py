@@ -3,6 +3,7 @@ the same core through the real handler functions."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import time
@@ -62,7 +63,10 @@ def test_the_http_api_handler_authorizes_a_valid_request_and_refuses_its_replay(
     allowed = app.handler(event, s.LambdaContext())
     assert allowed["isAuthorized"] is True
     assert allowed["context"]["principal"] == s.PRINCIPAL
-    assert app.handler(event, s.LambdaContext())["isAuthorized"] is False
+    # the replay is another request (API Gateway gives it its own request id)
+    replay = copy.deepcopy(event)
+    replay["requestContext"]["requestId"] = "replayed-request"
+    assert app.handler(replay, s.LambdaContext())["isAuthorized"] is False
 
 
 def test_the_edge_handler_reads_its_bundled_configuration_and_fails_closed_without_it(

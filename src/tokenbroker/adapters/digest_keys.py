@@ -18,13 +18,14 @@ from botocore.exceptions import ClientError
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from tokenbroker.adapters.aws import error_code, failing_closed
-from tokenbroker.adapters.kms import fetch_public_key
 from tokenbroker.domain.errors import ConfigurationError
 
 ALGORITHM = "ECDSA_SHA_256"
 _MAX_RAW_MESSAGE = 4096  # KMS accepts RAW messages up to 4096 bytes
+_NO_SUCH_KEY = frozenset({"NotFoundException", "InvalidArnException"})
 
 
 class KmsDigestKey:
@@ -38,12 +39,35 @@ class KmsDigestKey:
         self._kms = kms
         self.key_id = key_id
         self._lock = threading.Lock()
-        self._public: ec.EllipticCurvePublicKey | None = None
+        self._public: tuple[ec.EllipticCurvePublicKey, str] | None = None
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._fetch()[0]
+
+    def names(self) -> frozenset[str]:
+        """The key id as configured and the key ARN KMS resolves it to, so a statement
+        names the same key whichever spelling an auditor pinned."""
+        return frozenset({self.key_id, self._fetch()[1]})
+
+    def _fetch(self) -> tuple[ec.EllipticCurvePublicKey, str]:
+        """kms:GetPublicKey once: the key and its ARN (``KeyId`` in the response)."""
         with self._lock:
             if self._public is None:
-                self._public = fetch_public_key(self._kms, self.key_id)[1]
+                with failing_closed("kms:GetPublicKey"):
+                    try:
+                        response = self._kms.get_public_key(KeyId=self.key_id)
+                    except ClientError as exc:
+                        if error_code(exc) in _NO_SUCH_KEY:
+                            raise ConfigurationError(
+                                f"digest key {self.key_id} does not exist"
+                            ) from exc
+                        raise
+                key = load_der_public_key(response["PublicKey"])
+                if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
+                    key.curve, ec.SECP256R1
+                ):
+                    raise ConfigurationError(f"digest key {self.key_id} is not ECC_NIST_P256")
+                self._public = (key, str(response.get("KeyId") or self.key_id))
             return self._public
 
     def sign(self, message: bytes) -> bytes:

@@ -20,7 +20,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 
 from tokenbroker.adapters.aws import failing_closed
-from tokenbroker.domain.ledger import INDEXES, SORT_KEY, hour_of, partition_keys
+from tokenbroker.domain.ledger import INDEXES, SORT_KEY, hour_of, partition_keys, shard_key
 from tokenbroker.domain.units import HOUR_MS
 
 INDEX = "by_hour"
@@ -72,6 +72,20 @@ class LedgerScanner:
             if not last:
                 return
             kwargs["ExclusiveStartKey"] = last
+
+    # ---- the digests' LedgerReader port: one segment per by_hour shard ----------------
+    def segments(self, start_ms: int, end_ms: int) -> list[str]:
+        """The shard numbers (``000``..): a range inside one hour reads one key each."""
+        if hour_of(start_ms) != hour_of(end_ms - 1):
+            raise ValueError("a segment range must lie inside one UTC hour")
+        return [f"{shard:03d}" for shard in range(self._index.shards)]
+
+    def segment_records(self, segment: str, start_ms: int, end_ms: int) -> Iterator[dict[str, Any]]:
+        """One shard's records of [start_ms, end_ms), oldest first (the index's sort key)."""
+        if hour_of(start_ms) != hour_of(end_ms - 1):
+            raise ValueError("a segment range must lie inside one UTC hour")
+        key = shard_key(hour_of(start_ms), int(segment))
+        yield from self.query_shard(key, start_ms, end_ms - 1)
 
     def partitions(self, start_ms: int, end_ms: int) -> list[tuple[str, int, int]]:
         """(partition key, lo, hi) for every shard of every hour of [start_ms, end_ms)."""

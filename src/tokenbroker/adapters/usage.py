@@ -110,8 +110,9 @@ class DynamoUsageLedger:
                 if error_code(exc) == "ConditionalCheckFailedException":
                     # A retry whose first attempt landed (its answer was lost) finds the
                     # very item it sent: this request's own record, not a replay. Another
-                    # request's record differs (request id, time) and is a replay.
-                    return bool(exc.response.get("Item") == item)
+                    # request's record differs (request id, time) and is a replay. A
+                    # record without a request id cannot tell the two apart: a replay.
+                    return bool(record.request_id) and exc.response.get("Item") == item
                 raise
         return True
 

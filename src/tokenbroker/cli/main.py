@@ -15,6 +15,7 @@ import click
 
 from tokenbroker.cli.admin import clients, devices
 from tokenbroker.cli.audit import audit
+from tokenbroker.cli.audit_verify import verify
 from tokenbroker.cli.client import call, keygen, token
 from tokenbroker.cli.deployment import DEFAULT_STACK, CliState, DeploymentError
 from tokenbroker.cli.dev import dev
@@ -134,6 +135,7 @@ def cli(ctx: click.Context, stack: str, region: str | None, output: str, debug: 
 cli.add_command(clients)
 cli.add_command(devices)
 cli.add_command(dev)
+audit.add_command(verify)
 cli.add_command(audit)
 cli.add_command(keygen)
 cli.add_command(token)

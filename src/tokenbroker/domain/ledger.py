@@ -40,6 +40,9 @@ INDEXES: dict[str, LedgerIndex] = {
 }
 #: the sort key of every index: milliseconds since the epoch
 SORT_KEY = "at"
+#: the record id and the DynamoDB TTL attribute (epoch seconds), as the digests read them
+ID_ATTRIBUTE = "id"
+TTL_ATTRIBUTE = "ttl"
 
 
 def hour_of(at_ms: int) -> str:

@@ -8,9 +8,10 @@ its backend fails, never a backend-specific exception.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
+from tokenbroker.domain.digest_format import Ref, Version
 from tokenbroker.domain.models import Client, Device, IssuedToken, PublicJwk, UsageRecord
 
 
@@ -119,3 +120,82 @@ class PublicKeySource(Protocol):
     """Where the edge gets the token-signing public keys (kid -> key)."""
 
     def fetch(self) -> dict[str, Any]: ...
+
+
+# ------------------------------------------------------------- tamper evidence
+class LedgerReader(Protocol):
+    """The ledger as the digests read it: a time range splits into independently
+    readable segments (today the ``by_hour`` index's shards), each read in time order,
+    so sealing and verifying stream one segment at a time in bounded memory."""
+
+    def segments(self, start_ms: int, end_ms: int) -> Sequence[str]:
+        """The segment names of [start_ms, end_ms) (a range inside one UTC hour); the
+        same names for every range of one deployment."""
+        ...
+
+    def segment_records(self, segment: str, start_ms: int, end_ms: int) -> Iterator[dict[str, Any]]:
+        """Every record of ``segment`` with ``start_ms <= time < end_ms`` as plain values
+        (what :func:`~tokenbroker.domain.ledger.record_hash` hashes), in ascending time
+        (records of the same millisecond in any order), paginated by the adapter."""
+        ...
+
+
+class DigestUpload(Protocol):
+    """A streaming upload: nothing is visible until ``commit``."""
+
+    def write(self, data: bytes) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class DigestStore(Protocol):
+    """The digest objects, versioned (S3 with Object Lock). Versions and delete markers
+    are visible: an object that was ever written is never "absent" to the sealer."""
+
+    def versions(self, ref: Ref) -> list[Version]:
+        """Every version and delete marker of ``ref``, newest first ([] if never written)."""
+        ...
+
+    def get(self, ref: Ref, version_id: str | None = None) -> bytes | None:
+        """The current (or given) version's bytes; None if absent or a delete marker."""
+        ...
+
+    def chunks(self, ref: Ref, version_id: str | None = None) -> Iterator[bytes]:
+        """The bytes streamed in chunks (nothing if absent)."""
+        ...
+
+    def put(self, ref: Ref, body: bytes) -> None: ...
+
+    def put_new(self, ref: Ref, body: bytes) -> bool:
+        """Write unless a current version exists; False if one did."""
+        ...
+
+    def upload(self, ref: Ref) -> DigestUpload: ...
+
+    def parts(self, period_start_ms: int) -> list[bytes]:
+        """The bodies of the period's working parts (see ``digest_format.encode_part``)."""
+        ...
+
+    def latest_sealed(self, *, before_ms: int, not_before_ms: int) -> int | None:
+        """The newest period in [not_before_ms, before_ms) with any statement version,
+        deleted ones included."""
+        ...
+
+
+class DigestSigner(Protocol):
+    """Signs statements (the digest function) or only verifies them (auditors)."""
+
+    key_id: str
+    algorithm: str
+
+    def sign(self, message: bytes) -> bytes: ...
+    def verify(self, message: bytes, signature: bytes) -> bool: ...
+    def names(self) -> frozenset[str]:
+        """Every spelling of this key a statement's ``key_id`` may use (id, ARN)."""
+        ...
+
+
+class DigestDispatcher(Protocol):
+    """Hands segments of an hour's due periods to another sealing invocation."""
+
+    def dispatch(self, periods: Sequence[int], segments: Sequence[str]) -> None: ...

@@ -82,6 +82,10 @@ def bucket_requests(
                 ("put_bucket_ownership_controls", {**bucket, "OwnershipControls": value})
             )
         elif key == "ObjectLockConfiguration":
+            retention = value.get("Rule", {}).get("DefaultRetention", {})
+            for unit in ("Days", "Years"):  # a parameter resolves to a string
+                if unit in retention:
+                    retention[unit] = int(retention[unit])
             requests.append(
                 (
                     "put_object_lock_configuration",
