@@ -151,7 +151,7 @@ def test_auditors_see_uses_denials_sharing_and_tampering(stack: LocalStack) -> N
     assert intact.exit_code == 0, intact.output
 
     table = json.loads(_ssm(stack)["Parameter"]["Value"])["USAGE_TABLE"]
-    victim = requests_seen[0]["id"]
+    victim = requests_seen[0]["record_id"]
     _ddb(stack).update_item(
         TableName=table,
         Key={"id": {"S": victim}},

@@ -532,7 +532,7 @@ def test_the_aggregates_function_may_only_count_into_its_table_and_read_the_stre
     }
 
 
-def test_the_aggregates_function_reads_inserts_from_the_stream_reporting_partial_failures(
+def test_the_aggregates_function_reads_inserts_from_the_stream_in_whole_unsplit_batches(
     template: Template,
 ) -> None:
     events = template.resources("AWS::Serverless::Function")["AggregatesFunction"]["Events"]
@@ -540,8 +540,10 @@ def test_the_aggregates_function_reads_inserts_from_the_stream_reporting_partial
     props = event["Properties"]
     assert event["Type"] == "DynamoDB"
     assert props["Stream"] == {"Fn::GetAtt": ["UsageTable", "StreamArn"]}
-    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert props["BisectBatchOnFunctionError"] is True
+    # bucket deltas are keyed by the batch's records: a retry must be the same batch
+    assert "FunctionResponseTypes" not in props
+    assert props.get("BisectBatchOnFunctionError", False) is False
+    assert props["BatchSize"] >= 1000
     (pattern,) = (f["Pattern"] for f in props["FilterCriteria"]["Filters"])
     assert json.loads(pattern) == {"eventName": ["INSERT"]}
 
@@ -806,13 +808,13 @@ def test_sam_roles_hold_only_the_inline_statements_and_the_basic_managed_policie
         assert statements == _statements(template, function)
 
 
-def test_sam_wires_the_stream_with_partial_failures_and_the_insert_filter(
+def test_sam_wires_the_stream_with_whole_batches_and_the_insert_filter(
     transformed: dict[str, Any],
 ) -> None:
     (mapping,) = _of_type(transformed, "AWS::Lambda::EventSourceMapping").values()
     assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["UsageTable", "StreamArn"]}
     assert mapping["FunctionName"] == {"Ref": "AggregatesFunction"}
-    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert "FunctionResponseTypes" not in mapping
     (pattern,) = (f["Pattern"] for f in mapping["FilterCriteria"]["Filters"])
     assert json.loads(pattern) == {"eventName": ["INSERT"]}
 

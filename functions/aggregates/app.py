@@ -1,50 +1,47 @@
-"""Usage ledger stream -> per-principal day and hour aggregates.
+"""Usage ledger stream -> per-principal day and hour aggregates, one batch at a time.
 
-Powertools batch processing: each record is counted on its own; the ones that fail
-(malformed, or DynamoDB failed) are reported in ``batchItemFailures`` so the event
-source mapping re-delivers from the first of them, and the records already counted are
-skipped by their idempotency markers.
+The whole batch is folded in memory and each principal's day and hour bucket is
+written once (``AggregatesService.count_batch``). A store failure raises, so Lambda
+delivers the same batch again; the buckets written before the failure recognise their
+batch key and are skipped, so nothing counts twice. A record that is not a ledger
+record is skipped and logged by its sequence number (the ledger holds ids and hashes
+only), never retried: one bad item must not stop a stream shard.
 """
 
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tokenbroker import bootstrap
 
 logger = Logger()
 metrics = Metrics()
-processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
-
-
-def count(record: DynamoDBRecord) -> None:
-    stream = record.dynamodb
-    try:
-        counted = bootstrap.default().aggregates.count(stream.new_image if stream else {})
-    except Exception:
-        # the ledger holds ids and hashes only: the sequence number is enough to find it
-        logger.exception(
-            "stream record not counted",
-            extra={"sequence_number": stream.sequence_number if stream else None},
-        )
-        metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=1)
-        raise
-    metrics.add_metric(
-        name="RecordsCounted" if counted else "RecordsRedelivered", unit=MetricUnit.Count, value=1
-    )
 
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> Any:
-    return process_partial_response(
-        event=event, record_handler=count, processor=processor, context=context
-    )
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    records = list(DynamoDBStreamEvent(event).records)
+    images = [(r.dynamodb.new_image if r.dynamodb else None) or {} for r in records]
+    try:
+        result = bootstrap.default().aggregates.count_batch(images)
+    except Exception:
+        logger.exception(
+            "batch not counted; Lambda delivers it again", extra={"records": len(records)}
+        )
+        metrics.add_metric(name="BatchesFailed", unit=MetricUnit.Count, value=1)
+        raise
+    for position in result.malformed:
+        stream = records[position].dynamodb
+        logger.error(
+            "stream record is not a ledger record; skipped",
+            extra={"sequence_number": stream.sequence_number if stream else None},
+        )
+    metrics.add_metric(name="RecordsCounted", unit=MetricUnit.Count, value=result.counted)
+    metrics.add_metric(name="RecordsMalformed", unit=MetricUnit.Count, value=len(result.malformed))
+    metrics.add_metric(name="BucketsWritten", unit=MetricUnit.Count, value=result.written)
+    metrics.add_metric(name="BucketsRedelivered", unit=MetricUnit.Count, value=result.skipped)
+    return {"batchItemFailures": []}

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     )
     from tokenbroker.services.admin import AdminService
     from tokenbroker.services.aggregates import AggregatesService
+    from tokenbroker.services.audit import AuditService
     from tokenbroker.services.authorization import AuthorizationService
     from tokenbroker.services.digests import DigestService
     from tokenbroker.services.discovery import DiscoveryService
@@ -236,12 +237,45 @@ class Container:
 
     @property
     def aggregates(self) -> AggregatesService:
-        def make() -> AggregatesService:
-            from tokenbroker.adapters.aggregates import from_settings
+        """The stream function's service: batches of ledger records -> aggregates."""
 
-            return from_settings(self.settings, self.client("dynamodb"), clock=self.clock)
+        def make() -> AggregatesService:
+            from tokenbroker.adapters.aggregates import DynamoAggregatesStore
+            from tokenbroker.adapters.ledger_items import from_plain
+            from tokenbroker.services.aggregates import AggregatesService
+
+            self.settings.require("aggregates_table")
+            store = DynamoAggregatesStore(
+                self.client("dynamodb"), table=self.settings.aggregates_table
+            )
+            return AggregatesService(store=store, decode=from_plain)
 
         return self._once("aggregates", make)  # type: ignore[no-any-return]
+
+    @property
+    def audit(self) -> AuditService:
+        """The auditors' queries: the usage table's indexes, and (when the deployment
+        keeps them) the aggregates and their hour registry."""
+
+        def make() -> AuditService:
+            from tokenbroker.adapters.aggregates import AggregatesReader
+            from tokenbroker.adapters.ledger_query import DynamoLedgerQuery
+            from tokenbroker.services.audit import AuditService
+
+            s = self.settings
+            s.require("usage_table")
+            ddb = self.client("dynamodb")
+            reader = AggregatesReader(ddb, table=s.aggregates_table) if s.aggregates_table else None
+            return AuditService(
+                DynamoLedgerQuery(ddb, usage_table=s.usage_table),
+                aggregates=reader,
+                registry=reader,
+                clock=self.clock,
+                # an export holds shards (256) x this many records (~10 MB) at most
+                export_page_size=50,
+            )
+
+        return self._once("audit", make)  # type: ignore[no-any-return]
 
     @property
     def digests(self) -> DigestService:

@@ -18,21 +18,27 @@ from typing import Any
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 
 from tokenbroker import bootstrap
-from tokenbroker.adapters import aggregates as adapter
 from tokenbroker.adapters.aggregates import AggregatesReader, DynamoAggregatesStore
 from tokenbroker.adapters.usage import usage_item
+from tokenbroker.domain import aggregates as domain_aggregates
+from tokenbroker.domain.errors import TemporarilyUnavailable
+from tokenbroker.domain.ledger import INDEXES, shard_of
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
-from tokenbroker.domain.units import HOUR_MS
 from tokenbroker.local.lambda_host import LambdaContext, load_handler
 from tokenbroker.local.provision import Deployment, provision
 from tokenbroker.local.sources import lambda_record, make_streams_client
 from tokenbroker.local.template import load_template
-from tokenbroker.services.aggregates import Contribution, PrincipalSummary
+from tokenbroker.services.aggregates import (
+    HOUR_MS,
+    Contribution,
+    PrincipalSummary,
+    contribution,
+    fold,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = "tb-agg"
@@ -143,14 +149,6 @@ def handler(stack: Stack) -> Any:
     return load_handler(ROOT / "functions" / "aggregates", "app.handler", "AggregatesFunction")
 
 
-def failures(response: dict[str, Any]) -> list[str]:
-    return [f["itemIdentifier"] for f in response["batchItemFailures"]]
-
-
-def sequence(record: dict[str, Any]) -> str:
-    return str(record["dynamodb"]["SequenceNumber"])
-
-
 # ---------------------------------------------------------------------------- tests
 
 
@@ -177,10 +175,13 @@ def test_a_batch_of_records_becomes_day_and_hour_counters(stack: Stack, handler:
     assert alice.source_ips == {"10.0.0.0", "10.0.0.1", "198.51.100.7", "10.0.0.9"}
     assert (alice.first_seen_ms, alice.last_seen_ms) == (T0 + 1000, T0 + 9000)
     assert stack.summary("tbc_bob").requests == 1
-    # the day and the hour items agree; each holds the newest record's TTL
+    # one hour bucket per principal (a day is the sum of its hours); each holds the
+    # newest record's TTL
     keys = [(i["pk"]["S"], i["sk"]["S"]) for i in stack.aggregate_items()]
-    assert ("P#tbc_alice", "D#2027-01-15") in keys
-    assert ("P#tbc_alice", "H#2027-01-15T08") in keys
+    assert [k for k in keys if k[0].startswith("P#")] == [
+        ("P#tbc_alice", "H#2027-01-15T08"),
+        ("P#tbc_bob", "H#2027-01-15T08"),
+    ]
     day = stack.reader.summaries(T0 - 8 * HOUR_MS, T0 + 16 * HOUR_MS, principal="tbc_alice")
     assert day == [
         PrincipalSummary(
@@ -194,7 +195,7 @@ def test_a_batch_of_records_becomes_day_and_hour_counters(stack: Stack, handler:
     )
 
 
-def test_a_malformed_record_is_reported_and_the_rest_of_the_batch_is_counted(
+def test_a_malformed_record_is_skipped_and_the_rest_of_the_batch_is_counted(
     stack: Stack, handler: Any
 ) -> None:
     stack.write(stack.record())
@@ -204,10 +205,27 @@ def test_a_malformed_record_is_reported_and_the_rest_of_the_batch_is_counted(
     stack.write(stack.record())
     records = stack.new_records()
 
-    response = handler({"Records": records}, context())
-
-    assert failures(response) == [sequence(records[1]), sequence(records[3])]
+    # one bad item must not stop the shard: skipped (and logged), not retried
+    assert handler({"Records": records}, context()) == {"batchItemFailures": []}
     assert stack.summary().requests == 3
+
+
+def test_a_batch_writes_each_bucket_once_whatever_its_size(stack: Stack, handler: Any) -> None:
+    stack.write(*(stack.record(jkt=f"jkt-{i % 3}") for i in range(40)))
+    stack.write(*(stack.record(principal="tbc_bob", client_id="tbc_bob") for _ in range(10)))
+    records = stack.new_records()
+    puts: list[str] = []
+    client = bootstrap.default().client("dynamodb")
+    client.meta.events.register(
+        "before-call.dynamodb.PutItem",
+        lambda params, **kw: puts.append(json.loads(params["body"])["Item"]["sk"]["S"]),
+    )
+
+    handler({"Records": records}, context())
+
+    # 50 records, 2 principals in one hour: one bucket each, one write each
+    assert sorted(puts) == ["H#2027-01-15T08"] * 2
+    assert (stack.summary().requests, stack.summary("tbc_bob").requests) == (40, 10)
 
 
 def test_a_redelivered_batch_leaves_the_aggregates_unchanged(stack: Stack, handler: Any) -> None:
@@ -217,62 +235,103 @@ def test_a_redelivered_batch_leaves_the_aggregates_unchanged(stack: Stack, handl
     before = stack.aggregate_items()
 
     assert handler({"Records": records}, context()) == {"batchItemFailures": []}
-    assert handler({"Records": records[2:]}, context()) == {"batchItemFailures": []}
+    assert handler({"Records": records}, context()) == {"batchItemFailures": []}
 
     assert stack.aggregate_items() == before
     assert stack.summary().requests == 4
 
 
 _THROTTLED = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "injected"}}
-_CONFLICT = {
-    "Error": {"Code": "TransactionCanceledException", "Message": "injected"},
-    "CancellationReasons": [{"Code": "None"}, {"Code": "TransactionConflict"}, {"Code": "None"}],
-}
 
 
-def _fail_record(record_id: str, answer: dict[str, Any]) -> Any:
-    """A before-call hook failing the transaction of one record with ``answer``."""
+def _fail_bucket(pk: str, sk: str) -> Any:
+    """A before-call hook throttling the PutItem of one bucket."""
 
     def fail(params: dict[str, Any], **kwargs: Any) -> Any:
-        body = json.loads(params["body"])  # before-call sees the serialised request
-        marker = body["TransactItems"][0]["Put"]["Item"]["pk"]["S"]
-        if marker != f"seen#{record_id}":
+        item = json.loads(params["body"])["Item"]  # before-call sees the serialised request
+        if (item["pk"]["S"], item["sk"]["S"]) != (pk, sk):
             return None
-        parsed = {**answer, "ResponseMetadata": {"HTTPStatusCode": 400}}
+        parsed = {**_THROTTLED, "ResponseMetadata": {"HTTPStatusCode": 400}}
         return AWSResponse("https://dynamodb.us-east-1.amazonaws.com/", 400, {}, None), parsed
 
     return fail
 
 
-@pytest.mark.parametrize("answer", [_THROTTLED, _CONFLICT], ids=["throttled", "conflict"])
-def test_a_dynamodb_failure_on_one_record_reports_only_that_record(
-    stack: Stack, handler: Any, answer: dict[str, Any]
+def test_a_batch_that_fails_half_way_is_retried_without_counting_twice(
+    stack: Stack, handler: Any
 ) -> None:
-    written = [stack.record() for _ in range(4)]
-    stack.write(*written)
+    stack.write(*(stack.record() for _ in range(3)))
+    stack.write(*(stack.record(principal="tbc_bob", client_id="tbc_bob") for _ in range(2)))
+    records = stack.new_records()
+    client = bootstrap.default().client("dynamodb")
+    # alice's bucket is written first (sorted), then bob's fails
+    client.meta.events.register(
+        "before-call.dynamodb.PutItem", _fail_bucket("P#tbc_bob", "H#2027-01-15T08")
+    )
+
+    with pytest.raises(TemporarilyUnavailable):
+        handler({"Records": records}, context())
+    assert stack.summary().requests == 3
+    assert stack.reader.summaries(T0, T0 + HOUR_MS, principal="tbc_bob") == []
+
+    bootstrap.default.cache_clear()  # a fresh client, without the fault
+    assert handler({"Records": records}, context()) == {"batchItemFailures": []}  # the retry
+    assert (stack.summary().requests, stack.summary("tbc_bob").requests) == (3, 2)
+    day = stack.reader.summaries(T0 - 8 * HOUR_MS, T0 + 16 * HOUR_MS, principal="tbc_alice")
+    assert day[0].requests == 3  # the day bucket too
+
+
+def test_two_writers_on_one_bucket_both_count(stack: Stack, handler: Any) -> None:
+    """Two stream shards folding the same principal: the second write sees the version
+    move and reads again, so neither batch is lost."""
+    store = DynamoAggregatesStore(stack.ddb, table=stack.deployment.refs["AggregatesTable"])
+    first = fold([contribution(stack.record()), contribution(stack.record())])
+    second = fold([contribution(stack.record())])
+    real_get = stack.ddb.get_item
+    interleaved = []
+
+    def get_item(**kw: Any) -> Any:
+        seen = real_get(**kw)  # read, then let the other writer in before our put
+        if not interleaved:
+            interleaved.append(True)
+            for delta in second:
+                assert DynamoAggregatesStore(stack.ddb, table=kw["TableName"]).apply(delta)
+        return seen
+
+    stack.ddb.get_item = get_item  # type: ignore[method-assign]
+    for delta in first:
+        assert store.apply(delta) is True
+
+    assert stack.summary().requests == 3
+
+
+def test_a_store_failure_fails_the_batch_so_lambda_retries_it_whole(
+    stack: Stack, handler: Any
+) -> None:
+    stack.write(stack.record())
     records = stack.new_records()
     client = bootstrap.default().client("dynamodb")
     client.meta.events.register(
-        "before-call.dynamodb.TransactWriteItems", _fail_record(written[2].record_id, answer)
+        "before-call.dynamodb.PutItem", _fail_bucket("P#tbc_alice", "H#2027-01-15T08")
     )
 
-    response = handler({"Records": records}, context())
-
-    assert failures(response) == [sequence(records[2])]
-    assert stack.summary().requests == 3
-    # Lambda re-delivers from the first failure: the failed record and the ones after it
-    bootstrap.default.cache_clear()  # a fresh client, without the fault
-    assert handler({"Records": records[2:]}, context()) == {"batchItemFailures": []}
-    assert stack.summary().requests == 4
+    with pytest.raises(TemporarilyUnavailable):
+        handler({"Records": records}, context())
 
 
-def test_a_batch_where_every_record_fails_is_an_error_so_lambda_retries_it_whole(
-    stack: Stack, handler: Any
-) -> None:
-    stack.write_item({"id": {"S": "bad-1"}, "event": {"S": "request"}})
+def test_each_batch_registers_the_by_hour_shards_it_filled(stack: Stack, handler: Any) -> None:
+    written = [stack.record(), stack.record(at_ms=T0 + 2 * HOUR_MS + 7)]
+    stack.write(*written)
+    handler({"Records": stack.new_records()}, context())
 
-    with pytest.raises(BatchProcessingError):
-        handler({"Records": stack.new_records()}, context())
+    found = stack.reader.active_shards(T0, T0 + 3 * HOUR_MS)
+
+    shards = INDEXES["by_hour"].shards
+    assert found == {
+        "2027-01-15T08": frozenset({shard_of(written[0].record_id, shards)}),
+        "2027-01-15T10": frozenset({shard_of(written[1].record_id, shards)}),
+    }
+    assert stack.reader.active_shards(T0 + HOUR_MS, T0 + 2 * HOUR_MS) == {}
 
 
 def test_records_delivered_out_of_order_keep_exact_first_and_last_seen(
@@ -291,7 +350,7 @@ def test_records_delivered_out_of_order_keep_exact_first_and_last_seen(
 def test_source_ips_stop_growing_at_the_cap_and_flag_the_overflow(
     stack: Stack, handler: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(adapter, "MAX_SOURCE_IPS", 3)
+    monkeypatch.setattr(domain_aggregates, "MAX_SOURCE_IPS", 3)
     ips = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.1", "10.0.0.5"]
     stack.write(*(stack.record(source_ip=ip) for ip in ips))
 
@@ -307,14 +366,15 @@ def test_the_newest_records_ttl_wins_whatever_the_order(stack: Stack) -> None:
     store = DynamoAggregatesStore(stack.ddb, table=stack.deployment.refs["AggregatesTable"])
     for n, (at, ttl) in enumerate([(T0 + 1, 500), (T0 + 2, 900), (T0 + 3, 700)]):
         c = Contribution(f"r{n}", "tbc_alice", at, retain_until=ttl, requests=1)
-        assert store.add(c, remember_until=1) is True
+        for delta in fold([c]):
+            assert store.apply(delta) is True
 
     ttls = {
         i["sk"]["S"]: i["ttl"]["N"]
         for i in stack.aggregate_items()
         if i["pk"]["S"] == "P#tbc_alice"
     }
-    assert ttls == {"D#2027-01-15": "900", "H#2027-01-15T08": "900"}
+    assert ttls == {"H#2027-01-15T08": "900"}
 
 
 def test_summaries_without_a_principal_list_every_principal_in_the_range(

@@ -4,24 +4,28 @@ range, and how buckets sum up: pure, no AWS."""
 from __future__ import annotations
 
 import calendar
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from tokenbroker.domain.clock import FixedClock
+from tokenbroker.domain import aggregates as domain_aggregates
+from tokenbroker.domain.errors import TemporarilyUnavailable
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
 from tokenbroker.services.aggregates import (
     DAY_MS,
     HOUR_MS,
-    MARKER_LIFETIME_SECONDS,
     AggregatesService,
+    BucketDelta,
     Contribution,
     MalformedRecord,
     PrincipalSummary,
+    add_to,
     contribution,
     cover,
     day_of,
+    fold,
     hour_start,
     merge,
 )
@@ -140,42 +144,120 @@ def test_a_record_without_principal_or_client_is_malformed() -> None:
 
 
 class FakeStore:
-    """Remembers record ids like the DynamoDB store's markers do."""
+    """Sums deltas per bucket and remembers batch keys, like the DynamoDB store."""
 
-    def __init__(self) -> None:
-        self.added: list[tuple[Contribution, int]] = []
-        self._seen: set[str] = set()
+    def __init__(self, *, fail_on: int | None = None) -> None:
+        self.buckets: dict[tuple[str, str, str], PrincipalSummary] = {}
+        self.hours: dict[str, frozenset[int]] = {}
+        self._applied: set[tuple[str, str, str, str]] = set()
+        self._writes = 0
+        self._fail_on = fail_on
 
-    def add(self, contribution: Contribution, *, remember_until: int) -> bool:
-        if contribution.record_id in self._seen:
+    def apply(self, delta: BucketDelta) -> bool:
+        key = (delta.principal, delta.period, delta.key)
+        if (*key, delta.batch_key) in self._applied:
             return False
-        self._seen.add(contribution.record_id)
-        self.added.append((contribution, remember_until))
+        self._writes += 1
+        if self._writes == self._fail_on:
+            raise TemporarilyUnavailable("injected")
+        old = self.buckets.get(key, PrincipalSummary(delta.principal, 0, 0))
+        self.buckets[key] = add_to(old, delta.summary)
+        self._applied.add((*key, delta.batch_key))
         return True
 
-
-def test_the_service_counts_a_record_once_and_remembers_it_for_a_week() -> None:
-    store, clock = FakeStore(), FixedClock(1_800_000_000)
-    service = AggregatesService(store=store, decode=lambda image: record(**image), clock=clock)
-
-    assert service.count({"record_id": "r1"}) is True
-    assert service.count({"record_id": "r1"}) is False
-
-    [(added, remember_until)] = store.added
-    assert added.record_id == "r1"
-    assert remember_until == 1_800_000_000 + MARKER_LIFETIME_SECONDS
+    def register_hours(self, shards: Mapping[str, frozenset[int]]) -> None:
+        for hour, numbers in shards.items():
+            self.hours[hour] = self.hours.get(hour, frozenset()) | numbers
 
 
-def test_the_service_does_not_store_what_it_cannot_decode() -> None:
-    def decode(image: Any) -> UsageRecord:
+def images(*records: UsageRecord) -> list[dict[str, Any]]:
+    return [{"record": r} for r in records]
+
+
+def decode(image: Mapping[str, Any]) -> UsageRecord:
+    if "record" not in image:
         raise MalformedRecord("no")
+    return image["record"]  # type: ignore[no-any-return]
 
+
+def test_a_batch_folds_into_one_delta_per_principal_and_hour() -> None:
+    batch = [record(record_id=f"r{i}", at_ms=T0 + i) for i in range(10)]
+    batch.append(record(record_id="b1", principal="tbc_bob", client_id="tbc_bob"))
+    deltas = fold(contribution(r) for r in batch)
+
+    assert [(d.principal, d.period, d.key) for d in deltas] == [
+        ("tbc_alice", "hour", "2027-01-15T08"),
+        ("tbc_bob", "hour", "2027-01-15T08"),
+    ]
+    alice = deltas[0].summary
+    assert (alice.requests, alice.first_seen_ms, alice.last_seen_ms) == (10, T0, T0 + 9)
+    assert deltas[0].batch_key != deltas[1].batch_key
+
+
+def test_a_record_twice_in_one_batch_counts_once() -> None:
+    [hour] = fold([contribution(record()), contribution(record())])
+    assert hour.summary.requests == 1
+
+
+def test_the_service_writes_each_bucket_once_per_batch() -> None:
     store = FakeStore()
-    service = AggregatesService(store=store, decode=decode, clock=FixedClock(0))
+    service = AggregatesService(store=store, decode=decode)
 
+    result = service.count_batch(images(*(record(record_id=f"r{i}") for i in range(50))))
+
+    assert (result.counted, result.written, result.skipped) == (50, 1, 0)
+    assert store.buckets[("tbc_alice", "hour", "2027-01-15T08")].requests == 50
+    assert set(store.hours) == {"2027-01-15T08"}
+
+
+def test_a_redelivered_batch_adds_nothing() -> None:
+    store = FakeStore()
+    service = AggregatesService(store=store, decode=decode)
+    batch = images(record(record_id="r1"), record(record_id="r2"))
+    service.count_batch(batch)
+
+    again = service.count_batch(batch)
+
+    assert (again.written, again.skipped) == (0, 1)
+    assert store.buckets[("tbc_alice", "hour", "2027-01-15T08")].requests == 2
+
+
+def test_a_batch_failing_half_way_counts_each_record_once_after_the_retry() -> None:
+    store = FakeStore(fail_on=2)  # alice's bucket is written, bob's fails
+    service = AggregatesService(store=store, decode=decode)
+    bob = {"principal": "tbc_bob", "client_id": "tbc_bob"}
+    batch = images(record(record_id="r1"), record(record_id="r2", **bob))
+
+    with pytest.raises(TemporarilyUnavailable):
+        service.count_batch(batch)
+    retry = service.count_batch(batch)
+
+    assert (retry.written, retry.skipped) == (1, 1)
+    assert store.buckets[("tbc_alice", "hour", "2027-01-15T08")].requests == 1
+    assert store.buckets[("tbc_bob", "hour", "2027-01-15T08")].requests == 1
+
+
+def test_the_service_skips_and_reports_what_it_cannot_decode() -> None:
+    store = FakeStore()
+    service = AggregatesService(store=store, decode=decode)
+
+    result = service.count_batch([{}, {"record": record()}, {"x": 1}])
+
+    assert (result.counted, result.malformed) == (1, (0, 2))
+    assert store.buckets[("tbc_alice", "hour", "2027-01-15T08")].requests == 1
     with pytest.raises(MalformedRecord):
         service.count({})
-    assert store.added == []
+
+
+def test_source_ips_beyond_the_cap_are_flagged_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(domain_aggregates, "MAX_SOURCE_IPS", 2)
+    bucket = PrincipalSummary("p", 0, 0, source_ips=frozenset({"10.0.0.9"}))
+    delta = PrincipalSummary("p", 0, 0, source_ips=frozenset({"10.0.0.1", "10.0.0.2"}))
+
+    total = add_to(bucket, delta)
+
+    assert total.source_ips == {"10.0.0.9", "10.0.0.1"}
+    assert total.source_ips_overflow is True
 
 
 # ------------------------------------------------------------------ covering a range

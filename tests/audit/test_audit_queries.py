@@ -10,10 +10,13 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import boto3
 import pytest
 
 from tokenbroker.adapters.ledger_query import DynamoLedgerQuery, ShardPage
-from tokenbroker.domain.ledger import INDEXES
+from tokenbroker.domain.clock import FixedClock
+from tokenbroker.domain.ledger import INDEXES, hour_of, shard_of
+from tokenbroker.domain.models import UsageRecord
 from tokenbroker.services.audit import (
     AuditQueryError,
     AuditService,
@@ -23,7 +26,7 @@ from tokenbroker.services.audit import (
     plan,
 )
 
-from . import HOUR_MS, REGION, T0, Ledger, ledger, provisioned, record, standard_records
+from . import DEV_A1, HOUR_MS, REGION, T0, Ledger, ledger, provisioned, record, standard_records
 
 SINCE, UNTIL = T0, T0 + 3 * HOUR_MS
 
@@ -62,7 +65,7 @@ def audit(data: Ledger) -> AuditService:
 
 
 def ids(page: Page) -> list[str]:
-    return [r["id"] for r in page.records]
+    return [r.record_id for r in page.records]
 
 
 def all_pages(audit: AuditService, filters: UsageFilters, limit: int) -> list[Page]:
@@ -84,7 +87,7 @@ FILTERS: list[dict[str, str]] = [
     {"decision": "allow"},
     {"principal": "alice", "model": "chat"},
     {"principal": "alice", "decision": "deny"},
-    {"device": "dev-a1", "model": "embed", "decision": "allow"},
+    {"device": DEV_A1, "model": "embed", "decision": "allow"},
     {"token": "tok-alice-1", "device": "dev-a2"},
     {"token": "tok-alice-1", "principal": "bob"},  # contradictory: nothing
     {"model": "chat", "decision": "deny"},
@@ -124,24 +127,24 @@ def test_a_record_exactly_at_since_is_included_and_one_exactly_at_until_is_not(
     assert first.record_id not in ids(before)
 
 
-def test_records_carry_the_ledger_schema_as_plain_values_without_index_keys(
-    audit: AuditService,
+def test_records_come_back_as_the_usage_records_that_were_written(
+    audit: AuditService, data: Ledger
 ) -> None:
     (one,) = audit.usage(UsageFilters(SINCE, UNTIL, principal="bob"), limit=1).records
-    assert {"id", "at", "event", "decision", "reason", "principal", "client_id", "jkt"} <= set(one)
-    assert {"token_jti", "method", "route", "resource", "source_ip", "user_agent"} <= set(one)
-    assert not any(name.endswith("_shard") for name in one)
-    assert type(one["at"]) is int
-    assert type(one["ttl"]) is int
+    # the reader yields the domain record itself, built from the item by ledger_items
+    assert isinstance(one, UsageRecord)
+    assert one == next(r for r in data.records if r.record_id == one.record_id)
+    assert type(one.at_ms) is int
+    assert type(one.retain_until) is int
 
 
 def test_admin_events_without_a_token_or_model_are_found_by_principal_and_by_time(
     audit: AuditService, data: Ledger
 ) -> None:
     by_principal = audit.usage(UsageFilters(SINCE, UNTIL, principal="carol"), limit=1000)
-    events = Counter(r["event"] for r in by_principal.records)
+    events = Counter(r.event.value for r in by_principal.records)
     assert events["device_enrolled"] == 3
-    enrolled = {r["id"] for r in by_principal.records if r["event"] == "device_enrolled"}
+    enrolled = {r.record_id for r in by_principal.records if r.event == "device_enrolled"}
     by_time = audit.usage(UsageFilters(T0 + 2 * HOUR_MS + 5, T0 + 2 * HOUR_MS + 8), limit=1000)
     assert enrolled <= set(ids(by_time))
 
@@ -267,7 +270,7 @@ def test_a_limit_outside_1_to_1000_is_refused(limit: int) -> None:
 )
 def test_a_malformed_next_token_is_refused(token: str) -> None:
     audit = AuditService(reader_that_must_not_be_called())
-    with pytest.raises(AuditQueryError, match="not a token printed by this command"):
+    with pytest.raises(AuditQueryError, match="not a token printed by this query"):
         audit.usage(UsageFilters(SINCE, UNTIL), 10, token)
 
 
@@ -322,7 +325,7 @@ def test_small_pages_from_dynamodb_are_followed_lazily(data: Ledger) -> None:
 def test_export_streams_every_record_of_the_range_once_oldest_first(data: Ledger) -> None:
     audit = AuditService(reader(data), export_page_size=3)
     since, until = T0 + HOUR_MS // 2, T0 + 2 * HOUR_MS + 6  # cuts through the admin events
-    got = [r["id"] for r in audit.export(since, until)]
+    got = [r.record_id for r in audit.export(since, until)]
     assert got == data.oldest_first(since, until)
     assert len(got) == len(set(got))
 
@@ -333,3 +336,95 @@ def reader_that_must_not_be_called() -> Any:
             raise AssertionError("no query expected")
 
     return Refuse()
+
+
+# ------------------------------------------------------------ the hour registry (issue 9)
+
+
+class CountingRegistry:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def active_shards(self, since_ms: int, until_ms: int) -> Any:
+        self.calls += 1
+        return self.inner.active_shards(since_ms, until_ms)
+
+
+@pytest.fixture(scope="module")
+def quiet_day() -> Iterator[tuple[Ledger, Any]]:
+    """A deployment whose ledger holds 14 records over one day, counted into the
+    aggregates (and so the hour registry) the way the stream function counts them."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    from tokenbroker import bootstrap
+    from tokenbroker.adapters.aggregates import AggregatesReader
+    from tokenbroker.adapters.usage import usage_item
+    from tokenbroker.cli.deployment import load_settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_DEFAULT_REGION", REGION)
+        mp.delenv("AWS_ENDPOINT_URL", raising=False)
+        mp.delenv("AWS_PROFILE", raising=False)
+        with provisioned("audit-quiet") as deployment:
+            book = ledger(deployment)
+            records = [record(T0 + h * HOUR_MS + 17_000 * (h + 1)) for h in (1, 1, 5, 9, 9, 9)]
+            records += [record(T0 + 20 * HOUR_MS + i, "bob", device="dev-b1") for i in range(8)]
+            book.write(records)
+            settings = load_settings("audit-quiet", boto3.Session())
+            container = bootstrap.build(settings, aws=boto3.client)
+            des = TypeDeserializer()
+            images = [{k: des.deserialize(v) for k, v in usage_item(r).items()} for r in records]
+            assert container.aggregates.count_batch(images).counted == 14
+            yield book, AggregatesReader(book.dynamodb, table=settings.aggregates_table)
+
+
+def test_an_unfiltered_quiet_day_queries_only_the_shards_that_hold_records(
+    quiet_day: tuple[Ledger, Any],
+) -> None:
+    book, registry = quiet_day
+    counting, hours = CountingReader(reader(book)), CountingRegistry(registry)
+    later = FixedClock((T0 + 30 * 24 * HOUR_MS) / 1000)  # the day has long settled
+    audit = AuditService(counting, registry=hours, clock=later)
+
+    page = audit.usage(UsageFilters(T0, T0 + 24 * HOUR_MS), limit=1000)
+
+    assert ids(page) == book.expected(T0, T0 + 24 * HOUR_MS)
+    shards = INDEXES["by_hour"].shards
+    filled = {(hour_of(r.at_ms), shard_of(r.record_id, shards)) for r in book.records}
+    # one registry read, then one Query per (hour, shard) with records: at most one per
+    # record returned, where all 256 shards of 24 hours would be 6,144
+    assert (hours.calls, counting.calls["by_hour"]) == (1, len(filled))
+    assert len(filled) <= len(page.records) == 14
+
+
+def test_the_query_count_does_not_grow_with_the_length_of_the_range(
+    quiet_day: tuple[Ledger, Any],
+) -> None:
+    book, registry = quiet_day
+    later = FixedClock((T0 + 400 * 24 * HOUR_MS) / 1000)
+    counts = []
+    for days in (1, 30, 90):
+        counting = CountingReader(reader(book))
+        since = T0 + 24 * HOUR_MS - days * 24 * HOUR_MS
+        audit = AuditService(counting, registry=registry, clock=later)
+        page = audit.usage(UsageFilters(since, T0 + 24 * HOUR_MS), limit=1000)
+        assert len(page.records) == 14
+        counts.append(counting.calls["by_hour"])
+    assert counts[0] == counts[1] == counts[2] <= 14
+
+
+def test_hours_the_stream_may_not_have_registered_yet_are_read_in_every_shard(
+    quiet_day: tuple[Ledger, Any],
+) -> None:
+    book, registry = quiet_day
+    counting = CountingReader(reader(book))
+    now = FixedClock((T0 + 20 * HOUR_MS + 30 * 60_000) / 1000)  # half-way into bob's hour
+    audit = AuditService(counting, registry=registry, clock=now)
+
+    page = audit.usage(UsageFilters(T0 + 19 * HOUR_MS, T0 + 21 * HOUR_MS), limit=1000)
+
+    assert len(page.records) == 8
+    # the hour still settling: all its shards; the one before it (ended 30 minutes ago,
+    # past REGISTRY_LAG_MS): only its registered shards, of which it has none
+    assert counting.calls["by_hour"] == INDEXES["by_hour"].shards

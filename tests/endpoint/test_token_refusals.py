@@ -83,10 +83,10 @@ def test_auditors_see_refusals_in_usage_and_the_aggregates_count_them(
         UsageFilters(now_ms - 60_000, now_ms + 60_000, principal=app.client_id, decision="deny")
     )
     (record,) = page.records
-    assert (record["event"], record["reason"]) == ("token_denied", "wrong_secret")
+    assert (record.event, record.reason) == ("token_denied", "wrong_secret")
 
     item = broker.ddb.get_item(
-        TableName=broker.table("UsageTable"), Key={"id": {"S": record["id"]}}
+        TableName=broker.table("UsageTable"), Key={"id": {"S": record.record_id}}
     )["Item"]
     image = {k: TypeDeserializer().deserialize(v) for k, v in item.items()}
     counted = contribution(decode_usage_image(image))  # what the stream function adds

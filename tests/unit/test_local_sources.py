@@ -249,24 +249,41 @@ def _provisioned(template: Template) -> Iterator[Moto]:
         yield Moto(deployment, template, session.client("dynamodb"))
 
 
+def emulator_template() -> Template:
+    """template.yaml with the stream mapping's retry knobs that these emulator tests
+    exercise switched on (the deployed AggregatesFunction retries whole, unsplit
+    batches: its bucket deltas are keyed by the batch, see tests/aggregates)."""
+    real = load_template()
+    doc = real.document()
+    events = doc["Resources"]["AggregatesFunction"]["Properties"]["Events"]
+    events["UsageStream"]["Properties"].update(
+        BatchSize=100,
+        BisectBatchOnFunctionError=True,
+        FunctionResponseTypes=["ReportBatchItemFailures"],
+    )
+    return Template(doc, real.path)
+
+
 @pytest.fixture
 def moto() -> Iterator[Moto]:
-    yield from _provisioned(load_template())
+    yield from _provisioned(emulator_template())
 
 
 def test_the_templates_stream_mapping_and_schedule_are_read(moto: Moto) -> None:
-    [mapping] = stream_mappings(moto.template, moto.deployment)
+    [mapping] = stream_mappings(load_template(), moto.deployment)
     [digest] = schedules(moto.template, moto.deployment, cap=60)
 
     assert (mapping.function, mapping.event) == ("AggregatesFunction", "UsageStream")
     assert mapping.stream_arn == moto.deployment.attrs[("UsageTable", "StreamArn")]
     assert (mapping.starting_position, mapping.batch_size, mapping.max_retries) == (
         "TRIM_HORIZON",
-        100,
+        2500,
         10,
     )
-    assert mapping.report_failures
-    assert mapping.bisect
+    assert not mapping.report_failures
+    assert not mapping.bisect
+    [emulated] = stream_mappings(moto.template, moto.deployment)
+    assert (emulated.batch_size, emulated.report_failures, emulated.bisect) == (100, True, True)
     assert mapping.filters == ({"eventName": ["INSERT"]},)
     assert (digest.function, digest.interval) == ("DigestFunction", 60.0)
     assert (

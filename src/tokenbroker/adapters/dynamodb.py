@@ -5,7 +5,7 @@ schema (template.yaml declares the tables; tests provision them from it).
 
 Every change these adapters make (an issuance, an admin action) is written in ONE
 ``TransactWriteItems`` together with its ledger record in the usage table
-(:func:`tokenbroker.adapters.usage.usage_item`): both or neither.
+(:func:`tokenbroker.adapters.ledger_items.to_item`): both or neither.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from tokenbroker.adapters.aws import error_code, failing_closed, new_item
-from tokenbroker.adapters.usage import ID as RECORD_ID
-from tokenbroker.adapters.usage import usage_item
+from tokenbroker.adapters.ledger_items import ID as RECORD_ID
+from tokenbroker.adapters.ledger_items import to_item as usage_item
 from tokenbroker.domain.errors import (
     Conflict,
     DeviceLimitReached,

@@ -2,26 +2,23 @@
 
 The only module of the audit path that knows DynamoDB's request and response shapes
 (key conditions, filter expressions, ``ExclusiveStartKey``, typed attribute values).
-It returns records as plain dicts (``str``/``int`` values, no index key attributes);
-fanning out over shards and merging is :mod:`tokenbroker.services.audit`'s job.
+It returns :class:`~tokenbroker.domain.models.UsageRecord` (the item schema is
+:mod:`tokenbroker.adapters.ledger_items`); fanning out over shards and merging is
+:mod:`tokenbroker.services.audit_query`'s job.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
-
 from tokenbroker.adapters.aws import failing_closed
+from tokenbroker.adapters.ledger_items import ATTRIBUTES, from_item
 from tokenbroker.domain.ledger import INDEXES, SORT_KEY
+from tokenbroker.domain.models import UsageRecord
 
 #: DynamoDB caps a Query page at 1 MB anyway; more items per request gains nothing
 MAX_PAGE_ITEMS = 1000
-#: index key attributes: storage details, not part of a record
-_INDEX_ATTRIBUTES = frozenset(index.attribute for index in INDEXES.values())
-_des = TypeDeserializer()
 
 
 class ShardPage:
@@ -29,7 +26,7 @@ class ShardPage:
 
     __slots__ = ("items", "next_key")
 
-    def __init__(self, items: list[dict[str, Any]], next_key: dict[str, Any] | None) -> None:
+    def __init__(self, items: list[UsageRecord], next_key: dict[str, Any] | None) -> None:
         self.items = items
         self.next_key = next_key
 
@@ -55,8 +52,9 @@ class DynamoLedgerQuery:
     ) -> ShardPage:
         """Records of one index partition with ``since_ms <= at < until_ms``, by time.
 
-        ``equals`` maps record attributes to required values (applied by DynamoDB as a
-        filter; ``limit`` counts items read before filtering, so a page may hold fewer).
+        ``equals`` maps record fields (``UsageRecord`` names) to required values
+        (applied by DynamoDB as a filter; ``limit`` counts items read before
+        filtering, so a page may hold fewer).
         ``start_key`` is the ``next_key`` of the previous page.
         """
         spec = INDEXES[index]
@@ -75,7 +73,7 @@ class DynamoLedgerQuery:
         }
         conditions = []
         for n, (attribute, value) in enumerate(sorted((equals or {}).items())):
-            names[f"#f{n}"] = attribute
+            names[f"#f{n}"] = ATTRIBUTES[attribute]
             values[f":f{n}"] = {"S": value}
             conditions.append(f"#f{n} = :f{n}")
         if conditions:
@@ -86,22 +84,5 @@ class DynamoLedgerQuery:
             request["ExclusiveStartKey"] = start_key
         with failing_closed("dynamodb:Query"):
             response = self._ddb.query(**request)
-        items = [plain_record(item) for item in response.get("Items", [])]
+        items = [from_item(item) for item in response.get("Items", [])]
         return ShardPage(items, response.get("LastEvaluatedKey"))
-
-
-def plain_record(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A DynamoDB item as a record: plain values, without the index key attributes."""
-    return {
-        name: _plain(_des.deserialize(value))
-        for name, value in item.items()
-        if name not in _INDEX_ATTRIBUTES
-    }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, set | frozenset):
-        return sorted(_plain(v) for v in value)
-    return value

@@ -1,78 +1,25 @@
 """DynamoDB adapter for the UsageLedger port (the usage table declared in template.yaml).
 
 Key design: ``id`` is the record id (for allowed requests the proof's replay key). The
-auditors' indexes and their sharding are defined in :mod:`tokenbroker.domain.ledger`.
+item schema is :mod:`tokenbroker.adapters.ledger_items`; the auditors' indexes and their
+sharding are defined in :mod:`tokenbroker.domain.ledger`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from tokenbroker.adapters.aws import error_code, failing_closed, new_item
+from tokenbroker.adapters.ledger_items import ID, to_item
 from tokenbroker.adapters.put_item import LeanPutItem
 from tokenbroker.domain.errors import ProofReplayed, TemporarilyUnavailable
-from tokenbroker.domain.ledger import SORT_KEY, hour_of, index_keys
 from tokenbroker.domain.liveness import Liveness
 from tokenbroker.domain.models import Status, UsageRecord
 
-ID = "id"
-AT = SORT_KEY
-EVENT = "event"
-DECISION = "decision"
-REASON = "reason"
-PRINCIPAL = "principal"
-CLIENT_ID = "client_id"
-JKT = "jkt"
-TOKEN_JTI = "token_jti"
-PROOF_JTI_HASH = "proof_jti_hash"
-METHOD = "method"
-ROUTE = "route"
-RESOURCE = "resource"
-SOURCE_IP = "source_ip"
-USER_AGENT = "user_agent"
-REQUEST_ID = "request_id"
-TTL = "ttl"
-ACTOR = "actor"
-
-_ser = TypeSerializer()
-
-
-def usage_item(record: UsageRecord) -> dict[str, Any]:
-    """The item of a ledger record (DynamoDB JSON). Empty values are left out."""
-    values: dict[str, Any] = {
-        ID: record.record_id,
-        AT: record.at_ms,
-        EVENT: record.event.value,
-        DECISION: record.decision.value,
-        REASON: record.reason,
-        PRINCIPAL: record.principal,
-        CLIENT_ID: record.client_id,
-        JKT: record.jkt,
-        TOKEN_JTI: record.token_jti,
-        PROOF_JTI_HASH: record.proof_jti_hash,
-        METHOD: record.method,
-        ROUTE: record.route,
-        RESOURCE: record.resource,
-        SOURCE_IP: record.source_ip,
-        USER_AGENT: record.user_agent,
-        REQUEST_ID: record.request_id,
-        TTL: record.retain_until,
-        ACTOR: record.actor,
-        **index_keys(
-            record.record_id,
-            {
-                "principal": record.principal,
-                "jkt": record.jkt,
-                "token_jti": record.token_jti,
-                "resource": record.resource,
-                "hour": hour_of(record.at_ms),
-            },
-        ),
-    }
-    return {k: _ser.serialize(v) for k, v in values.items() if v != ""}
+#: the item of a ledger record (the schema lives in :mod:`tokenbroker.adapters.ledger_items`)
+usage_item = to_item
 
 
 class DynamoUsageLedger:

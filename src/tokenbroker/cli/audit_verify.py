@@ -13,16 +13,11 @@ from typing import Any
 
 import click
 
-from tokenbroker.cli.audit import (
-    _format,
-    _state,
-    _user_errors,
-    iso_ms,
-    now_ms,
-    output_option,
-    time_options,
-    time_range,
-)
+from tokenbroker.cli.audit import _user_errors
+from tokenbroker.cli.audit_render import fmt_of as _format
+from tokenbroker.cli.audit_render import output_option, time_options
+from tokenbroker.cli.audit_render import state as _state
+from tokenbroker.cli.audit_time import iso_ms, now_ms, time_range
 from tokenbroker.cli.output import Field, render
 
 VERIFY_FIELDS = (

@@ -11,6 +11,10 @@ One time format everywhere: ISO 8601 UTC to the second (``2024-05-01T12:00:00Z``
   values are ``null``. A list command prints a JSON array, any other one JSON object.
 - Table and CSV show times as ISO 8601 UTC, lists joined by spaces, missing values as
   empty cells.
+- CSV is bound for spreadsheets, which run a cell starting with ``= + - @`` (or a tab or
+  carriage return before one) as a formula: every CSV writer goes through
+  :func:`csv_writer`, which prefixes such cells with ``'`` (OWASP "CSV injection"), so a
+  User-Agent such as ``=HYPERLINK(...)`` planted by a token thief stays inert text.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 Format = Literal["json", "table", "csv"]
 FORMATS: tuple[Format, ...] = ("json", "table", "csv")
@@ -84,10 +88,34 @@ def _json(record: Record, fields: Sequence[Field]) -> dict[str, Any]:
     return out
 
 
+#: what a spreadsheet takes as the start of a formula (or of a cell it re-parses)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(text: str) -> str:
+    """A CSV cell a spreadsheet shows as text: formula starts get a leading ``'``."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+class CsvWriter:
+    """``csv.writer`` (RFC 4180, ``\\n`` line ends) whose every cell is neutralised."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self._writer = csv.writer(out, lineterminator="\n")
+
+    def writerow(self, cells: Iterable[str]) -> None:
+        self._writer.writerow([neutralise(c) for c in cells])
+
+
+def csv_writer(out: IO[str]) -> CsvWriter:
+    """The one way this package writes CSV (see the module docstring)."""
+    return CsvWriter(out)
+
+
 def to_csv(rows: Sequence[Record], fields: Sequence[Field]) -> str:
     """RFC 4180 CSV with a header row (also when there are no rows)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv_writer(buffer)
     writer.writerow([f.name for f in fields])
     for row in rows:
         writer.writerow([cell(row.get(f.name), f.kind) for f in fields])

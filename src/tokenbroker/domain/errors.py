@@ -168,3 +168,32 @@ class ClientDisabled(InvalidToken):
     """The token's client was disabled after issuance."""
 
     reason = "client_disabled"
+
+
+# ----- ledger and audit errors (stream function, audit CLI) ----------------------------
+
+
+class LedgerError(BrokerError):
+    """A ledger record or an auditor's query could not be handled."""
+
+    error = "ledger_error"
+
+
+class MalformedRecord(LedgerError):
+    """A stored item is not a readable ledger record (reported, never counted)."""
+
+    error = "malformed_record"
+    reason = "malformed_record"
+
+
+class InvalidQuery(LedgerError):
+    """An auditor's query is invalid (time range, limit, filter, cursor): the caller's
+    mistake. The message names the problem, not a command-line flag; ``parameter``
+    names the part of the query at fault (e.g. ``next_token``) for a caller to map."""
+
+    error = "invalid_query"
+    reason = "invalid_query"
+
+    def __init__(self, description: str = "", *, parameter: str = "") -> None:
+        super().__init__(description)
+        self.parameter = parameter

@@ -8,9 +8,10 @@ its backend fails, never a backend-specific exception.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
+from tokenbroker.domain.aggregates import BucketDelta, PrincipalSummary
 from tokenbroker.domain.digest_format import Ref, Version
 from tokenbroker.domain.models import Client, Device, IssuedToken, PublicJwk, UsageRecord
 
@@ -199,3 +200,73 @@ class DigestDispatcher(Protocol):
     """Hands segments of an hour's due periods to another sealing invocation."""
 
     def dispatch(self, periods: Sequence[int], segments: Sequence[str]) -> None: ...
+
+
+# ---- the ledger's read side and the aggregates (audit CLI, stream function) ----------
+
+
+class ShardPage(Protocol):
+    """One page of one index partition: records in index order, and where the next
+    page starts (None: the last page)."""
+
+    items: list[UsageRecord]
+    next_key: dict[str, Any] | None
+
+
+class LedgerShardReader(Protocol):
+    """Reads one shard of one ledger index (adapter: ``adapters.ledger_query``)."""
+
+    def query_shard(
+        self,
+        index: str,
+        partition_key: str,
+        since_ms: int,
+        until_ms: int,
+        *,
+        newest_first: bool,
+        limit: int,
+        equals: Mapping[str, str] | None = None,
+        start_key: dict[str, Any] | None = None,
+    ) -> ShardPage:
+        """Records with ``since_ms <= at < until_ms``; ``equals`` maps UsageRecord
+        field names to required values (``limit`` counts items read before that
+        filter, so a page may hold fewer)."""
+        ...
+
+
+class AggregatesStore(Protocol):
+    """Where a batch's bucket deltas are summed (the DynamoDB adapter; a fake in tests)."""
+
+    def apply(self, delta: BucketDelta) -> bool:
+        """Add ``delta`` to its bucket at most once per ``delta.batch_key``; False if
+        that key was applied before. Raises TemporarilyUnavailable if the store fails
+        (nothing of this delta is then added)."""
+        ...
+
+    def register_hours(self, shards: Mapping[str, frozenset[int]]) -> None:
+        """Remember, per UTC hour, ``by_hour`` shards that hold records (idempotent)."""
+        ...
+
+
+class AggregateSource(Protocol):
+    """Per principal counters kept from the ledger's stream (adapter:
+    ``adapters.aggregates.AggregatesReader``). Ranges widen to whole UTC hours."""
+
+    def summaries(
+        self, since_ms: int, until_ms: int, principal: str | None = None
+    ) -> list[PrincipalSummary]:
+        """One summary per principal with records in the range, sorted by principal."""
+        ...
+
+    def hourly(self, principal: str, since_ms: int, until_ms: int) -> list[PrincipalSummary]:
+        """The principal's hours with records in the range, oldest first."""
+        ...
+
+
+class HourRegistry(Protocol):
+    """Which ``by_hour`` shards of which UTC hours hold records (kept off the request
+    path by the stream function; adapter: ``adapters.aggregates.AggregatesReader``)."""
+
+    def active_shards(self, since_ms: int, until_ms: int) -> Mapping[str, frozenset[int]]:
+        """Hour (``YYYY-MM-DDTHH``) -> shards, for the hours of the range that have any."""
+        ...

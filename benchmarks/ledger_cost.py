@@ -1,0 +1,411 @@
+"""What the usage ledger costs per million allowed requests, at on-demand list prices.
+
+Measured, not estimated, where the code decides:
+
+- the usage item: built by the real ``ledger_items.to_item`` for requests shaped like
+  the edge's (ids, hashes, client ids, a real-looking User-Agent), sized by DynamoDB's
+  rules (attribute names + values), and multiplied by the table and every GSI of
+  ``template.yaml`` whose key the item carries (``ProjectionType`` decides the copy's
+  size);
+- the aggregates: the real ``AggregatesService.count_batch`` over Zipf-skewed traffic
+  (``benchmarks/ledger_partitions.py``'s load) in batches of the template's
+  ``BatchSize``, against moto; every PutItem/UpdateItem/GetItem it makes is counted and
+  sized (write units are the larger of the item before and after, per 1 KB);
+- storage over ``UsageRetentionDays`` (the template default), 100 bytes of overhead per
+  item per copy; the sealing reads (the digest function's by_hour Queries) and compute.
+
+Assumptions (stated, not measured): a stream shard is busy enough to fill its batches
+to BatchSize within the batching window (~100 requests/s per shard at a 10 s window;
+quieter shards send smaller batches, hence more aggregate writes per request); Lambda
+wall time per DynamoDB round trip is ``--round-trip-ms``; the digest function hashes
+records at the rate measured here (``record_hash``).
+
+Prices (us-east-1, on-demand): DynamoDB $0.625 per million write units, $0.125 per
+million read units, $0.25 per GB-month; S3 Standard $0.023 per GB-month, PUT $0.005 per
+1,000; Lambda $0.0000166667 per GB-second. Compared with CloudTrail data events
+($1.00 per million) and API Gateway REST ($3.50 per million).
+
+The second table prices design options with the SAME measured item and aggregate
+counts (what each lever would save); it is arithmetic on those measurements, not what
+the template deploys, and says so.
+
+Run: ``.venv/bin/python -m benchmarks.ledger_cost [--requests 10000] [--json]``.
+Exit status 0 if the deployed design meets both targets ($1.00/M all-in, 1.5 write units
+per allowed request on the request path), else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer
+from moto import mock_aws
+
+from benchmarks.ledger_partitions import build_load, generate_second, to_record
+from tokenbroker import bootstrap
+from tokenbroker.adapters.ledger_items import to_item
+from tokenbroker.domain.ledger import record_hash
+from tokenbroker.domain.models import UsageRecord
+from tokenbroker.local.provision import provision
+from tokenbroker.local.template import load_template
+
+WRITE_UNIT = 0.625 / 1e6
+READ_UNIT = 0.125 / 1e6
+GB_MONTH = 0.25
+S3_GB_MONTH = 0.023
+S3_PUT = 0.005 / 1000
+LAMBDA_GB_S = 0.0000166667
+CLOUDTRAIL = 1.00  # $ per million data events
+API_GATEWAY = 3.50  # $ per million REST requests
+ITEM_OVERHEAD = 100  # bytes DynamoDB adds per item (and per index copy) for storage
+DAYS_PER_MONTH = 30.4375
+GB = 1e9
+TARGET_DOLLARS = 1.00
+TARGET_WCU = 1.5
+REGION = "us-east-1"
+USER_AGENT = "tokenbroker-sdk/0.1 python-httpx/0.27.2 CPython/3.13.1"
+_des = TypeDeserializer()
+
+
+# ---- DynamoDB item size (the documented rules) ---------------------------------------
+
+
+def value_size(value: Mapping[str, Any]) -> int:
+    ((kind, v),) = value.items()
+    if kind == "S":
+        return len(v.encode())
+    if kind == "B":
+        return len(v)
+    if kind == "N":
+        digits = len(str(v).lstrip("-").replace(".", "").lstrip("0")) or 1
+        return math.ceil(digits / 2) + 1
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "SS":
+        return sum(len(s.encode()) for s in v)
+    if kind == "NS":
+        return sum(value_size({"N": n}) for n in v)
+    if kind == "L":
+        return 3 + sum(1 + value_size(e) for e in v)
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + 1 + value_size(e) for k, e in v.items())
+    raise ValueError(kind)
+
+
+def item_size(item: Mapping[str, Any]) -> int:
+    return sum(len(name.encode()) + value_size(v) for name, v in item.items())
+
+
+def units(size: int, per: int) -> int:
+    return max(1, math.ceil(size / per))
+
+
+# ---- the traffic ---------------------------------------------------------------------
+
+
+def edge_records(n: int, seed: int) -> list[UsageRecord]:
+    """``n`` allowed requests as the edge records them (ledger_partitions' Zipf load),
+    with production-shaped client ids, request ids, addresses and User-Agent."""
+    rng = random.Random(seed)
+    load = build_load(10_000, 1.1, 20, 1.0, rng)
+    out: list[UsageRecord] = []
+    second = 0
+    while len(out) < n:
+        for request in generate_second(load, second, min(1000, n - len(out)), rng):
+            client = "tbc_" + hashlib.sha256(request.principal.encode()).hexdigest()[:24]
+            ip = hashlib.sha256(request.jkt.encode()).digest()[:3]
+            out.append(
+                dataclasses.replace(
+                    to_record(request),
+                    principal=client,
+                    client_id=client,
+                    source_ip="198." + ".".join(str(b) for b in ip),
+                    user_agent=USER_AGENT,
+                    request_id=str(uuid.UUID(int=rng.getrandbits(128))),
+                )
+            )
+        second += 1
+    return out
+
+
+# ---- the usage table -----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Table:
+    key: set[str]
+    indexes: list[tuple[str, set[str], str, list[str]]]  # name, keys, projection, include
+
+    @classmethod
+    def of(cls, props: Mapping[str, Any]) -> Table:
+        indexes = []
+        for gsi in props.get("GlobalSecondaryIndexes", []):
+            keys = {k["AttributeName"] for k in gsi["KeySchema"]}
+            projection = gsi["Projection"]
+            indexes.append(
+                (
+                    gsi["IndexName"],
+                    keys,
+                    projection["ProjectionType"],
+                    projection.get("NonKeyAttributes", []),
+                )
+            )
+        return cls({k["AttributeName"] for k in props["KeySchema"]}, indexes)
+
+    def copies(self, item: Mapping[str, Any]) -> list[tuple[str, int]]:
+        """(where, bytes) of every copy DynamoDB keeps of ``item``: the table, and each
+        index whose keys the item has (sparse indexes skip the rest)."""
+        out = [("table", item_size(item))]
+        for name, keys, projection, include in self.indexes:
+            if not keys <= set(item):
+                continue
+            if projection == "ALL":
+                kept = dict(item)
+            else:
+                wanted = self.key | keys | (set(include) if projection == "INCLUDE" else set())
+                kept = {k: v for k, v in item.items() if k in wanted}
+            out.append((name, item_size(kept)))
+        return out
+
+
+# ---- the aggregates, counted ---------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Counted:
+    write_units: int = 0
+    read_units: int = 0
+    writes: int = 0
+    reads: int = 0
+    calls: Counter[str] = dataclasses.field(default_factory=Counter)
+
+
+@contextmanager
+def counting(client: Any, sizes: dict[tuple[str, str], int]) -> Iterator[Counted]:
+    """Counts and sizes the aggregates' DynamoDB calls (write units: the larger of the
+    item's size before and after; reads: 4 KB units, consistent)."""
+    counted = Counted()
+    table_of: dict[str, str] = {}
+
+    def key_of(params: Mapping[str, Any]) -> tuple[str, str]:
+        k = params.get("Key") or params["Item"]
+        return (k["pk"]["S"], k["sk"]["S"])
+
+    def before(params: Mapping[str, Any], model: Any, **kw: Any) -> None:
+        name = model.name
+        counted.calls[name] += 1
+        table_of["last"] = params["TableName"]
+        if name == "PutItem":
+            key = key_of(params)
+            new = item_size(params["Item"])
+            counted.write_units += units(max(new, sizes.get(key, 0)), 1024)
+            counted.writes += 1
+            sizes[key] = new
+
+    def after(http_response: Any, parsed: Mapping[str, Any], model: Any, **kw: Any) -> None:
+        name = model.name
+        if name == "GetItem":
+            item = parsed.get("Item") or {}
+            counted.reads += 1
+            counted.read_units += units(item_size(item), 4096)
+        if name == "UpdateItem":
+            counted.writes += 1
+
+    def update_size(params: Mapping[str, Any], **kw: Any) -> None:
+        key = key_of(params)
+        before_size = sizes.get(key, 0)
+        added = sum(value_size(v) for v in params["ExpressionAttributeValues"].values())
+        after_size = before_size + added if before_size else item_size(params["Key"]) + added + 6
+        counted.write_units += units(max(before_size, after_size), 1024)
+        sizes[key] = after_size
+
+    events = client.meta.events
+    events.register("provide-client-params.dynamodb.*", before)
+    events.register("provide-client-params.dynamodb.UpdateItem", update_size)
+    events.register("after-call.dynamodb.*", after)
+    yield counted
+
+
+def count_aggregates(records: list[UsageRecord], batch_size: int) -> tuple[Counted, float]:
+    """Runs the real stream-side service over the records in batches, on moto."""
+    with mock_aws():
+        session = boto3.Session(region_name=REGION)
+        deployment = provision(
+            load_template(), session_or_clients=session, stack_name="cost", region=REGION
+        )
+        client = session.client("dynamodb")
+        env = deployment.environment("AggregatesFunction")
+        settings = bootstrap.Settings.from_mapping(env)
+        container = bootstrap.build(settings, aws=lambda name: client)
+        service = container.aggregates
+        images = [{k: _des.deserialize(v) for k, v in to_item(r).items()} for r in records]
+        sizes: dict[tuple[str, str], int] = {}
+        with counting(client, sizes) as counted:
+            started = time.process_time()
+            for start in range(0, len(images), batch_size):
+                service.count_batch(images[start : start + batch_size])
+            cpu = time.process_time() - started
+    return counted, cpu
+
+
+# ---- the bill ------------------------------------------------------------------------
+
+
+def template_defaults(template: Any) -> dict[str, Any]:
+    fn = "AWS::Serverless::Function"
+    aggregates = template.sam_properties("AggregatesFunction", fn)
+    digest = template.sam_properties("DigestFunction", fn)
+    stream = next(iter(aggregates["Events"].values()))["Properties"]
+    return {
+        "retention_days": int(template.parameters_defaults()["UsageRetentionDays"]),
+        "batch_size": int(stream["BatchSize"]),
+        "aggregates_memory_mb": int(aggregates.get("MemorySize", 128)),
+        "digest_memory_mb": int(digest.get("MemorySize", 128)),
+        "usage": Table.of(template.tables()["UsageTable"]),
+    }
+
+
+def bill(args: argparse.Namespace) -> dict[str, Any]:
+    template = load_template()
+    d = template_defaults(template)
+    records = edge_records(args.requests, args.seed)
+    per_million = 1e6 / len(records)
+    items = [to_item(r) for r in records]
+
+    copies = [d["usage"].copies(item) for item in items]
+    request_wu = sum(units(size, 1024) for c in copies for _, size in c) / len(records)
+    stored = sum(size + ITEM_OVERHEAD for c in copies for _, size in c) / len(records)
+    months = d["retention_days"] / DAYS_PER_MONTH
+    base_bytes = sum(item_size(i) for i in items) / len(items)
+
+    counted, agg_cpu = count_aggregates(records, d["batch_size"])
+    batches = math.ceil(len(records) / d["batch_size"])
+    round_trips = counted.calls["GetItem"] + counted.calls["PutItem"] + counted.calls["UpdateItem"]
+    agg_seconds = agg_cpu + round_trips * args.round_trip_ms / 1000
+
+    started = time.process_time()
+    plain = [{k: _des.deserialize(v) for k, v in i.items()} for i in items]
+    for item in plain:
+        record_hash(item)
+    hash_seconds = time.process_time() - started
+    seal_read_units = sum(base_bytes for _ in items) / 4096 * 0.5  # Query, eventually consistent
+
+    rows = {
+        "usage writes (table + GSIs)": request_wu * WRITE_UNIT * 1e6,
+        "usage storage over retention": stored / GB * GB_MONTH * months * 1e6,
+        "aggregates writes (counted)": counted.write_units * per_million * WRITE_UNIT,
+        "aggregates reads (counted)": counted.read_units * per_million * READ_UNIT,
+        "aggregates compute": agg_seconds
+        * d["aggregates_memory_mb"]
+        / 1024
+        * per_million
+        * LAMBDA_GB_S,
+        "archive (S3)": 0.0,
+        "sealing reads (by_hour Query)": seal_read_units * per_million * READ_UNIT,
+        "sealing compute": hash_seconds * d["digest_memory_mb"] / 1024 * per_million * LAMBDA_GB_S,
+    }
+    total = sum(rows.values())
+
+    # design options: the same measurements, priced differently (not deployed)
+    body = "\n".join(json.dumps(p, sort_keys=True, default=str) for p in plain).encode()
+    gz_per_record = len(gzip.compress(body, 6)) / len(plain)
+    base_store = (base_bytes + ITEM_OVERHEAD) / GB * GB_MONTH * 1e6
+    agg = rows["aggregates writes (counted)"] + rows["aggregates reads (counted)"]
+    seal = rows["sealing reads (by_hour Query)"] + rows["sealing compute"]
+    archive = gz_per_record / GB * S3_GB_MONTH * months * 1e6 + batches * per_million * S3_PUT
+    options = {
+        "as deployed": total,
+        "no per-record GSIs (indexes off the request path)": 1 * WRITE_UNIT * 1e6
+        + base_store * months
+        + agg
+        + seal
+        + rows["aggregates compute"],
+        "... + 30-day hot window, archive gzip in S3 (400 days)": 1 * WRITE_UNIT * 1e6
+        + base_store * (30 / DAYS_PER_MONTH)
+        + archive
+        + agg
+        + seal
+        + rows["aggregates compute"],
+    }
+    return {
+        "requests_simulated": len(records),
+        "retention_days": d["retention_days"],
+        "batch_size": d["batch_size"],
+        "usage_item_bytes": round(base_bytes, 1),
+        "usage_copies_per_record": round(sum(len(c) for c in copies) / len(records), 2),
+        "usage_bytes_stored_per_record": round(stored, 1),
+        "write_units_per_request_on_request_path": round(request_wu, 3),
+        "aggregates_write_units_per_request": round(counted.write_units / len(records), 4),
+        "aggregates_calls": dict(counted.calls),
+        "archive_gzip_bytes_per_record": round(gz_per_record, 1),
+        "dollars_per_million": {k: round(v, 4) for k, v in rows.items()},
+        "total_dollars_per_million": round(total, 4),
+        "design_options_dollars_per_million": {k: round(v, 4) for k, v in options.items()},
+        "meets_targets": total <= TARGET_DOLLARS and request_wu <= TARGET_WCU,
+    }
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(
+        f"Ledger cost per million allowed requests ({report['requests_simulated']:,} simulated, "
+        f"retention {report['retention_days']} days, stream batches of {report['batch_size']})"
+    )
+    print(
+        f"usage item {report['usage_item_bytes']} B, {report['usage_copies_per_record']} copies "
+        f"per record ({report['usage_bytes_stored_per_record']} B stored with overhead)"
+    )
+    width = max(len(k) for k in report["dollars_per_million"]) + 2
+    print(f"{'component':<{width}}{'$ / million':>12}")
+    for name, dollars in report["dollars_per_million"].items():
+        print(f"{name:<{width}}{dollars:>12.4f}")
+    print(f"{'TOTAL (ledger, all-in)':<{width}}{report['total_dollars_per_million']:>12.4f}")
+    print(f"{'CloudTrail data events':<{width}}{CLOUDTRAIL:>12.4f}")
+    print(f"{'API Gateway REST requests':<{width}}{API_GATEWAY:>12.4f}")
+    print(
+        f"write units per allowed request on the request path: "
+        f"{report['write_units_per_request_on_request_path']} (target <= {TARGET_WCU}); "
+        f"aggregates (off the path): {report['aggregates_write_units_per_request']}"
+    )
+    print("design options (same measured item and aggregates; arithmetic, not deployed):")
+    for name, dollars in report["design_options_dollars_per_million"].items():
+        print(f"  {name:<60}{dollars:>10.4f}")
+    verdict = "meets" if report["meets_targets"] else "MISSES"
+    print(f"deployed design {verdict} the targets (<= ${TARGET_DOLLARS:.2f}/M, <= {TARGET_WCU} WU)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=9)
+    parser.add_argument("--round-trip-ms", type=float, default=5.0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    report = bill(args)
+    if args.json:
+        print(json.dumps(report, indent=2, default=_json))
+    else:
+        print_report(report)
+    return 0 if report["meets_targets"] else 1
+
+
+def _json(value: Any) -> Any:
+    return int(value) if isinstance(value, Decimal) else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The usage ledger's item schema: the ONE module that spells the usage table's attribute
+names and maps an item to and from :class:`~tokenbroker.domain.models.UsageRecord`.
+
+Writers (the edge's conditional put, the token endpoint's and the admin plane's
+transactions) call :func:`to_item`; readers (audit queries, the stream function, the
+local stack) call :func:`from_item` (DynamoDB JSON) or :func:`from_plain` (deserialised
+values, as a stream's ``new_image`` or a digest's record holds them). Both readers
+validate: a value of the wrong type, an unknown event type or decision, or an over-long
+field raises :class:`~tokenbroker.domain.errors.MalformedRecord`, never a KeyError.
+
+An item holds every non-empty field of the record plus its index keys (the sharded
+auditor indexes of :mod:`tokenbroker.domain.ledger`), which are storage details: they
+are not part of the record and readers drop them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import fields
+from decimal import Decimal
+from typing import Any, Final
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from tokenbroker.domain.errors import MalformedRecord
+from tokenbroker.domain.ledger import INDEXES, SORT_KEY, hour_of, index_keys
+from tokenbroker.domain.models import Decision, EventType, UsageRecord
+
+# ---- attribute names (template.yaml declares the key and index attributes) ----------
+ID: Final = "id"
+AT: Final = SORT_KEY
+EVENT: Final = "event"
+DECISION: Final = "decision"
+REASON: Final = "reason"
+PRINCIPAL: Final = "principal"
+CLIENT_ID: Final = "client_id"
+JKT: Final = "jkt"
+TOKEN_JTI: Final = "token_jti"
+PROOF_JTI_HASH: Final = "proof_jti_hash"
+METHOD: Final = "method"
+ROUTE: Final = "route"
+RESOURCE: Final = "resource"
+SOURCE_IP: Final = "source_ip"
+USER_AGENT: Final = "user_agent"
+REQUEST_ID: Final = "request_id"
+TTL: Final = "ttl"
+ACTOR: Final = "actor"
+
+#: record field -> item attribute, for every field of UsageRecord (a test checks)
+ATTRIBUTES: Final[Mapping[str, str]] = {
+    "record_id": ID,
+    "at_ms": AT,
+    "event": EVENT,
+    "decision": DECISION,
+    "reason": REASON,
+    "principal": PRINCIPAL,
+    "client_id": CLIENT_ID,
+    "jkt": JKT,
+    "token_jti": TOKEN_JTI,
+    "proof_jti_hash": PROOF_JTI_HASH,
+    "method": METHOD,
+    "route": ROUTE,
+    "resource": RESOURCE,
+    "source_ip": SOURCE_IP,
+    "user_agent": USER_AGENT,
+    "request_id": REQUEST_ID,
+    "retain_until": TTL,
+    "actor": ACTOR,
+}
+#: numeric fields (DynamoDB ``N``); every other field is a string
+_NUMBERS: Final = frozenset({"at_ms", "retain_until"})
+_REQUIRED: Final = frozenset({"record_id", "at_ms", "event", "decision"})
+#: index key attributes: storage details, not part of a record
+INDEX_ATTRIBUTES: Final = frozenset(index.attribute for index in INDEXES.values())
+#: writers cap ids and names at 256 characters; free text (user agent, actor ARN) more
+_MAX_TEXT = 500
+_MAX_FREE_TEXT = 64 * 1024
+_FREE_TEXT: Final = frozenset({"user_agent", "actor"})
+
+#: the record's fields in declaration order (what the CLI renders)
+RECORD_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in fields(UsageRecord))
+
+_ser = TypeSerializer()
+_des = TypeDeserializer()
+
+
+def to_item(record: UsageRecord) -> dict[str, Any]:
+    """The item of a ledger record (DynamoDB JSON). Empty values are left out."""
+    values: dict[str, Any] = {
+        attribute: _value(getattr(record, name)) for name, attribute in ATTRIBUTES.items()
+    }
+    values.update(
+        index_keys(
+            record.record_id,
+            {
+                "principal": record.principal,
+                "jkt": record.jkt,
+                "token_jti": record.token_jti,
+                "resource": record.resource,
+                "hour": hour_of(record.at_ms),
+            },
+        )
+    )
+    return {k: _ser.serialize(v) for k, v in values.items() if v != ""}
+
+
+def _value(value: Any) -> Any:
+    return value.value if isinstance(value, EventType | Decision) else value
+
+
+def from_item(item: Mapping[str, Any]) -> UsageRecord:
+    """A usage item in DynamoDB JSON (as Query/GetItem return it) as a record."""
+    try:
+        plain = {k: _des.deserialize(v) for k, v in item.items() if k not in INDEX_ATTRIBUTES}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise MalformedRecord(f"not a DynamoDB item: {exc}") from exc
+    return from_plain(plain)
+
+
+def from_plain(image: Mapping[str, Any]) -> UsageRecord:
+    """A usage item as plain values (``new_image`` of a stream record, a digest's record)
+    as a record; MalformedRecord if it is not one."""
+    values: dict[str, Any] = {}
+    for name, attribute in ATTRIBUTES.items():
+        value = image.get(attribute)
+        if value is None:
+            if name in _REQUIRED:
+                raise MalformedRecord(f"attribute {attribute!r} is missing")
+            if name in _NUMBERS:
+                values[name] = 0
+            continue
+        values[name] = _number(attribute, value) if name in _NUMBERS else _text(name, value)
+    if not values["record_id"]:
+        raise MalformedRecord(f"attribute {ID!r} is empty")
+    try:
+        values["event"] = EventType(values["event"])
+        values["decision"] = Decision(values["decision"])
+    except ValueError as exc:
+        raise MalformedRecord(f"unknown event type or decision: {exc}") from exc
+    return UsageRecord(**values)
+
+
+def _text(name: str, value: Any) -> str:
+    limit = _MAX_FREE_TEXT if name in _FREE_TEXT else _MAX_TEXT
+    if not isinstance(value, str) or len(value) > limit:
+        raise MalformedRecord(f"attribute {ATTRIBUTES[name]!r} is not a valid string")
+    return value
+
+
+def _number(attribute: str, value: Any) -> int:
+    if not isinstance(value, Decimal | int) or isinstance(value, bool):
+        raise MalformedRecord(f"attribute {attribute!r} is not a number")
+    if value != int(value) or value < 0:
+        raise MalformedRecord(f"attribute {attribute!r} is not a non-negative integer")
+    return int(value)
+
+
+def as_plain(record: UsageRecord) -> dict[str, Any]:
+    """The record as JSON-ready values keyed by field name (enums as their values)."""
+    return {name: _value(getattr(record, name)) for name in RECORD_FIELDS}
