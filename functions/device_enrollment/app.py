@@ -1,8 +1,13 @@
-"""Self-service device enrollment Lambda: POST /oauth2/devices (subject token + DPoP)."""
+"""Self-service device enrollment Lambda: POST /oauth2/devices (subject token + DPoP).
+
+No Powertools Tracer (it needs aws_xray_sdk, which the layer does not ship): the
+template's ``Tracing: Active`` gives each invocation its X-Ray segment; per-AWS-call
+subsegments are the price, paid like the authorizer to keep the layer and cold start lean.
+"""
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -11,11 +16,9 @@ from tokenbroker.web import endpoints
 
 logger = Logger()
 metrics = Metrics()
-tracer = Tracer()
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 @event_source(data_class=APIGatewayProxyEvent)
 def handler(event: APIGatewayProxyEvent, context: LambdaContext) -> dict[str, Any]:

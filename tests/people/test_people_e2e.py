@@ -262,7 +262,7 @@ def test_idps_are_added_listed_and_removed_with_the_cli(env: dict[str, str]) -> 
     bad = _cli(
         env, "idps", "add", "--issuer", "http://evil.example", "--audience", "a", "--scope", "x"
     )
-    assert bad.exit_code == 1
+    assert bad.exit_code == 2  # a bad option value is a usage error (the CLI convention)
     assert "https" in bad.output
     assert _cli(env, "idps", "remove", "--issuer", issuer).exit_code == 0
     gone = _cli(env, "idps", "remove", "--issuer", issuer)
