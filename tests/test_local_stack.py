@@ -38,6 +38,8 @@ EXPORT_NAMES = [
     "AWS_DEFAULT_REGION",
     "TOKENBROKER_STACK",
     "TOKENBROKER_ISSUER",
+    "TOKENBROKER_DEV_USER_POOL_ID",
+    "TOKENBROKER_DEV_USER_POOL_CLIENT_ID",
 ]
 STARTUP_TIMEOUT = 90
 #: settings of the developer's shell that must not leak into the stack or the CLI

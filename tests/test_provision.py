@@ -149,6 +149,8 @@ def test_the_deployment_parameter_names_the_real_tables_and_key(
         "CLIENTS_TABLE": f"{STACK}-ClientsTable",
         "DEVICES_TABLE": f"{STACK}-DevicesTable",
         "TOKENS_TABLE": f"{STACK}-TokensTable",
+        "IDPS_TABLE": f"{STACK}-IdpsTable",
+        "PEOPLE_TABLE": f"{STACK}-PeopleTable",
         "USAGE_TABLE": f"{STACK}-UsageTable",
         "AGGREGATES_TABLE": f"{STACK}-AggregatesTable",
         "DIGEST_BUCKET": f"{STACK}-digestbucket",
@@ -322,6 +324,9 @@ def test_a_boto3_session_works_as_well_as_clients(template: Template) -> None:
             "other-AggregatesTable",
             "other-ClientsTable",
             "other-DevicesTable",
+            "other-IdpsTable",
+            "other-PeopleTable",
+            "other-RefreshTokensTable",
             "other-TokensTable",
             "other-UsageTable",
         ]

@@ -37,7 +37,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
 PARAMS = ROOT / "infra" / "params"
 ENVIRONMENTS = ("dev", "prod")
-TABLES = ("ClientsTable", "DevicesTable", "TokensTable", "UsageTable", "AggregatesTable")
+TABLES = (
+    "ClientsTable",
+    "DevicesTable",
+    "TokensTable",
+    "UsageTable",
+    "AggregatesTable",
+    "IdpsTable",
+    "PeopleTable",
+    "RefreshTokensTable",
+)
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +139,9 @@ def test_parameter_defaults_are_the_documented_ones(template: Template) -> None:
         "UsageRetentionDays": "400",
         "DigestGraceSeconds": "900",
         "DigestPeriodSeconds": "3600",
+        "MaxDevicesPerPerson": "3",
+        "RefreshTokenAbsoluteSeconds": "28800",
+        "RefreshTokenIdleSeconds": "3600",
         "LogLevel": "INFO",
         "RouteScopes": (
             '{"GET /v1/whoami": "", "POST /v1/models/{model}/invoke": "model:{model}:invoke"}'
@@ -231,6 +243,9 @@ def test_tables_have_the_keys_indexes_and_ttl_the_adapters_rely_on(template: Tem
         "TokensTable": "ttl",
         "UsageTable": "ttl",
         "AggregatesTable": "ttl",
+        "IdpsTable": None,
+        "PeopleTable": None,
+        "RefreshTokensTable": "ttl",
     }
 
 
@@ -371,6 +386,9 @@ def test_outputs_name_the_deployment(template: Template) -> None:
         "ClientsTableName": {"Ref": "ClientsTable"},
         "DevicesTableName": {"Ref": "DevicesTable"},
         "TokensTableName": {"Ref": "TokensTable"},
+        "IdpsTableName": {"Ref": "IdpsTable"},
+        "PeopleTableName": {"Ref": "PeopleTable"},
+        "RefreshTokensTableName": {"Ref": "RefreshTokensTable"},
         "UsageTableName": {"Ref": "UsageTable"},
         "AggregatesTableName": {"Ref": "AggregatesTable"},
         "DigestBucketName": {"Ref": "DigestBucket"},
@@ -464,6 +482,13 @@ def test_the_token_function_may_read_clients_and_devices_record_tokens_and_sign(
     assert _grants(template, "TokenFunction") == {
         ("dynamodb:GetItem", "ClientsTable.Arn"),
         ("dynamodb:GetItem", "DevicesTable.Arn"),
+        # token exchange: the person (in the same TransactGetItems) and the issuer entry
+        ("dynamodb:GetItem", "PeopleTable.Arn"),
+        ("dynamodb:GetItem", "IdpsTable.Arn"),
+        # refresh tokens: read, start a family, rotate, revoke a family
+        ("dynamodb:GetItem", "RefreshTokensTable.Arn"),
+        ("dynamodb:PutItem", "RefreshTokensTable.Arn"),
+        ("dynamodb:UpdateItem", "RefreshTokensTable.Arn"),
         # one TransactWriteItems: the token record and its ledger record
         ("dynamodb:PutItem", "TokensTable.Arn"),
         ("dynamodb:PutItem", "UsageTable.Arn"),
@@ -653,6 +678,8 @@ def test_the_deployment_parameter_names_what_the_token_function_uses(template: T
         "CLIENTS_TABLE",
         "DEVICES_TABLE",
         "TOKENS_TABLE",
+        "IDPS_TABLE",
+        "PEOPLE_TABLE",
         "USAGE_TABLE",
         "AGGREGATES_TABLE",
         "DIGEST_BUCKET",

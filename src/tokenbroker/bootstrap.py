@@ -23,6 +23,8 @@ from tokenbroker.settings import Settings
 # Services and adapters are imported where they are built: each Lambda imports only what
 # it uses (the authorizer's cold start is budgeted; see benchmarks/).
 if TYPE_CHECKING:
+    from tokenbroker.adapters.idps import DynamoIdpDirectory, IssuerKeys
+    from tokenbroker.adapters.people import DynamoPeopleDirectory
     from tokenbroker.domain.liveness import LivenessView
     from tokenbroker.domain.ports import (
         ClientDirectory,
@@ -38,7 +40,9 @@ if TYPE_CHECKING:
     from tokenbroker.services.authorization import AuthorizationService
     from tokenbroker.services.digests import DigestService
     from tokenbroker.services.discovery import DiscoveryService
+    from tokenbroker.services.exchange import ExchangeService
     from tokenbroker.services.issuance import IssuanceService
+    from tokenbroker.services.refresh import RefreshService
 
 ClientFactory = Callable[[str], Any]
 
@@ -58,6 +62,7 @@ class Container:
         usage: UsageLedger | None = None,
         liveness: LivenessView | None = None,
         key_cache: KeyCache | None = None,
+        issuer_keys: IssuerKeys | None = None,
         actor: str = "",
     ) -> None:
         """``actor``: who acts through the admin service (the CLI passes the caller's
@@ -73,6 +78,7 @@ class Container:
             "usage": usage,
             "liveness": liveness,
             "key_cache": key_cache,
+            "issuer_keys": issuer_keys,
         }
         self._lock = threading.RLock()
         self._built: dict[str, Any] = {}
@@ -99,6 +105,7 @@ class Container:
                 clients_table=self.settings.clients_table,
                 devices_table=self.settings.devices_table,
                 usage_table=self.settings.usage_table,
+                people_table=self.settings.people_table,
             )
 
         return self._once("directory", make)  # type: ignore[no-any-return]
@@ -154,6 +161,106 @@ class Container:
             )
 
         return self._once("issuance", make)  # type: ignore[no-any-return]
+
+    # ---- people as principals (token exchange, self-service devices) -----------------
+    @property
+    def idps(self) -> DynamoIdpDirectory:
+        def make() -> DynamoIdpDirectory:
+            from tokenbroker.adapters.idps import DynamoIdpDirectory
+
+            self.settings.require("idps_table")
+            return DynamoIdpDirectory(
+                self.client("dynamodb"), table=self.settings.idps_table, clock=self.clock
+            )
+
+        return self._once("idps", make)  # type: ignore[no-any-return]
+
+    @property
+    def issuer_keys(self) -> IssuerKeys:
+        def make() -> IssuerKeys:
+            from tokenbroker.adapters.idps import IssuerKeys
+
+            return IssuerKeys(clock=self.clock)
+
+        return self._once("issuer_keys", make)  # type: ignore[no-any-return]
+
+    @property
+    def people(self) -> DynamoPeopleDirectory:
+        def make() -> DynamoPeopleDirectory:
+            from tokenbroker.adapters.people import DynamoPeopleDirectory
+
+            s = self.settings
+            s.require("people_table", "clients_table", "devices_table", "usage_table")
+            return DynamoPeopleDirectory(
+                self.client("dynamodb"),
+                people_table=s.people_table,
+                clients_table=s.clients_table,
+                devices_table=s.devices_table,
+                usage_table=s.usage_table,
+            )
+
+        return self._once("people", make)  # type: ignore[no-any-return]
+
+    @property
+    def exchange(self) -> ExchangeService:
+        def make() -> ExchangeService:
+            from tokenbroker.services.exchange import ExchangePolicy, ExchangeService
+
+            s = self.settings
+            return ExchangeService(
+                people=self.people,
+                idps=self.idps,
+                keys=self.issuer_keys,
+                issuance=lambda: self.issuance,
+                refresh=lambda: self.refresh if s.refresh_tokens_table else None,
+                clock=self.clock,
+                policy=ExchangePolicy(
+                    proof=self.proof_policy,
+                    skew=s.clock_skew,
+                    max_devices_per_person=s.max_devices_per_person,
+                    usage_retention_days=s.usage_retention_days,
+                ),
+            )
+
+        return self._once("exchange", make)  # type: ignore[no-any-return]
+
+    @property
+    def refresh(self) -> RefreshService:
+        def make() -> RefreshService:
+            from tokenbroker.adapters.refresh import DynamoRefreshStore
+            from tokenbroker.services.refresh import RefreshPolicy, RefreshService
+
+            s = self.settings
+            s.require(
+                "refresh_tokens_table",
+                "tokens_table",
+                "usage_table",
+                "clients_table",
+                "devices_table",
+                "people_table",
+            )
+            store = DynamoRefreshStore(
+                self.client("dynamodb"),
+                refresh_table=s.refresh_tokens_table,
+                tokens_table=s.tokens_table,
+                usage_table=s.usage_table,
+                clients_table=s.clients_table,
+                devices_table=s.devices_table,
+                people_table=s.people_table,
+            )
+            return RefreshService(
+                store=store,
+                issuance=lambda: self.issuance,
+                clock=self.clock,
+                policy=RefreshPolicy(
+                    proof=self.proof_policy,
+                    absolute=s.refresh_absolute_seconds,
+                    idle=s.refresh_idle_seconds,
+                    usage_retention_days=s.usage_retention_days,
+                ),
+            )
+
+        return self._once("refresh", make)  # type: ignore[no-any-return]
 
     @property
     def discovery(self) -> DiscoveryService:

@@ -49,6 +49,16 @@ class Settings:
     digest_period_seconds: int = field(default=3600, metadata=_env("DIGEST_PERIOD_SECONDS"))
     #: the function that seals dispatched digest segments ("" = no fan-out)
     digest_worker_function: str = field(default="", metadata=_env("DIGEST_WORKER_FUNCTION"))
+    #: people as principals (token exchange, self-service devices)
+    idps_table: str = field(default="", metadata=_env("IDPS_TABLE"))
+    people_table: str = field(default="", metadata=_env("PEOPLE_TABLE"))
+    max_devices_per_person: int = field(default=3, metadata=_env("MAX_DEVICES_PER_PERSON"))
+    #: refresh tokens for people's tokens ("" = token exchanges issue none)
+    refresh_tokens_table: str = field(default="", metadata=_env("REFRESH_TOKENS_TABLE"))
+    refresh_absolute_seconds: int = field(
+        default=28_800, metadata=_env("REFRESH_TOKEN_ABSOLUTE_SECONDS")
+    )
+    refresh_idle_seconds: int = field(default=3_600, metadata=_env("REFRESH_TOKEN_IDLE_SECONDS"))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:
@@ -86,6 +96,13 @@ class Settings:
             raise ConfigurationError(f"TOKEN_LIFETIME_SECONDS must be within 1..{MAX_LIFETIME}")
         if not 1 <= self.proof_max_age <= 300:
             raise ConfigurationError("PROOF_MAX_AGE_SECONDS must be within 1..300")
+        if not 60 <= self.refresh_idle_seconds <= self.refresh_absolute_seconds <= 30 * 86_400:
+            raise ConfigurationError(
+                "REFRESH_TOKEN_IDLE_SECONDS must be within 60..REFRESH_TOKEN_ABSOLUTE_SECONDS"
+                " (at most 30 days)"
+            )
+        if not 1 <= self.max_devices_per_person <= 50:
+            raise ConfigurationError("MAX_DEVICES_PER_PERSON must be within 1..50")
         if not 0 <= self.clock_skew <= 60:
             raise ConfigurationError("CLOCK_SKEW_SECONDS must be within 0..60")
 

@@ -364,7 +364,8 @@ def test_a_request_without_grant_type_is_invalid_request(broker: Broker, app: Ap
         "password",
         "authorization_code",
         "urn:ietf:params:oauth:grant-type:jwt-bearer",
-        "refresh_token",
+        # refresh_token and token-exchange are served for people (tests/endpoint/
+        # test_refresh_tokens.py, test_token_exchange.py)
         "Client_Credentials",
         "",
     ],

@@ -44,6 +44,7 @@ JKT = "jkt"
 LABEL = "label"
 ENROLLED_AT = "enrolled_at"
 REVOKED_AT = "revoked_at"
+PRINCIPAL = "principal"  # devices a person enrolled themselves; tokens issued to a person
 DEVICES_BY_CLIENT = "by_client"
 # tokens table (key: jti)
 JTI = "jti"
@@ -90,6 +91,7 @@ def _device(item: Mapping[str, Any]) -> Device:
         status=Status(v[STATUS]),
         enrolled_at=int(v[ENROLLED_AT]),
         revoked_at=int(revoked) if revoked is not None else None,
+        principal=v.get(PRINCIPAL, ""),
     )
 
 
@@ -114,9 +116,18 @@ def ledger_put(usage_table: str, record: UsageRecord) -> dict[str, Any]:
 
 class DynamoClientDirectory:
     def __init__(
-        self, dynamodb: Any, *, clients_table: str, devices_table: str, usage_table: str
+        self,
+        dynamodb: Any,
+        *,
+        clients_table: str,
+        devices_table: str,
+        usage_table: str,
+        people_table: str = "",
     ) -> None:
+        """``people_table``: where a self-enrolled device's slot is counted (its
+        person's item); admin-enrolled devices count against their client."""
         self._ddb = dynamodb
+        self._people = people_table
         self._clients = clients_table
         self._devices = devices_table
         self._usage = usage_table
@@ -342,8 +353,13 @@ class DynamoClientDirectory:
             },
             {
                 "Update": {
-                    "TableName": self._clients,
-                    "Key": _item({CLIENT_ID: device.client_id}),
+                    # the slot is freed where it was taken: the person's or the client's
+                    "TableName": self._people if device.principal else self._clients,
+                    "Key": _item(
+                        {PRINCIPAL: device.principal}
+                        if device.principal
+                        else {CLIENT_ID: device.client_id}
+                    ),
                     "UpdateExpression": "SET #n = #n - :one",
                     "ConditionExpression": "#n > :zero",
                     "ExpressionAttributeNames": {"#n": ACTIVE_DEVICES},
@@ -370,6 +386,7 @@ class DynamoClientDirectory:
             status=Status.REVOKED,
             enrolled_at=device.enrolled_at,
             revoked_at=at,
+            principal=device.principal,
         )
 
     def get_device(self, jkt: str) -> Device | None:
@@ -394,6 +411,23 @@ class DynamoClientDirectory:
                     yield _device(item)
 
 
+def token_item(token: IssuedToken) -> dict[str, Any]:
+    """The tokens table item of an issued token (never the token itself)."""
+    return _item(
+        {
+            JTI: token.jti,
+            CLIENT_ID: token.client_id,
+            JKT: token.jkt,
+            SCOPE: " ".join(token.scope),
+            AUDIENCE: token.audience,
+            ISSUED_AT: token.issued_at,
+            EXPIRES_AT: token.expires_at,
+            TTL: token.retain_until,
+            PRINCIPAL: token.principal or None,
+        }
+    )
+
+
 class DynamoTokenLedger:
     def __init__(self, dynamodb: Any, *, tokens_table: str, usage_table: str) -> None:
         self._ddb = dynamodb
@@ -413,18 +447,7 @@ class DynamoTokenLedger:
         return True
 
     def record_issuance(self, token: IssuedToken, record: UsageRecord) -> None:
-        item = _item(
-            {
-                JTI: token.jti,
-                CLIENT_ID: token.client_id,
-                JKT: token.jkt,
-                SCOPE: " ".join(token.scope),
-                AUDIENCE: token.audience,
-                ISSUED_AT: token.issued_at,
-                EXPIRES_AT: token.expires_at,
-                TTL: token.retain_until,
-            }
-        )
+        item = token_item(token)
         transact = [
             # The jti is derived from the proof's (jkt, jti): if it exists, this proof
             # was already used to obtain a token (RFC 9449 §11.1).

@@ -269,24 +269,71 @@ def devices() -> None:
 
 @devices.command("enroll")
 @client_id_option
-@jkt_option
+@click.option(
+    "--jkt",
+    default=None,
+    metavar="THUMBPRINT",
+    help="RFC 7638 SHA-256 thumbprint of the device's public key (not with --self).",
+)
 @click.option(
     "--label",
     default="",
     help="Optional note, e.g. the host name (up to 64 letters, digits, spaces, .@:/+-_).",
 )
+@click.option(
+    "--self",
+    "self_service",
+    is_flag=True,
+    help="Enroll your own device key as a person: needs --subject-token-file (your ID "
+    "token from a trusted issuer), --issuer and $TOKENBROKER_CLIENT_SECRET (the app's).",
+)
+@click.option(
+    "--subject-token-file", default=None, metavar="FILE", help="With --self: your ID token."
+)
+@click.option(
+    "--issuer", envvar="TOKENBROKER_ISSUER", default=None, metavar="URL", help="With --self."
+)
+@click.option("--key", "key_name", default="default", show_default=True, help="With --self.")
 @output_option
-def enroll_device(client_id: str, jkt: str, label: str, output: str | None) -> None:
-    """Enroll a device key for a client.
+def enroll_device(
+    client_id: str,
+    jkt: str | None,
+    label: str,
+    self_service: bool,
+    subject_token_file: str | None,
+    issuer: str | None,
+    key_name: str,
+    output: str | None,
+) -> None:
+    """Enroll a device key for a client (admin), or your own key as a person (--self).
 
     Fails if the client is disabled, the key is already enrolled (for any client, even
-    if revoked since), or the client already has its maximum of active devices.
+    if revoked since), or the client (admin) / the person (--self) already has its
+    maximum of active devices.
 
     \b
     Example:
       tokenbroker devices enroll --client-id tbc_0123456789abcdef01234567 \\
           --jkt 0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I --label build-agent-7
+      tokenbroker devices enroll --self --client-id tbc_0123456789abcdef01234567 \\
+          --subject-token-file ~/.cache/id_token --key laptop
     """
+    if self_service:
+        if jkt is not None or subject_token_file is None or issuer is None:
+            raise click.UsageError("--self needs --subject-token-file and --issuer, not --jkt")
+        from tokenbroker.cli.people import self_enroll
+
+        self_enroll(
+            issuer=issuer,
+            client_id=client_id,
+            key_name=key_name,
+            subject_token_file=subject_token_file,
+            label=label,
+            output=output,
+        )
+        return
+    if jkt is None:
+        raise click.UsageError("Missing option '--jkt' (or use --self).")
     device = _admin().enroll_device(client_id=client_id, jkt=jkt, label=label)
     _emit([device_record(device)], DEVICE_FIELDS, output, many=False)
 

@@ -87,12 +87,25 @@ def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty()
 
 
-def token_source(issuer: str, client_id: str, key_name: str, scope: str | None) -> TokenSource:
+def token_source(
+    issuer: str,
+    client_id: str,
+    key_name: str,
+    scope: str | None,
+    subject_token_file: str | None = None,
+) -> TokenSource:
     from tokenbroker.client import DeviceKey, TokenSource
+    from tokenbroker.client.people import subject_token_from_file
 
     key = DeviceKey.load(key_name)
+    subject = subject_token_from_file(subject_token_file) if subject_token_file else None
     return TokenSource(
-        issuer, client_id=client_id, client_secret=client_secret(), key=key, scope=scope
+        issuer,
+        client_id=client_id,
+        client_secret=client_secret(),
+        key=key,
+        scope=scope,
+        subject_token=subject,
     )
 
 
@@ -187,7 +200,20 @@ TOKEN_FIELDS = (
     show_default=True,
     help="json (the token response as the broker sent it), table or csv.",
 )
-def token(issuer: str, client_id: str, key_name: str, scope: str | None, output: str) -> None:
+@click.option(
+    "--subject-token-file",
+    default=None,
+    metavar="FILE",
+    help="A person's ID token (trusted issuer): RFC 8693 exchange, the token names them.",
+)
+def token(
+    issuer: str,
+    client_id: str,
+    key_name: str,
+    scope: str | None,
+    output: str,
+    subject_token_file: str | None,
+) -> None:
     """Get a DPoP-bound access token and print the token response (JSON by default).
 
     The client secret comes from $TOKENBROKER_CLIENT_SECRET or, on a terminal, a hidden
@@ -200,7 +226,8 @@ def token(issuer: str, client_id: str, key_name: str, scope: str | None, output:
       tokenbroker token --scope model:demo:invoke
     """
     with reported():
-        issued = token_source(issuer, client_id, key_name, scope).token()
+        person = {"subject_token_file": subject_token_file} if subject_token_file else {}
+        issued = token_source(issuer, client_id, key_name, scope, **person).token()
     if output == "json":
         click.echo(json.dumps(dict(issued.response), indent=2))
     else:
@@ -248,6 +275,12 @@ def _data(value: str | None) -> bytes | None:
 @_client_id_option
 @_key_option
 @_scope_option
+@click.option(
+    "--subject-token-file",
+    default=None,
+    metavar="FILE",
+    help="A person's ID token: call as that person (RFC 8693 exchange).",
+)
 def call(
     method: str,
     url: str,
@@ -257,6 +290,7 @@ def call(
     client_id: str,
     key_name: str,
     scope: str | None,
+    subject_token_file: str | None,
 ) -> None:
     """Call a protected API with a DPoP-bound token, like curl.
 
@@ -281,7 +315,8 @@ def call(
     with reported():
         # the URL named on the command line is where the token may go (and the issuer);
         # a redirect anywhere else carries neither token nor proof
-        auth = DPoPAuth(token_source(issuer, client_id, key_name, scope), origins=[url])
+        person = {"subject_token_file": subject_token_file} if subject_token_file else {}
+        auth = DPoPAuth(token_source(issuer, client_id, key_name, scope, **person), origins=[url])
         with http_session() as session:
             response = session.request(
                 method.upper(), url, data=body, headers=headers, auth=auth, timeout=CALL_TIMEOUT

@@ -123,8 +123,13 @@ def dev(
     except LocalStackError as exc:
         raise DevFailed(str(exc)) from exc
     try:
-        for line in stack.export_lines():
+        lines = stack.export_lines()
+        for line in lines:
             click.echo(line)
+        if any(line.startswith("export TOKENBROKER_DEV_USER_POOL_ID=") for line in lines):
+            from tokenbroker.local.cognito import id_token_hint
+
+            click.echo(id_token_hint())
         sys.stdout.flush()
         wait_for_signal()
     finally:

@@ -20,6 +20,7 @@ from tokenbroker.cli.client import call, keygen, token
 from tokenbroker.cli.deployment import DEFAULT_STACK, CliState, DeploymentError
 from tokenbroker.cli.dev import dev
 from tokenbroker.cli.output import FORMATS
+from tokenbroker.cli.people import idps, people
 from tokenbroker.domain.errors import (
     BrokerError,
     ConfigurationError,
@@ -140,6 +141,8 @@ cli.add_command(audit)
 cli.add_command(keygen)
 cli.add_command(token)
 cli.add_command(call)
+cli.add_command(idps)
+cli.add_command(people)
 
 
 def main() -> None:

@@ -39,6 +39,9 @@ from tokenbroker.client.proofs import NonceStore, make_proof, origin
 
 WELL_KNOWN = "/.well-known/oauth-authorization-server"
 GRANT_TYPE = "client_credentials"
+#: RFC 8693 token exchange: a person's ID token from a trusted issuer (see client/people.py)
+EXCHANGE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
 DEFAULT_TIMEOUT = 10.0
 #: renew when less than this many seconds, or this fraction of the lifetime, is left
 RENEW_BEFORE = 30.0
@@ -193,7 +196,16 @@ class TokenSource:
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        subject_token: Callable[[], str] | None = None,
+        subject_token_type: str = ID_TOKEN_TYPE,
     ) -> None:
+        """``subject_token``: a provider of the person's current ID token (a callable;
+        see :mod:`tokenbroker.client.people` for file and environment providers). With
+        it, every fetch is an RFC 8693 exchange of that token, so the token's ``sub`` is
+        the person; without it, client_credentials (the client is the principal)."""
+        self._subject_token = subject_token
+        self._subject_token_type = subject_token_type
+        self._refresh_token: str | None = None  # never in a repr or an error
         self.issuer = check_url(issuer.rstrip("/"), "the issuer")
         self.client_id = client_id
         self.key = key
@@ -367,6 +379,11 @@ class TokenSource:
             metadata = self._metadata = yield from self._discovery()
         endpoint = metadata.token_endpoint
         form = {"grant_type": GRANT_TYPE}
+        refreshing = self._subject_token is not None and self._refresh_token is not None
+        if refreshing:  # RFC 6749 §6: rotate the refresh token the last exchange gave us
+            form = {"grant_type": "refresh_token", "refresh_token": str(self._refresh_token)}
+        elif self._subject_token is not None:  # read on every fetch: it may have been renewed
+            form = self._exchange_form()
         if self.scope:
             form["scope"] = self.scope
         nonce_retried = False
@@ -380,12 +397,30 @@ class TokenSource:
             response = yield _Request("POST", endpoint, headers, form)
             nonce_saved = self.nonces.remember(endpoint, response.headers.get("dpop-nonce"))
             if response.status == 200:
-                return self._access_token(_json(response, "token endpoint"), sent_at)
+                body = _json(response, "token endpoint")
+                issued = self._access_token(body, sent_at)
+                if self._subject_token is not None:  # the newest one (rotated on every use)
+                    refresh = body.get("refresh_token") if isinstance(body, dict) else None
+                    self._refresh_token = refresh if isinstance(refresh, str) else None
+                return issued
             code, description = self._oauth_error(response)
             if code == "use_dpop_nonce" and nonce_saved and not nonce_retried:
                 nonce_retried = True  # RFC 9449 §8: retry once with the nonce
                 continue
+            if refreshing and code == "invalid_grant":
+                # expired, revoked or rotated elsewhere: exchange the subject token again
+                refreshing, self._refresh_token = False, None
+                form = {**self._exchange_form(), **({"scope": self.scope} if self.scope else {})}
+                continue
             raise self._token_error(response, code, description)
+
+    def _exchange_form(self) -> dict[str, str]:
+        assert self._subject_token is not None
+        return {
+            "grant_type": EXCHANGE_GRANT_TYPE,
+            "subject_token": self._subject_token(),
+            "subject_token_type": self._subject_token_type,
+        }
 
     def _access_token(self, body: object, sent_at: float) -> AccessToken:
         if not isinstance(body, dict):

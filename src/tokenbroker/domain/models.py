@@ -40,6 +40,22 @@ class Device:
     status: Status
     enrolled_at: int
     revoked_at: int | None = None
+    #: the person who enrolled it themselves ("<issuer>|<sub>"); "" = enrolled by an admin
+    principal: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.status is Status.ACTIVE
+
+
+@dataclass(frozen=True)
+class PersonAccount:
+    """What the broker keeps about a person (the people table): whether they may get
+    tokens, and how many devices they have enrolled themselves (the per-person cap)."""
+
+    principal: str
+    status: Status = Status.ACTIVE
+    active_devices: int = 0
 
     @property
     def active(self) -> bool:
@@ -59,6 +75,8 @@ class IssuedToken:
     expires_at: int
     #: the record must outlive the token and the proof's replay window
     retain_until: int
+    #: the person the token was issued to (token exchange); "" = the client itself
+    principal: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,6 +104,10 @@ class EventType(StrEnum):
     DEVICE_REVOKED = "device_revoked"
     CLIENT_SCOPES_CHANGED = "client_scopes_changed"
     CLIENT_TOKENS_REVOKED = "client_tokens_revoked"
+    #: a used refresh token came back: its family was revoked (RFC 9700 §4.14.2)
+    REFRESH_REUSED = "refresh_reused"
+    PERSON_DISABLED = "person_disabled"
+    PERSON_ENABLED = "person_enabled"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,3 +184,22 @@ class UsageRecord:
             route=route,
             actor=actor,
         )
+
+
+@dataclass(frozen=True)
+class RefreshGrant:
+    """A refresh token as stored (``token_id`` = the SHA-256 of the opaque value)."""
+
+    token_id: str
+    family: str
+    client_id: str
+    jkt: str
+    principal: str
+    scope: tuple[str, ...]
+    audience: str
+    issued_at: int
+    started_at: int
+    status: str
+    family_status: str = "active"
+    family_current: str = ""
+    retain_until: int = 0

@@ -36,9 +36,11 @@ class AccessTokenClaims:
     client_id: str
     scope: tuple[str, ...]
     jkt: str  # cnf.jkt (RFC 9449 §6.1)
+    #: RFC 8693 §4.1: the client acting for the person ``sub`` ("" = no delegation)
+    act: str = ""
 
     def to_jwt_claims(self) -> dict[str, Any]:
-        return {
+        claims = {
             "iss": self.iss,
             "sub": self.sub,
             "aud": self.aud,
@@ -49,6 +51,9 @@ class AccessTokenClaims:
             "scope": " ".join(self.scope),
             "cnf": {"jkt": self.jkt},
         }
+        if self.act:
+            claims["act"] = {"sub": self.act}
+        return claims
 
 
 def signing_input(claims: AccessTokenClaims, kid: str) -> bytes:

@@ -17,6 +17,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -150,6 +151,7 @@ class LocalStack:
             deployment = self._provision(template)
             account_id = deployment.account_id or DEFAULT_ACCOUNT_ID
             self._set_environment(deployment, template)
+            people = self._provision_people(deployment)
             routes = routes_from_template(template, deployment.resolve, stack_name=self.stack_name)
             functions = functions_from_template(
                 template, deployment.resolve, stack_name=self.stack_name
@@ -200,6 +202,7 @@ class LocalStack:
             "AWS_DEFAULT_REGION": self.region,
             "TOKENBROKER_STACK": self.stack_name,
             "TOKENBROKER_ISSUER": self.api_url,
+            **people,
         }
 
     def stop(self) -> None:
@@ -274,6 +277,20 @@ class LocalStack:
         except (TemplateError, ValueError) as exc:
             raise LocalStackError(f"cannot provision the stack: {_one_line(exc)}") from exc
         return self.deployment
+
+    def _provision_people(self, deployment: Deployment) -> dict[str, str]:
+        """A local user pool trusted for token exchange (see local/cognito.py)."""
+        if "IdpsTable" not in deployment.refs:
+            return {}
+        from tokenbroker.local.cognito import provision_people
+
+        return provision_people(
+            self._client,
+            moto_url=self.moto_url,
+            region=self.region,
+            idps_table=deployment.refs["IdpsTable"],
+            clock=time.time,
+        )
 
     def _set_environment(self, deployment: Deployment, template: Template) -> None:
         self.function_environment = union_environment(

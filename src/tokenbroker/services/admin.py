@@ -82,14 +82,16 @@ class AdminService:
         self._client_secrets = client_secrets
         self._request_ids = request_ids
 
-    def _record(self, event: EventType, at: float, client_id: str, jkt: str = "") -> UsageRecord:
+    def _record(
+        self, event: EventType, at: float, client_id: str, jkt: str = "", principal: str = ""
+    ) -> UsageRecord:
         """The ledger record of one admin action: ids only, never a secret or its hash."""
         request_id = self._request_ids()
         return UsageRecord.build(
             at=at,
             retention_days=self._retention_days,
             record_id=RECORD_PREFIX + request_id,
-            principal=client_id,
+            principal=principal or client_id,  # a person's own device names the person
             client_id=client_id,
             jkt=jkt,
             request_id=request_id,
@@ -200,7 +202,7 @@ class AdminService:
         return self._directory.revoke_device(
             current,
             int(now),
-            self._record(EventType.DEVICE_REVOKED, now, current.client_id, jkt),
+            self._record(EventType.DEVICE_REVOKED, now, current.client_id, jkt, current.principal),
         )
 
 

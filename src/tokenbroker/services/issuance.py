@@ -27,7 +27,7 @@ secret, bad proof) name no real client or key and are not recorded.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import (
@@ -78,6 +78,11 @@ class TokenRequest:
     source_ip: str = ""
     user_agent: str = ""
     request_id: str = ""
+    # RFC 8693 token exchange (services/exchange.py) and self-service enrollment
+    subject_token: str | None = None
+    subject_token_type: str | None = None
+    label: str | None = None
+    refresh_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,14 +104,19 @@ class IssuedAccessToken:
     jti: str
     client_id: str
     jkt: str
+    #: RFC 6749 §6 (people's tokens only; see services/refresh.py)
+    refresh_token: str = field(default="", repr=False)
 
     def response_body(self) -> dict[str, object]:
-        return {
+        body: dict[str, object] = {
             "access_token": self.access_token,
             "token_type": "DPoP",
             "expires_in": self.expires_in,
             "scope": " ".join(self.scope),
         }
+        if self.refresh_token:
+            body["refresh_token"] = self.refresh_token
+        return body
 
 
 class IssuanceService:
@@ -125,6 +135,11 @@ class IssuanceService:
         self._clock = clock
         self._policy = policy
 
+    @property
+    def issuer(self) -> str:
+        """The configured issuer ("" = derived from each request's URL)."""
+        return self._policy.issuer
+
     def issue(self, request: TokenRequest, *, request_issuer: str) -> IssuedAccessToken:
         if (
             request.client_id is None
@@ -137,7 +152,7 @@ class IssuanceService:
             raise InvalidRequest("grant_type is required")
         if request.grant_type != GRANT_TYPE:
             raise UnsupportedGrantType("only client_credentials is supported")
-        audience = self._audience(request.resource)
+        audience = self.audience(request.resource)
         now = self._clock()
         if request.dpop_proof is None:
             raise InvalidDpopProof("a DPoP proof is required", reason="dpop_proof_missing")
@@ -173,7 +188,7 @@ class IssuanceService:
                 "the DPoP proof key belongs to a revoked device", reason=DEVICE_REVOKED
             )
         scope = grant_scope(request.scope, client.scopes)
-        return self._sign_and_record(
+        return self.sign_and_record(
             request,
             client.client_id,
             proof,
@@ -207,7 +222,7 @@ class IssuanceService:
         with contextlib.suppress(TemporarilyUnavailable):
             self._ledger.record_refusal(record)
 
-    def _audience(self, resource: str | None) -> str:
+    def audience(self, resource: str | None) -> str:
         if not self._policy.audiences:
             raise ConfigurationError("AUDIENCES is not configured")
         if resource is None:
@@ -216,7 +231,7 @@ class IssuanceService:
             raise InvalidTarget("resource is not an audience of this broker")
         return resource
 
-    def _sign_and_record(
+    def sign_and_record(
         self,
         request: TokenRequest,
         client_id: str,
@@ -225,12 +240,36 @@ class IssuanceService:
         audience: str,
         issuer: str,
         at: float,
+        *,
+        principal: str = "",
     ) -> IssuedAccessToken:
+        """Sign the token and write it with its ledger record. ``principal``: the person
+        it is issued to (token exchange): its ``sub``, with ``act`` naming the client."""
+        issued, token, record = self.sign(
+            request, client_id, proof, scope, audience, issuer, at, principal=principal
+        )
+        self._ledger.record_issuance(token, record)
+        return issued
+
+    def sign(
+        self,
+        request: TokenRequest,
+        client_id: str,
+        proof: DpopProof,
+        scope: tuple[str, ...],
+        audience: str,
+        issuer: str,
+        at: float,
+        *,
+        principal: str = "",
+    ) -> tuple[IssuedAccessToken, IssuedToken, UsageRecord]:
+        """Sign a token; returns it with what the ledger must record about it (the
+        caller writes both, e.g. with a refresh token rotation in the same transaction)."""
         now = int(at)
         jti = replay_key(proof.jkt, proof.jti)
         claims = AccessTokenClaims(
             iss=issuer,
-            sub=client_id,
+            sub=principal or client_id,
             aud=audience,
             exp=now + self._policy.lifetime,
             iat=now,
@@ -238,12 +277,14 @@ class IssuanceService:
             client_id=client_id,
             scope=scope,
             jkt=proof.jkt,
+            act=client_id if principal else "",
         )
         key = self._signer.public_jwk()
         payload = signing_input(claims, key.kid)
         token = assemble(payload, self._signer.sign(payload))
         replay_until = proof.iat + self._policy.proof.replay_window
-        self._ledger.record_issuance(
+        return (
+            IssuedAccessToken(token, self._policy.lifetime, scope, jti, client_id, proof.jkt),
             IssuedToken(
                 jti=jti,
                 client_id=client_id,
@@ -254,20 +295,20 @@ class IssuanceService:
                 expires_at=claims.exp,
                 retain_until=max(claims.exp, replay_until)
                 + self._policy.record_retention_days * DAY_SECONDS,
+                principal=principal,
             ),
-            self._issuance_record(request, client_id, proof.jkt, jti, at),
+            self._issuance_record(request, principal or client_id, client_id, proof.jkt, jti, at),
         )
-        return IssuedAccessToken(token, self._policy.lifetime, scope, jti, client_id, proof.jkt)
 
     def _issuance_record(
-        self, request: TokenRequest, client_id: str, jkt: str, jti: str, at: float
+        self, request: TokenRequest, principal: str, client_id: str, jkt: str, jti: str, at: float
     ) -> UsageRecord:
         """The ledger record of this issuance: ids only, never the token or secret."""
         return UsageRecord.build(
             at=at,
             retention_days=self._policy.usage_retention_days,
             record_id=RECORD_PREFIX + jti,
-            principal=client_id,
+            principal=principal,
             client_id=client_id,
             jkt=jkt,
             token_jti=jti,

@@ -10,7 +10,10 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
-from tokenbroker.domain.errors import BrokerError, OAuthError
+from tokenbroker.domain.errors import BrokerError, Conflict, OAuthError
+from tokenbroker.domain.rfc8693 import GRANT_TYPE as EXCHANGE_GRANT
+from tokenbroker.domain.rfc8693 import ISSUED_TOKEN_TYPE
+from tokenbroker.services.refresh import GRANT_TYPE as REFRESH_GRANT
 from tokenbroker.web.http import json_response, oauth_error_response
 from tokenbroker.web.requests import parse_token_request, request_url, uses_basic_auth
 
@@ -27,7 +30,12 @@ def token(
     basic = uses_basic_auth(event)
     try:
         parsed = parse_token_request(event)
-        issued = container().issuance.issue(parsed.request, request_issuer=parsed.issuer)
+        if parsed.request.grant_type == EXCHANGE_GRANT:  # RFC 8693 (services/exchange.py)
+            issued = container().exchange.exchange(parsed.request, request_issuer=parsed.issuer)
+        elif parsed.request.grant_type == REFRESH_GRANT:  # RFC 6749 §6 (services/refresh.py)
+            issued = container().refresh.refresh(parsed.request, request_issuer=parsed.issuer)
+        else:
+            issued = container().issuance.issue(parsed.request, request_issuer=parsed.issuer)
     except OAuthError as err:
         # ids and codes only: never the secret, the proof or a token
         logger.info(
@@ -51,7 +59,38 @@ def token(
         },
     )
     metrics.add_metric(name="TokensIssued", unit=MetricUnit.Count, value=1)
-    return json_response(200, issued.response_body())
+    body = issued.response_body()
+    if parsed.request.grant_type == EXCHANGE_GRANT:
+        body["issued_token_type"] = ISSUED_TOKEN_TYPE  # RFC 8693 §2.2.1
+    return json_response(200, body)
+
+
+def enroll_device(
+    event: APIGatewayProxyEvent, container: ContainerFactory, logger: Logger, metrics: Metrics
+) -> dict[str, Any]:
+    """POST /oauth2/devices: a person enrolls their DPoP key (subject token + proof)."""
+    basic = uses_basic_auth(event)
+    try:
+        parsed = parse_token_request(event)
+        enrollment = container().exchange.enroll(parsed.request)
+    except OAuthError as err:
+        logger.info(
+            "device enrollment rejected",
+            extra={"error": err.error, "reason": err.reason, "description": err.description},
+        )
+        metrics.add_metric(name="EnrollmentsRejected", unit=MetricUnit.Count, value=1)
+        return oauth_error_response(err, basic_auth=basic)
+    except Conflict as err:  # the per-person cap, or a key enrolled already
+        logger.info("device enrollment refused", extra={"error": err.error})
+        metrics.add_metric(name="EnrollmentsRejected", unit=MetricUnit.Count, value=1)
+        return json_response(409, {"error": err.error, "error_description": err.description})
+    device = enrollment.device
+    logger.info(
+        "device enrolled",
+        extra={"jkt": device.jkt, "client_id": device.client_id, "principal": device.principal},
+    )
+    metrics.add_metric(name="DevicesEnrolled", unit=MetricUnit.Count, value=1)
+    return json_response(201, enrollment.response_body())
 
 
 def discovery(

@@ -126,6 +126,10 @@ def parse_token_request(event: APIGatewayProxyEvent) -> ParsedTokenRequest:
         source_ip=source_ip(event),
         user_agent=user_agent(event),
         request_id=request_id(event),
+        subject_token=form.get("subject_token"),
+        subject_token_type=form.get("subject_token_type"),
+        label=form.get("label"),
+        refresh_token=form.get("refresh_token"),
     )
     return ParsedTokenRequest(request, basic, issuer)
 
