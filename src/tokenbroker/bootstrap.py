@@ -1,4 +1,6 @@
 """The composition root: settings, boto3 clients, adapters and services, wired by hand.
+(Longer than ~400 lines on purpose: every service of every function is built here and
+nowhere else, one short lazy property each.)
 
 Nothing here runs at import time. ``default()`` reads the environment once, on first
 use, and is cached for the life of the execution environment (Lambda reuses it across

@@ -1,4 +1,6 @@
-"""DynamoDB adapters for the ClientDirectory and TokenLedger ports.
+"""DynamoDB adapters for the ClientDirectory and TokenLedger ports. (Longer than ~400
+lines because each transaction with its conditions sits next to the item mapping it
+writes: the one place that knows these tables' attribute names.)
 
 Only this module knows item attribute names. Attribute names are the template's key
 schema (template.yaml declares the tables; tests provision them from it).

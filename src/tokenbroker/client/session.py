@@ -1,7 +1,9 @@
 """One :class:`TokenSource` per (issuer, client, device key), shared by every request,
 thread and event loop: RFC 8414 discovery, RFC 6749 §4.4 ``client_credentials`` with
 ``client_secret_basic`` and a DPoP proof (RFC 9449 §5), the token cached and renewed ahead
-of expiry, and at most one token request in flight.
+of expiry, and at most one token request in flight. (Longer than ~400 lines: the grant
+flows, client credentials, token exchange and refresh, share one single-flight state
+machine and one set of sync/async drivers.)
 
 The HTTP exchanges are written once, as generators that yield requests and receive
 responses; a sync (``httpx.Client``) and an async (``httpx.AsyncClient``) driver run them.

@@ -1,5 +1,7 @@
 """Tamper evidence for the usage ledger: signed, chained digests of closed periods, in
 the spirit of CloudTrail digest files (format: :mod:`tokenbroker.domain.digest_format`).
+(Longer than ~400 lines: sealing, resuming and fan-out share one state machine per
+period; verification lives apart, in :mod:`tokenbroker.services.digest_verify`.)
 
 Periods are ``[start, start + period)`` aligned to the epoch. A period is *due* once
 ``now >= end + grace`` (late writes land first); the scheduled function seals every due
