@@ -170,7 +170,7 @@ def test_usage_by_principal_lists_its_records_newest_first_with_the_ledger_schem
         T0, T0 + 3 * HOUR_MS, principal="bob"
     )
     assert all(set(r) == RECORD_KEYS for r in rows)
-    assert rows[0]["time"] == audit_cli.iso_ms(rows[0]["at_ms"])
+    assert rows[0]["time"] == audit_time.iso_ms(rows[0]["at_ms"])
     assert rows[0]["time"].endswith("Z")
 
 
@@ -355,7 +355,7 @@ def test_summary_gives_each_principals_aggregates_over_the_range(stack: Stack) -
         assert row["devices"] == sorted({r.jkt for r in requests})
         assert row["models"] == dict(sorted(Counter(r.resource for r in requests).items()))
         assert row["first_seen_ms"] == min(r.at_ms for r in mine)
-        assert row["first_seen"] == audit_cli.iso_ms(row["first_seen_ms"])
+        assert row["first_seen"] == audit_time.iso_ms(row["first_seen_ms"])
 
 
 def test_summary_of_one_principal_as_a_table_and_csv(stack: Stack) -> None:
@@ -472,9 +472,9 @@ def test_export_writes_every_record_of_the_range_once_as_json_lines(
     result = ok(
         "export",
         "--since",
-        audit_cli.iso_ms(since),
+        audit_time.iso_ms(since),
         "--until",
-        audit_cli.iso_ms(until),
+        audit_time.iso_ms(until),
         "--to",
         str(target),
     )
@@ -504,9 +504,9 @@ def test_export_to_dash_streams_to_standard_output(stack: Stack) -> None:
     result = ok(
         "export",
         "--since",
-        audit_cli.iso_ms(since),
+        audit_time.iso_ms(since),
         "--until",
-        audit_cli.iso_ms(until),
+        audit_time.iso_ms(until),
         "--to",
         "-",
     )

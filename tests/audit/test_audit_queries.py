@@ -428,3 +428,28 @@ def test_hours_the_stream_may_not_have_registered_yet_are_read_in_every_shard(
     # the hour still settling: all its shards; the one before it (ended 30 minutes ago,
     # past REGISTRY_LAG_MS): only its registered shards, of which it has none
     assert counting.calls["by_hour"] == INDEXES["by_hour"].shards
+
+
+def test_a_record_with_empty_names_comes_back_with_them_empty() -> None:
+    # writers leave empty values out of the item (a person's event has no client id):
+    # reading it back must give the record that was written, not a decoding error
+    from tokenbroker.adapters.ledger_items import ATTRIBUTES, from_item, from_plain, to_item
+    from tokenbroker.domain.models import EventType, UsageRecord
+
+    record = UsageRecord.build(
+        at=1_800_000_000,
+        retention_days=30,
+        record_id="enr:person-1",
+        principal="https://idp.example|alice",
+        client_id="",
+        reason="",
+        event=EventType.DEVICE_ENROLLED,
+    )
+    item = to_item(record)
+    assert ATTRIBUTES["client_id"] not in item
+    assert ATTRIBUTES["reason"] not in item
+    assert from_item(item) == record
+    plain = {k: next(iter(v.values())) for k, v in item.items()}
+    for number in ("at_ms", "retain_until"):
+        plain[ATTRIBUTES[number]] = int(plain[ATTRIBUTES[number]])
+    assert from_plain(plain) == record

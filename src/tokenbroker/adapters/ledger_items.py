@@ -126,8 +126,8 @@ def from_plain(image: Mapping[str, Any]) -> UsageRecord:
         if value is None:
             if name in _REQUIRED:
                 raise MalformedRecord(f"attribute {attribute!r} is missing")
-            if name in _NUMBERS:
-                values[name] = 0
+            # writers leave empty values out (to_item): a missing text is an empty one
+            values[name] = 0 if name in _NUMBERS else ""
             continue
         values[name] = _number(attribute, value) if name in _NUMBERS else _text(name, value)
     if not values["record_id"]:
