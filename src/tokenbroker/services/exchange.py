@@ -22,7 +22,6 @@ from typing import Any, Protocol
 from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import (
     InvalidClient,
-    InvalidDpopProof,
     InvalidGrant,
     InvalidRequest,
     UnsupportedGrantType,
@@ -47,9 +46,14 @@ from tokenbroker.domain.rfc8693 import (
     unverified_issuer,
     verify_subject_token,
 )
-from tokenbroker.domain.rfc9449 import DpopProof, ProofPolicy, replay_key, verify_proof
+from tokenbroker.domain.rfc9449 import DpopProof, ProofPolicy, replay_key
 from tokenbroker.domain.secrets import secret_matches
-from tokenbroker.services.issuance import IssuanceService, IssuedAccessToken, TokenRequest
+from tokenbroker.services.issuance import (
+    IssuanceService,
+    IssuedAccessToken,
+    TokenRequest,
+    request_proof,
+)
 from tokenbroker.services.refresh import RefreshService
 
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -242,15 +246,7 @@ class ExchangeService:
         if request.subject_token is None:
             raise InvalidRequest("subject_token is required", reason="subject_token_missing")
         now = self._clock()
-        if request.dpop_proof is None:
-            raise InvalidDpopProof("a DPoP proof is required", reason="dpop_proof_missing")
-        proof = verify_proof(
-            request.dpop_proof,
-            method=request.method,
-            url=request.url,
-            now=now,
-            policy=self._policy.proof,
-        )
+        proof = request_proof(request, now, self._policy.proof)
         idp = self._idps.get(unverified_issuer(request.subject_token))
         if idp is None:
             raise SubjectTokenRejected(

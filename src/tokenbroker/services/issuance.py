@@ -62,6 +62,15 @@ DEVICE_NOT_ENROLLED = "device_not_enrolled"
 DEVICE_REVOKED = "device_revoked"
 
 
+def request_proof(request: TokenRequest, now: float, policy: ProofPolicy) -> DpopProof:
+    """The token endpoint's DPoP proof, verified (RFC 9449 §4.3, §5): every grant needs one."""
+    if request.dpop_proof is None:
+        raise InvalidDpopProof("a DPoP proof is required", reason="dpop_proof_missing")
+    return verify_proof(
+        request.dpop_proof, method=request.method, url=request.url, now=now, policy=policy
+    )
+
+
 @dataclass(frozen=True)
 class TokenRequest:
     """A parsed token request. Parsing (form, headers, duplicates) is the HTTP layer's."""
@@ -154,15 +163,7 @@ class IssuanceService:
             raise UnsupportedGrantType("only client_credentials is supported")
         audience = self.audience(request.resource)
         now = self._clock()
-        if request.dpop_proof is None:
-            raise InvalidDpopProof("a DPoP proof is required", reason="dpop_proof_missing")
-        proof = verify_proof(
-            request.dpop_proof,
-            method=request.method,
-            url=request.url,
-            now=now,
-            policy=self._policy.proof,
-        )
+        proof = request_proof(request, now, self._policy.proof)
         client, device = self._directory.get_client_and_device(request.client_id, proof.jkt)
         # One path for unknown, wrong-secret and disabled clients: same work, same error.
         authentic = secret_matches(request.client_secret, client.secret_hash if client else None)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from tokenbroker.domain.clock import Clock
-from tokenbroker.domain.errors import InvalidClient, InvalidDpopProof, InvalidGrant, InvalidRequest
+from tokenbroker.domain.errors import InvalidClient, InvalidGrant, InvalidRequest
 from tokenbroker.domain.jose import b64url_decode, b64url_encode
 from tokenbroker.domain.models import (
     Client,
@@ -38,9 +38,14 @@ from tokenbroker.domain.models import (
     UsageRecord,
 )
 from tokenbroker.domain.policy import grant_scope
-from tokenbroker.domain.rfc9449 import DpopProof, ProofPolicy, replay_key, verify_proof
+from tokenbroker.domain.rfc9449 import DpopProof, ProofPolicy, replay_key
 from tokenbroker.domain.secrets import secret_matches
-from tokenbroker.services.issuance import IssuanceService, IssuedAccessToken, TokenRequest
+from tokenbroker.services.issuance import (
+    IssuanceService,
+    IssuedAccessToken,
+    TokenRequest,
+    request_proof,
+)
 
 GRANT_TYPE = "refresh_token"
 MAX_REFRESH_TOKEN = 1024
@@ -166,15 +171,7 @@ class RefreshService:
             raise InvalidRequest("refresh_token is required")
         principal, family = _parse(value)
         now = self._clock()
-        if request.dpop_proof is None:
-            raise InvalidDpopProof("a DPoP proof is required", reason="dpop_proof_missing")
-        proof = verify_proof(
-            request.dpop_proof,
-            method=request.method,
-            url=request.url,
-            now=now,
-            policy=self._policy.proof,
-        )
+        proof = request_proof(request, now, self._policy.proof)
         grant, client, device, person = self._store.lookup(
             token_id(value),
             family=family,
