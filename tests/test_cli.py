@@ -24,7 +24,7 @@ from moto import mock_aws
 from tokenbroker.bootstrap import build
 from tokenbroker.cli import deployment as cli_deployment
 from tokenbroker.cli.main import cli
-from tokenbroker.cli.output import Field, iso8601, render, to_table
+from tokenbroker.cli.output import Field, iso8601, iso_ms, render, to_table
 from tokenbroker.domain.errors import DeviceLimitReached
 from tokenbroker.domain.rfc7638 import jwk_thumbprint
 from tokenbroker.local.provision import Deployment, provision
@@ -42,7 +42,7 @@ CLIENT_KEYS = {
     "active_devices",
     "max_devices",
     "created_at",
-    "created_at_epoch",
+    "created_at_ms",
 }
 CREATED_KEYS = {
     "client_id",
@@ -52,7 +52,7 @@ CREATED_KEYS = {
     "max_devices",
     "status",
     "created_at",
-    "created_at_epoch",
+    "created_at_ms",
 }
 DEVICE_KEYS = {
     "jkt",
@@ -60,9 +60,9 @@ DEVICE_KEYS = {
     "label",
     "status",
     "enrolled_at",
-    "enrolled_at_epoch",
+    "enrolled_at_ms",
     "revoked_at",
-    "revoked_at_epoch",
+    "revoked_at_ms",
 }
 
 
@@ -201,9 +201,9 @@ def test_a_client_can_be_created_listed_shown_and_disabled(deployed: Deployment)
     assert created["max_devices"] == 2
     assert created["status"] == "active"
     # one time format: ISO 8601 UTC, plus the epoch in machine-readable output
-    assert isinstance(created["created_at_epoch"], int)
-    assert created["created_at"] == iso8601(created["created_at_epoch"])
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", created["created_at"])
+    assert isinstance(created["created_at_ms"], int)
+    assert created["created_at"] == iso_ms(created["created_at_ms"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", created["created_at"])
     client_id = created["client_id"]
 
     listed = ok_json("clients", "list")
@@ -385,7 +385,7 @@ def test_enrolling_beyond_max_devices_fails_clearly_and_revoking_frees_a_slot(
 
     revoked = ok_json("devices", "revoke", "--jkt", keys[0])
     assert revoked["status"] == "revoked"
-    assert isinstance(revoked["revoked_at_epoch"], int)
+    assert isinstance(revoked["revoked_at_ms"], int)
     assert revoked["revoked_at"].endswith("Z")
     assert ok_json("clients", "show", "--client-id", client_id)["active_devices"] == 2
 
@@ -787,13 +787,17 @@ def test_times_are_iso_8601_utc_everywhere_and_json_adds_the_epoch() -> None:
     fields = (Field("at", "time"), Field("tags", "list"), Field("gone", "time"))
     record = {"at": 0, "tags": ["a", "b"], "gone": None}
     assert json.loads(render([record], fields, "json", many=False)) == {
-        "at": "1970-01-01T00:00:00Z",
-        "at_epoch": 0,
+        "at": "1970-01-01T00:00:00.000Z",
+        "at_ms": 0,
         "tags": ["a", "b"],
         "gone": None,
-        "gone_epoch": None,
+        "gone_ms": None,
     }
-    assert render([record], fields, "csv", many=True) == "at,tags,gone\n1970-01-01T00:00:00Z,a b,\n"
+    assert render([record], fields, "csv", many=True) == (
+        "at,tags,gone\n1970-01-01T00:00:00.000Z,a b,\n"
+    )
+    # the admin plane's seconds and the ledger's milliseconds print alike
+    assert iso8601(1_764_000_000) == iso_ms(1_764_000_000_000) == "2025-11-24T16:00:00.000Z"
 
 
 # ------------------------------------------------ configuration errors, one line each

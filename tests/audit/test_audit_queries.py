@@ -453,3 +453,16 @@ def test_a_record_with_empty_names_comes_back_with_them_empty() -> None:
     for number in ("at_ms", "retain_until"):
         plain[ATTRIBUTES[number]] = int(plain[ATTRIBUTES[number]])
     assert from_plain(plain) == record
+
+
+def test_usage_reports_its_progress_with_each_record_it_reads_newest_first(
+    audit: AuditService,
+) -> None:
+    seen: list[int] = []
+    page = audit.usage(UsageFilters(UNTIL - 6 * HOUR_MS, UNTIL), 5, progress=seen.append)
+    assert page.records
+    # every record of the page was reported, in the order read (newest first): the
+    # CLI's bar moves back through the range; one more is read to know a next page exists
+    assert seen[: len(page.records)] == [r.at_ms for r in page.records]
+    assert seen == sorted(seen, reverse=True)
+    assert len(seen) <= len(page.records) + 1

@@ -173,7 +173,8 @@ def usage(
     Filters combine (all must match). With a token, device, principal or model the
     matching index is read; with none, the hours of the range that hold records. When
     more records match, the command for the next page is printed (on stderr for
-    json/csv).
+    json/csv). While the query runs, a progress bar on stderr shows how far back
+    through the range it has read (shown only when stderr is a terminal).
 
     \b
     Example:
@@ -197,8 +198,8 @@ def usage(
         actor=actor,
         source_ip=source_ip,
     )
-    with _user_errors():
-        page = audit_service().usage(filters, limit, next_token)
+    with _user_errors(), audit_export.reading_progress(start, end) as progress:
+        page = audit_service().usage(filters, limit, next_token, progress=progress)
     fields = USAGE_TABLE_FIELDS if fmt == "table" else USAGE_FIELDS
     emit([usage_row(r) for r in page.records], fields, fmt, empty="no records")
     if page.next_token:

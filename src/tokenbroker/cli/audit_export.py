@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO
 
@@ -72,6 +72,25 @@ def write(
             done = position
         bar.update(total - done, count)
     return count
+
+
+@contextmanager
+def reading_progress(start: int, end: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr through [start, end) for a newest-first read: the
+    callback takes each record's ``at_ms``. Click hides the bar when stderr is not a
+    terminal, so scripts and captured output see nothing of it."""
+    total, done = max(1, end - start), 0
+    quiet = not sys.stderr.isatty()
+    with click.progressbar(length=total, label="reading", file=sys.stderr, hidden=quiet) as bar:
+
+        def advance(at_ms: int) -> None:
+            nonlocal done
+            position = min(total, max(done, end - at_ms))
+            bar.update(position - done)
+            done = position
+
+        yield advance
+        bar.update(total - done)
 
 
 def _records_written(count: int | None) -> str | None:

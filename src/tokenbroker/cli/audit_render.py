@@ -14,9 +14,9 @@ from typing import Any, TypeVar, cast
 import click
 
 from tokenbroker.adapters.ledger_items import RECORD_FIELDS, as_plain
-from tokenbroker.cli.audit_time import TIME_HELP, iso_ms, optional_iso
+from tokenbroker.cli.audit_time import TIME_HELP, optional_iso
 from tokenbroker.cli.deployment import CliState
-from tokenbroker.cli.output import FORMATS, Field, Format, Record, render
+from tokenbroker.cli.output import FORMATS, Field, Format, Record, iso_ms, render
 from tokenbroker.domain.aggregates import PrincipalSummary
 from tokenbroker.domain.models import UsageRecord
 from tokenbroker.services.anomalies import Anomaly

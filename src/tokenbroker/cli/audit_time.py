@@ -14,6 +14,7 @@ import time
 from datetime import UTC, date, datetime
 
 from tokenbroker.cli.errors import BadInput
+from tokenbroker.cli.output import iso_ms
 from tokenbroker.domain.units import DAY_MS, HOUR_MS
 
 TIME_HELP = "ISO 8601 (2026-11-27T04:00:00Z, 2026-11-27), relative (15m, 2h, 7d ago) or now."
@@ -64,12 +65,6 @@ def time_range(since: str | None, until: str | None, now_ms: int) -> tuple[int, 
             "e.g. --since 2026-11-27T00:00:00Z --until 2026-11-27T06:00:00Z"
         )
     return start, end
-
-
-def iso_ms(at_ms: int) -> str:
-    """Epoch ms as ISO 8601 UTC with milliseconds, e.g. ``2026-11-27T04:00:00.123Z``."""
-    moment = datetime.fromtimestamp(at_ms // 1000, tz=UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{at_ms % 1000:03d}Z"
 
 
 def optional_iso(at_ms: int | None) -> str | None:

@@ -17,8 +17,8 @@ from tokenbroker.cli.audit import _user_errors
 from tokenbroker.cli.audit_render import fmt_of as _format
 from tokenbroker.cli.audit_render import output_option, time_options
 from tokenbroker.cli.audit_render import state as _state
-from tokenbroker.cli.audit_time import iso_ms, now_ms, time_range
-from tokenbroker.cli.output import Field, render
+from tokenbroker.cli.audit_time import now_ms, time_range
+from tokenbroker.cli.output import Field, iso_ms, render
 
 VERIFY_FIELDS = (
     Field("period"),

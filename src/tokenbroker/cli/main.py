@@ -119,7 +119,7 @@ def cli(ctx: click.Context, stack: str, region: str | None, output: str, debug: 
     `tokenbroker dev` and export the variables it prints in another shell.
 
     Output: --output table (default), json or csv. Times are ISO 8601 UTC everywhere
-    (2026-05-01T12:00:00Z); JSON adds each as Unix epoch seconds too (created_at_epoch).
+    (2026-05-01T12:00:00.000Z); JSON adds each as Unix epoch milliseconds too (created_at_ms).
     Lists print a JSON array, other commands one JSON object.
 
     Exit codes: 0 success, 1 the operation failed, 2 usage, input or configuration error.

@@ -3,11 +3,13 @@
 A record is a mapping of field name to a JSON-ready value. ``Field`` says how each value
 is shown in table and CSV output:
 
-One time format everywhere: ISO 8601 UTC to the second (``2024-05-01T12:00:00Z``,
-:func:`iso8601`). Machine-readable output adds the epoch: :func:`time_fields`.
+One time format everywhere: ISO 8601 UTC with milliseconds (``2024-05-01T12:00:00.000Z``,
+:func:`iso_ms`), the admin plane's times (kept in seconds) included. Machine-readable
+output adds the epoch in milliseconds, named ``<time>_ms`` (:func:`time_fields`), as the
+audit output (``at_ms``, ``first_seen_ms``) and the JSON Lines export do.
 
 - JSON keeps values as they are, except times: a time field ``x`` is the ISO 8601 text
-  and ``x_epoch`` the Unix epoch seconds (int) next to it; lists stay lists, missing
+  and ``x_ms`` the Unix epoch in milliseconds (int) next to it; lists stay lists, missing
   values are ``null``. A list command prints a JSON array, any other one JSON object.
 - Table and CSV show times as ISO 8601 UTC, lists joined by spaces, missing values as
   empty cells.
@@ -40,17 +42,24 @@ class Field:
     kind: Kind = "text"
 
 
+def iso_ms(at_ms: int) -> str:
+    """Epoch ms as ISO 8601 UTC with milliseconds, e.g. ``2026-11-27T04:00:00.123Z``:
+    the one time format of every output."""
+    moment = datetime.fromtimestamp(at_ms // 1000, tz=UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{at_ms % 1000:03d}Z"
+
+
 def iso8601(epoch_seconds: int | float) -> str:
-    """Epoch seconds as ISO 8601 UTC with a ``Z`` suffix, to the second."""
-    return datetime.fromtimestamp(int(epoch_seconds), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Epoch seconds (the admin plane's times) in the one format, :func:`iso_ms`."""
+    return iso_ms(int(epoch_seconds * 1000))
 
 
 def time_fields(name: str, epoch_seconds: int | float | None) -> dict[str, Any]:
-    """A time for JSON: ``{name: ISO 8601 UTC, name_epoch: epoch seconds}`` (both None
+    """A time for JSON: ``{name: ISO 8601 UTC, name_ms: epoch milliseconds}`` (both None
     when there is no time). For every command's machine-readable output."""
     if epoch_seconds is None:
-        return {name: None, f"{name}_epoch": None}
-    return {name: iso8601(epoch_seconds), f"{name}_epoch": int(epoch_seconds)}
+        return {name: None, f"{name}_ms": None}
+    return {name: iso8601(epoch_seconds), f"{name}_ms": int(epoch_seconds * 1000)}
 
 
 def cell(value: Any, kind: Kind) -> str:

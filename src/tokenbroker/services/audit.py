@@ -15,7 +15,7 @@ Built by :mod:`tokenbroker.bootstrap` (``Container.audit``). Bad queries raise
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from tokenbroker.domain.aggregates import PrincipalSummary
 from tokenbroker.domain.clock import Clock
@@ -85,8 +85,17 @@ class AuditService:
         self._aggregates = aggregates
         self._export_page_size = export_page_size
 
-    def usage(self, filters: UsageFilters, limit: int = DEFAULT_LIMIT, cursor: str = "") -> Page:
-        """One page of matching records, newest first (ties on ``at`` by id, descending)."""
+    def usage(
+        self,
+        filters: UsageFilters,
+        limit: int = DEFAULT_LIMIT,
+        cursor: str = "",
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> Page:
+        """One page of matching records, newest first (ties on ``at`` by id, descending).
+        ``progress`` is called with each record's ``at_ms`` as it is read (how far back
+        through the range the query has come: the CLI's progress bar)."""
         filters.validate()
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidQuery(f"limit must be within 1..{MAX_LIMIT}", parameter="limit")
@@ -111,6 +120,8 @@ class AuditService:
             )
         else:
             stream = self._queries.newest_first(filters, limit + 1)
+        if progress is not None:
+            stream = _reporting(stream, progress)
         records = list(itertools.islice(stream, limit + 1))
         if len(records) <= limit:
             return Page(records, None)
@@ -153,3 +164,11 @@ class AuditService:
         if self._aggregates is None:
             raise InvalidQuery("this deployment keeps no aggregates")
         return self._aggregates
+
+
+def _reporting(
+    stream: Iterable[UsageRecord], progress: Callable[[int], None]
+) -> Iterator[UsageRecord]:
+    for record in stream:
+        progress(record.at_ms)
+        yield record
