@@ -54,15 +54,26 @@ def usage_item_json(record: UsageRecord) -> str:
     for attribute, value in values.items():
         if value == "":
             continue  # to_item leaves empty values out
+        name = _MEMBER.get(attribute) or _member(attribute)
         kind = type(value)
-        if kind is int:
-            typed = f'{{"N":"{value}"}}'
-        elif isinstance(value, str):  # str, and the StrEnums (event, decision)
-            typed = f'{{"S":{_json_string(str(value))}}}'
+        if kind is str:
+            members.append(f'{name}{{"S":{_json_string(value)}}}')
+        elif kind is int:
+            members.append(f'{name}{{"N":"{value}"}}')
+        elif isinstance(value, str):  # the StrEnums (event, decision)
+            members.append(f'{name}{{"S":{_json_string(str(value))}}}')
         else:  # nothing a record holds today: TypeSerializer decides
-            typed = _encode(_serializer.serialize(value))
-        members.append(f"{_json_string(attribute)}:{typed}")
+            members.append(f"{name}{_encode(_serializer.serialize(value))}")
     return ",".join(members)
+
+
+#: attribute name -> its JSON spelling and colon (the schema's names, a fixed few)
+_MEMBER: dict[str, str] = {}
+
+
+def _member(attribute: str) -> str:
+    _MEMBER[attribute] = member = f"{_json_string(attribute)}:"
+    return member
 
 
 def put_body_prefix(table: str) -> str:
