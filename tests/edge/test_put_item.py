@@ -321,3 +321,100 @@ def test_anything_but_a_botocore_dynamodb_client_keeps_its_own_put_item() -> Non
     kms = client("kms", session=boto3.Session())
     with pytest.raises(AttributeError):
         LeanPutItem.for_client(kms)  # no put_item: not a DynamoDB client
+
+
+# ---- the usage ledger's body: spelled directly, equal to ledger_items.to_item ---------
+
+
+def _records() -> list[Any]:
+    from tokenbroker.domain.models import Decision, EventType, UsageRecord
+
+    base = UsageRecord.build(
+        at=1_800_000_000.123,
+        retention_days=400,
+        record_id="rid-1",
+        principal="user-1",
+        client_id="client-1",
+        jkt="j" * 43,
+        token_jti="at-1",
+        proof_jti_hash="h" * 43,
+        method="POST",
+        route="/v1/models/{model}/invoke",
+        resource="llama3:8b",
+        source_ip="198.51.100.7",
+        user_agent='quote " backslash \\ tab \t caf\u00e9 \U0001f600 \u2028',
+        request_id="req-1",
+    )
+    denial = UsageRecord.build(
+        at=1_800_000_061,
+        retention_days=30,
+        record_id="deny:abc",
+        principal="user-1",
+        client_id="client-1",
+        decision=Decision.DENY,
+        reason="scope_not_allowed",
+        token_jti="at-1",
+    )
+    person = UsageRecord.build(  # a person's event: no client id, an actor
+        at=1_800_000_000,
+        retention_days=400,
+        record_id="person-1",
+        principal="person:alice",
+        client_id="",
+        event=EventType.PERSON_ENABLED,
+        actor="arn:aws:iam::123456789012:role/admin",
+    )
+    return [base, denial, person]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_the_lean_usage_body_holds_exactly_to_items_item(index: int) -> None:
+    from tokenbroker.adapters.ledger_items import to_item
+    from tokenbroker.adapters.usage import usage_item_json
+
+    record = _records()[index]
+    assert json.loads("{" + usage_item_json(record) + "}") == to_item(record)
+
+
+def test_the_usage_ledger_sends_new_items_put_with_to_items_item_on_the_lean_path(
+    dynamodb_server: FakeDynamoDB, ddb: Callable[..., Any]
+) -> None:
+    from tokenbroker.adapters.aws import new_item
+    from tokenbroker.adapters.ledger_items import ID, to_item
+    from tokenbroker.adapters.usage import DynamoUsageLedger
+
+    ledger = DynamoUsageLedger(ddb(), usage_table="usage-table")
+    assert ledger._put_body is not None  # the lean body path, not client.put_item
+    record = _records()[0]
+    ledger.record_use(record)
+
+    (seen,) = dynamodb_server.seen
+    expected = {
+        **new_item("usage-table", to_item(record), ID),
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
+    assert json.loads(seen.body) == expected
+    assert seen.headers["X-Amz-Target"] == "DynamoDB_20120810.PutItem"
+    _verify_signature(seen, dynamodb_server.url, "testing")
+
+
+def test_a_conditional_failure_on_the_lean_path_is_a_replay_unless_it_is_our_own_item(
+    dynamodb_server: FakeDynamoDB, ddb: Callable[..., Any]
+) -> None:
+    from tokenbroker.adapters.ledger_items import to_item
+    from tokenbroker.adapters.usage import DynamoUsageLedger
+    from tokenbroker.domain.errors import ProofReplayed
+
+    record = _records()[0]
+    other = {**to_item(record), "request_id": {"S": "another-request"}}
+    failed = _error("ConditionalCheckFailedException")
+    dynamodb_server.script += [
+        (400, {**failed, "Item": other}, 0.0),
+        (400, {**failed, "Item": to_item(record)}, 0.0),
+    ]
+    ledger = DynamoUsageLedger(ddb(), usage_table="usage-table")
+
+    with pytest.raises(ProofReplayed):
+        ledger.record_use(record)  # another request's record: a replay
+    ledger.record_use(record)  # the very item we sent (a lost answer): our own record
+    assert len(dynamodb_server.seen) == 2

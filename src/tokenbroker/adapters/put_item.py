@@ -131,7 +131,11 @@ class LeanPutItem:
     def put_item(self, **params: Any) -> dict[str, Any]:
         """Send one PutItem; return the response metadata (the body is not parsed:
         the broker asks for no return values). Raises ClientError / BotoCoreError."""
-        body = _encode(params).encode()
+        return self.put_body(_encode(params).encode())
+
+    def put_body(self, body: bytes) -> dict[str, Any]:
+        """:meth:`put_item` for a request body already encoded (the usage ledger spells
+        its one request shape as JSON directly: ``adapters/usage.py``)."""
         invocation = str(uuid.uuid4())
         request_context: dict[str, Any] = {}
         attempt = 1

@@ -7,19 +7,81 @@ sharding are defined in :mod:`tokenbroker.domain.ledger`.
 
 from __future__ import annotations
 
+import json
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
+from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from tokenbroker.adapters.aws import error_code, failing_closed, new_item
-from tokenbroker.adapters.ledger_items import ID, to_item
+from tokenbroker.adapters.ledger_items import ATTRIBUTES, ID, to_item
 from tokenbroker.adapters.put_item import LeanPutItem
 from tokenbroker.domain.errors import ProofReplayed, TemporarilyUnavailable
+from tokenbroker.domain.ledger import hour_of, index_keys
 from tokenbroker.domain.liveness import Liveness
 from tokenbroker.domain.models import Status, UsageRecord
 
 #: the item of a ledger record (the schema lives in :mod:`tokenbroker.adapters.ledger_items`)
 usage_item = to_item
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_serializer = TypeSerializer()
+
+
+def usage_item_json(record: UsageRecord) -> str:
+    """``to_item(record)`` spelled directly as the members of a JSON object (without
+    the braces), for the edge's one write per request: the same attributes from the
+    same schema (``ledger_items.ATTRIBUTES`` and the ledger's index keys), typed as
+    ``TypeSerializer`` types them, at a fraction of its cost (its generic type dispatch
+    is ~40 us a record; strings and integers are all a usage record holds). A test pins
+    that ``json.loads`` of it equals ``to_item(record)`` for every kind of record."""
+    values: dict[str, Any] = {
+        attribute: getattr(record, name) for name, attribute in ATTRIBUTES.items()
+    }
+    values.update(
+        index_keys(
+            record.record_id,
+            {
+                "principal": record.principal,
+                "jkt": record.jkt,
+                "token_jti": record.token_jti,
+                "resource": record.resource,
+                "hour": hour_of(record.at_ms),
+            },
+        )
+    )
+    members = []
+    for attribute, value in values.items():
+        if value == "":
+            continue  # to_item leaves empty values out
+        name = _MEMBER.get(attribute) or _member(attribute)
+        kind = type(value)
+        if kind is str:
+            members.append(f'{name}{{"S":{_json_string(value)}}}')
+        elif kind is int:
+            members.append(f'{name}{{"N":"{value}"}}')
+        elif isinstance(value, str):  # the StrEnums (event, decision)
+            members.append(f'{name}{{"S":{_json_string(str(value))}}}')
+        else:  # nothing a record holds today: TypeSerializer decides
+            members.append(f"{name}{_encode(_serializer.serialize(value))}")
+    return ",".join(members)
+
+
+#: attribute name -> its JSON spelling and colon (the schema's names, a fixed few)
+_MEMBER: dict[str, str] = {}
+
+
+def _member(attribute: str) -> str:
+    _MEMBER[attribute] = member = f"{_json_string(attribute)}:"
+    return member
+
+
+def put_body_prefix(table: str) -> str:
+    """The PutItem body up to the item's first member: ``new_item``'s condition on the
+    id and ``ReturnValuesOnConditionCheckFailure``, as JSON, ending in ``"Item":{``."""
+    params = {**new_item(table, {}, ID), "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+    del params["Item"]
+    return _encode(params)[:-1] + ',"Item":{'
 
 
 class DynamoUsageLedger:
@@ -31,6 +93,10 @@ class DynamoUsageLedger:
         self._ddb = dynamodb
         self._usage = usage_table
         self._put_item = LeanPutItem.for_client(dynamodb)  # the write's transport
+        lean = getattr(self._put_item, "__self__", None)
+        #: the lean transport's body writer (None: a fake or wrapped client's put_item)
+        self._put_body = lean.put_body if isinstance(lean, LeanPutItem) else None
+        self._body_prefix = put_body_prefix(usage_table)
 
     def record_use(self, record: UsageRecord) -> None:
         # New record or nothing: this (jkt, proof jti) was never accepted before
@@ -46,19 +112,24 @@ class DynamoUsageLedger:
 
     def _insert(self, record: UsageRecord) -> bool:
         """Put the record unless its id exists; False if it did."""
-        item = usage_item(record)
         with failing_closed("dynamodb:PutItem"):
             try:
                 # botocore's put_item semantics at a fraction of its CPU (put_item.py)
-                self._put_item(
-                    **new_item(self._usage, item, ID), ReturnValuesOnConditionCheckFailure="ALL_OLD"
-                )
+                if self._put_body is not None:
+                    body = f"{self._body_prefix}{usage_item_json(record)}}}}}"
+                    self._put_body(body.encode())
+                else:
+                    self._put_item(
+                        **new_item(self._usage, usage_item(record), ID),
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    )
             except ClientError as exc:
                 if error_code(exc) == "ConditionalCheckFailedException":
                     # A retry whose first attempt landed (its answer was lost) finds the
                     # very item it sent: this request's own record, not a replay. Another
                     # request's record differs (request id, time) and is a replay. A
                     # record without a request id cannot tell the two apart: a replay.
+                    item = usage_item(record)
                     return bool(record.request_id) and exc.response.get("Item") == item
                 raise
         return True

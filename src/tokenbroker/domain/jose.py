@@ -107,12 +107,18 @@ def _header(segment: str) -> dict[str, Any]:
     return strict_json_object(b64url_decode(segment))
 
 
+#: a protected header segment decoded (cached; callers only read the result)
+decoded_header = _header
+
+
 @dataclass(frozen=True)
 class CompactJws:
     header: Mapping[str, Any]
     payload: Mapping[str, Any]
     signing_input: bytes
     signature: bytes
+    #: the protected header as sent (base64url): what header checks may be cached on
+    header_segment: str = ""
 
 
 def parse_compact(
@@ -139,7 +145,9 @@ def parse_compact(
         raise error(f"{what} uses unsupported critical header parameters")
     if "b64" in header:  # RFC 7797 unencoded payloads are never acceptable here
         raise error(f"{what} uses an unsupported b64 header parameter")
-    return CompactJws(header, payload, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
+    return CompactJws(
+        header, payload, f"{parts[0]}.{parts[1]}".encode("ascii"), signature, parts[0]
+    )
 
 
 def load_public_jwk(jwk: Mapping[str, Any], alg: str) -> Any:

@@ -6,6 +6,7 @@ the signature. There is no decode-only helper.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from tokenbroker.domain.errors import InvalidToken
 from tokenbroker.domain.jose import (
     TOKEN_ALGORITHM,
     b64url_encode,
+    decoded_header,
     encode_segment,
     parse_compact,
     verify_signature,
@@ -92,17 +94,9 @@ def verify_access_token(
     """Verify a presented access token. Raises InvalidToken (never anything else for
     bad input). ``resolve_key`` maps a ``kid`` to a public key or None."""
     jws = parse_compact(token, max_length=MAX_TOKEN_LENGTH, error=InvalidToken, what="access token")
-    header, claims = jws.header, jws.payload
-    if header.get("typ") not in TOKEN_TYPES:
-        raise InvalidToken("access token typ must be at+jwt")
-    if header.get("alg") != TOKEN_ALGORITHM:
-        raise InvalidToken("access token alg must be ES256")
-    for forbidden in ("jwk", "jku", "x5u", "x5c"):
-        if forbidden in header:
-            raise InvalidToken(f"access token header must not contain {forbidden!r}")
-    kid = header.get("kid")
-    if not isinstance(kid, str) or not is_thumbprint(kid):
-        raise InvalidToken("access token kid is missing or malformed")
+    claims = jws.payload
+    segment = jws.header_segment
+    kid = _cached_kid(segment) if segment else _header_kid(jws.header)
 
     if claims.get("iss") != issuer:
         raise InvalidToken("access token issuer is not trusted")
@@ -148,3 +142,25 @@ def verify_access_token(
         scope=tuple(scope.split()),
         jkt=jkt,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_kid(segment: str) -> str:
+    """:func:`_header_kid` of a header segment as sent: every token of one signing key
+    carries the same one (a failing header raises and is not cached)."""
+    return _header_kid(decoded_header(segment))
+
+
+def _header_kid(header: Mapping[str, Any]) -> str:
+    """The protected header's checks (RFC 9068 §4 steps 1-2): its ``kid``."""
+    if header.get("typ") not in TOKEN_TYPES:
+        raise InvalidToken("access token typ must be at+jwt")
+    if header.get("alg") != TOKEN_ALGORITHM:
+        raise InvalidToken("access token alg must be ES256")
+    for forbidden in ("jwk", "jku", "x5u", "x5c"):
+        if forbidden in header:
+            raise InvalidToken(f"access token header must not contain {forbidden!r}")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not is_thumbprint(kid):
+        raise InvalidToken("access token kid is missing or malformed")
+    return kid

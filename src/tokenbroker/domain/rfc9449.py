@@ -21,6 +21,7 @@ from tokenbroker.domain.errors import InvalidDpopProof
 from tokenbroker.domain.jose import (
     PROOF_ALGORITHMS,
     b64url_encode,
+    decoded_header,
     load_public_jwk,
     parse_compact,
     verify_signature,
@@ -145,26 +146,8 @@ def verify_proof(
     jws = parse_compact(
         proof, max_length=MAX_PROOF_LENGTH, error=InvalidDpopProof, what="DPoP proof"
     )
-    header, claims = jws.header, jws.payload
-    # check 4: explicit type
-    if header.get("typ") != "dpop+jwt":
-        raise InvalidDpopProof("DPoP proof typ must be dpop+jwt")
-    # check 5: asymmetric, supported, never none/HS*
-    alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in policy.algorithms:
-        raise InvalidDpopProof("DPoP proof alg is not an allowed asymmetric algorithm")
-    # check 3 + 7: a public jwk
-    jwk = header.get("jwk")
-    if not isinstance(jwk, dict):
-        raise InvalidDpopProof("DPoP proof header must contain a jwk")
-    for forbidden in ("jku", "x5u", "x5c", "kid"):
-        if forbidden in header:
-            raise InvalidDpopProof(f"DPoP proof header must not contain {forbidden!r}")
-    try:
-        key = load_public_jwk(jwk, alg)
-        jkt = jwk_thumbprint(jwk)
-    except ValueError as exc:
-        raise InvalidDpopProof(f"DPoP proof jwk is not acceptable: {exc}") from exc
+    alg, key, jkt = _proof_key(jws.header_segment, jws.header, policy.algorithms)
+    claims = jws.payload
     # check 3: required claims
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti:
@@ -204,3 +187,45 @@ def verify_proof(
     if not verify_signature(jws, alg, key):
         raise InvalidDpopProof("DPoP proof signature is invalid")
     return DpopProof(jkt=jkt, jti=jti, iat=iat, htm=htm, htu=htu)
+
+
+def _proof_key(
+    segment: str, header: Mapping[str, Any], algorithms: tuple[str, ...]
+) -> tuple[str, Any, str]:
+    """Checks 3 (header part), 4, 5 and 7 on a proof's protected header: (alg, public
+    key, RFC 7638 thumbprint). Cached on the header segment as sent when there is one
+    (every proof of one device key carries the same header; a failing header raises
+    and is not cached); ``header`` is that segment decoded."""
+    if segment:
+        return _cached_proof_key(segment, algorithms)
+    return _check_proof_header(header, algorithms)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_proof_key(segment: str, algorithms: tuple[str, ...]) -> tuple[str, Any, str]:
+    return _check_proof_header(decoded_header(segment), algorithms)
+
+
+def _check_proof_header(
+    header: Mapping[str, Any], algorithms: tuple[str, ...]
+) -> tuple[str, Any, str]:
+    # check 4: explicit type
+    if header.get("typ") != "dpop+jwt":
+        raise InvalidDpopProof("DPoP proof typ must be dpop+jwt")
+    # check 5: asymmetric, supported, never none/HS*
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in algorithms:
+        raise InvalidDpopProof("DPoP proof alg is not an allowed asymmetric algorithm")
+    # check 3 + 7: a public jwk
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict):
+        raise InvalidDpopProof("DPoP proof header must contain a jwk")
+    for forbidden in ("jku", "x5u", "x5c", "kid"):
+        if forbidden in header:
+            raise InvalidDpopProof(f"DPoP proof header must not contain {forbidden!r}")
+    try:
+        key = load_public_jwk(jwk, alg)
+        jkt = jwk_thumbprint(jwk)
+    except ValueError as exc:
+        raise InvalidDpopProof(f"DPoP proof jwk is not acceptable: {exc}") from exc
+    return alg, key, jkt

@@ -15,13 +15,14 @@ def raw_header_values(raw: Mapping[str, Any], name: str) -> list[str]:
     wanted = name.lower()
     multi = raw.get("multiValueHeaders")
     values: list[str] = []
-    if isinstance(multi, Mapping) and multi:
+    # type(...) is dict first: the runtime's events are dicts, and an ABC check is not free
+    if (type(multi) is dict or isinstance(multi, Mapping)) and multi:
         for key, vals in multi.items():
-            if isinstance(key, str) and key.lower() == wanted and isinstance(vals, list):
+            if type(key) is str and key.lower() == wanted and isinstance(vals, list):
                 values.extend(v for v in vals if isinstance(v, str))
         return values
     single = raw.get("headers")
-    if isinstance(single, Mapping):
+    if type(single) is dict or isinstance(single, Mapping):
         for key, val in single.items():
             if isinstance(key, str) and key.lower() == wanted and isinstance(val, str):
                 values.append(val)
