@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tokenbroker.domain.clock import Clock
+from tokenbroker.domain.errors import ConfigurationError
 from tokenbroker.domain.keycache import KeyCache
 from tokenbroker.domain.rfc9449 import ProofPolicy
 from tokenbroker.settings import Settings
@@ -447,12 +448,12 @@ class Container:
             from tokenbroker.adapters.keyset import keyset_view
 
             s = self.settings
-            s.require("key_set_parameter", "signing_key_slots")
+            s.require("key_set_parameter", "signing_key_slots", "signing_key_id")
             return keyset_view(
                 self.client("kms"),
                 self.client("ssm"),
                 parameter=s.key_set_parameter,
-                slots=s.signing_key_slots,
+                slots=key_slots(s),
                 clock=self.clock,
             )
 
@@ -465,11 +466,11 @@ class Container:
             from tokenbroker.services.keys import KeyRotationService
 
             s = self.settings
-            s.require("key_set_parameter", "signing_key_slots", "usage_table")
+            s.require("usage_table")
             view = self.keyset_view
             return KeyRotationService(
                 store=SsmKeySetStore(self.client("ssm"), s.key_set_parameter),
-                slots=s.signing_key_slots,
+                slots=view.slots,
                 public_jwk=lambda key_id: view.key(key_id)[0],
                 record=DynamoKeyEvents(self.client("dynamodb"), s.usage_table).record,
                 clock=self.clock,
@@ -489,6 +490,15 @@ class Container:
             actor=self.actor,
             retention_days=self.settings.usage_retention_days,
         )
+
+
+def key_slots(settings: Settings) -> tuple[str, ...]:
+    """The template's signing key slots, SIGNING_KEY_ID (slot A, the key that signs
+    until the first rotation) first."""
+    first = settings.signing_key_id
+    if first not in settings.signing_key_slots:
+        raise ConfigurationError("SIGNING_KEY_ID must be one of SIGNING_KEY_SLOTS")
+    return (first, *(k for k in settings.signing_key_slots if k != first))
 
 
 def lambda_clients(service: str) -> Any:

@@ -369,16 +369,33 @@ class KeySetView:
     def resolve(self, kid: str) -> Any | None:
         """The public key of a published key with this ``kid``; SigningKeyRetired for a
         slot that is not published; None for any other kid."""
-        slot = self._slot_of(kid)
-        if slot is None:
-            return None
         now = self._clock()
-        state = self.keyset().state_of(slot, now)
-        if state not in PUBLISHED and self._may_recheck(now):
-            state = self.keyset().state_of(slot, now)
-        if state not in PUBLISHED:
-            raise SigningKeyRetired("the token was signed by a retired key")
-        return self.key(slot)[1]
+        key = self._published_key(kid, now)
+        if key is not None:
+            return key
+        if not self._is_slot(kid):
+            return None  # a stranger: no read, however many arrive
+        if self._may_recheck(now):
+            key = self._published_key(kid, now)
+            if key is not None:
+                return key
+        raise SigningKeyRetired("the token was signed by a retired key")
+
+    def _published_key(self, kid: str, now: float) -> Any | None:
+        for slot in self.keyset().published(now):
+            jwk, key = self.key(slot)  # a published key that cannot be fetched: fail closed
+            if jwk.kid == kid:
+                return key
+        return None
+
+    def _is_slot(self, kid: str) -> bool:
+        for slot in self.slots:
+            try:
+                if self.key(slot)[0].kid == kid:
+                    return True
+            except BrokerError:  # an unpublished slot's key only refines the reason
+                continue
+        return False
 
     def _may_recheck(self, now: float) -> bool:
         with self._lock:
@@ -387,9 +404,3 @@ class KeySetView:
             self._rechecked_at = now
             self._read_at = float("-inf")  # the next keyset() re-reads
             return True
-
-    def _slot_of(self, kid: str) -> str | None:
-        for slot in self.slots:
-            if self.key(slot)[0].kid == kid:
-                return slot
-        return None
