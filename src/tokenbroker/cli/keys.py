@@ -106,14 +106,14 @@ def rotate(propagation_seconds: int, output: str | None) -> None:
     """Publish the other slot's key as next; it signs after the propagation interval;
     the current key stays published until its tokens have expired, then is retired.
     A second rotate before the first one completes is an error (exit code 2)."""
+    try:
+        report = _service().rotate(propagation=propagation_seconds)
+    except _InProgress as exc:
+        raise RotationInProgress(exc.description) from exc
+    _emit(report, output)
     if propagation_seconds < SAFE_PROPAGATION:
         click.echo(
             f"Warning: a propagation interval under {SAFE_PROPAGATION} s can outrun cached"
             " JWKS copies (for tests and the local stack only).",
             err=True,
         )
-    try:
-        report = _service().rotate(propagation=propagation_seconds)
-    except _InProgress as exc:
-        raise RotationInProgress(exc.description) from exc
-    _emit(report, output)

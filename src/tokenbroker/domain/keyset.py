@@ -39,6 +39,7 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -199,7 +200,7 @@ class KeySet:
         current = self.settle(now)
         if current.rotation is not None:
             step = current.next_step(now)
-            when = f" (next step at {step[0]}: {step[1]})" if step else ""
+            when = f" (next step at {_iso(step[0])}: {step[1]})" if step else ""
             raise RotationInProgress("a key rotation is already in progress" + when)
         if current.active not in slots:
             raise ConfigurationError("the current signing key is not one of the template's slots")
@@ -260,6 +261,10 @@ class KeySet:
             if rotation.key_id == active:
                 raise ConfigurationError("the key set rotates a key to itself")
         return cls(active=active, rotation=rotation, active_since=since)
+
+
+def _iso(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _text(doc: dict[str, Any], name: str) -> str:
