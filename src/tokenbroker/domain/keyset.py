@@ -333,6 +333,8 @@ class KeySetView:
         self._retry_at = float("-inf")
         self._rechecked_at = float("-inf")
         self._keys: dict[str, tuple[PublicJwk, Any]] = {}
+        #: kid -> public key of the published set, and until when that set holds
+        self._trusted: tuple[dict[str, Any], float] = ({}, float("-inf"))
         self._lock = threading.Lock()
 
     def keyset(self) -> KeySet:
@@ -375,6 +377,11 @@ class KeySetView:
         """The public key of a published key with this ``kid``; SigningKeyRetired for a
         slot that is not published; None for any other kid."""
         now = self._clock()
+        trusted, until = self._trusted
+        if now < until:  # the hot path: one dict lookup, no lock
+            key = trusted.get(kid)
+            if key is not None:
+                return key
         key = self._published_key(kid, now)
         if key is not None:
             return key
@@ -387,11 +394,16 @@ class KeySetView:
         raise SigningKeyRetired("the token was signed by a retired key")
 
     def _published_key(self, kid: str, now: float) -> Any | None:
-        for slot in self.keyset().published(now):
+        keyset = self.keyset()
+        trusted = {}
+        for slot in keyset.published(now):
             jwk, key = self.key(slot)  # a published key that cannot be fetched: fail closed
-            if jwk.kid == kid:
-                return key
-        return None
+            trusted[jwk.kid] = key
+        # valid until the next transition or the next re-read, whichever comes first
+        step = keyset.next_step(now)
+        until = min(self._read_at + self._max_age, step[0] if step else float("inf"))
+        self._trusted = (trusted, until)
+        return trusted.get(kid)
 
     def _is_slot(self, kid: str) -> bool:
         for slot in self.slots:
@@ -408,4 +420,5 @@ class KeySetView:
                 return False
             self._rechecked_at = now
             self._read_at = float("-inf")  # the next keyset() re-reads
+            self._trusted = ({}, float("-inf"))
             return True
