@@ -30,7 +30,7 @@ from tokenbroker.adapters import aws
 from tokenbroker.adapters.kms import KmsSigner
 from tokenbroker.adapters.ledger_items import from_item
 from tokenbroker.domain.clock import FixedClock
-from tokenbroker.domain.errors import InvalidToken, TemporarilyUnavailable
+from tokenbroker.domain.errors import ConfigurationError, InvalidToken, TemporarilyUnavailable
 from tokenbroker.domain.keyset import KEYSET_MAX_AGE, RotationInProgress, SigningKeyRetired
 from tokenbroker.domain.models import EventType
 from tokenbroker.domain.rfc9068 import (
@@ -289,3 +289,50 @@ def test_a_stranger_kid_is_refused_as_an_unknown_key(stack: Stack) -> None:
     with pytest.raises(InvalidToken) as refused:
         stack.check(token)
     assert not isinstance(refused.value, SigningKeyRetired)
+
+
+def test_the_signer_signs_with_the_key_its_header_names_and_never_with_a_next_key(
+    stack: Stack,
+) -> None:
+    signer = stack.token.signer
+    kid_a = signer.public_jwk().kid
+    stack.admin().key_rotation.rotate(propagation=PROPAGATION)
+    stack.clock.advance(KEYSET_MAX_AGE)  # the token function has read the rotation
+    kid_b = stack.authorizer.keyset_view.key(stack.slots[1])[0].kid
+    claims = AccessTokenClaims(
+        iss=ISSUER,
+        sub="tbc_walk",
+        aud=AUDIENCE,
+        exp=int(stack.clock()) + MAX_LIFETIME,
+        iat=int(stack.clock()),
+        jti=uuid.uuid4().hex,
+        client_id="tbc_walk",
+        scope=("profile",),
+        jkt=JKT,
+    )
+    assert signer.public_jwk().kid == kid_a  # next: published, not signing yet
+    with pytest.raises(TemporarilyUnavailable, match="may not sign now"):
+        signer.sign(signing_input(claims, kid_b))
+    # the kid was chosen just before the promotion: the signature still matches it
+    payload = signing_input(claims, kid_a)
+    stack.clock.advance(PROPAGATION - KEYSET_MAX_AGE + 1)
+    assert signer.public_jwk().kid == kid_b
+    assert stack.check(assemble(payload, signer.sign(payload))).jti == claims.jti
+
+
+def test_the_key_set_write_failing_is_a_clear_error_and_changes_no_state(stack: Stack) -> None:
+    admin = stack.admin()
+    _fail(admin.client("ssm"), "PutParameter", "ThrottlingException")
+    with pytest.raises(TemporarilyUnavailable, match="ssm:PutParameter failed"):
+        admin.key_rotation.rotate(propagation=PROPAGATION)
+    assert stack.key_set_document() is None
+    # the ledger shows the attempt (written first: never a change without its record)
+    assert [e for e, _ in stack.key_events()] == [EventType.KEY_ROTATION_STARTED]
+    assert stack.check(stack.issue()).sub == "tbc_walk"
+
+
+def test_a_signing_key_id_outside_the_slots_is_a_configuration_error(stack: Stack) -> None:
+    env = {**stack.deployment.environment("AuthorizerFunction"), "SIGNING_KEY_ID": "arn:other"}
+    container = bootstrap.build(Settings.from_mapping(env), clock=stack.clock)
+    with pytest.raises(ConfigurationError, match="SIGNING_KEY_ID must be one of"):
+        container.key_cache.resolve("kid")
