@@ -72,14 +72,24 @@ def keys() -> None:
 @keys.command("list")
 @_output_option
 def list_keys(output: str | None) -> None:
-    """List the signing key slots and their states."""
+    """List the signing key slots and their states.
+
+    \b
+    Example:
+      tokenbroker keys list --output json
+    """
     _emit(_service().status(), output)
 
 
 @keys.command("status")
 @_output_option
 def status(output: str | None) -> None:
-    """Show the states and when the next step is due (a finished rotation is settled)."""
+    """Show the states and when the next step is due (a finished rotation is settled).
+
+    \b
+    Example:
+      tokenbroker keys status --output json
+    """
     report = _service().status()
     if (output or _state().output) != "json":
         _emit(report, output)
@@ -105,7 +115,13 @@ def status(output: str | None) -> None:
 def rotate(propagation_seconds: int, output: str | None) -> None:
     """Publish the other slot's key as next; it signs after the propagation interval;
     the current key stays published until its tokens have expired, then is retired.
-    A second rotate before the first one completes is an error (exit code 2)."""
+    A second rotate before the first one completes is an error (exit code 2).
+
+    \b
+    Example:
+      tokenbroker keys rotate
+      tokenbroker keys rotate --propagation-seconds 5   # the local stack only
+    """
     try:
         report = _service().rotate(propagation=propagation_seconds)
     except _InProgress as exc:
