@@ -31,6 +31,10 @@ lets every cache see the ``next`` key before anything signs with it. The old key
 trusted for the longest token lifetime (15 min) + clock skew + one cache age after
 ``promote_at``: a token function whose cached key set is one max age old still signs
 with the old key for that long, and its tokens must outlive nothing.
+
+Why one module of ~420 lines: the states, the stored document and the readers' view
+(what "published" means at the edge, the discovery and the signer) change together; split,
+a reader could drift from the schedule it evaluates.
 """
 
 from __future__ import annotations
