@@ -30,7 +30,7 @@ and the JWKS is served with ``max-age=300``, so the default propagation interval
 lets every cache see the ``next`` key before anything signs with it. The old key stays
 trusted for the longest token lifetime (15 min) + clock skew + one cache age after
 ``promote_at``: a token function whose cached key set is one max age old still signs
-with the old key for that long, and its tokens must outlive nothing.
+with the old key for that long, and none of those tokens may outlive the retirement.
 
 Why one module of ~420 lines: the states, the stored document and the readers' view
 (what "published" means at the edge, the discovery and the signer) change together; split,
