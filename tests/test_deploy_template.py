@@ -19,7 +19,11 @@ TEMPLATE = ROOT / "template.yaml"
 EXAMPLE = ROOT / "examples" / "protected-api" / "template.yaml"
 EDGE = ROOT / "infra" / "edge.yaml"
 ACCOUNT = "123456789012"
-SIGNERS = {"SigningKey": "TokenFunctionRole", "DigestKey": "DigestFunctionRole"}
+SIGNERS = {
+    "SigningKey": "TokenFunctionRole",
+    "SigningKeyB": "TokenFunctionRole",  # the second slot of signing key rotation
+    "DigestKey": "DigestFunctionRole",
+}
 
 
 @pytest.fixture(scope="module")

@@ -432,6 +432,54 @@ def test_models_with_odd_names_are_allowed_once_each_and_unnameable_ones_are_a_4
     assert denied == ["resource_not_nameable"]
 
 
+def _slow_token(stack: RunningStack, client: dict[str, Any], device: DeviceKey) -> str:
+    token_url = f"{stack.api_url}/oauth2/token"
+    response = requests.post(
+        token_url,
+        data={"grant_type": "client_credentials"},
+        auth=(client["client_id"], client["client_secret"]),
+        headers={"DPoP": device.proof("POST", token_url)},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+def test_a_key_rotation_on_the_local_stack_refuses_no_request(stack: RunningStack) -> None:
+    """``tokenbroker keys rotate`` against ``tokenbroker dev`` (issue 11): both key slots
+    are ECC keys there too; tokens signed before and after the rotation are accepted."""
+    _cli_ready(stack)
+    client, device = _client_with_device(stack, "model:demo:invoke")
+    whoami = f"{stack.api_url}/v1/whoami"
+    # generous timeouts: the stack may be busy with a scheduled function (digest sealing)
+    before = _slow_token(stack, client, device)
+
+    rotated = stack.cli("keys", "rotate", "--propagation-seconds", "1", "-o", "json")
+    assert rotated.returncode == 0, rotated.stderr
+    states = sorted(row["state"] for row in json.loads(rotated.stdout))
+    assert states == ["current", "next"]
+    again = stack.cli("keys", "rotate", "--propagation-seconds", "1")
+    assert again.returncode == 2, again.stderr
+    assert again.stderr.startswith("Error: a key rotation is already in progress")
+    assert "Traceback" not in again.stderr
+
+    time.sleep(1.5)  # past the propagation interval: the new key may sign now
+    after = _slow_token(stack, client, device)
+    for token in (before, after):
+        headers = {"Authorization": f"DPoP {token}", "DPoP": device.proof("GET", whoami, token)}
+        allowed = requests.get(whoami, headers=headers, timeout=60)
+        assert allowed.status_code == 200, allowed.text
+
+    status = stack.cli("keys", "status", "-o", "json")
+    assert status.returncode == 0, status.stderr
+    body = json.loads(status.stdout)
+    assert sorted(row["state"] for row in body["keys"]) == ["current", "retiring"]
+    assert body["next_step_at_epoch"] > time.time()
+    published = requests.get(f"{stack.api_url}/.well-known/jwks.json", timeout=60).json()
+    assert jwt.get_unverified_header(before)["kid"] in {k["kid"] for k in published["keys"]}
+
+
 def test_sigterm_stops_the_stack_cleanly(stack: RunningStack) -> None:
     stack.process.send_signal(signal.SIGTERM)
     assert stack.process.wait(timeout=10) == 0

@@ -49,6 +49,13 @@ TABLES = (
 )
 
 
+#: the signing key set parameter (signing key rotation, src/tokenbroker/domain/keyset.py)
+KEY_SET_ARN = (
+    "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}"
+    ":parameter/tokenbroker/${AWS::StackName}/signing-keys"
+)
+
+
 @pytest.fixture(scope="module")
 def template() -> Template:
     return load_template(TEMPLATE)
@@ -268,7 +275,7 @@ def test_the_usage_table_indexes_are_the_ledger_key_design(template: Template) -
     }
 
 
-@pytest.mark.parametrize("key_id", ["SigningKey", "DigestKey"])
+@pytest.mark.parametrize("key_id", ["SigningKey", "SigningKeyB", "DigestKey"])
 def test_the_signing_keys_are_retained_p256_signing_keys(
     resources: dict[str, Any], key_id: str
 ) -> None:
@@ -492,12 +499,18 @@ def test_the_token_function_may_read_clients_and_devices_record_tokens_and_sign(
         # one TransactWriteItems: the token record and its ledger record
         ("dynamodb:PutItem", "TokensTable.Arn"),
         ("dynamodb:PutItem", "UsageTable.Arn"),
+        # which key slot signs (signing key rotation)
+        ("ssm:GetParameter", KEY_SET_ARN),
         # kms:Sign and kms:GetPublicKey: SigningKey's key policy grants them to this role
     }
 
 
 def test_the_discovery_function_may_only_read_the_public_key(template: Template) -> None:
-    assert _grants(template, "DiscoveryFunction") == {("kms:GetPublicKey", "SigningKey.Arn")}
+    assert _grants(template, "DiscoveryFunction") == {
+        ("kms:GetPublicKey", "SigningKey.Arn"),
+        ("kms:GetPublicKey", "SigningKeyB.Arn"),
+        ("ssm:GetParameter", KEY_SET_ARN),
+    }
 
 
 def test_only_the_token_function_signs_tokens_and_only_the_digest_function_digests(
@@ -687,6 +700,8 @@ def test_the_deployment_parameter_names_what_the_token_function_uses(template: T
         "DIGEST_PERIOD_SECONDS",
         "DIGEST_GRACE_SECONDS",
         "SIGNING_KEY_ID",
+        "SIGNING_KEY_SLOTS",
+        "KEY_SET_PARAMETER",
     }
     assert set(published) <= set(Settings.env_names().values())
     # each published name means what the functions that read it are given
@@ -1162,6 +1177,8 @@ def test_the_authorizer_may_only_check_liveness_record_usage_and_read_the_key(
         ("dynamodb:BatchGetItem", "DevicesTable.Arn"),
         ("dynamodb:PutItem", "UsageTable.Arn"),
         ("kms:GetPublicKey", "SigningKey.Arn"),
+        ("kms:GetPublicKey", "SigningKeyB.Arn"),
+        ("ssm:GetParameter", KEY_SET_ARN),
     }
 
 

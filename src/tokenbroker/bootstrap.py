@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tokenbroker.domain.clock import Clock
+from tokenbroker.domain.errors import ConfigurationError
 from tokenbroker.domain.keycache import KeyCache
 from tokenbroker.domain.rfc9449 import ProofPolicy
 from tokenbroker.settings import Settings
@@ -27,6 +28,7 @@ from tokenbroker.settings import Settings
 if TYPE_CHECKING:
     from tokenbroker.adapters.idps import DynamoIdpDirectory, IssuerKeys
     from tokenbroker.adapters.people import DynamoPeopleDirectory
+    from tokenbroker.domain.keyset import KeySetView
     from tokenbroker.domain.liveness import LivenessView
     from tokenbroker.domain.ports import (
         ClientDirectory,
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from tokenbroker.services.discovery import DiscoveryService
     from tokenbroker.services.exchange import ExchangeService
     from tokenbroker.services.issuance import IssuanceService
+    from tokenbroker.services.keys import KeyRotationService
     from tokenbroker.services.refresh import RefreshService
 
 ClientFactory = Callable[[str], Any]
@@ -131,6 +134,10 @@ class Container:
         def make() -> Signer:
             from tokenbroker.adapters.kms import KmsSigner
 
+            if self.settings.key_set_parameter:  # signing key rotation (adapters/keyset.py)
+                from tokenbroker.adapters.keyset import KeySetSigner
+
+                return KeySetSigner(self.client("kms"), self.keyset_view, clock=self.clock)
             self.settings.require("signing_key_id")
             return KmsSigner(self.client("kms"), self.settings.signing_key_id)
 
@@ -280,9 +287,12 @@ class Container:
         return self._once("discovery", make)  # type: ignore[no-any-return]
 
     @property
-    def key_cache(self) -> KeyCache:
-        def make() -> KeyCache:
+    def key_cache(self) -> KeyCache | KeySetView:
+        def make() -> KeyCache | KeySetView:
             from tokenbroker.adapters.kms import KmsPublicKeySource
+
+            if self.settings.key_set_parameter:  # trusts exactly the published key set
+                return self.keyset_view
 
             self.settings.require("signing_key_id")
             ids = tuple(k.strip() for k in self.settings.signing_key_id.split(",") if k.strip())
@@ -431,6 +441,46 @@ class Container:
             "admin", self._make_admin
         )
 
+    # ---- signing key rotation (domain/keyset.py) ---------------------------------------
+    @property
+    def keyset_view(self) -> KeySetView:
+        def make() -> KeySetView:
+            from tokenbroker.adapters.keyset import keyset_view
+
+            s = self.settings
+            s.require("key_set_parameter", "signing_key_slots", "signing_key_id")
+            return keyset_view(
+                self.client("kms"),
+                self.client("ssm"),
+                parameter=s.key_set_parameter,
+                slots=key_slots(s),
+                clock=self.clock,
+            )
+
+        return self._once("keyset_view", make)  # type: ignore[no-any-return]
+
+    @property
+    def key_rotation(self) -> KeyRotationService:
+        def make() -> KeyRotationService:
+            from tokenbroker.adapters.keyset import DynamoKeyEvents, SsmKeySetStore
+            from tokenbroker.services.keys import KeyRotationService
+
+            s = self.settings
+            s.require("usage_table")
+            view = self.keyset_view
+            return KeyRotationService(
+                store=SsmKeySetStore(self.client("ssm"), s.key_set_parameter),
+                slots=view.slots,
+                public_jwk=lambda key_id: view.key(key_id)[0],
+                record=DynamoKeyEvents(self.client("dynamodb"), s.usage_table).record,
+                clock=self.clock,
+                actor=self.actor,
+                skew=s.clock_skew,
+                retention_days=s.usage_retention_days,
+            )
+
+        return self._once("key_rotation", make)  # type: ignore[no-any-return]
+
     def _make_admin(self) -> AdminService:
         from tokenbroker.services.admin import AdminService
 
@@ -440,6 +490,15 @@ class Container:
             actor=self.actor,
             retention_days=self.settings.usage_retention_days,
         )
+
+
+def key_slots(settings: Settings) -> tuple[str, ...]:
+    """The template's signing key slots, SIGNING_KEY_ID (slot A, the key that signs
+    until the first rotation) first."""
+    first = settings.signing_key_id
+    if first not in settings.signing_key_slots:
+        raise ConfigurationError("SIGNING_KEY_ID must be one of SIGNING_KEY_SLOTS")
+    return (first, *(k for k in settings.signing_key_slots if k != first))
 
 
 def lambda_clients(service: str) -> Any:

@@ -59,6 +59,10 @@ class Settings:
         default=28_800, metadata=_env("REFRESH_TOKEN_ABSOLUTE_SECONDS")
     )
     refresh_idle_seconds: int = field(default=3_600, metadata=_env("REFRESH_TOKEN_IDLE_SECONDS"))
+    #: signing key rotation (domain/keyset.py): the template's key slots (comma-separated
+    #: ARNs) and the SSM parameter naming their states ("" = no rotation: SIGNING_KEY_ID)
+    signing_key_slots: tuple[str, ...] = field(default=(), metadata=_env("SIGNING_KEY_SLOTS"))
+    key_set_parameter: str = field(default="", metadata=_env("KEY_SET_PARAMETER"))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:
@@ -81,7 +85,7 @@ class Settings:
                     raise ConfigurationError(f"{f.metadata['env']} must be an integer") from exc
             elif f.name == "route_scopes":
                 values[f.name] = _route_scopes(raw)
-            elif f.name == "audiences":
+            elif f.name == "signing_key_slots" or f.name == "audiences":
                 values[f.name] = tuple(a.strip() for a in raw.split(",") if a.strip())
             elif f.name == "issuer":
                 values[f.name] = raw.strip().rstrip("/")

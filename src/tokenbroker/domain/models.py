@@ -108,6 +108,10 @@ class EventType(StrEnum):
     REFRESH_REUSED = "refresh_reused"
     PERSON_DISABLED = "person_disabled"
     PERSON_ENABLED = "person_enabled"
+    #: signing key rotation (services/keys.py): the next key is published, on a schedule
+    KEY_ROTATION_STARTED = "key_rotation_started"
+    #: a finished rotation was settled: the outgoing key is retired
+    KEY_RETIRED = "key_retired"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,5 +29,7 @@ class DiscoveryService:
         }
 
     def jwks(self) -> dict[str, object]:
-        key = self._signer.public_jwk()
-        return {"keys": [{**key.jwk, "kid": key.kid, "use": "sig", "alg": "ES256"}]}
+        # a rotating signer publishes its whole published set (adapters/keyset.py)
+        published = getattr(self._signer, "published_jwks", None)
+        keys = published() if published else [self._signer.public_jwk()]
+        return {"keys": [{**k.jwk, "kid": k.kid, "use": "sig", "alg": "ES256"} for k in keys]}
