@@ -48,6 +48,11 @@ ENROLLED_AT = "enrolled_at"
 REVOKED_AT = "revoked_at"
 PRINCIPAL = "principal"  # devices a person enrolled themselves; tokens issued to a person
 DEVICES_BY_CLIENT = "by_client"
+#: RFC 7009 (adapters/revocations.py): map jti -> exp of the device's revoked live tokens,
+#: its write counter, and the device's own tokens-not-before (when the map overflows)
+REVOKED_JTIS = "revoked_jtis"
+REVOCATIONS_VERSION = "revocations_version"
+DEVICE_TOKENS_NOT_BEFORE = "tokens_not_before"
 # tokens table (key: jti)
 JTI = "jti"
 SCOPE = "scope"

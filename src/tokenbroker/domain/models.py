@@ -108,6 +108,8 @@ class EventType(StrEnum):
     REFRESH_REUSED = "refresh_reused"
     PERSON_DISABLED = "person_disabled"
     PERSON_ENABLED = "person_enabled"
+    #: RFC 7009: a client revoked one of its access tokens or a refresh token family
+    TOKEN_REVOKED = "token_revoked"
 
 
 @dataclass(frozen=True, kw_only=True)
