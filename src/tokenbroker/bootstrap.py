@@ -465,9 +465,43 @@ class Container:
 
     @property
     def client_authenticator(self) -> ClientAuthenticator:
+        from tokenbroker.adapters.client_keys import DynamoClientKeys
         from tokenbroker.services.client_auth import ClientAuthenticator
 
-        return ClientAuthenticator(directory=self.directory)
+        s = self.settings
+        replay = (
+            DynamoClientKeys(
+                self.client("dynamodb"),
+                clients_table=s.clients_table,
+                usage_table=s.usage_table,
+                tokens_table=s.tokens_table,
+            )
+            if s.tokens_table
+            else None
+        )
+        return ClientAuthenticator(
+            directory=self.directory, replay=replay, clock=self.clock, skew=s.clock_skew
+        )
+
+    def set_client_jwk(self, client_id: str, jwk_text: str, *, remove_secret: bool) -> str:
+        """Admin (``tokenbroker clients set-jwk``): services/client_keys.py."""
+        from tokenbroker.adapters.client_keys import DynamoClientKeys
+        from tokenbroker.services.client_keys import set_client_jwk
+
+        s = self.settings
+        s.require("clients_table", "usage_table")
+        store = DynamoClientKeys(
+            self.client("dynamodb"), clients_table=s.clients_table, usage_table=s.usage_table
+        )
+        return set_client_jwk(
+            store,
+            client_id=client_id,
+            jwk_text=jwk_text,
+            remove_secret=remove_secret,
+            clock=self.clock,
+            actor=self.actor,
+            retention_days=s.usage_retention_days,
+        )
 
     @property
     def revocation(self) -> RevocationService:

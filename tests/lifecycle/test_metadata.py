@@ -55,8 +55,19 @@ def test_the_grants_listed_are_the_grants_the_token_endpoint_dispatches(
 def test_the_auth_methods_listed_are_the_ones_the_parsers_accept(
     document: dict[str, object],
 ) -> None:
-    for endpoint in ("token_endpoint", "revocation_endpoint", "introspection_endpoint"):
-        assert document[f"{endpoint}_auth_methods_supported"] == list(registry.CLIENT_AUTH_METHODS)
+    assert document["token_endpoint_auth_methods_supported"] == list(registry.CLIENT_AUTH_METHODS)
+    assert "token_endpoint_auth_signing_alg_values_supported" not in document
+    for endpoint in ("revocation_endpoint", "introspection_endpoint"):
+        assert document[f"{endpoint}_auth_methods_supported"] == [
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+        ]
+        assert document[f"{endpoint}_auth_signing_alg_values_supported"] == [
+            "ES256",
+            "ES384",
+            "EdDSA",
+        ]
     assert "none" not in registry.CLIENT_AUTH_METHODS  # every lifecycle call authenticates
 
 

@@ -98,8 +98,13 @@ def test_the_registered_endpoints_are_published_with_their_auth_methods() -> Non
     assert metadata["revocation_endpoint"] == ISSUER + "/oauth2/revoke"
     assert metadata["introspection_endpoint"] == ISSUER + "/oauth2/introspect"
     assert "device_enrollment_endpoint" not in metadata
-    for name in ("token_endpoint", "revocation_endpoint", "introspection_endpoint"):
+    assert metadata["token_endpoint_auth_methods_supported"] == [
+        "client_secret_basic",
+        "client_secret_post",
+    ]
+    for name in ("revocation_endpoint", "introspection_endpoint"):
         assert metadata[f"{name}_auth_methods_supported"] == [
             "client_secret_basic",
             "client_secret_post",
+            "private_key_jwt",
         ]

@@ -41,6 +41,8 @@ CREATED_AT = "created_at"
 UPDATED_AT = "updated_at"
 #: tokens issued (iat) before this epoch second are refused at the edge (revoke-tokens)
 TOKENS_NOT_BEFORE = "tokens_not_before"
+#: RFC 7523 private_key_jwt public key (adapters/client_keys.py writes it)
+PUBLIC_JWK = "public_jwk"
 # devices table (key: jkt; GSI by_client: client_id + enrolled_at)
 JKT = "jkt"
 LABEL = "label"
@@ -85,6 +87,7 @@ def _client(item: Mapping[str, Any]) -> Client:
         created_at=int(v[CREATED_AT]),
         active_devices=int(v.get(ACTIVE_DEVICES, 0)),
         tokens_not_before=int(v.get(TOKENS_NOT_BEFORE, 0)),
+        public_jwk=str(v.get(PUBLIC_JWK, "")),
     )
 
 

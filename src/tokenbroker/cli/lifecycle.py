@@ -122,3 +122,36 @@ def introspect(
         click.echo(json.dumps(answer, indent=2, sort_keys=True))
         return
     click.echo(render([answer], INTROSPECTION_FIELDS, fmt, many=False), nl=False)
+
+
+@click.command("set-jwk")
+@click.option("--client-id", required=True, metavar="ID", help="The client (tbc_...).")
+@click.option(
+    "--jwk-file",
+    required=True,
+    type=click.File("r"),
+    metavar="FILE",
+    help="The client's PUBLIC JWK (EC P-256/P-384 or Ed25519), JSON.",
+)
+@click.option(
+    "--remove-secret",
+    is_flag=True,
+    help="Also remove the client's secret: it then authenticates with private_key_jwt only.",
+)
+def set_jwk(client_id: str, jwk_file: TextIO, remove_secret: bool) -> None:
+    """Register a client's public key for private_key_jwt (RFC 7523).
+
+    The client then authenticates at the revocation and introspection endpoints with a
+    short JWT signed by its private key (client_assertion_type
+    urn:ietf:params:oauth:client-assertion-type:jwt-bearer). Prints the key's thumbprint.
+
+    \b
+    Example:
+      tokenbroker clients set-jwk --client-id tbc_... --jwk-file client.pub.jwk --remove-secret
+    """
+    from tokenbroker.cli.deployment import CliState
+
+    text = jwk_file.read(4097)
+    state = click.get_current_context().find_object(CliState) or CliState()
+    kid = state.container().set_client_jwk(client_id, text, remove_secret=remove_secret)
+    click.echo(kid)

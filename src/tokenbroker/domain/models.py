@@ -26,6 +26,8 @@ class Client:
     active_devices: int = 0
     #: tokens issued (iat) before this epoch second are refused at the edge
     tokens_not_before: int = 0
+    #: RFC 7523 private_key_jwt: the client's registered public JWK (JSON; "" = none)
+    public_jwk: str = ""
 
     @property
     def active(self) -> bool:
@@ -110,6 +112,8 @@ class EventType(StrEnum):
     PERSON_ENABLED = "person_enabled"
     #: RFC 7009: a client revoked one of its access tokens or a refresh token family
     TOKEN_REVOKED = "token_revoked"
+    #: an admin registered (or replaced) a client's private_key_jwt public key
+    CLIENT_KEY_SET = "client_key_set"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 
 from tokenbroker.domain.ports import Signer
 from tokenbroker.services.registry import (
-    CLIENT_AUTH_METHODS,
     DPOP_ALGORITHMS,
     ENDPOINTS,
     GRANTS,
@@ -39,9 +38,12 @@ class DiscoveryService:
             if not path:
                 continue  # not deployed with this function's configuration
             document[endpoint.metadata_name] = issuer + path
-            if endpoint.client_authenticated:
-                document[f"{endpoint.metadata_name}_auth_methods_supported"] = list(
-                    CLIENT_AUTH_METHODS
+            if endpoint.auth_methods:
+                name = endpoint.metadata_name
+                document[f"{name}_auth_methods_supported"] = list(endpoint.auth_methods)
+            if endpoint.signing_algorithms:
+                document[f"{endpoint.metadata_name}_auth_signing_alg_values_supported"] = list(
+                    endpoint.signing_algorithms
                 )
         document.update(
             {

@@ -29,7 +29,12 @@ from tokenbroker.domain.liveness import Liveness, check_liveness
 from tokenbroker.domain.rfc9068 import AccessTokenClaims
 from tokenbroker.services.client_auth import ClientAuthenticator
 from tokenbroker.services.own_tokens import TokenCheck
-from tokenbroker.services.revocation import MAX_TOKEN, LifecycleRequest, token_value
+from tokenbroker.services.revocation import (
+    MAX_TOKEN,
+    LifecycleRequest,
+    assertion_audiences,
+    token_value,
+)
 
 INTROSPECT_SCOPE = "tokenbroker:introspect"
 INACTIVE: dict[str, object] = {"active": False}
@@ -76,7 +81,10 @@ class IntrospectionService:
         self._clock = clock
 
     def introspect(self, request: LifecycleRequest, *, request_issuer: str) -> Introspection:
-        caller = self._auth.authenticate(request.credentials)
+        issuer = self._tokens.issuer or request_issuer
+        caller = self._auth.authenticate(
+            request.credentials, audiences=assertion_audiences(request, issuer)
+        )
         value = token_value(request)
         if len(value) > MAX_TOKEN:
             return Introspection(None, caller.client_id, "not_a_token")

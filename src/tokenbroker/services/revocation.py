@@ -62,6 +62,14 @@ class LifecycleRequest:
     source_ip: str = ""
     user_agent: str = ""
     request_id: str = ""
+    url: str = ""  # the endpoint URL as the client called it (an assertion's aud)
+    token_path: str = "/oauth2/token"
+
+
+def assertion_audiences(request: LifecycleRequest, issuer: str) -> tuple[str, ...]:
+    """What a private_key_jwt assertion's ``aud`` may name here (RFC 7523 §3 C): the
+    issuer, the token endpoint URL, or this endpoint's URL."""
+    return tuple(a for a in (issuer, issuer + request.token_path, request.url) if a)
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,9 @@ class RevocationService:
         self._policy = policy
 
     def revoke(self, request: LifecycleRequest, *, request_issuer: str) -> Revocation:
-        client = self._auth.authenticate(request.credentials)
+        client = self._auth.authenticate(
+            request.credentials, audiences=self._audiences(request, request_issuer)
+        )
         value = token_value(request)
         if len(value) > MAX_TOKEN or not value.isascii():
             return Revocation("", client.client_id)  # cannot be a token of ours
@@ -119,6 +129,9 @@ class RevocationService:
             if done is not None:
                 return done
         return Revocation("", client.client_id)
+
+    def _audiences(self, request: LifecycleRequest, request_issuer: str) -> tuple[str, ...]:
+        return assertion_audiences(request, self._tokens.issuer or request_issuer)
 
     def _revoke_access(
         self, client: Client, value: str, request: LifecycleRequest, request_issuer: str

@@ -36,7 +36,7 @@ ContainerFactory = Callable[[], "Container"]
 
 def parse_lifecycle_request(event: APIGatewayProxyEvent) -> tuple[LifecycleRequest, str]:
     """(request, issuer derived from the URL). Raises InvalidRequest / InvalidClient."""
-    _, issuer = request_url(event)
+    url, issuer = request_url(event)
     authorization = single_header(event, "Authorization")
     form = _form(event)
     if authorization is not None and authorization[:6].lower() == "basic ":
@@ -50,6 +50,13 @@ def parse_lifecycle_request(event: APIGatewayProxyEvent) -> tuple[LifecycleReque
         raise InvalidClient()
     else:
         credentials = ClientCredentials(form.get("client_id"), form.get("client_secret"))
+    if "client_assertion" in form or "client_assertion_type" in form:  # RFC 7523 §2.2
+        credentials = ClientCredentials(
+            credentials.client_id,
+            credentials.client_secret,
+            form.get("client_assertion_type"),
+            form.get("client_assertion"),
+        )
     request = LifecycleRequest(
         credentials=credentials,
         token=form.get("token"),
@@ -57,6 +64,7 @@ def parse_lifecycle_request(event: APIGatewayProxyEvent) -> tuple[LifecycleReque
         source_ip=source_ip(event),
         user_agent=user_agent(event),
         request_id=request_id(event),
+        url=url,
     )
     return request, issuer
 
