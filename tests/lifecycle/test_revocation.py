@@ -113,3 +113,31 @@ def test_a_missing_token_or_two_auth_methods_is_invalid_request(app: App, life: 
         REVOKE_PATH, f"token=a&token=b&client_id={app.client_id}&client_secret={app.secret}"
     )
     assert_error(life.call("revocation", repeated), 400, "invalid_request")
+
+
+def test_round_trips_revocation_3_and_the_edge_none_extra(
+    broker: Broker, app: App, life: Lifecycle
+) -> None:
+    from endpoint._support import RoundTrips
+
+    token = life.access_token(app)
+    assert life.at_edge(app, token) == "allow"  # warm: public key cached, liveness read
+    trips = RoundTrips().attach(broker.container.client("dynamodb"))
+    broker.clock.advance(MAX_AGE)
+    assert life.at_edge(app, token) == "allow"
+    before = trips.take()  # the edge's reads per 5 s before any revocation
+    ok(life.revoke(app, token))
+    assert trips.take() == [
+        "dynamodb:GetItem",  # the client (authentication)
+        "dynamodb:GetItem",  # the device's revoked set and version
+        "dynamodb:TransactWriteItems",  # the device update + the ledger record
+    ]
+    broker.clock.advance(MAX_AGE)
+    assert life.at_edge(app, token) == "401"
+    # the same one liveness read as before; writes: at most the usage/denial record
+    after = trips.take()
+    reads = [c for c in after if c != "dynamodb:PutItem"]
+    assert reads == [c for c in before if c != "dynamodb:PutItem"] == ["dynamodb:BatchGetItem"]
+    assert len(after) - len(reads) <= 1
+    life.introspect(app, token)
+    assert trips.take() == ["dynamodb:GetItem", "dynamodb:BatchGetItem"]
