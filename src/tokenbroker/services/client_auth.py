@@ -7,6 +7,7 @@ unregistered key, symmetric alg, secret sent as well) get the same 401 ``invalid
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -101,8 +102,6 @@ class ClientAuthenticator:
 
 
 def _jwk(text: str) -> dict[str, str] | None:
-    import json
-
     if not text:
         return None
     try:

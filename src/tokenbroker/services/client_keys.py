@@ -5,6 +5,7 @@ is not copied into the ledger either)."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Protocol
 
@@ -40,8 +41,6 @@ def set_client_jwk(
         jwk = registered_jwk(jwk_text)
     except ValueError as exc:
         raise InvalidInput(f"--jwk-file: {exc}") from exc
-    import json
-
     now = clock()
     request_id = secrets.token_urlsafe(16)
     record = UsageRecord.build(

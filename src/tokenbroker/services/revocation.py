@@ -26,6 +26,7 @@ from tokenbroker.domain.errors import InvalidGrant, InvalidRequest
 from tokenbroker.domain.models import Client, Decision, EventType, RefreshGrant, UsageRecord
 from tokenbroker.services.client_auth import ClientAuthenticator, ClientCredentials
 from tokenbroker.services.own_tokens import TokenCheck
+from tokenbroker.services.refresh import _parse, token_id  # the one parser of its shape
 
 ACCESS_TOKEN = "access_token"
 REFRESH_TOKEN = "refresh_token"
@@ -158,8 +159,6 @@ class RevocationService:
     ) -> Revocation | None:
         if self._refresh is None:
             return None
-        from tokenbroker.services.refresh import _parse, token_id  # one parser of the shape
-
         try:
             principal, family = _parse(value)
         except InvalidGrant:
