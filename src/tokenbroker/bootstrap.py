@@ -42,12 +42,16 @@ if TYPE_CHECKING:
     from tokenbroker.services.aggregates import AggregatesService
     from tokenbroker.services.audit import AuditService
     from tokenbroker.services.authorization import AuthorizationService
+    from tokenbroker.services.client_auth import ClientAuthenticator
     from tokenbroker.services.digests import DigestService
     from tokenbroker.services.discovery import DiscoveryService
     from tokenbroker.services.exchange import ExchangeService
+    from tokenbroker.services.introspection import IntrospectionService
     from tokenbroker.services.issuance import IssuanceService
     from tokenbroker.services.keys import KeyRotationService
+    from tokenbroker.services.own_tokens import TokenCheck
     from tokenbroker.services.refresh import RefreshService
+    from tokenbroker.services.revocation import RevocationService
 
 ClientFactory = Callable[[str], Any]
 
@@ -282,6 +286,11 @@ class Container:
                 issuer=s.issuer,
                 token_path=s.token_endpoint_path,
                 jwks_path=s.jwks_path,
+                endpoint_paths={  # services/registry.py ENDPOINTS
+                    "revocation_endpoint_path": s.revocation_endpoint_path,
+                    "introspection_endpoint_path": s.introspection_endpoint_path,
+                    "device_enrollment_path": s.device_enrollment_path,
+                },
             )
 
         return self._once("discovery", make)  # type: ignore[no-any-return]
@@ -490,6 +499,118 @@ class Container:
             actor=self.actor,
             retention_days=self.settings.usage_retention_days,
         )
+
+    # ---- RFC 7009 revocation, RFC 7662 introspection (services/revocation.py) --------
+    @property
+    def token_check(self) -> TokenCheck:
+        from tokenbroker.services.own_tokens import TokenCheck
+
+        s = self.settings
+        return TokenCheck(
+            resolve_key=self.key_cache.resolve,
+            issuer=s.issuer,
+            audiences=s.audiences,
+            skew=s.clock_skew,
+        )
+
+    @property
+    def client_authenticator(self) -> ClientAuthenticator:
+        from tokenbroker.adapters.client_keys import DynamoClientKeys
+        from tokenbroker.services.client_auth import ClientAuthenticator
+
+        s = self.settings
+        replay = (
+            DynamoClientKeys(
+                self.client("dynamodb"),
+                clients_table=s.clients_table,
+                usage_table=s.usage_table,
+                tokens_table=s.tokens_table,
+            )
+            if s.tokens_table
+            else None
+        )
+        return ClientAuthenticator(
+            directory=self.directory, replay=replay, clock=self.clock, skew=s.clock_skew
+        )
+
+    def set_client_jwk(self, client_id: str, jwk_text: str, *, remove_secret: bool) -> str:
+        """Admin (``tokenbroker clients set-jwk``): services/client_keys.py."""
+        from tokenbroker.adapters.client_keys import DynamoClientKeys
+        from tokenbroker.services.client_keys import set_client_jwk
+
+        s = self.settings
+        s.require("clients_table", "usage_table")
+        store = DynamoClientKeys(
+            self.client("dynamodb"), clients_table=s.clients_table, usage_table=s.usage_table
+        )
+        return set_client_jwk(
+            store,
+            client_id=client_id,
+            jwk_text=jwk_text,
+            remove_secret=remove_secret,
+            clock=self.clock,
+            actor=self.actor,
+            retention_days=s.usage_retention_days,
+        )
+
+    @property
+    def revocation(self) -> RevocationService:
+        def make() -> RevocationService:
+            from tokenbroker.adapters.refresh import DynamoRefreshStore
+            from tokenbroker.adapters.revocations import DynamoRevocations
+            from tokenbroker.services.revocation import RevocationPolicy, RevocationService
+
+            s = self.settings
+            s.require("devices_table", "usage_table")
+            families = (
+                DynamoRefreshStore(
+                    self.client("dynamodb"),
+                    refresh_table=s.refresh_tokens_table,
+                    tokens_table=s.tokens_table,
+                    usage_table=s.usage_table,
+                    clients_table=s.clients_table,
+                    devices_table=s.devices_table,
+                    people_table=s.people_table,
+                )
+                if s.refresh_tokens_table and s.people_table
+                else None
+            )
+            return RevocationService(
+                authenticator=self.client_authenticator,
+                tokens=self.token_check,
+                access=DynamoRevocations(
+                    self.client("dynamodb"),
+                    devices_table=s.devices_table,
+                    usage_table=s.usage_table,
+                ),
+                refresh=families,
+                clock=self.clock,
+                policy=RevocationPolicy(usage_retention_days=s.usage_retention_days),
+            )
+
+        return self._once("revocation", make)  # type: ignore[no-any-return]
+
+    @property
+    def introspection(self) -> IntrospectionService:
+        def make() -> IntrospectionService:
+            from tokenbroker.adapters.usage import DynamoLiveness
+            from tokenbroker.services.introspection import IntrospectionService
+
+            s = self.settings
+            s.require("clients_table", "devices_table")
+            fresh = DynamoLiveness(
+                self.client("dynamodb"),
+                clients_table=s.clients_table,
+                devices_table=s.devices_table,
+            )
+            return IntrospectionService(
+                authenticator=self.client_authenticator,
+                tokens=self.token_check,
+                liveness=fresh.fetch,
+                clock=self.clock,
+            )
+
+        return self._once("introspection", make)  # type: ignore[no-any-return]
 
 
 def key_slots(settings: Settings) -> tuple[str, ...]:

@@ -37,6 +37,12 @@ class Settings:
     )
     token_endpoint_path: str = field(default="/oauth2/token", metadata=_env("TOKEN_ENDPOINT_PATH"))
     jwks_path: str = field(default="/.well-known/jwks.json", metadata=_env("JWKS_PATH"))
+    # RFC 7009 / RFC 7662 / self-service enrollment paths (published in the RFC 8414 metadata)
+    revocation_endpoint_path: str = field(default="", metadata=_env("REVOCATION_ENDPOINT_PATH"))
+    introspection_endpoint_path: str = field(
+        default="", metadata=_env("INTROSPECTION_ENDPOINT_PATH")
+    )
+    device_enrollment_path: str = field(default="", metadata=_env("DEVICE_ENROLLMENT_PATH"))
     #: the audience of the API an authorizer protects (one API, one audience)
     audience: str = field(default="", metadata=_env("AUDIENCE"))
     #: JSON object "METHOD /route" -> required scope template ("" = any valid token)

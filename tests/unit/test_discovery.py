@@ -30,7 +30,11 @@ def test_the_metadata_has_every_field_rfc_8414_requires_and_the_dpop_algorithms(
     metadata = service(FakeSigner()).metadata(ISSUER)
     for required in ("issuer", "response_types_supported"):  # RFC 8414 §2 REQUIRED
         assert required in metadata
-    assert metadata["grant_types_supported"] == ["client_credentials"]
+    assert metadata["grant_types_supported"] == [
+        "client_credentials",
+        "urn:ietf:params:oauth:grant-type:token-exchange",
+        "refresh_token",
+    ]
     assert set(metadata["token_endpoint_auth_methods_supported"]) == {  # type: ignore[arg-type]
         "client_secret_basic",
         "client_secret_post",
@@ -77,3 +81,30 @@ def test_the_jwks_fails_closed_when_the_key_cannot_be_read() -> None:
     signer.fail_with()
     with pytest.raises(TemporarilyUnavailable):
         service(signer).jwks()
+
+
+def test_the_registered_endpoints_are_published_with_their_auth_methods() -> None:
+    metadata = DiscoveryService(
+        signer=FakeSigner(),
+        issuer=ISSUER,
+        token_path="/oauth2/token",
+        jwks_path="/.well-known/jwks.json",
+        endpoint_paths={
+            "revocation_endpoint_path": "/oauth2/revoke",
+            "introspection_endpoint_path": "/oauth2/introspect",
+            "device_enrollment_path": "",  # not configured: not listed
+        },
+    ).metadata(ISSUER)
+    assert metadata["revocation_endpoint"] == ISSUER + "/oauth2/revoke"
+    assert metadata["introspection_endpoint"] == ISSUER + "/oauth2/introspect"
+    assert "device_enrollment_endpoint" not in metadata
+    assert metadata["token_endpoint_auth_methods_supported"] == [
+        "client_secret_basic",
+        "client_secret_post",
+    ]
+    for name in ("revocation_endpoint", "introspection_endpoint"):
+        assert metadata[f"{name}_auth_methods_supported"] == [
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+        ]

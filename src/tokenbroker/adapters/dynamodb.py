@@ -41,6 +41,8 @@ CREATED_AT = "created_at"
 UPDATED_AT = "updated_at"
 #: tokens issued (iat) before this epoch second are refused at the edge (revoke-tokens)
 TOKENS_NOT_BEFORE = "tokens_not_before"
+#: RFC 7523 private_key_jwt public key (adapters/client_keys.py writes it)
+PUBLIC_JWK = "public_jwk"
 # devices table (key: jkt; GSI by_client: client_id + enrolled_at)
 JKT = "jkt"
 LABEL = "label"
@@ -48,6 +50,11 @@ ENROLLED_AT = "enrolled_at"
 REVOKED_AT = "revoked_at"
 PRINCIPAL = "principal"  # devices a person enrolled themselves; tokens issued to a person
 DEVICES_BY_CLIENT = "by_client"
+#: RFC 7009 (adapters/revocations.py): map jti -> exp of the device's revoked live tokens,
+#: its write counter, and the device's own tokens-not-before (when the map overflows)
+REVOKED_JTIS = "revoked_jtis"
+REVOCATIONS_VERSION = "revocations_version"
+DEVICE_TOKENS_NOT_BEFORE = "tokens_not_before"
 # tokens table (key: jti)
 JTI = "jti"
 SCOPE = "scope"
@@ -80,6 +87,7 @@ def _client(item: Mapping[str, Any]) -> Client:
         created_at=int(v[CREATED_AT]),
         active_devices=int(v.get(ACTIVE_DEVICES, 0)),
         tokens_not_before=int(v.get(TOKENS_NOT_BEFORE, 0)),
+        public_jwk=str(v.get(PUBLIC_JWK, "")),
     )
 
 

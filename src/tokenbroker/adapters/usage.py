@@ -150,6 +150,8 @@ class DynamoLiveness:
         self._scopes = names.SCOPES
         self._not_before = names.TOKENS_NOT_BEFORE
         self._jkt = names.JKT
+        self._revoked = names.REVOKED_JTIS
+        self._device_not_before = names.DEVICE_TOKENS_NOT_BEFORE
 
     def fetch(self, client_id: str, jkt: str) -> Liveness:
         with failing_closed("dynamodb:BatchGetItem"):
@@ -168,8 +170,13 @@ class DynamoLiveness:
                     self._devices: {
                         "Keys": [{self._jkt: {"S": jkt}}],
                         "ConsistentRead": True,
-                        "ProjectionExpression": "#s, #c",
-                        "ExpressionAttributeNames": {"#s": self._status, "#c": self._client_id},
+                        "ProjectionExpression": "#s, #c, #r, #nb",
+                        "ExpressionAttributeNames": {
+                            "#s": self._status,
+                            "#c": self._client_id,
+                            "#r": self._revoked,
+                            "#nb": self._device_not_before,
+                        },
                     },
                 }
             )
@@ -185,7 +192,14 @@ class DynamoLiveness:
             tokens_not_before = int(not_before)
         except ValueError as exc:  # never written by us: refuse rather than guess
             raise TemporarilyUnavailable("the client's tokens_not_before is invalid") from exc
+        revoked = device.get(self._revoked, {}).get("M", {})
+        try:
+            device_not_before = int(device.get(self._device_not_before, {}).get("N", "0"))
+        except ValueError as exc:
+            raise TemporarilyUnavailable("the device's tokens_not_before is invalid") from exc
         return Liveness(
+            revoked_jtis=frozenset(revoked) if isinstance(revoked, dict) else frozenset(),
+            device_tokens_not_before=device_not_before,
             client_active=client.get(self._status) == active,
             device_active=device.get(self._status) == active
             and device.get(self._client_id) == {"S": client_id},

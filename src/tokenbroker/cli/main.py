@@ -20,6 +20,7 @@ from tokenbroker.cli.client import call, keygen, token
 from tokenbroker.cli.deployment import DEFAULT_STACK, CliState, DeploymentError
 from tokenbroker.cli.dev import dev
 from tokenbroker.cli.keys import keys
+from tokenbroker.cli.lifecycle import introspect, revoke, set_jwk
 from tokenbroker.cli.output import FORMATS
 from tokenbroker.cli.people import idps, people
 from tokenbroker.domain.errors import (
@@ -145,6 +146,9 @@ cli.add_command(call)
 cli.add_command(idps)
 cli.add_command(people)
 cli.add_command(keys)
+cli.add_command(revoke)  # RFC 7009 / RFC 7662 (cli/lifecycle.py)
+cli.add_command(introspect)
+clients.add_command(set_jwk)
 
 
 def main() -> None:

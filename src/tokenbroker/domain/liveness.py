@@ -41,6 +41,11 @@ class Liveness:
     client_scopes: frozenset[str] = frozenset()
     #: tokens whose ``iat`` is earlier than this (epoch seconds) are refused
     tokens_not_before: int = 0
+    #: RFC 7009: jtis of this device's still-alive tokens revoked one by one (the device
+    #: item holds them, bounded, pruned on write: adapters/revocations.py)
+    revoked_jtis: frozenset[str] = frozenset()
+    #: the device's own not-before (set when its revoked-jti list overflows)
+    device_tokens_not_before: int = 0
 
 
 class LivenessView:
@@ -75,21 +80,36 @@ class LivenessView:
         return state
 
     def require_active(
-        self, client_id: str, jkt: str, *, scope: tuple[str, ...] = (), issued_at: int = 0
+        self,
+        client_id: str,
+        jkt: str,
+        *,
+        scope: tuple[str, ...] = (),
+        issued_at: int = 0,
+        jti: str = "",
     ) -> None:
         """Raise DeviceRevoked / ClientDisabled / InvalidToken (``scope_not_allowed``,
         ``token_revoked``) unless a token with ``scope``, issued at ``issued_at``, for
         this client and device, is still worth what it says."""
-        state = self.current(client_id, jkt)
-        if not state.device_active:
-            raise DeviceRevoked("the device key has been revoked")
-        if not state.client_active:
-            raise ClientDisabled("the client has been disabled")
-        if scope_exceeds(scope, state.client_scopes):
-            raise InvalidToken(
-                "the token carries a scope its client is not allowed", reason="scope_not_allowed"
-            )
-        if issued_at < state.tokens_not_before:
-            raise InvalidToken(
-                "the client's tokens issued before this were revoked", reason="token_revoked"
-            )
+        check_liveness(self.current(client_id, jkt), scope=scope, issued_at=issued_at, jti=jti)
+
+
+def check_liveness(
+    state: Liveness, *, scope: tuple[str, ...] = (), issued_at: int = 0, jti: str = ""
+) -> None:
+    """The checks of :meth:`LivenessView.require_active` on a state already read
+    (introspection reads it fresh)."""
+    if not state.device_active:
+        raise DeviceRevoked("the device key has been revoked")
+    if not state.client_active:
+        raise ClientDisabled("the client has been disabled")
+    if scope_exceeds(scope, state.client_scopes):
+        raise InvalidToken(
+            "the token carries a scope its client is not allowed", reason="scope_not_allowed"
+        )
+    if issued_at < state.tokens_not_before:
+        raise InvalidToken(
+            "the client's tokens issued before this were revoked", reason="token_revoked"
+        )
+    if (jti and jti in state.revoked_jtis) or issued_at < state.device_tokens_not_before:
+        raise InvalidToken("the token was revoked (RFC 7009)", reason="token_revoked")

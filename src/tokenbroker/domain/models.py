@@ -26,6 +26,8 @@ class Client:
     active_devices: int = 0
     #: tokens issued (iat) before this epoch second are refused at the edge
     tokens_not_before: int = 0
+    #: RFC 7523 private_key_jwt: the client's registered public JWK (JSON; "" = none)
+    public_jwk: str = ""
 
     @property
     def active(self) -> bool:
@@ -112,6 +114,10 @@ class EventType(StrEnum):
     KEY_ROTATION_STARTED = "key_rotation_started"
     #: a finished rotation was settled: the outgoing key is retired
     KEY_RETIRED = "key_retired"
+    #: RFC 7009: a client revoked one of its access tokens or a refresh token family
+    TOKEN_REVOKED = "token_revoked"
+    #: an admin registered (or replaced) a client's private_key_jwt public key
+    CLIENT_KEY_SET = "client_key_set"
 
 
 @dataclass(frozen=True, kw_only=True)

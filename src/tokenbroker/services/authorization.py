@@ -226,7 +226,11 @@ class AuthorizationService:
             if scope and scope not in claims.scope:
                 raise InsufficientScope(f"this route requires scope {scope}")
             self._liveness.require_active(
-                claims.client_id, claims.jkt, scope=claims.scope, issued_at=claims.iat
+                claims.client_id,
+                claims.jkt,
+                scope=claims.scope,
+                issued_at=claims.iat,
+                jti=claims.jti,  # RFC 7009 revocations (services/revocation.py)
             )
             record = self._record(
                 request,

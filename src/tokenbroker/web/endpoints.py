@@ -13,7 +13,8 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from tokenbroker.domain.errors import BrokerError, Conflict, OAuthError
 from tokenbroker.domain.rfc8693 import GRANT_TYPE as EXCHANGE_GRANT
 from tokenbroker.domain.rfc8693 import ISSUED_TOKEN_TYPE
-from tokenbroker.services.refresh import GRANT_TYPE as REFRESH_GRANT
+from tokenbroker.services.issuance import IssuedAccessToken
+from tokenbroker.services.registry import grant_handler
 from tokenbroker.web.http import json_response, oauth_error_response
 from tokenbroker.web.requests import parse_token_request, request_url, uses_basic_auth
 
@@ -30,12 +31,10 @@ def token(
     basic = uses_basic_auth(event)
     try:
         parsed = parse_token_request(event)
-        if parsed.request.grant_type == EXCHANGE_GRANT:  # RFC 8693 (services/exchange.py)
-            issued = container().exchange.exchange(parsed.request, request_issuer=parsed.issuer)
-        elif parsed.request.grant_type == REFRESH_GRANT:  # RFC 6749 §6 (services/refresh.py)
-            issued = container().refresh.refresh(parsed.request, request_issuer=parsed.issuer)
-        else:
-            issued = container().issuance.issue(parsed.request, request_issuer=parsed.issuer)
+        # one registry of grants (services/registry.py): the RFC 8414 metadata lists it
+        grant = grant_handler(parsed.request.grant_type)
+        handle = getattr(getattr(container(), grant.service), grant.method)
+        issued: IssuedAccessToken = handle(parsed.request, request_issuer=parsed.issuer)
     except OAuthError as err:
         # ids and codes only: never the secret, the proof or a token
         logger.info(
