@@ -41,6 +41,7 @@ from tokenbroker.domain.errors import (
     OAuthError,
     TemporarilyUnavailable,
 )
+from tokenbroker.domain.nonces import NonceChallenge
 from tokenbroker.services.authorization import Grant, ResourceRequest
 from tokenbroker.web.events import raw_header_values, raw_request_url
 
@@ -71,8 +72,8 @@ def _mapping(value: object) -> Mapping[str, Any]:
 def www_authenticate(error: OAuthError) -> str:
     """RFC 9449 §7.1 / RFC 6750 §3 challenge (no description: it may echo input)."""
     code = "insufficient_scope" if isinstance(error, InsufficientScope) else "invalid_token"
-    if error.error in ("invalid_dpop_proof",):
-        code = "invalid_dpop_proof"
+    if error.error in ("invalid_dpop_proof", "use_dpop_nonce"):
+        code = error.error
     return f'DPoP error="{code}", algs="{ALGS}"'
 
 
@@ -185,7 +186,8 @@ def rest_response(event: APIGatewayAuthorizerRequestEvent, outcome: Outcome) -> 
     """Allow: a policy for exactly this request's ``methodArn``, with the grant as
     context. Insufficient scope: a Deny policy for it (403). Everything else: 401."""
     grant = outcome.grant
-    if grant is None and not isinstance(outcome.error, InsufficientScope):
+    challenged = isinstance(outcome.error, InsufficientScope | NonceChallenge)
+    if grant is None and not challenged:
         raise Unauthorized()
     response: dict[str, Any] = {
         "principalId": grant.principal if grant else "anonymous",
@@ -202,7 +204,18 @@ def rest_response(event: APIGatewayAuthorizerRequestEvent, outcome: Outcome) -> 
     }
     if grant is not None:
         response["context"] = grant.context()
+    elif outcome.error is not None:
+        # the ACCESS_DENIED gateway response maps these into its headers (template.yaml)
+        response["context"] = challenge_context(outcome.error)
     return response
+
+
+def challenge_context(error: OAuthError) -> dict[str, str]:
+    """A Deny's context: the challenge, and the fresh nonce of a NonceChallenge."""
+    context = {"challenge": www_authenticate(error)}
+    if isinstance(error, NonceChallenge):
+        context["dpop_nonce"] = error.nonce
+    return context
 
 
 # ---- API Gateway HTTP API payload 2.0 authorizer -----------------------------------
@@ -335,14 +348,17 @@ def edge_response(cf_request: Mapping[str, Any], outcome: Outcome) -> dict[str, 
     if outcome.grant is None:
         error = outcome.error or InvalidToken()
         status = "403" if isinstance(error, InsufficientScope) else "401"
+        denial_headers = {
+            "www-authenticate": [{"key": "WWW-Authenticate", "value": www_authenticate(error)}],
+            "cache-control": [{"key": "Cache-Control", "value": "no-store"}],
+            "content-type": [{"key": "Content-Type", "value": "application/json"}],
+        }
+        if isinstance(error, NonceChallenge):
+            denial_headers["dpop-nonce"] = [{"key": "DPoP-Nonce", "value": error.nonce}]
         return {
             "status": status,
             "statusDescription": "Forbidden" if status == "403" else "Unauthorized",
-            "headers": {
-                "www-authenticate": [{"key": "WWW-Authenticate", "value": www_authenticate(error)}],
-                "cache-control": [{"key": "Cache-Control", "value": "no-store"}],
-                "content-type": [{"key": "Content-Type", "value": "application/json"}],
-            },
+            "headers": denial_headers,
             "body": '{"message":"Unauthorized"}' if status == "401" else '{"message":"Forbidden"}',
         }
     for key, value in outcome.grant.context().items():

@@ -47,7 +47,7 @@ def token(
             },
         )
         metrics.add_metric(name="TokenRequestsRejected", unit=MetricUnit.Count, value=1)
-        return oauth_error_response(err, basic_auth=basic)
+        return _with_nonce(oauth_error_response(err, basic_auth=basic), container, err)
     logger.info(
         "token issued",
         extra={
@@ -62,7 +62,21 @@ def token(
     body = issued.response_body()
     if parsed.request.grant_type == EXCHANGE_GRANT:
         body["issued_token_type"] = ISSUED_TOKEN_TYPE  # RFC 8693 §2.2.1
-    return json_response(200, body)
+    return _with_nonce(json_response(200, body), container)
+
+
+def _with_nonce(
+    response: dict[str, Any], container: ContainerFactory, error: BaseException | None = None
+) -> dict[str, Any]:
+    """RFC 9449 §8: the token endpoint's DPoP-Nonce header (web/nonces.py)."""
+    from tokenbroker.web.nonces import add_nonce
+
+    try:
+        services = container()
+        nonces = services.token_nonces
+    except BrokerError:
+        return response  # no configuration: nothing to add (the error says so already)
+    return add_nonce(response, nonces, services.clock, error)
 
 
 def enroll_device(
