@@ -153,7 +153,8 @@ def _standalone_responses(
     for props in template.resources("AWS::ApiGateway::GatewayResponse").values():
         if props.get("RestApiId") != {"Ref": api}:
             continue
-        resolved = resolve(props) or {}
+        # RestApiId is not resolved: the API has no physical id before it is served
+        resolved = {k: resolve(v) for k, v in props.items() if k != "RestApiId"}
         params = resolved.get("ResponseParameters") or {}
         headers = {
             k[len(_HEADER_PARAMETER) :]: v
