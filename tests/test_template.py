@@ -152,6 +152,7 @@ def test_parameter_defaults_are_the_documented_ones(template: Template) -> None:
         "WafTokenRequestsPer5Minutes": "300",
         "RequireDpopNonceAtToken": "false",
         "RequireDpopNonceAtResources": "false",
+        "ResourceMetadataUrl": "",
         "DpopNonceStepSeconds": "300",
     }
 

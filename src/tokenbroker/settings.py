@@ -64,6 +64,8 @@ class Settings:
     dpop_nonce_required: str = field(default="false", metadata=_env("DPOP_NONCE_REQUIRED"))
     dpop_nonce_secret_arn: str = field(default="", metadata=_env("DPOP_NONCE_SECRET_ARN"))
     dpop_nonce_step_seconds: int = field(default=300, metadata=_env("DPOP_NONCE_STEP_SECONDS"))
+    #: RFC 9728 §5.1: the metadata URL the edge's challenges name ("" = beside the API)
+    resource_metadata_url: str = field(default="", metadata=_env("RESOURCE_METADATA_URL"))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:

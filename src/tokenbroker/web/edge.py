@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote
 
@@ -69,18 +69,24 @@ def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def www_authenticate(error: OAuthError) -> str:
-    """RFC 9449 §7.1 / RFC 6750 §3 challenge (no description: it may echo input)."""
+def www_authenticate(error: OAuthError, resource_metadata: str = "") -> str:
+    """RFC 9449 §7.1 / RFC 6750 §3 challenge (no description: it may echo input), with
+    RFC 9728 §5.1 ``resource_metadata`` when known."""
     code = "insufficient_scope" if isinstance(error, InsufficientScope) else "invalid_token"
     if error.error in ("invalid_dpop_proof", "use_dpop_nonce"):
         code = error.error
-    return f'DPoP error="{code}", algs="{ALGS}"'
+    challenge = f'DPoP error="{code}", algs="{ALGS}"'
+    if resource_metadata and '"' not in resource_metadata and "\\" not in resource_metadata:
+        challenge += f', resource_metadata="{resource_metadata}"'
+    return challenge
 
 
 @dataclass(frozen=True)
 class Outcome:
     grant: Grant | None
     error: OAuthError | None
+    #: RFC 9728 metadata URL for the challenge of a denial ("" = none)
+    resource_metadata: str = ""
 
 
 def authorize(
@@ -100,7 +106,8 @@ def authorize(
             request, lambda grant: (grant, render(Outcome(grant, None))), request_issuer=issuer
         )
     except OAuthError as error:
-        return render(_denied(error, request, logger, metrics))
+        denied = _denied(error, request, logger, metrics)
+        return render(replace(denied, resource_metadata=_metadata_url(container, issuer)))
     except Exception as exc:  # noqa: BLE001 - a bug must still fail closed, and say so
         # the type only: a message or traceback could carry request data
         logger.error("authorizer failed", extra={"error_type": type(exc).__name__})
@@ -125,6 +132,17 @@ def authorize(
         )
         metrics.add_metric(name="RequestsAllowed", unit=MetricUnit.Count, value=1)
     return rendered
+
+
+def _metadata_url(container: Callable[[], Container], issuer: str) -> str:
+    """RFC 9728 §5.1: the configured metadata URL, else the one beside this API's base."""
+    from tokenbroker.services.protected_resource import metadata_url
+
+    try:
+        configured = container().settings.resource_metadata_url
+    except Exception:  # noqa: BLE001 - a denial stands without the hint
+        return ""
+    return configured or (metadata_url(issuer) if issuer else "")
 
 
 def _denied(
@@ -206,13 +224,13 @@ def rest_response(event: APIGatewayAuthorizerRequestEvent, outcome: Outcome) -> 
         response["context"] = grant.context()
     elif outcome.error is not None:
         # the ACCESS_DENIED gateway response maps these into its headers (template.yaml)
-        response["context"] = challenge_context(outcome.error)
+        response["context"] = challenge_context(outcome.error, outcome.resource_metadata)
     return response
 
 
-def challenge_context(error: OAuthError) -> dict[str, str]:
+def challenge_context(error: OAuthError, resource_metadata: str = "") -> dict[str, str]:
     """A Deny's context: the challenge, and the fresh nonce of a NonceChallenge."""
-    context = {"challenge": www_authenticate(error)}
+    context = {"challenge": www_authenticate(error, resource_metadata)}
     if isinstance(error, NonceChallenge):
         context["dpop_nonce"] = error.nonce
     return context
@@ -349,7 +367,12 @@ def edge_response(cf_request: Mapping[str, Any], outcome: Outcome) -> dict[str, 
         error = outcome.error or InvalidToken()
         status = "403" if isinstance(error, InsufficientScope) else "401"
         denial_headers = {
-            "www-authenticate": [{"key": "WWW-Authenticate", "value": www_authenticate(error)}],
+            "www-authenticate": [
+                {
+                    "key": "WWW-Authenticate",
+                    "value": www_authenticate(error, outcome.resource_metadata),
+                }
+            ],
             "cache-control": [{"key": "Cache-Control", "value": "no-store"}],
             "content-type": [{"key": "Content-Type", "value": "application/json"}],
         }

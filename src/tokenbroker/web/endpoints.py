@@ -13,6 +13,10 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from tokenbroker.domain.errors import BrokerError, Conflict, OAuthError
 from tokenbroker.domain.rfc8693 import GRANT_TYPE as EXCHANGE_GRANT
 from tokenbroker.domain.rfc8693 import ISSUED_TOKEN_TYPE
+from tokenbroker.services.protected_resource import (
+    WELL_KNOWN_PATH as PROTECTED_RESOURCE_PATH,
+)
+from tokenbroker.services.protected_resource import protected_resource_metadata
 from tokenbroker.services.refresh import GRANT_TYPE as REFRESH_GRANT
 from tokenbroker.web.http import json_response, oauth_error_response
 from tokenbroker.web.requests import parse_token_request, request_url, uses_basic_auth
@@ -65,6 +69,16 @@ def token(
     return _with_nonce(json_response(200, body), container)
 
 
+def _protected_resource(services: Container, request_issuer: str) -> dict[str, object]:
+    s = services.settings
+    s.require("audience")
+    return protected_resource_metadata(
+        resource=s.audience,
+        issuer=s.issuer or request_issuer,
+        route_scopes=dict(s.route_scopes),
+    )
+
+
 def _with_nonce(
     response: dict[str, Any], container: ContainerFactory, error: BaseException | None = None
 ) -> dict[str, Any]:
@@ -115,6 +129,8 @@ def discovery(
         services = container()
         if event.resource == services.settings.jwks_path:
             body = services.discovery.jwks()
+        elif event.resource == PROTECTED_RESOURCE_PATH:  # RFC 9728
+            body = _protected_resource(services, request_url(event)[1])
         else:
             body = services.discovery.metadata(request_url(event)[1])
     except BrokerError as err:
