@@ -26,6 +26,9 @@ class Client:
     active_devices: int = 0
     #: tokens issued (iat) before this epoch second are refused at the edge
     tokens_not_before: int = 0
+    #: RFC 8707 resources (token audiences) the client may ask for; empty: every
+    #: audience of the deployment (domain/rfc8707.py)
+    resources: frozenset[str] = frozenset()
 
     @property
     def active(self) -> bool:
