@@ -7,10 +7,12 @@ ACCESS_DENIED gateway response) and the SDK's one retry with the nonce succeeds.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import jwt
 import pytest
 import requests
 
@@ -22,7 +24,13 @@ from tokenbroker.local.stack import LocalStack
 
 pytestmark = pytest.mark.http
 
-NONCES_ON = {"RequireDpopNonceAtToken": "true", "RequireDpopNonceAtResources": "true"}
+OTHER_API = "https://api-b.example/v1"
+NONCES_ON = {
+    "RequireDpopNonceAtToken": "true",
+    "RequireDpopNonceAtResources": "true",
+    # two resources: this stack's API (the first, the authorizer's) and another one
+    "AllowedAudiences": f"urn:tokenbroker:api,{OTHER_API}",
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +54,18 @@ def client(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str
 
 
 def _token_request(
-    stack: LocalStack, client: tuple[str, str, ProofKey], nonce: str | None
+    stack: LocalStack, client: tuple[str, str, ProofKey], nonce: str | None, **extra: str
 ) -> requests.Response:
     client_id, secret, key = client
     url = f"{stack.api_url}/oauth2/token"
     claims = {"nonce": nonce} if nonce else None
     proof = key.proof("POST", url, iat=int(time.time()), claim_overrides=claims)
-    form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": client_id,
+        "client_secret": secret,
+        **extra,
+    }
     return requests.post(url, data=form, headers={"DPoP": proof}, timeout=30)
 
 
@@ -124,3 +137,68 @@ def test_the_sdk_retries_once_with_each_servers_nonce_and_succeeds(
         "POST /v1/models/demo/invoke 401",
         "POST /v1/models/demo/invoke 200",
     ]
+
+
+def _token(stack: LocalStack, client: tuple[str, str, ProofKey], **extra: str) -> str:
+    nonce = _token_request(stack, client, None, **extra).headers["DPoP-Nonce"]
+    response = _token_request(stack, client, nonce, **extra)
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def _whoami(stack: LocalStack, key: ProofKey, token: str) -> requests.Response:
+    url = f"{stack.api_url}/v1/whoami"
+    first = requests.get(
+        url,
+        headers={
+            "Authorization": f"DPoP {token}",
+            "DPoP": key.proof("GET", url, iat=int(time.time()), ath=access_token_hash(token)),
+        },
+        timeout=30,
+    )
+    nonce = first.headers.get("DPoP-Nonce")
+    if first.status_code != 401 or nonce is None:
+        return first
+    proof = key.proof(
+        "GET",
+        url,
+        iat=int(time.time()),
+        ath=access_token_hash(token),
+        claim_overrides={"nonce": nonce},
+    )
+    return requests.get(url, headers={"Authorization": f"DPoP {token}", "DPoP": proof}, timeout=30)
+
+
+def test_the_challenges_metadata_url_serves_the_document_of_this_resource(
+    stack: LocalStack, client: tuple[str, str, ProofKey]
+) -> None:
+    token = _token(stack, client)
+    _, _, key = client
+    url = f"{stack.api_url}/v1/whoami"
+    proof = key.proof("GET", url, iat=int(time.time()), ath=access_token_hash(token))
+    challenged = requests.get(
+        url, headers={"Authorization": f"DPoP {token}", "DPoP": proof}, timeout=30
+    )
+    assert challenged.status_code == 401
+    found = re.search(r'resource_metadata="([^"]+)"', challenged.headers["WWW-Authenticate"])
+    assert found, challenged.headers["WWW-Authenticate"]
+    document = requests.get(found.group(1), timeout=30)
+    assert document.status_code == 200
+    body = document.json()
+    assert body["resource"] == "urn:tokenbroker:api"  # the authorizer's audience
+    assert body["authorization_servers"] == [stack.api_url]
+    assert body["dpop_bound_access_tokens_required"] is True
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["aud"] == body["resource"]
+
+
+def test_a_token_for_another_resource_is_refused_here(
+    stack: LocalStack, client: tuple[str, str, ProofKey]
+) -> None:
+    _, _, key = client
+    assert _whoami(stack, key, _token(stack, client)).status_code == 200
+    other = _token(stack, client, resource=OTHER_API)
+    assert jwt.decode(other, options={"verify_signature": False})["aud"] == OTHER_API
+    refused = _whoami(stack, key, other)
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"].startswith('DPoP error="invalid_token"')
