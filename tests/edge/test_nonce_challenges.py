@@ -69,6 +69,10 @@ def test_a_proof_without_a_nonce_is_challenged_and_the_retry_is_allowed(world: W
     assert status == "allow"
     assert response is not None
     assert response["context"]["client_id"] == s.CLIENT_ID
+    # the next nonce rides along for the protected function to answer (web/protected.py)
+    nonces = world.container.resource_nonces
+    assert nonces is not None
+    nonces.check(response["context"]["dpop_nonce"], world.clock())
 
 
 def test_an_expired_nonce_is_refused_with_a_fresh_one(world: World) -> None:

@@ -105,6 +105,7 @@ def test_the_api_challenges_with_a_401_and_the_nonce(
     )
     again = requests.get(url, headers={"Authorization": f"DPoP {token}", "DPoP": proof}, timeout=30)
     assert again.status_code == 200, again.text
+    assert again.headers["DPoP-Nonce"]  # the next one, on the successful answer too
 
 
 def test_the_sdk_retries_once_with_each_servers_nonce_and_succeeds(

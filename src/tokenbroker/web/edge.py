@@ -36,6 +36,7 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 )
 
 from tokenbroker.domain.errors import (
+    BrokerError,
     InsufficientScope,
     InvalidToken,
     OAuthError,
@@ -87,6 +88,8 @@ class Outcome:
     error: OAuthError | None
     #: RFC 9728 metadata URL for the challenge of a denial ("" = none)
     resource_metadata: str = ""
+    #: RFC 9449 §9: the next nonce for an allowed request ("" = nonces are off)
+    next_nonce: str = ""
 
 
 def authorize(
@@ -103,7 +106,9 @@ def authorize(
     the token or proof)."""
     try:
         response = container().authorization.authorize_then(
-            request, lambda grant: (grant, render(Outcome(grant, None))), request_issuer=issuer
+            request,
+            lambda grant: (grant, render(Outcome(grant, None, next_nonce=_next_nonce(container)))),
+            request_issuer=issuer,
         )
     except OAuthError as error:
         denied = _denied(error, request, logger, metrics)
@@ -132,6 +137,17 @@ def authorize(
         )
         metrics.add_metric(name="RequestsAllowed", unit=MetricUnit.Count, value=1)
     return rendered
+
+
+def _next_nonce(container: Callable[[], Container]) -> str:
+    """A fresh nonce for an allowed request's answer, when nonces are on (best effort:
+    the request is allowed either way; the secret was just read to check its nonce)."""
+    try:
+        services = container()
+        nonces = services.resource_nonces
+        return nonces.issue(services.clock()) if nonces is not None else ""
+    except BrokerError:
+        return ""
 
 
 def _metadata_url(container: Callable[[], Container], issuer: str) -> str:
@@ -222,6 +238,8 @@ def rest_response(event: APIGatewayAuthorizerRequestEvent, outcome: Outcome) -> 
     }
     if grant is not None:
         response["context"] = grant.context()
+        if outcome.next_nonce:  # the protected function answers it (web/protected.py)
+            response["context"]["dpop_nonce"] = outcome.next_nonce
     elif outcome.error is not None:
         # the ACCESS_DENIED gateway response maps these into its headers (template.yaml)
         response["context"] = challenge_context(outcome.error, outcome.resource_metadata)
