@@ -157,6 +157,10 @@ def test_parameter_defaults_are_the_documented_ones(template: Template) -> None:
         "EnableHttpApiAuthorizer": "false",
         "EnableWaf": "false",
         "WafTokenRequestsPer5Minutes": "300",
+        "RequireDpopNonceAtToken": "false",
+        "RequireDpopNonceAtResources": "false",
+        "ResourceMetadataUrl": "",
+        "DpopNonceStepSeconds": "300",
     }
 
 
@@ -502,6 +506,8 @@ def test_the_token_function_may_read_clients_and_devices_record_tokens_and_sign(
         # which key slot signs (signing key rotation)
         ("ssm:GetParameter", KEY_SET_ARN),
         # kms:Sign and kms:GetPublicKey: SigningKey's key policy grants them to this role
+        # the DPoP nonce secret (RFC 9449 §8)
+        ("secretsmanager:GetSecretValue", "DpopNonceSecret"),
     }
 
 
@@ -1179,6 +1185,7 @@ def test_the_authorizer_may_only_check_liveness_record_usage_and_read_the_key(
         ("kms:GetPublicKey", "SigningKey.Arn"),
         ("kms:GetPublicKey", "SigningKeyB.Arn"),
         ("ssm:GetParameter", KEY_SET_ARN),
+        ("secretsmanager:GetSecretValue", "DpopNonceSecret"),
     }
 
 
@@ -1216,7 +1223,14 @@ def test_gateway_responses_carry_dpop_challenges(template: Template) -> None:
     api = template.resources("AWS::Serverless::Api")["BrokerApi"]
     responses = api["GatewayResponses"]
     unauthorized = responses["UNAUTHORIZED"]["ResponseParameters"]["Headers"]
-    denied = responses["ACCESS_DENIED"]["ResponseParameters"]["Headers"]
+    assert "ACCESS_DENIED" not in responses  # AccessDeniedGatewayResponse (a condition)
+    access_denied = template.resources("AWS::ApiGateway::GatewayResponse")[
+        "AccessDeniedGatewayResponse"
+    ]
+    params = access_denied["ResponseParameters"]
+    # the authorizer's Deny context carries the challenge and, for nonces, the nonce
+    assert params["gatewayresponse.header.WWW-Authenticate"] == "context.authorizer.challenge"
+    assert params["gatewayresponse.header.DPoP-Nonce"] == "context.authorizer.dpop_nonce"
+    assert access_denied["StatusCode"] == {"Fn::If": ["NoncesAtResources", "401", "403"]}
     assert unauthorized["WWW-Authenticate"].startswith('\'DPoP error="invalid_token"')
-    assert denied["WWW-Authenticate"].startswith('\'DPoP error="insufficient_scope"')
     assert 'algs="ES256' in unauthorized["WWW-Authenticate"]

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from tokenbroker.adapters.people import DynamoPeopleDirectory
     from tokenbroker.domain.keyset import KeySetView
     from tokenbroker.domain.liveness import LivenessView
+    from tokenbroker.domain.nonces import NonceService
     from tokenbroker.domain.ports import (
         ClientDirectory,
         DigestDispatcher,
@@ -150,7 +151,44 @@ class Container:
     # ---- services ---------------------------------------------------------------------
     @property
     def proof_policy(self) -> ProofPolicy:
-        return ProofPolicy(max_age=self.settings.proof_max_age, skew=self.settings.clock_skew)
+        nonces = self.token_nonces  # the token endpoint's grants (None: no nonces)
+        return ProofPolicy(
+            max_age=self.settings.proof_max_age,
+            skew=self.settings.clock_skew,
+            check_nonce=nonces.check if nonces is not None else None,
+        )
+
+    # ---- RFC 9449 §8/§9 server nonces (domain/nonces.py) ----------------------------
+    def _nonces(self, endpoint: str) -> NonceService | None:
+        s = self.settings
+        if s.dpop_nonce_required != "true":
+            return None
+
+        def make() -> NonceService:
+            from tokenbroker.adapters.nonce_secret import SecretsManagerNonceSecrets
+            from tokenbroker.domain.nonces import NoncePolicy, NonceService
+
+            secrets = self._once(
+                "nonce_secrets",
+                lambda: SecretsManagerNonceSecrets(
+                    self.client("secretsmanager"), s.dpop_nonce_secret_arn, clock=self.clock
+                ),
+            )
+            return NonceService(
+                secrets, endpoint=endpoint, policy=NoncePolicy(s.dpop_nonce_step_seconds)
+            )
+
+        return self._once(f"nonces:{endpoint}", make)  # type: ignore[no-any-return]
+
+    @property
+    def token_nonces(self) -> NonceService | None:
+        """The token endpoint's nonces, when this function requires them."""
+        return self._nonces("token")
+
+    @property
+    def resource_nonces(self) -> NonceService | None:
+        """The edge's nonces, when this function requires them."""
+        return self._nonces("resource")
 
     @property
     def issuance(self) -> IssuanceService:
@@ -356,12 +394,20 @@ class Container:
                     issuer=s.issuer,
                     audience=s.audience,
                     route_scopes=dict(s.route_scopes),
-                    proof=self.proof_policy,
+                    proof=self._edge_proof_policy(),
                     usage_retention_days=s.usage_retention_days,
                 ),
             )
 
         return self._once("authorization", make)  # type: ignore[no-any-return]
+
+    def _edge_proof_policy(self) -> ProofPolicy:
+        nonces = self.resource_nonces
+        return ProofPolicy(
+            max_age=self.settings.proof_max_age,
+            skew=self.settings.clock_skew,
+            check_nonce=nonces.check if nonces is not None else None,
+        )
 
     @property
     def aggregates(self) -> AggregatesService:

@@ -69,6 +69,13 @@ class Settings:
     #: ARNs) and the SSM parameter naming their states ("" = no rotation: SIGNING_KEY_ID)
     signing_key_slots: tuple[str, ...] = field(default=(), metadata=_env("SIGNING_KEY_SLOTS"))
     key_set_parameter: str = field(default="", metadata=_env("KEY_SET_PARAMETER"))
+    #: RFC 9449 §8/§9 server nonces (domain/nonces.py): "true" = this function's endpoint
+    #: (token endpoint or edge) requires them; the secret (Secrets Manager) and step length
+    dpop_nonce_required: str = field(default="false", metadata=_env("DPOP_NONCE_REQUIRED"))
+    dpop_nonce_secret_arn: str = field(default="", metadata=_env("DPOP_NONCE_SECRET_ARN"))
+    dpop_nonce_step_seconds: int = field(default=300, metadata=_env("DPOP_NONCE_STEP_SECONDS"))
+    #: RFC 9728 §5.1: the metadata URL the edge's challenges name ("" = beside the API)
+    resource_metadata_url: str = field(default="", metadata=_env("RESOURCE_METADATA_URL"))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:
@@ -115,6 +122,10 @@ class Settings:
             raise ConfigurationError("MAX_DEVICES_PER_PERSON must be within 1..50")
         if not 0 <= self.clock_skew <= 60:
             raise ConfigurationError("CLOCK_SKEW_SECONDS must be within 0..60")
+        if self.dpop_nonce_required not in ("true", "false"):
+            raise ConfigurationError("DPOP_NONCE_REQUIRED must be true or false")
+        if not 10 <= self.dpop_nonce_step_seconds <= 3600:
+            raise ConfigurationError("DPOP_NONCE_STEP_SECONDS must be within 10..3600")
 
     def require(self, *names: str) -> None:
         """Raise ConfigurationError naming the first empty required setting."""

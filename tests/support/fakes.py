@@ -174,6 +174,12 @@ class FakeClientDirectory(_Fake):
         self._call("set_client_scopes")
         return self._update(client_id, record, scopes=frozenset(scopes))
 
+    def set_client_resources(
+        self, client_id: str, resources: frozenset[str], at: int, record: UsageRecord
+    ) -> Client:
+        self._call("set_client_resources")
+        return self._update(client_id, record, resources=frozenset(resources))
+
     def set_tokens_not_before(
         self, client_id: str, not_before: int, at: int, record: UsageRecord
     ) -> Client:

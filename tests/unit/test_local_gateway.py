@@ -683,3 +683,69 @@ def test_unknown_routes_use_the_apis_gateway_responses() -> None:
     response = client_for([RouteSpec("GET", "/x", "X", api)], Functions(X=ok)).get("/y")
     assert response.status_code == 403
     assert response.headers["X-Custom"] == "yes"
+
+
+# ---- context.authorizer.<key> header mappings (DPoP nonce challenges, RFC 9449 §9) -----
+
+NONCE_API = ApiSpec(
+    logical_id="BrokerApi",
+    api_id="abcdefghij",
+    stage="prod",
+    gateway_responses={
+        "UNAUTHORIZED": GatewayResponse(headers={"WWW-Authenticate": DPOP_CHALLENGE}),
+        "ACCESS_DENIED": GatewayResponse(
+            status=401,
+            headers={"Cache-Control": "no-store"},
+            context_headers={"WWW-Authenticate": "challenge", "DPoP-Nonce": "dpop_nonce"},
+        ),
+    },
+)
+
+
+def test_a_denys_context_reaches_the_gateway_responses_mapped_headers() -> None:
+    functions = Functions(
+        Authorizer=policy("Deny", challenge='DPoP error="use_dpop_nonce"', dpop_nonce="1.abc"),
+        WhoAmI=ok,
+        Invoke=ok,
+    )
+    routes = [RouteSpec("GET", "/v1/whoami", "WhoAmI", NONCE_API, AUTHORIZER)]
+    response = client_for(routes, functions).get("/v1/whoami", headers=CREDENTIALS)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'DPoP error="use_dpop_nonce"'
+    assert response.headers["DPoP-Nonce"] == "1.abc"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert functions.events["WhoAmI"] == []
+
+
+def test_a_mapping_whose_key_the_context_lacks_leaves_its_header_out() -> None:
+    functions = Functions(
+        Authorizer=policy("Deny", challenge='DPoP error="insufficient_scope"'),
+        WhoAmI=ok,
+        Invoke=ok,
+    )
+    routes = [RouteSpec("GET", "/v1/whoami", "WhoAmI", NONCE_API, AUTHORIZER)]
+    response = client_for(routes, functions).get("/v1/whoami", headers=CREDENTIALS)
+    assert response.headers["WWW-Authenticate"] == 'DPoP error="insufficient_scope"'
+    assert "DPoP-Nonce" not in response.headers
+
+
+def test_standalone_gateway_responses_of_the_api_come_from_the_template(
+    tmp_path: Path,
+) -> None:
+    text = TEMPLATE + (
+        "  Denied:\n"
+        "    Type: AWS::ApiGateway::GatewayResponse\n"
+        "    Properties:\n"
+        "      RestApiId: !Ref Api\n"
+        "      ResponseType: ACCESS_DENIED\n"
+        "      StatusCode: '401'\n"
+        "      ResponseParameters:\n"
+        "        gatewayresponse.header.DPoP-Nonce: context.authorizer.dpop_nonce\n"
+        "        gatewayresponse.header.Cache-Control: \"'no-store'\"\n"
+    )
+    template = template_from(text, tmp_path)
+    (route, *_) = routes_from_template(template, template.resolve, stack_name="s")
+    denied = route.api.gateway_responses["ACCESS_DENIED"]
+    assert denied.status == 401
+    assert denied.headers == {"Cache-Control": "no-store"}
+    assert denied.context_headers == {"DPoP-Nonce": "dpop_nonce"}

@@ -34,6 +34,8 @@ CLIENT_ID = "client_id"
 NAME = "name"
 SECRET_HASH = "secret_hash"
 SCOPES = "scopes"
+#: RFC 8707: a list (an empty one is allowed, unlike a set)
+RESOURCES = "resources"
 MAX_DEVICES = "max_devices"
 ACTIVE_DEVICES = "active_devices"
 STATUS = "status"
@@ -88,6 +90,7 @@ def _client(item: Mapping[str, Any]) -> Client:
         active_devices=int(v.get(ACTIVE_DEVICES, 0)),
         tokens_not_before=int(v.get(TOKENS_NOT_BEFORE, 0)),
         public_jwk=str(v.get(PUBLIC_JWK, "")),
+        resources=frozenset(v.get(RESOURCES, ())),
     )
 
 
@@ -176,6 +179,7 @@ class DynamoClientDirectory:
                 NAME: client.name,
                 SECRET_HASH: client.secret_hash,
                 SCOPES: set(client.scopes),
+                RESOURCES: sorted(client.resources) if client.resources else None,
                 MAX_DEVICES: client.max_devices,
                 ACTIVE_DEVICES: 0,
                 STATUS: client.status.value,
@@ -239,6 +243,12 @@ class DynamoClientDirectory:
         self, client_id: str, not_before: int, at: int, record: UsageRecord
     ) -> Client:
         return self._update_client(client_id, {TOKENS_NOT_BEFORE: not_before}, at, record)
+
+    def set_client_resources(
+        self, client_id: str, resources: frozenset[str], at: int, record: UsageRecord
+    ) -> Client:
+        """RFC 8707: replace the client's resources (and write the record), one transaction."""
+        return self._update_client(client_id, {RESOURCES: sorted(resources)}, at, record)
 
     def _update_client(
         self, client_id: str, values: Mapping[str, Any], at: int, record: UsageRecord

@@ -140,8 +140,18 @@ def clients() -> None:
     show_default=True,
     help=f"How many devices may be enrolled (active) at once, 1-{MAX_DEVICES_LIMIT}.",
 )
+@click.option(
+    "--resource",
+    "resources",
+    multiple=True,
+    metavar="URI",
+    help="RFC 8707: a resource (token audience) the client may ask for (repeatable; "
+    "none: every audience of the deployment).",
+)
 @output_option
-def create_client(name: str, scope: str, max_devices: int, output: str | None) -> None:
+def create_client(
+    name: str, scope: str, max_devices: int, resources: tuple[str, ...], output: str | None
+) -> None:
     """Create a client and print its id and secret.
 
     The secret is printed once, now: only its hash is stored. Save it in your secret
@@ -152,7 +162,9 @@ def create_client(name: str, scope: str, max_devices: int, output: str | None) -
       tokenbroker clients create --name billing-app \\
           --scope "model:chat:invoke model:embed:invoke" --max-devices 5 --output json
     """
-    created = _admin().create_client(name=name, scope=scope, max_devices=max_devices)
+    created = _admin().create_client(
+        name=name, scope=scope, max_devices=max_devices, resources=resources
+    )
     record = client_record(created.client) | {"client_secret": created.client_secret}
     fmt = _format(output)
     _emit([record], CREATED_CLIENT_FIELDS, fmt, many=False)
@@ -210,12 +222,22 @@ def disable_client(client_id: str, output: str | None) -> None:
 @client_id_option
 @click.option(
     "--scope",
-    required=True,
+    default=None,
     metavar='"S1 S2..."',
     help="The client's scopes from now on (replaces them all; RFC 6749 scope tokens).",
 )
+@click.option(
+    "--resource",
+    "resources",
+    multiple=True,
+    metavar="URI",
+    help="RFC 8707: the resources the client may ask for from now on (repeatable; "
+    "replaces them all).",
+)
 @output_option
-def update_client(client_id: str, scope: str, output: str | None) -> None:
+def update_client(
+    client_id: str, scope: str | None, resources: tuple[str, ...], output: str | None
+) -> None:
     """Replace a client's scopes.
 
     New tokens get only these scopes. Tokens already issued that carry a removed scope
@@ -226,7 +248,13 @@ def update_client(client_id: str, scope: str, output: str | None) -> None:
       tokenbroker clients update --client-id tbc_0123456789abcdef01234567 \\
           --scope "model:demo:invoke"
     """
-    client = _admin().update_client_scopes(client_id, scope)
+    if scope is None and not resources:
+        raise click.UsageError("give --scope, --resource or both")
+    admin = _admin()
+    if resources:
+        client = admin.update_client_resources(client_id, resources)
+    if scope is not None:
+        client = admin.update_client_scopes(client_id, scope)
     _emit([client_record(client)], CLIENT_FIELDS, output, many=False)
 
 

@@ -28,6 +28,9 @@ class Client:
     tokens_not_before: int = 0
     #: RFC 7523 private_key_jwt: the client's registered public JWK (JSON; "" = none)
     public_jwk: str = ""
+    #: RFC 8707 resources (token audiences) the client may ask for; empty: every
+    #: audience of the deployment (domain/rfc8707.py)
+    resources: frozenset[str] = frozenset()
 
     @property
     def active(self) -> bool:

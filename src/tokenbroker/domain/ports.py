@@ -48,6 +48,13 @@ class ClientDirectory(Protocol):
         Raises NotFound (then nothing is written)."""
         ...
 
+    def set_client_resources(
+        self, client_id: str, resources: frozenset[str], at: int, record: UsageRecord
+    ) -> Client:
+        """RFC 8707: replaces the resources the client may ask tokens for, with the
+        ledger record, in ONE transaction. Raises NotFound (then nothing is written)."""
+        ...
+
     def set_tokens_not_before(
         self, client_id: str, not_before: int, at: int, record: UsageRecord
     ) -> Client:

@@ -105,7 +105,7 @@ def verify_access_token(
         aud == audience
         or (isinstance(aud, list) and audience in aud and all(isinstance(a, str) for a in aud))
     ):
-        raise InvalidToken("access token audience does not match")
+        raise InvalidToken("access token audience does not match", reason="wrong_audience")
     exp = _int_claim(claims, "exp")
     iat = _int_claim(claims, "iat")
     nbf = _int_claim(claims, "nbf") if "nbf" in claims else None

@@ -12,8 +12,8 @@ import hashlib
 import hmac
 import re
 import string
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,6 +46,9 @@ class ProofPolicy:
     max_age: int = 60  # seconds a proof is accepted after its iat
     skew: int = 5  # tolerated clock difference, both directions
     algorithms: tuple[str, ...] = PROOF_ALGORITHMS
+    #: RFC 9449 §4.3 check 10, when this endpoint requires server nonces: called with the
+    #: proof's ``nonce`` claim (None if absent) and the time; raises to refuse it
+    check_nonce: Callable[[object, float], None] | None = field(default=None, compare=False)
 
     @property
     def replay_window(self) -> int:
@@ -142,7 +145,7 @@ def verify_proof(
 ) -> DpopProof:
     """Validate one DPoP proof (RFC 9449 §4.3). ``url`` is the URL the client called,
     as the server sees it. Raises InvalidDpopProof with a description of the first
-    failed check."""
+    failed check (or the policy's nonce check's error, e.g. a NonceChallenge)."""
     jws = parse_compact(
         proof, max_length=MAX_PROOF_LENGTH, error=InvalidDpopProof, what="DPoP proof"
     )
@@ -183,6 +186,9 @@ def verify_proof(
             ath.encode(), access_token_hash(access_token).encode()
         ):
             raise InvalidDpopProof("DPoP proof ath does not match the access token")
+    # check 10: the server-provided nonce (domain/nonces.py), when nonces are required
+    if policy.check_nonce is not None:
+        policy.check_nonce(claims.get("nonce"), now)
     # check 6: the signature, last because it is the expensive one
     if not verify_signature(jws, alg, key):
         raise InvalidDpopProof("DPoP proof signature is invalid")

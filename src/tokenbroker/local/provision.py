@@ -22,7 +22,10 @@ from tokenbroker.local.template import DYNAMODB_TABLE, S3_BUCKET, Template, Temp
 KMS_KEY = "AWS::KMS::Key"
 KMS_ALIAS = "AWS::KMS::Alias"
 SSM_PARAMETER = "AWS::SSM::Parameter"
-PROVISIONED_TYPES = frozenset({DYNAMODB_TABLE, KMS_KEY, KMS_ALIAS, S3_BUCKET, SSM_PARAMETER})
+SECRET = "AWS::SecretsManager::Secret"
+PROVISIONED_TYPES = frozenset(
+    {DYNAMODB_TABLE, KMS_KEY, KMS_ALIAS, S3_BUCKET, SSM_PARAMETER, SECRET}
+)
 #: the clients a mapping must hold; ``s3`` may be left out (see ``_clients``)
 SERVICES = ("dynamodb", "kms", "ssm")
 ALL_SERVICES = (*SERVICES, "s3")
@@ -162,6 +165,16 @@ def provision(
         ssm.put_parameter(**kwargs)
         created(logical_id, kwargs["Name"])
 
+    # Secrets (the DPoP nonce secret): a random value, as GenerateSecretString makes one
+    secrets_client = None
+    for logical_id, props in template.resources(SECRET).items():
+        if secrets_client is None:
+            secrets_client = clients.get("secretsmanager") or _s3_like(
+                ddb, region, "secretsmanager"
+            )
+        arn = _create_secret(secrets_client, f"{stack_name}-{logical_id}", props, resolve)
+        created(logical_id, arn, arn)  # Ref of a secret is its ARN
+
     # Queues are only named locally (the stream's OnFailure destination, the digest
     # function's DLQ): their ARNs resolve, but nothing local sends to them.
     for logical_id in template.resources("AWS::SQS::Queue"):
@@ -190,6 +203,17 @@ def provision(
         deployment, clients.get("cloudformation") or _s3_like(ddb, region, "cloudformation")
     )
     return deployment
+
+
+def _create_secret(
+    client: Any, name: str, props: Mapping[str, Any], resolve: Callable[[Any], Any]
+) -> str:
+    import secrets as random_source
+
+    generate = resolve(props.get("GenerateSecretString") or {})
+    length = int(generate.get("PasswordLength", 32))
+    value = random_source.token_urlsafe(length)[:length]
+    return str(client.create_secret(Name=name, SecretString=value)["ARN"])
 
 
 _SSM_PASSED = frozenset({"Name", "Type", "Value", "Description", "AllowedPattern", "Tier"})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from tokenbroker.domain.clock import Clock, IdSource
@@ -100,12 +100,18 @@ class AdminService:
         )
 
     def create_client(
-        self, *, name: str, scope: str, max_devices: int = DEFAULT_MAX_DEVICES
+        self,
+        *,
+        name: str,
+        scope: str,
+        max_devices: int = DEFAULT_MAX_DEVICES,
+        resources: Sequence[str] = (),
     ) -> CreatedClient:
         name = name.strip()
         if not name or len(name) > 128 or not name.isprintable():
             raise InvalidInput("name must be 1-128 printable characters")
         scopes = _parse_scopes(scope)
+        allowed = _parse_resources(resources)
         if type(max_devices) is not int or not 1 <= max_devices <= MAX_DEVICES_LIMIT:
             raise InvalidInput(f"max-devices must be within 1..{MAX_DEVICES_LIMIT}")
         secret = self._client_secrets()
@@ -118,6 +124,7 @@ class AdminService:
             max_devices=max_devices,
             status=Status.ACTIVE,
             created_at=int(now),
+            resources=allowed,
         )
         self._directory.create_client(
             client, self._record(EventType.CLIENT_CREATED, now, client.client_id)
@@ -153,6 +160,19 @@ class AdminService:
         return self._directory.set_client_scopes(
             client_id,
             scopes,
+            int(now),
+            self._record(EventType.CLIENT_SCOPES_CHANGED, now, client_id),
+        )
+
+    def update_client_resources(self, client_id: str, resources: Sequence[str]) -> Client:
+        """RFC 8707: replace the resources (token audiences) the client may ask for.
+        Recorded as a ``client_scopes_changed`` event (the client's allowance changed)."""
+        client_id = _check_client_id(client_id)
+        allowed = _parse_resources(resources)
+        now = self._clock()
+        return self._directory.set_client_resources(
+            client_id,
+            allowed,
             int(now),
             self._record(EventType.CLIENT_SCOPES_CHANGED, now, client_id),
         )
@@ -204,6 +224,16 @@ class AdminService:
             int(now),
             self._record(EventType.DEVICE_REVOKED, now, current.client_id, jkt, current.principal),
         )
+
+
+def _parse_resources(resources: Sequence[str]) -> frozenset[str]:
+    from tokenbroker.domain.errors import InvalidTarget
+    from tokenbroker.domain.rfc8707 import check_resources
+
+    try:
+        return frozenset(check_resources(resources))
+    except InvalidTarget as exc:
+        raise InvalidInput(f"--resource: {exc.description}") from exc
 
 
 def _parse_scopes(scope: str) -> frozenset[str]:

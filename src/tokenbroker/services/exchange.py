@@ -152,6 +152,8 @@ class ExchangeService:
             raise UnsupportedGrantType("this handler serves token exchange only")
         audience = self._issuance.audience(request.resource)
         v = self._verify(request)
+        # RFC 8707: and the client may use that resource
+        audience = self._issuance.audience(request.resource, allowed=v.client.resources)
         device = v.device
         if device is None or device.client_id != v.client.client_id:
             raise InvalidGrant(

@@ -36,13 +36,13 @@ from tokenbroker.domain.errors import (
     InvalidDpopProof,
     InvalidGrant,
     InvalidRequest,
-    InvalidTarget,
     TemporarilyUnavailable,
     UnsupportedGrantType,
 )
 from tokenbroker.domain.models import Decision, EventType, IssuedToken, UsageRecord
 from tokenbroker.domain.policy import grant_scope
 from tokenbroker.domain.ports import ClientDirectory, Signer, TokenLedger
+from tokenbroker.domain.rfc8707 import audience_for
 from tokenbroker.domain.rfc9068 import AccessTokenClaims, assemble, signing_input
 from tokenbroker.domain.rfc9449 import DpopProof, ProofPolicy, replay_key, verify_proof
 from tokenbroker.domain.secrets import secret_matches
@@ -189,6 +189,7 @@ class IssuanceService:
                 "the DPoP proof key belongs to a revoked device", reason=DEVICE_REVOKED
             )
         scope = grant_scope(request.scope, client.scopes)
+        audience = self.audience(request.resource, allowed=client.resources)  # RFC 8707
         return self.sign_and_record(
             request,
             client.client_id,
@@ -223,14 +224,12 @@ class IssuanceService:
         with contextlib.suppress(TemporarilyUnavailable):
             self._ledger.record_refusal(record)
 
-    def audience(self, resource: str | None) -> str:
+    def audience(self, resource: str | None, *, allowed: frozenset[str] = frozenset()) -> str:
+        """RFC 8707 (domain/rfc8707.py): the ``aud`` for ``resource``; ``allowed``: the
+        client's registered resources (empty: every audience of the deployment)."""
         if not self._policy.audiences:
             raise ConfigurationError("AUDIENCES is not configured")
-        if resource is None:
-            return self._policy.audiences[0]
-        if resource not in self._policy.audiences:
-            raise InvalidTarget("resource is not an audience of this broker")
-        return resource
+        return audience_for(resource, served=self._policy.audiences, allowed=allowed)
 
     def sign_and_record(
         self,

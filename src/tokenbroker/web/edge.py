@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote
 
@@ -36,11 +36,13 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 )
 
 from tokenbroker.domain.errors import (
+    BrokerError,
     InsufficientScope,
     InvalidToken,
     OAuthError,
     TemporarilyUnavailable,
 )
+from tokenbroker.domain.nonces import NonceChallenge
 from tokenbroker.services.authorization import Grant, ResourceRequest
 from tokenbroker.web.events import raw_header_values, raw_request_url
 
@@ -68,18 +70,26 @@ def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def www_authenticate(error: OAuthError) -> str:
-    """RFC 9449 §7.1 / RFC 6750 §3 challenge (no description: it may echo input)."""
+def www_authenticate(error: OAuthError, resource_metadata: str = "") -> str:
+    """RFC 9449 §7.1 / RFC 6750 §3 challenge (no description: it may echo input), with
+    RFC 9728 §5.1 ``resource_metadata`` when known."""
     code = "insufficient_scope" if isinstance(error, InsufficientScope) else "invalid_token"
-    if error.error in ("invalid_dpop_proof",):
-        code = "invalid_dpop_proof"
-    return f'DPoP error="{code}", algs="{ALGS}"'
+    if error.error in ("invalid_dpop_proof", "use_dpop_nonce"):
+        code = error.error
+    challenge = f'DPoP error="{code}", algs="{ALGS}"'
+    if resource_metadata and '"' not in resource_metadata and "\\" not in resource_metadata:
+        challenge += f', resource_metadata="{resource_metadata}"'
+    return challenge
 
 
 @dataclass(frozen=True)
 class Outcome:
     grant: Grant | None
     error: OAuthError | None
+    #: RFC 9728 metadata URL for the challenge of a denial ("" = none)
+    resource_metadata: str = ""
+    #: RFC 9449 §9: the next nonce for an allowed request ("" = nonces are off)
+    next_nonce: str = ""
 
 
 def authorize(
@@ -96,10 +106,13 @@ def authorize(
     the token or proof)."""
     try:
         response = container().authorization.authorize_then(
-            request, lambda grant: (grant, render(Outcome(grant, None))), request_issuer=issuer
+            request,
+            lambda grant: (grant, render(Outcome(grant, None, next_nonce=_next_nonce(container)))),
+            request_issuer=issuer,
         )
     except OAuthError as error:
-        return render(_denied(error, request, logger, metrics))
+        denied = _denied(error, request, logger, metrics)
+        return render(replace(denied, resource_metadata=_metadata_url(container, issuer)))
     except Exception as exc:  # noqa: BLE001 - a bug must still fail closed, and say so
         # the type only: a message or traceback could carry request data
         logger.error("authorizer failed", extra={"error_type": type(exc).__name__})
@@ -124,6 +137,28 @@ def authorize(
         )
         metrics.add_metric(name="RequestsAllowed", unit=MetricUnit.Count, value=1)
     return rendered
+
+
+def _next_nonce(container: Callable[[], Container]) -> str:
+    """A fresh nonce for an allowed request's answer, when nonces are on (best effort:
+    the request is allowed either way; the secret was just read to check its nonce)."""
+    try:
+        services = container()
+        nonces = services.resource_nonces
+        return nonces.issue(services.clock()) if nonces is not None else ""
+    except BrokerError:
+        return ""
+
+
+def _metadata_url(container: Callable[[], Container], issuer: str) -> str:
+    """RFC 9728 §5.1: the configured metadata URL, else the one beside this API's base."""
+    from tokenbroker.services.protected_resource import metadata_url
+
+    try:
+        configured = container().settings.resource_metadata_url
+    except Exception:  # noqa: BLE001 - a denial stands without the hint
+        return ""
+    return configured or (metadata_url(issuer) if issuer else "")
 
 
 def _denied(
@@ -185,7 +220,8 @@ def rest_response(event: APIGatewayAuthorizerRequestEvent, outcome: Outcome) -> 
     """Allow: a policy for exactly this request's ``methodArn``, with the grant as
     context. Insufficient scope: a Deny policy for it (403). Everything else: 401."""
     grant = outcome.grant
-    if grant is None and not isinstance(outcome.error, InsufficientScope):
+    challenged = isinstance(outcome.error, InsufficientScope | NonceChallenge)
+    if grant is None and not challenged:
         raise Unauthorized()
     response: dict[str, Any] = {
         "principalId": grant.principal if grant else "anonymous",
@@ -202,7 +238,20 @@ def rest_response(event: APIGatewayAuthorizerRequestEvent, outcome: Outcome) -> 
     }
     if grant is not None:
         response["context"] = grant.context()
+        if outcome.next_nonce:  # the protected function answers it (web/protected.py)
+            response["context"]["dpop_nonce"] = outcome.next_nonce
+    elif outcome.error is not None:
+        # the ACCESS_DENIED gateway response maps these into its headers (template.yaml)
+        response["context"] = challenge_context(outcome.error, outcome.resource_metadata)
     return response
+
+
+def challenge_context(error: OAuthError, resource_metadata: str = "") -> dict[str, str]:
+    """A Deny's context: the challenge, and the fresh nonce of a NonceChallenge."""
+    context = {"challenge": www_authenticate(error, resource_metadata)}
+    if isinstance(error, NonceChallenge):
+        context["dpop_nonce"] = error.nonce
+    return context
 
 
 # ---- API Gateway HTTP API payload 2.0 authorizer -----------------------------------
@@ -335,14 +384,22 @@ def edge_response(cf_request: Mapping[str, Any], outcome: Outcome) -> dict[str, 
     if outcome.grant is None:
         error = outcome.error or InvalidToken()
         status = "403" if isinstance(error, InsufficientScope) else "401"
+        denial_headers = {
+            "www-authenticate": [
+                {
+                    "key": "WWW-Authenticate",
+                    "value": www_authenticate(error, outcome.resource_metadata),
+                }
+            ],
+            "cache-control": [{"key": "Cache-Control", "value": "no-store"}],
+            "content-type": [{"key": "Content-Type", "value": "application/json"}],
+        }
+        if isinstance(error, NonceChallenge):
+            denial_headers["dpop-nonce"] = [{"key": "DPoP-Nonce", "value": error.nonce}]
         return {
             "status": status,
             "statusDescription": "Forbidden" if status == "403" else "Unauthorized",
-            "headers": {
-                "www-authenticate": [{"key": "WWW-Authenticate", "value": www_authenticate(error)}],
-                "cache-control": [{"key": "Cache-Control", "value": "no-store"}],
-                "content-type": [{"key": "Content-Type", "value": "application/json"}],
-            },
+            "headers": denial_headers,
             "body": '{"message":"Unauthorized"}' if status == "401" else '{"message":"Forbidden"}',
         }
     for key, value in outcome.grant.context().items():

@@ -14,6 +14,10 @@ from tokenbroker.domain.errors import BrokerError, Conflict, OAuthError
 from tokenbroker.domain.rfc8693 import GRANT_TYPE as EXCHANGE_GRANT
 from tokenbroker.domain.rfc8693 import ISSUED_TOKEN_TYPE
 from tokenbroker.services.issuance import IssuedAccessToken
+from tokenbroker.services.protected_resource import (
+    WELL_KNOWN_PATH as PROTECTED_RESOURCE_PATH,
+)
+from tokenbroker.services.protected_resource import protected_resource_metadata
 from tokenbroker.services.registry import grant_handler
 from tokenbroker.web.http import json_response, oauth_error_response
 from tokenbroker.web.requests import parse_token_request, request_url, uses_basic_auth
@@ -46,7 +50,7 @@ def token(
             },
         )
         metrics.add_metric(name="TokenRequestsRejected", unit=MetricUnit.Count, value=1)
-        return oauth_error_response(err, basic_auth=basic)
+        return _with_nonce(oauth_error_response(err, basic_auth=basic), container, err)
     logger.info(
         "token issued",
         extra={
@@ -61,7 +65,31 @@ def token(
     body = issued.response_body()
     if parsed.request.grant_type == EXCHANGE_GRANT:
         body["issued_token_type"] = ISSUED_TOKEN_TYPE  # RFC 8693 §2.2.1
-    return json_response(200, body)
+    return _with_nonce(json_response(200, body), container)
+
+
+def _protected_resource(services: Container, request_issuer: str) -> dict[str, object]:
+    s = services.settings
+    s.require("audience")
+    return protected_resource_metadata(
+        resource=s.audience,
+        issuer=s.issuer or request_issuer,
+        route_scopes=dict(s.route_scopes),
+    )
+
+
+def _with_nonce(
+    response: dict[str, Any], container: ContainerFactory, error: BaseException | None = None
+) -> dict[str, Any]:
+    """RFC 9449 §8: the token endpoint's DPoP-Nonce header (web/nonces.py)."""
+    from tokenbroker.web.nonces import add_nonce
+
+    try:
+        services = container()
+        nonces = services.token_nonces
+    except BrokerError:
+        return response  # no configuration: nothing to add (the error says so already)
+    return add_nonce(response, nonces, services.clock, error)
 
 
 def enroll_device(
@@ -100,6 +128,8 @@ def discovery(
         services = container()
         if event.resource == services.settings.jwks_path:
             body = services.discovery.jwks()
+        elif event.resource == PROTECTED_RESOURCE_PATH:  # RFC 9728
+            body = _protected_resource(services, request_url(event)[1])
         else:
             body = services.discovery.metadata(request_url(event)[1])
     except BrokerError as err:

@@ -23,6 +23,17 @@ def grant_context(event: APIGatewayProxyEvent) -> dict[str, str] | None:
     return {k: str(authorizer.get(k, "")) for k in _CONTEXT_KEYS}
 
 
+def _with_nonce(event: APIGatewayProxyEvent, response: dict[str, Any]) -> dict[str, Any]:
+    """RFC 9449 §9: pass on the next DPoP nonce the authorizer minted (if nonces are on),
+    so the client needs no challenge round trip on its next request."""
+    ctx = event.raw_event.get("requestContext")
+    authorizer = ctx.get("authorizer") if isinstance(ctx, Mapping) else None
+    nonce = authorizer.get("dpop_nonce") if isinstance(authorizer, Mapping) else None
+    if isinstance(nonce, str) and nonce:
+        response["headers"]["DPoP-Nonce"] = nonce
+    return response
+
+
 def _forbidden() -> dict[str, Any]:
     # reached only if the function was wired without the authorizer: fail closed
     return json_response(403, {"message": "Forbidden"})
@@ -32,7 +43,7 @@ def whoami(event: APIGatewayProxyEvent) -> dict[str, Any]:
     grant = grant_context(event)
     if grant is None:
         return _forbidden()
-    return json_response(200, {**grant, "scope": grant["scope"].split()})
+    return _with_nonce(event, json_response(200, {**grant, "scope": grant["scope"].split()}))
 
 
 def invoke_model(event: APIGatewayProxyEvent) -> dict[str, Any]:
@@ -47,12 +58,15 @@ def invoke_model(event: APIGatewayProxyEvent) -> dict[str, Any]:
     prompt = body.get("prompt", "") if isinstance(body, dict) else ""
     if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT:
         return json_response(400, {"message": f"prompt must be a string of at most {MAX_PROMPT}"})
-    return json_response(
-        200,
-        {
-            "model": model,
-            "principal": grant["principal"],
-            "output": f"[{model}] stub answer to a {len(prompt)}-character prompt",
-            "usage_id": grant["usage_id"],
-        },
+    return _with_nonce(
+        event,
+        json_response(
+            200,
+            {
+                "model": model,
+                "principal": grant["principal"],
+                "output": f"[{model}] stub answer to a {len(prompt)}-character prompt",
+                "usage_id": grant["usage_id"],
+            },
+        ),
     )

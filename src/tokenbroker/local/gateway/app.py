@@ -9,7 +9,7 @@ import sys
 import time
 import traceback
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -84,7 +84,9 @@ class LocalApi:
         if route.authorizer is not None:
             decision = self.authorizers.authorize(route, request, path_parameters, info)
             if decision.error is not None:
-                return self._error(route, decision.error, info, decision.message)
+                return self._error(
+                    route, decision.error, info, decision.message, decision.denied_context
+                )
         event = proxy_event(route, request, path_parameters, info, authorizer=decision.context)
         try:
             output = self.invoke(route.function, event)
@@ -103,9 +105,10 @@ class LocalApi:
         kind: str,
         info: RequestInfo | None,
         message: str | None = None,
+        authorizer: Mapping[str, str] | None = None,
     ) -> Reply:
         api = route.api if route is not None else self.default_api
-        return gateway_response(api, kind, info, message)
+        return gateway_response(api, kind, info, message, authorizer=authorizer)
 
 
 # ---------------------------------------------------------------------- HTTP server

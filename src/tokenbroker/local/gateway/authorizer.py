@@ -37,6 +37,8 @@ class Decision:
     context: Mapping[str, Any] | None = None
     error: str | None = None  # gateway response type
     message: str | None = None
+    #: a Deny's context: what the gateway response's context.authorizer.* mappings see
+    denied_context: Mapping[str, str] | None = None
 
 
 ALLOWED = Decision()
@@ -174,6 +176,7 @@ class Authorizers:
                 error="ACCESS_DENIED",
                 message="User is not authorized to access this resource"
                 + (" with an explicit deny" if effect == "Deny" else ""),
+                denied_context=result.context,
             )
         latency = int((time.perf_counter() - started) * 1000)
         return Decision(

@@ -38,6 +38,8 @@ class GatewayResponse:
     status: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     templates: Mapping[str, str] = field(default_factory=dict)
+    #: header -> authorizer context key (``context.authorizer.<key>`` mappings)
+    context_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ def _api_from_template(
         str(kind): _gateway_response(resolve(spec) or {})
         for kind, spec in (props.get("GatewayResponses") or {}).items()
     }
+    responses.update(_standalone_responses(template, api, resolve))
     auth = props.get("Auth") or {}
     authorizers = {
         str(name): _authorizer(str(name), spec, resolve, set(template.functions()))
@@ -137,6 +140,37 @@ def _literal(value: Any) -> str | None:
     return None
 
 
+_AUTHORIZER_CONTEXT = "context.authorizer."
+_HEADER_PARAMETER = "gatewayresponse.header."
+
+
+def _standalone_responses(
+    template: Template, api: str, resolve: Callable[[Any], Any]
+) -> dict[str, GatewayResponse]:
+    """``AWS::ApiGateway::GatewayResponse`` resources of ``api`` (used where SAM's
+    ``GatewayResponses`` cannot say it, e.g. a status that is a condition)."""
+    found: dict[str, GatewayResponse] = {}
+    for props in template.resources("AWS::ApiGateway::GatewayResponse").values():
+        if props.get("RestApiId") != {"Ref": api}:
+            continue
+        # RestApiId is not resolved: the API has no physical id before it is served
+        resolved = {k: resolve(v) for k, v in props.items() if k != "RestApiId"}
+        params = resolved.get("ResponseParameters") or {}
+        headers = {
+            k[len(_HEADER_PARAMETER) :]: v
+            for k, v in params.items()
+            if k.startswith(_HEADER_PARAMETER)
+        }
+        found[str(resolved["ResponseType"])] = _gateway_response(
+            {
+                "StatusCode": resolved.get("StatusCode"),
+                "ResponseParameters": {"Headers": headers},
+                "ResponseTemplates": resolved.get("ResponseTemplates") or {},
+            }
+        )
+    return found
+
+
 def _gateway_response(spec: Mapping[str, Any]) -> GatewayResponse:
     params = spec.get("ResponseParameters") or {}
     headers = {
@@ -145,9 +179,15 @@ def _gateway_response(spec: Mapping[str, Any]) -> GatewayResponse:
         if (literal := _literal(value)) is not None
     }
     status = spec.get("StatusCode")
+    mapped = {
+        str(name): str(value)[len(_AUTHORIZER_CONTEXT) :]
+        for name, value in (params.get("Headers") or {}).items()
+        if str(value).startswith(_AUTHORIZER_CONTEXT)
+    }
     return GatewayResponse(
         status=int(status) if status is not None else None,
         headers=headers,
+        context_headers=mapped,
         templates={
             str(k).lower(): str(v) for k, v in (spec.get("ResponseTemplates") or {}).items()
         },

@@ -41,10 +41,17 @@ _VTL_VARIABLE = re.compile(r"\$(?:\{context\.([\w.]+)\}|context\.([\w.]*\w))")
 
 
 def gateway_response(
-    api: ApiSpec | None, kind: str, info: RequestInfo | None, message: str | None = None
+    api: ApiSpec | None,
+    kind: str,
+    info: RequestInfo | None,
+    message: str | None = None,
+    *,
+    authorizer: Mapping[str, str] | None = None,
 ) -> Reply:
     """A gateway response: ``api``'s customisation of ``kind`` (or of
-    DEFAULT_4XX/DEFAULT_5XX), else API Gateway's default."""
+    DEFAULT_4XX/DEFAULT_5XX), else API Gateway's default. ``authorizer``: the context of
+    the authorizer's Deny, for ``context.authorizer.<key>`` header mappings (a key the
+    context lacks leaves its header out)."""
     status, default_message, error_type = _DEFAULT_RESPONSES[kind]
     text = message if message is not None else default_message
     configured = api.gateway_responses if api is not None else {}
@@ -67,6 +74,9 @@ def gateway_response(
     if info is not None:
         headers.append(("x-amzn-RequestId", info.request_id))
     headers += list(custom.headers.items())
+    for name, key in custom.context_headers.items():
+        if authorizer and key in authorizer:
+            headers.append((name, authorizer[key]))
     return Reply(custom.status or status, headers, body.encode("utf-8"))
 
 
