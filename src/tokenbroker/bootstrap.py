@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         TokenLedger,
         UsageLedger,
     )
+    from tokenbroker.domain.quotas import QuotaStore
     from tokenbroker.services.admin import AdminService
     from tokenbroker.services.aggregates import AggregatesService
     from tokenbroker.services.audit import AuditService
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from tokenbroker.services.discovery import DiscoveryService
     from tokenbroker.services.exchange import ExchangeService
     from tokenbroker.services.issuance import IssuanceService
+    from tokenbroker.services.quotas import QuotaGate, UnitsReporter
     from tokenbroker.services.refresh import RefreshService
 
 ClientFactory = Callable[[str], Any]
@@ -340,6 +342,7 @@ class Container:
                     proof=self.proof_policy,
                     usage_retention_days=s.usage_retention_days,
                 ),
+                quotas=self.quota_gate,
             )
 
         return self._once("authorization", make)  # type: ignore[no-any-return]
@@ -440,6 +443,44 @@ class Container:
             actor=self.actor,
             retention_days=self.settings.usage_retention_days,
         )
+
+    # ---- quotas (domain/quotas.py) ----------------------------------------------------
+    @property
+    def quota_store(self) -> QuotaStore:
+        def make() -> QuotaStore:
+            from tokenbroker.adapters.quotas import DynamoQuotaStore
+
+            self.settings.require("quotas_table")
+            return DynamoQuotaStore(self.client("dynamodb"), table=self.settings.quotas_table)
+
+        return self._once("quota_store", make)  # type: ignore[no-any-return]
+
+    @property
+    def quota_gate(self) -> QuotaGate | None:
+        """The edge's quota gate; None when the deployment declares no quota table."""
+        if not self.settings.quotas_table:
+            return None
+
+        def make() -> QuotaGate:
+            from tokenbroker.domain.quotas import QuotaLimits
+            from tokenbroker.services.quotas import QuotaGate
+
+            s = self.settings
+            defaults = QuotaLimits(
+                s.default_requests_per_minute, s.default_requests_per_day, s.default_units_per_day
+            )
+            return QuotaGate(self.quota_store, defaults=defaults, clock=self.clock)
+
+        return self._once("quota_gate", make)  # type: ignore[no-any-return]
+
+    @property
+    def units_reporter(self) -> UnitsReporter:
+        def make() -> UnitsReporter:
+            from tokenbroker.services.quotas import UnitsReporter
+
+            return UnitsReporter(self.quota_store, clock=self.clock)
+
+        return self._once("units_reporter", make)  # type: ignore[no-any-return]
 
 
 def lambda_clients(service: str) -> Any:

@@ -59,6 +59,13 @@ class Settings:
         default=28_800, metadata=_env("REFRESH_TOKEN_ABSOLUTE_SECONDS")
     )
     refresh_idle_seconds: int = field(default=3_600, metadata=_env("REFRESH_TOKEN_IDLE_SECONDS"))
+    #: quotas (domain/quotas.py); "" = none enforced. Defaults: 0 = unlimited
+    quotas_table: str = field(default="", metadata=_env("QUOTAS_TABLE"))
+    default_requests_per_minute: int = field(
+        default=0, metadata=_env("DEFAULT_REQUESTS_PER_MINUTE")
+    )
+    default_requests_per_day: int = field(default=0, metadata=_env("DEFAULT_REQUESTS_PER_DAY"))
+    default_units_per_day: int = field(default=0, metadata=_env("DEFAULT_UNITS_PER_DAY"))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:
@@ -105,6 +112,11 @@ class Settings:
             raise ConfigurationError("MAX_DEVICES_PER_PERSON must be within 1..50")
         if not 0 <= self.clock_skew <= 60:
             raise ConfigurationError("CLOCK_SKEW_SECONDS must be within 0..60")
+        for name in ("default_requests_per_minute", "default_requests_per_day"):
+            if getattr(self, name) < 0:
+                raise ConfigurationError(f"{self.env_names()[name]} must not be negative")
+        if self.default_units_per_day < 0:
+            raise ConfigurationError("DEFAULT_UNITS_PER_DAY must not be negative")
 
     def require(self, *names: str) -> None:
         """Raise ConfigurationError naming the first empty required setting."""

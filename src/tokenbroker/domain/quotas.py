@@ -1,0 +1,303 @@
+"""Quotas per principal, per client and per model: the pure arithmetic (no AWS, no clock).
+
+What is limited. A client declares limits (admin CLI), for all its routes (model ``*``)
+and optionally per model; unset fields fall back to the client's ``*`` rule, then to the
+template defaults (0 = unlimited). Each limit applies to each principal of the client:
+the counter is keyed by (client, principal, model key, UTC day), never by device or
+secret, so rotating either keeps the windows. The model key is the model when the client
+declared a rule for that model, else ``*`` (every route of the client shares it).
+
+Design (against the 1,000 writes/s per-partition limit and the one-round-trip budget).
+A counter item per (client, principal, model key, day) holds ``d`` (requests leased
+today), ``m``/``mc`` (the minute of the last lease and the requests leased in it) and
+``u`` (model units reported today). An execution environment does not write per request:
+it takes a **lease** of ``n`` requests with ONE conditional UpdateItem whose condition is
+the limit itself (``mc <= rpm - n AND d <= rpd - n AND u < upd``), then spends the lease
+locally, request by request, under a lock. When the condition fails, the item's old values
+(``ReturnValuesOnConditionCheckFailure``) say how much is left, and the environment asks
+again for exactly that (:func:`plan_after_refusal`), or learns the window is spent and
+remembers it until the window ends (no AWS call per denied request).
+
+Lease size is adaptive (:class:`LeaseSizer`): it starts at 1, doubles while a lease is
+spent within ``LEASE_TARGET_SECONDS`` and halves when it lasts much longer, capped at
+``MAX_LEASE`` and at ``limit // UNDERUSE_DIVISOR`` of the smallest request limit (floor 1).
+So a hot principal costs each environment about ``1 / LEASE_TARGET_SECONDS`` lease writes
+per second (<= 4/s), whatever its rate; at 5,000 req/s over 50 environments that is
+<= 200 writes/s on its item, and with ``MAX_LEASE`` the item sees at most rate / 64
+writes/s when few environments serve it.
+
+Bounds (proved in tests/quotas):
+- **No overshoot** of requests per minute or per day: an allowed request spends one unit
+  of a lease, and a lease is granted only by a condition that keeps the leased sum within
+  the limit. Allowed requests in a window <= the limit, exactly, across every environment.
+- **Under-use**: units leased but not spent before the window ends are lost: at most
+  ``n - 1`` per environment holding a lease, so with E environments allowed >= min(demand,
+  limit - E * (n - 1)), and n <= max(1, limit // UNDERUSE_DIVISOR). One environment (the
+  local stack) under-uses nothing: 64 requests against 50/min -> exactly 50 allowed.
+  A lease spent on a request whose usage write then fails is lost too (fails closed).
+- **Units per day** are reported after the call, so they are enforced on the next lease:
+  a principal may run over ``upd`` by the units of the requests already allowed (in flight
+  and the rest of each environment's lease, <= n - 1 requests per environment).
+- Round trips per allowed request: 1 (the usage write) + 1/n (the lease) + one config
+  read per client per ``CONFIG_TTL_SECONDS`` per environment.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from tokenbroker.domain.errors import OAuthError
+
+ALL_MODELS = "*"
+MAX_LEASE = 64
+UNDERUSE_DIVISOR = 10
+LEASE_TARGET_SECONDS = 0.25
+CONFIG_TTL_SECONDS = 30
+MAX_LIMIT = 10**12
+#: a limit of 0 means "no limit" (template defaults use it)
+UNLIMITED = 0
+
+
+class QuotaExceeded(OAuthError):
+    """A request quota or the day's model units are spent (answered 429 + Retry-After).
+    ``reason``: ``quota_exceeded:<requests_per_minute|requests_per_day|units_per_day>``."""
+
+    error = "quota_exceeded"
+
+    def __init__(self, limit: str, retry_after: int) -> None:
+        super().__init__(
+            f"the {limit.replace('_', ' ')} quota is spent", reason=f"quota_exceeded:{limit}"
+        )
+        self.limit = limit
+        self.retry_after = max(1, int(retry_after))
+
+
+@dataclass(frozen=True)
+class QuotaLimits:
+    """None = not set here (inherit); 0 = unlimited."""
+
+    requests_per_minute: int | None = None
+    requests_per_day: int | None = None
+    units_per_day: int | None = None
+
+    def over(self, base: QuotaLimits) -> QuotaLimits:
+        """These limits, with unset fields taken from ``base``."""
+        return QuotaLimits(
+            *(
+                mine if mine is not None else theirs
+                for mine, theirs in zip(self.astuple(), base.astuple(), strict=True)
+            )
+        )
+
+    def astuple(self) -> tuple[int | None, int | None, int | None]:
+        return (self.requests_per_minute, self.requests_per_day, self.units_per_day)
+
+    def unlimited(self) -> bool:
+        return all(not v for v in self.astuple())
+
+    def validate(self) -> QuotaLimits:
+        for name, value in zip(
+            ("requests_per_minute", "requests_per_day", "units_per_day"),
+            self.astuple(),
+            strict=True,
+        ):
+            if value is not None and not 0 <= value <= MAX_LIMIT:
+                raise ValueError(f"{name} must be within 0..{MAX_LIMIT}")
+        return self
+
+
+@dataclass(frozen=True)
+class EffectiveQuota:
+    model_key: str  # "*" or the model with its own rule
+    limits: QuotaLimits  # fully resolved (no None)
+
+
+def effective_quota(
+    rules: Mapping[str, QuotaLimits], defaults: QuotaLimits, model: str
+) -> EffectiveQuota:
+    """The limits a request to ``model`` ("" = not a model route) is counted under."""
+    base = rules.get(ALL_MODELS, QuotaLimits()).over(defaults).over(QuotaLimits(0, 0, 0))
+    if model and model in rules:
+        return EffectiveQuota(model, rules[model].over(base))
+    return EffectiveQuota(ALL_MODELS, base)
+
+
+def minute_of(now: float) -> int:
+    return int(now // 60)
+
+
+def day_of(now: float) -> int:
+    return int(now // 86_400)
+
+
+def seconds_to_next_minute(now: float) -> int:
+    return max(1, math.ceil((minute_of(now) + 1) * 60 - now))
+
+
+def seconds_to_next_day(now: float) -> int:
+    return max(1, math.ceil((day_of(now) + 1) * 86_400 - now))
+
+
+@dataclass(frozen=True)
+class CounterState:
+    """What a counter item held (absent attributes are 0 / minute -1)."""
+
+    minute: int = -1
+    minute_count: int = 0
+    day_count: int = 0
+    units: int = 0
+
+
+@dataclass(frozen=True)
+class LeaseAsk:
+    """One conditional UpdateItem: lease ``size`` requests in ``minute``.
+    ``same_minute``: the item is already in ``minute`` (ADD to ``mc``), else it starts it
+    (SET ``mc``). ``max_*``: the highest old count that still fits (None = no limit)."""
+
+    minute: int
+    size: int
+    same_minute: bool
+    max_minute_count: int | None
+    max_day_count: int | None
+    max_units: int | None  # old units must be < this + 1, i.e. <= max_units
+
+
+def ask(limits: QuotaLimits, minute: int, size: int, *, same_minute: bool) -> LeaseAsk:
+    rpm, rpd, upd = limits.astuple()
+    size = max(1, min([size] + [limit for limit in (rpm, rpd) if limit]))
+    return LeaseAsk(
+        minute=minute,
+        size=size,
+        same_minute=same_minute,
+        max_minute_count=rpm - size if rpm else None,
+        max_day_count=rpd - size if rpd else None,
+        max_units=upd - 1 if upd else None,
+    )
+
+
+def fits(a: LeaseAsk, old: CounterState) -> bool:
+    """The condition the store evaluates (the in-memory fake and the tests use it)."""
+    if a.same_minute != (old.minute == a.minute):
+        return False
+    if not a.same_minute and old.minute > a.minute:
+        return False
+    minute_count = old.minute_count if a.same_minute else 0
+    return (
+        (a.max_minute_count is None or minute_count <= a.max_minute_count)
+        and (a.max_day_count is None or old.day_count <= a.max_day_count)
+        and (a.max_units is None or old.units <= a.max_units)
+    )
+
+
+def apply(a: LeaseAsk, old: CounterState) -> CounterState:
+    """The counter after a lease that fits."""
+    return CounterState(
+        minute=a.minute,
+        minute_count=(old.minute_count if a.same_minute else 0) + a.size,
+        day_count=old.day_count + a.size,
+        units=old.units,
+    )
+
+
+def plan_after_refusal(
+    limits: QuotaLimits, minute: int, wanted: int, old: CounterState, now: float
+) -> LeaseAsk:
+    """The next ask after a refused one, from the item's old values; raises QuotaExceeded
+    when nothing is left. A minute ahead of ours (another environment's clock) is taken as
+    the current one: its budget is counted, never ours reset (no overshoot)."""
+    rpm, rpd, upd = limits.astuple()
+    if upd and old.units >= upd:
+        raise QuotaExceeded("units_per_day", seconds_to_next_day(now))
+    if rpd and old.day_count >= rpd:
+        raise QuotaExceeded("requests_per_day", seconds_to_next_day(now))
+    current = max(minute, old.minute)
+    same = old.minute == current
+    used = old.minute_count if same else 0
+    if rpm and used >= rpm:
+        raise QuotaExceeded(
+            "requests_per_minute", seconds_to_next_minute(now) + (current - minute) * 60
+        )
+    left = [wanted]
+    if rpm:
+        left.append(rpm - used)
+    if rpd:
+        left.append(rpd - old.day_count)
+    return ask(limits, current, max(1, min(left)), same_minute=same)
+
+
+@dataclass
+class LeaseSizer:
+    """Adaptive lease size for one counter in one environment."""
+
+    size: int = 1
+    granted_at: float = 0.0
+
+    def next_size(self, limits: QuotaLimits, now: float) -> int:
+        if self.granted_at and now - self.granted_at < LEASE_TARGET_SECONDS:
+            self.size *= 2
+        elif self.granted_at and now - self.granted_at > 4 * LEASE_TARGET_SECONDS:
+            self.size = max(1, self.size // 2)
+        self.size = max(1, min(self.size, lease_cap(limits)))
+        return self.size
+
+    def granted(self, now: float) -> None:
+        self.granted_at = now
+
+
+def lease_cap(limits: QuotaLimits) -> int:
+    caps = [MAX_LEASE]
+    rpm, rpd, _ = limits.astuple()
+    caps += [max(1, limit // UNDERUSE_DIVISOR) for limit in (rpm, rpd) if limit]
+    return min(caps)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Requests an environment may still allow in ``minute`` of ``day`` (its clock may
+    be behind the item's: a lease for a later minute is spent early, never twice)."""
+
+    day: int
+    minute: int
+    remaining: int
+
+    def usable(self, now: float) -> bool:
+        return self.remaining > 0 and day_of(now) == self.day and minute_of(now) <= self.minute
+
+    def spend(self) -> Lease:
+        return replace(self, remaining=self.remaining - 1)
+
+
+class QuotaStore(Protocol):
+    """Port: the quota table (adapters/quotas.py; an in-memory fake in tests/quotas)."""
+
+    def counter_id(self, client_id: str, principal: str, model_key: str) -> str: ...
+
+    def rules(self, client_id: str) -> dict[str, QuotaLimits]: ...
+
+    def lease(self, counter_id: str, day: int, a: LeaseAsk) -> tuple[bool, CounterState]: ...
+
+    def report_units(
+        self, *, usage_id: str, counter_id: str, day: int, model: str, units: int, at: int
+    ) -> bool: ...
+
+
+class QuotaCheck(Protocol):
+    """What the edge calls (services/quotas.py::QuotaGate): admit one request or raise
+    QuotaExceeded / TemporarilyUnavailable. Returns the grant's quota reference
+    ("" when no limit applies), which the protected function reports units against."""
+
+    def admit(self, client_id: str, principal: str, model: str, now: float) -> str: ...
+
+
+def quota_reference(day: int, counter_id: str) -> str:
+    return f"{day}/{counter_id}"
+
+
+def parse_quota_reference(reference: str) -> tuple[int, str]:
+    day, _, counter_id = reference.partition("/")
+    if not day.isdigit() or not counter_id:
+        raise ValueError("not a quota reference")
+    return int(day), counter_id
