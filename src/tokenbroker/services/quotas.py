@@ -118,10 +118,14 @@ class QuotaGate:
             except QuotaExceeded as exceeded:
                 # remembered: denied requests cost no AWS call until the window ends (or
                 # the rules are read again, so a raised limit applies within the TTL)
+                if exceeded.limit == "requests_per_minute":
+                    window_end = (max(minute, counter.minute) + 1) * 60.0
+                else:
+                    window_end = (day + 1) * 86_400.0
                 state.lease = None
                 state.blocked_limit = exceeded.limit
-                state.retry_at = now + exceeded.retry_after
-                state.blocked_until = now + min(exceeded.retry_after, self._config_ttl)
+                state.retry_at = window_end
+                state.blocked_until = min(window_end, now + self._config_ttl)
                 raise
         raise TemporarilyUnavailable("the quota counter is contended", reason="quota_contention")
 
