@@ -100,7 +100,8 @@ def test_no_limit_means_no_counter_and_no_write() -> None:
     g = QuotaGate(store, defaults=QuotaLimits(0, 0, 0), clock=clock)
     assert g.admit(CLIENT, PRINCIPAL, "m", clock()) == ""
     assert g.admit(CLIENT, PRINCIPAL, "m", clock()) == ""
-    assert store.calls == 1 and store.counters == {}  # one rules read per TTL
+    assert store.calls == 1  # one rules read per TTL
+    assert store.counters == {}
 
 
 def test_rules_resolve_model_then_client_then_defaults() -> None:
