@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from tokenbroker.services.discovery import DiscoveryService
     from tokenbroker.services.exchange import ExchangeService
     from tokenbroker.services.issuance import IssuanceService
-    from tokenbroker.services.quotas import QuotaGate, UnitsReporter
+    from tokenbroker.services.quotas import QuotaAdmin, QuotaGate, UnitsReporter
     from tokenbroker.services.refresh import RefreshService
 
 ClientFactory = Callable[[str], Any]
@@ -481,6 +481,18 @@ class Container:
             return UnitsReporter(self.quota_store, clock=self.clock)
 
         return self._once("units_reporter", make)  # type: ignore[no-any-return]
+
+    @property
+    def quota_admin(self) -> QuotaAdmin:
+        def make() -> QuotaAdmin:
+            from tokenbroker.adapters.quotas import DynamoQuotaStore
+            from tokenbroker.services.quotas import QuotaAdmin
+
+            self.settings.require("quotas_table")
+            store = DynamoQuotaStore(self.client("dynamodb"), table=self.settings.quotas_table)
+            return QuotaAdmin(store, clock=self.clock)
+
+        return self._once("quota_admin", make)  # type: ignore[no-any-return]
 
 
 def lambda_clients(service: str) -> Any:

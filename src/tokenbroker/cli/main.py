@@ -21,6 +21,7 @@ from tokenbroker.cli.deployment import DEFAULT_STACK, CliState, DeploymentError
 from tokenbroker.cli.dev import dev
 from tokenbroker.cli.output import FORMATS
 from tokenbroker.cli.people import idps, people
+from tokenbroker.cli.quotas import quotas
 from tokenbroker.domain.errors import (
     BrokerError,
     ConfigurationError,
@@ -143,6 +144,7 @@ cli.add_command(token)
 cli.add_command(call)
 cli.add_command(idps)
 cli.add_command(people)
+cli.add_command(quotas)
 
 
 def main() -> None:

@@ -10,13 +10,16 @@ time (the lease, not the lock, is what keeps environments within the limit).
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import InvalidRequest, TemporarilyUnavailable
 from tokenbroker.domain.quotas import (
+    ALL_MODELS,
     CONFIG_TTL_SECONDS,
     Lease,
     LeaseSizer,
@@ -184,3 +187,39 @@ class QuotaRule:
             "requests_per_day": rpd,
             "units_per_day": upd,
         }
+
+
+_MODEL = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")
+
+
+class QuotaAdmin:
+    """``tokenbroker quotas set|list``: rules per client (model ``*`` = every route)."""
+
+    def __init__(self, store: QuotaRuleStore, *, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def set(self, client_id: str, model: str, limits: QuotaLimits) -> QuotaRule:
+        model = model or ALL_MODELS
+        if model != ALL_MODELS and not _MODEL.fullmatch(model):
+            raise InvalidRequest("--model must be 1-128 printable characters without spaces")
+        if all(v is None for v in limits.astuple()):
+            raise InvalidRequest(
+                "give at least one of --requests-per-minute, --requests-per-day, --units-per-day"
+            )
+        try:
+            limits.validate()
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+        stored = self._store.set_rule(client_id, model, limits, int(self._clock()))
+        return QuotaRule(client_id, model, stored)
+
+    def list(self, client_id: str) -> list[QuotaRule]:
+        rules = self._store.rules(client_id)
+        return [QuotaRule(client_id, model, rules[model]) for model in sorted(rules)]
+
+
+class QuotaRuleStore(Protocol):
+    def rules(self, client_id: str) -> dict[str, QuotaLimits]: ...
+
+    def set_rule(self, client_id: str, model: str, limits: QuotaLimits, at: int) -> QuotaLimits: ...
