@@ -45,7 +45,7 @@ class FakeQuotaStore:
             self.reports[usage_id] = units
             old = self.counters.get((counter_id, day), CounterState())
             self.counters[(counter_id, day)] = CounterState(
-                old.minute, old.minute_count, old.day_count, old.units + units
+                minutes=old.minutes, day_count=old.day_count, units=old.units + units
             )
             return True
 

@@ -18,6 +18,7 @@ from tokenbroker.domain.quotas import (
     CounterState,
     QuotaExceeded,
     QuotaLimits,
+    apply,
     ask,
     effective_quota,
     fits,
@@ -51,7 +52,7 @@ def test_64_requests_against_50_per_minute_allow_exactly_50_and_deny_14() -> Non
     # leases of 1, 2, 4, then the cap (50 // 10 = 5): far fewer writes than requests, and
     # the 14 denials cost none (the spent minute is remembered)
     assert store.counters[(store.counter_id(CLIENT, PRINCIPAL, "*"), T0 // 86_400)] == (
-        CounterState(minute=(T0 + 5) // 60, minute_count=50, day_count=50, units=0)
+        CounterState(minutes={(T0 + 5) // 60: 50}, day_count=50, units=0)
     )
     # one rules read; leases 1+2+4+5*8 = 47 (11 writes); a lease of 5 refused and the
     # 3 left granted (2); the 51st request's ask refused (1): the window is spent
@@ -117,11 +118,17 @@ def test_a_minute_ahead_of_ours_is_counted_never_reset() -> None:
     """Another environment's clock is a second ahead, in the next minute: our refused
     ask is re-planned into THAT minute, so no window is ever counted from zero twice."""
     limits = QuotaLimits(requests_per_minute=10)
-    old = CounterState(minute=101, minute_count=9, day_count=30)
+    old = CounterState(minutes={100: 3, 101: 9}, day_count=30)
+    assert not fits(ask(limits, 100, 1), old)  # the item holds minute 101
     plan = plan_after_refusal(limits, 100, 4, old, now=100 * 60 + 59)
-    assert (plan.minute, plan.size, plan.same_minute) == (101, 1, True)
+    assert (plan.minute, plan.size) == (101, 1)
     assert fits(plan, old)
-    assert not fits(ask(limits, 100, 1, same_minute=False), old)
+    assert apply(plan, old) == CounterState(minutes={100: 3, 101: 10}, day_count=31)
+    # a lease two minutes on drops the minute before last (the item stays small)
+    later = apply(ask(limits, 102, 1), apply(plan, old))
+    assert later.minutes == {101: 10, 102: 1}
+    # ... and a clock still in minute 100 can no longer count it from zero
+    assert not fits(ask(limits, 100, 1), later)
 
 
 def test_the_lease_cap_bounds_under_use_by_a_tenth_of_the_limit() -> None:

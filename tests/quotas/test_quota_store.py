@@ -76,7 +76,7 @@ def test_64_concurrent_requests_in_one_environment_allow_exactly_50(ddb: Any) ->
         outcomes = Counter(pool.map(lambda _: _admit(g), range(64)))
     assert outcomes == {"allowed": 50, "quota_exceeded:requests_per_minute": 14}
     counter = store.counter(store.counter_id(CLIENT, "alice", ALL_MODELS), T0 // 86_400)
-    assert (counter.minute_count, counter.day_count) == (50, 50)
+    assert (counter.count(T0 // 60), counter.day_count) == (50, 50)
 
 
 def test_eight_environments_together_never_overshoot_and_under_use_within_the_bound(
@@ -90,7 +90,7 @@ def test_eight_environments_together_never_overshoot_and_under_use_within_the_bo
     # stated bound: 50 - (E - 1) * (cap - 1) = 50 - 7 * 4 = 22 <= allowed <= 50
     assert 22 <= outcomes["allowed"] <= 50
     counter = store.counter(store.counter_id(CLIENT, "alice", ALL_MODELS), T0 // 86_400)
-    assert counter.minute_count <= 50
+    assert counter.count(T0 // 60) <= 50
 
 
 @pytest.mark.parametrize("backend", ["moto", "fake"])
@@ -98,19 +98,22 @@ def test_the_fake_and_the_adapter_agree_on_the_lease_condition(backend: str, ddb
     store: Any = DynamoQuotaStore(ddb, table=TABLE) if backend == "moto" else FakeQuotaStore()
     counter, day, minute = store.counter_id(CLIENT, "p", "*"), T0 // 86_400, T0 // 60
     limits = QuotaLimits(requests_per_minute=5, requests_per_day=7, units_per_day=10)
+    per_minute = QuotaLimits(requests_per_minute=5)
     steps = [
-        (ask(limits, minute, 3, same_minute=True), False),  # no item in this minute yet
-        (ask(limits, minute, 3, same_minute=False), True),
-        (ask(limits, minute, 3, same_minute=True), False),  # 3 + 3 > 5
-        (ask(limits, minute, 2, same_minute=True), True),
-        (ask(limits, minute + 1, 3, same_minute=False), False),  # day: 5 + 3 > 7
-        (ask(limits, minute + 1, 2, same_minute=False), True),
-        (ask(limits, minute + 1, 1, same_minute=False), False),  # not a new minute again
-        (ask(limits, minute - 1, 1, same_minute=False), False),  # an older minute
+        (ask(limits, minute, 3), True),
+        (ask(limits, minute, 3), False),  # 3 + 3 > 5 per minute
+        (ask(limits, minute, 2), True),
+        (ask(limits, minute + 1, 3), False),  # 5 + 3 > 7 per day
+        (ask(limits, minute + 1, 2), True),
+        (ask(per_minute, minute - 1, 1), False),  # the item holds later minutes
+        (ask(per_minute, minute + 2, 1), True),  # ... and drops `minute`
+        (ask(per_minute, minute, 1), False),  # which no lagging clock may recount
     ]
     results = [store.lease(counter, day, a)[0] for a, _ in steps]
     assert results == [expected for _, expected in steps]
-    assert store.lease(counter, day, steps[-2][0])[1].day_count == 7
+    granted, state = store.lease(counter, day, ask(per_minute, minute + 2, 4))
+    assert granted
+    assert (dict(state.minutes), state.day_count) == ({minute + 1: 2, minute + 2: 5}, 12)
 
 
 def test_units_count_once_per_usage_record_and_stop_the_next_lease(ddb: Any) -> None:

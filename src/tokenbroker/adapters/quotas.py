@@ -3,9 +3,9 @@ quota items' attribute names. The design and its bounds: :mod:`tokenbroker.domai
 
 Items (``pk``, ``sk``):
 - a rule: ``rule#<client_id>``, ``<model or *>`` with ``rpm``, ``rpd``, ``upd``;
-- a counter: ``use#<json [client, principal, model key]>``, ``<UTC day>`` with ``m``
-  (minute of the last lease), ``mc`` (requests leased in it), ``d`` (requests leased
-  today), ``u`` (model units reported today) and ``ttl`` (2 days on);
+- a counter: ``use#<json [client, principal, model key]>``, ``<UTC day>`` with
+  ``m<minute of the day>`` (requests leased in that minute; the last two minutes),
+  ``d`` (requests leased today), ``u`` (model units reported today), ``ttl`` (2 days on);
 - a units report: ``report#<usage record id>``, ``units``: one per usage record, so a
   protected function that reports twice (a retry) counts once.
 """
@@ -26,8 +26,9 @@ SK: Final = "sk"
 RPM: Final = "rpm"
 RPD: Final = "rpd"
 UPD: Final = "upd"
-MINUTE: Final = "m"
-MINUTE_COUNT: Final = "mc"
+#: ``m<minute of the day>``: requests leased in that minute
+MINUTE_PREFIX: Final = "m"
+MINUTES_PER_DAY: Final = 1440
 DAY_COUNT: Final = "d"
 UNITS: Final = "u"
 EXPIRES_AT: Final = "ttl"
@@ -50,14 +51,18 @@ def _n(item: dict[str, Any], name: str, default: int = 0) -> int:
     return int(value) if value is not None else default
 
 
-def _state(item: dict[str, Any] | None) -> CounterState:
+def _minute_name(minute_of_day: int) -> str:
+    return f"{MINUTE_PREFIX}{minute_of_day}"
+
+
+def _state(item: dict[str, Any] | None, day: int) -> CounterState:
     item = item or {}
-    return CounterState(
-        minute=_n(item, MINUTE, -1),
-        minute_count=_n(item, MINUTE_COUNT),
-        day_count=_n(item, DAY_COUNT),
-        units=_n(item, UNITS),
-    )
+    minutes = {
+        day * MINUTES_PER_DAY + int(name[1:]): int(value["N"])
+        for name, value in item.items()
+        if name.startswith(MINUTE_PREFIX) and name[1:].isdigit() and "N" in value
+    }
+    return CounterState(minutes=minutes, day_count=_n(item, DAY_COUNT), units=_n(item, UNITS))
 
 
 class DynamoQuotaStore:
@@ -108,24 +113,27 @@ class DynamoQuotaStore:
     # ---- the edge: one conditional UpdateItem per lease ------------------------------
     def lease(self, counter_id: str, day: int, a: LeaseAsk) -> tuple[bool, CounterState]:
         """(granted, the counter after it) or (False, the counter as it was)."""
-        names = {"#m": MINUTE, "#mc": MINUTE_COUNT, "#d": DAY_COUNT, "#x": EXPIRES_AT}
-        values: dict[str, Any] = {
-            ":m": {"N": str(a.minute)},
-            ":n": {"N": str(a.size)},
-            ":x": {"N": str((day + 2) * 86_400)},
+        base = day * MINUTES_PER_DAY
+        names = {
+            "#cur": _minute_name(a.minute - base),
+            "#n1": _minute_name(a.minute + 1 - base),
+            "#n2": _minute_name(a.minute + 2 - base),
+            "#d": DAY_COUNT,
+            "#x": EXPIRES_AT,
         }
-        if a.same_minute:
-            # the item is in this minute already: count on
-            update = "ADD #mc :n, #d :n SET #x = :x"
-            conditions = ["#m = :m"]
-        else:
-            # this lease starts the minute (or the day's item): older minutes are over;
-            # a minute AHEAD of ours is another environment's clock: refused, re-planned
-            update = "SET #m = :m, #mc = :n, #x = :x ADD #d :n"
-            conditions = ["(attribute_not_exists(#m) OR #m < :m)"]
-        if a.max_minute_count is not None and a.same_minute:
-            conditions.append("#mc <= :mcmax")
-            values[":mcmax"] = {"N": str(a.max_minute_count)}
+        values: dict[str, Any] = {":n": {"N": str(a.size)}, ":x": {"N": str((day + 2) * 86_400)}}
+        update = "ADD #cur :n, #d :n SET #x = :x"
+        if a.minute - 2 >= base:
+            # the minute before last is over for every clock the condition admits: drop
+            # it, so the item holds two minutes and stays small (1 write unit)
+            update += " REMOVE #old"
+            names["#old"] = _minute_name(a.minute - 2 - base)
+        # Refused if the item holds a later minute: that environment's clock is ahead,
+        # and a lease at minute+2 removed ours; re-planned into the later minute.
+        conditions = ["attribute_not_exists(#n1)", "attribute_not_exists(#n2)"]
+        if a.max_minute_count is not None:
+            conditions.append("(attribute_not_exists(#cur) OR #cur <= :mmax)")
+            values[":mmax"] = {"N": str(a.max_minute_count)}
         if a.max_day_count is not None:
             conditions.append("(attribute_not_exists(#d) OR #d <= :dmax)")
             values[":dmax"] = {"N": str(a.max_day_count)}
@@ -147,9 +155,9 @@ class DynamoQuotaStore:
                 )
             except ClientError as exc:
                 if error_code(exc) == "ConditionalCheckFailedException":
-                    return False, _state(exc.response.get("Item"))
+                    return False, _state(exc.response.get("Item"), day)
                 raise
-        return True, _state(response.get("Attributes"))
+        return True, _state(response.get("Attributes"), day)
 
     # ---- the protected function: units after the call --------------------------------
     def report_units(
@@ -207,4 +215,4 @@ class DynamoQuotaStore:
             item = self._ddb.get_item(
                 TableName=self._table, Key=counter_key(counter_id, day), ConsistentRead=True
             ).get("Item")
-        return _state(item)
+        return _state(item, day)

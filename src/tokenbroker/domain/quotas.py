@@ -9,31 +9,38 @@ declared a rule for that model, else ``*`` (every route of the client shares it)
 
 Design (against the 1,000 writes/s per-partition limit and the one-round-trip budget).
 A counter item per (client, principal, model key, day) holds ``d`` (requests leased
-today), ``m``/``mc`` (the minute of the last lease and the requests leased in it) and
-``u`` (model units reported today). An execution environment does not write per request:
-it takes a **lease** of ``n`` requests with ONE conditional UpdateItem whose condition is
-the limit itself (``mc <= rpm - n AND d <= rpd - n AND u < upd``), then spends the lease
+today), one attribute per recent minute (requests leased in it; each lease removes the
+one of two minutes before, so the item stays under 1 KB) and ``u`` (model units reported
+today). An execution environment does not write per request: it takes a **lease** of
+``n`` requests with ONE conditional UpdateItem whose condition is the limit itself
+(``m<now> <= rpm - n AND d <= rpd - n AND u < upd``), then spends the lease
 locally, request by request, under a lock. When the condition fails, the item's old values
 (``ReturnValuesOnConditionCheckFailure``) say how much is left, and the environment asks
 again for exactly that (:func:`plan_after_refusal`), or learns the window is spent and
 remembers it until the window ends (no AWS call per denied request).
 
 Lease size is adaptive (:class:`LeaseSizer`): it starts at 1, doubles while a lease is
-spent within ``LEASE_TARGET_SECONDS`` and halves when it lasts much longer, capped at
-``MAX_LEASE`` and at ``limit // UNDERUSE_DIVISOR`` of the smallest request limit (floor 1).
-So a hot principal costs each environment about ``1 / LEASE_TARGET_SECONDS`` lease writes
-per second (<= 4/s), whatever its rate; at 5,000 req/s over 50 environments that is
-<= 200 writes/s on its item, and with ``MAX_LEASE`` the item sees at most rate / 64
-writes/s when few environments serve it.
+spent within T = ``LEASE_TARGET_SECONDS`` (2 s) and halves when it lasts over 2T, capped
+at ``MAX_LEASE`` (256) and at ``limit // UNDERUSE_DIVISOR`` of the smallest request limit
+(floor 1). So an environment serving a principal at r req/s holds leases of about 2r..4r
+and writes that principal's counter at most 1/T = 0.5 times a second, whatever r is: the
+counter item takes <= min(rate / n, E / T) writes/s for E environments serving it, i.e.
+<= 500 writes/s up to 1,000 concurrent environments, and rate / 256 beyond that (a single
+principal at 100,000 req/s: ~390 writes/s). benchmarks/quotas.py measures it with Zipf
+principals at 100,000 req/s. Counters are not sharded: the lease is what spreads writes
+over time, so a window stays one exact count (a sharded counter would need per-shard
+limits, i.e. under-use whenever traffic is uneven across shards).
 
 Bounds (proved in tests/quotas):
 - **No overshoot** of requests per minute or per day: an allowed request spends one unit
   of a lease, and a lease is granted only by a condition that keeps the leased sum within
   the limit. Allowed requests in a window <= the limit, exactly, across every environment.
 - **Under-use**: units leased but not spent before the window ends are lost: at most
-  ``n - 1`` per environment holding a lease, so with E environments allowed >= min(demand,
-  limit - E * (n - 1)), and n <= max(1, limit // UNDERUSE_DIVISOR). One environment (the
-  local stack) under-uses nothing: 64 requests against 50/min -> exactly 50 allowed.
+  ``n - 1`` per other environment holding a lease, so with E environments a window with a
+  denial allowed >= limit - (E - 1) * (n - 1), n <= max(1, limit // UNDERUSE_DIVISOR); and
+  since n is about 2..4 s of each environment's own traffic, at most ~4 s of the
+  principal's traffic (7% of a saturated minute). One environment (the local stack)
+  under-uses nothing: 64 requests against 50/min -> exactly 50 allowed.
   A lease spent on a request whose usage write then fails is lost too (fails closed).
 - **Units per day** are reported after the call, so they are enforced on the next lease:
   a principal may run over ``upd`` by the units of the requests already allowed (in flight
@@ -46,15 +53,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from tokenbroker.domain.errors import OAuthError
 
 ALL_MODELS = "*"
-MAX_LEASE = 64
+MAX_LEASE = 256
 UNDERUSE_DIVISOR = 10
-LEASE_TARGET_SECONDS = 0.25
+LEASE_TARGET_SECONDS = 2.0
 CONFIG_TTL_SECONDS = 30
 MAX_LIMIT = 10**12
 #: a limit of 0 means "no limit" (template defaults use it)
@@ -143,35 +150,41 @@ def seconds_to_next_day(now: float) -> int:
 
 @dataclass(frozen=True)
 class CounterState:
-    """What a counter item held (absent attributes are 0 / minute -1)."""
+    """What a counter item held: requests leased per minute (epoch minute -> count; the
+    item keeps the last two minutes it saw), today's requests and units."""
 
-    minute: int = -1
-    minute_count: int = 0
+    minutes: Mapping[int, int] = field(default_factory=dict)
     day_count: int = 0
     units: int = 0
+
+    def count(self, minute: int) -> int:
+        return self.minutes.get(minute, 0)
+
+    def latest(self) -> int:
+        return max(self.minutes, default=-1)
 
 
 @dataclass(frozen=True)
 class LeaseAsk:
-    """One conditional UpdateItem: lease ``size`` requests in ``minute``.
-    ``same_minute``: the item is already in ``minute`` (ADD to ``mc``), else it starts it
-    (SET ``mc``). ``max_*``: the highest old count that still fits (None = no limit)."""
+    """One conditional UpdateItem: lease ``size`` requests in ``minute``. ``max_*``: the
+    highest old count that still fits (None = no limit). The update ADDs to the minute's
+    own attribute and REMOVEs the one of ``minute - 2``; the condition refuses when the
+    item already holds ``minute + 1`` or ``minute + 2`` (another environment's clock is
+    ahead: a lease for a minute that may have been removed would count it from zero)."""
 
     minute: int
     size: int
-    same_minute: bool
     max_minute_count: int | None
     max_day_count: int | None
-    max_units: int | None  # old units must be < this + 1, i.e. <= max_units
+    max_units: int | None  # old units must be <= this
 
 
-def ask(limits: QuotaLimits, minute: int, size: int, *, same_minute: bool) -> LeaseAsk:
+def ask(limits: QuotaLimits, minute: int, size: int) -> LeaseAsk:
     rpm, rpd, upd = limits.astuple()
     size = max(1, min([size] + [limit for limit in (rpm, rpd) if limit]))
     return LeaseAsk(
         minute=minute,
         size=size,
-        same_minute=same_minute,
         max_minute_count=rpm - size if rpm else None,
         max_day_count=rpd - size if rpd else None,
         max_units=upd - 1 if upd else None,
@@ -180,13 +193,10 @@ def ask(limits: QuotaLimits, minute: int, size: int, *, same_minute: bool) -> Le
 
 def fits(a: LeaseAsk, old: CounterState) -> bool:
     """The condition the store evaluates (the in-memory fake and the tests use it)."""
-    if a.same_minute != (old.minute == a.minute):
+    if a.minute + 1 in old.minutes or a.minute + 2 in old.minutes:
         return False
-    if not a.same_minute and old.minute > a.minute:
-        return False
-    minute_count = old.minute_count if a.same_minute else 0
     return (
-        (a.max_minute_count is None or minute_count <= a.max_minute_count)
+        (a.max_minute_count is None or old.count(a.minute) <= a.max_minute_count)
         and (a.max_day_count is None or old.day_count <= a.max_day_count)
         and (a.max_units is None or old.units <= a.max_units)
     )
@@ -194,12 +204,9 @@ def fits(a: LeaseAsk, old: CounterState) -> bool:
 
 def apply(a: LeaseAsk, old: CounterState) -> CounterState:
     """The counter after a lease that fits."""
-    return CounterState(
-        minute=a.minute,
-        minute_count=(old.minute_count if a.same_minute else 0) + a.size,
-        day_count=old.day_count + a.size,
-        units=old.units,
-    )
+    minutes = {m: c for m, c in old.minutes.items() if m != a.minute - 2}
+    minutes[a.minute] = old.count(a.minute) + a.size
+    return CounterState(minutes=minutes, day_count=old.day_count + a.size, units=old.units)
 
 
 def plan_after_refusal(
@@ -213,9 +220,8 @@ def plan_after_refusal(
         raise QuotaExceeded("units_per_day", seconds_to_next_day(now))
     if rpd and old.day_count >= rpd:
         raise QuotaExceeded("requests_per_day", seconds_to_next_day(now))
-    current = max(minute, old.minute)
-    same = old.minute == current
-    used = old.minute_count if same else 0
+    current = max(minute, old.latest())
+    used = old.count(current)
     if rpm and used >= rpm:
         raise QuotaExceeded(
             "requests_per_minute", seconds_to_next_minute(now) + (current - minute) * 60
@@ -225,7 +231,7 @@ def plan_after_refusal(
         left.append(rpm - used)
     if rpd:
         left.append(rpd - old.day_count)
-    return ask(limits, current, max(1, min(left)), same_minute=same)
+    return ask(limits, current, max(1, min(left)))
 
 
 @dataclass
@@ -238,7 +244,7 @@ class LeaseSizer:
     def next_size(self, limits: QuotaLimits, now: float) -> int:
         if self.granted_at and now - self.granted_at < LEASE_TARGET_SECONDS:
             self.size *= 2
-        elif self.granted_at and now - self.granted_at > 4 * LEASE_TARGET_SECONDS:
+        elif self.granted_at and now - self.granted_at > 2 * LEASE_TARGET_SECONDS:
             self.size = max(1, self.size // 2)
         self.size = max(1, min(self.size, lease_cap(limits)))
         return self.size

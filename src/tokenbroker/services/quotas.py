@@ -46,7 +46,6 @@ MAX_UNITS_PER_REPORT = 10**9
 class _Counter:
     sizer: LeaseSizer = field(default_factory=LeaseSizer)
     lease: Lease | None = None
-    known_minute: int = -1
     blocked_until: float = 0.0
     retry_at: float = 0.0
     blocked_limit: str = ""
@@ -106,23 +105,21 @@ class QuotaGate:
             return
         minute = minute_of(now)
         size = state.sizer.next_size(limits, now)
-        attempt = ask(limits, minute, size, same_minute=state.known_minute == minute)
+        attempt = ask(limits, minute, size)
         for _ in range(MAX_ATTEMPTS):
             self.calls += 1
             granted, counter = self._store.lease(counter_id, day, attempt)
             if granted:
-                state.known_minute = attempt.minute
                 state.lease = Lease(day=day, minute=attempt.minute, remaining=attempt.size - 1)
                 state.sizer.granted(now)
                 return
-            state.known_minute = counter.minute
             try:
                 attempt = plan_after_refusal(limits, minute, size, counter, now)
             except QuotaExceeded as exceeded:
                 # remembered: denied requests cost no AWS call until the window ends (or
                 # the rules are read again, so a raised limit applies within the TTL)
                 if exceeded.limit == "requests_per_minute":
-                    window_end = (max(minute, counter.minute) + 1) * 60.0
+                    window_end = (max(minute, counter.latest()) + 1) * 60.0
                 else:
                     window_end = (day + 1) * 86_400.0
                 state.lease = None
