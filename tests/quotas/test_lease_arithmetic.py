@@ -14,6 +14,7 @@ from tokenbroker.domain.clock import FixedClock
 from tokenbroker.domain.errors import TemporarilyUnavailable
 from tokenbroker.domain.quotas import (
     ALL_MODELS,
+    LEASE_TARGET_SECONDS,
     MAX_LEASE,
     CounterState,
     QuotaExceeded,
@@ -179,3 +180,24 @@ def test_random_schedules_never_overshoot_the_day(seed: int) -> None:
         if admit(rng.choice(gates), now) == "allowed":
             allowed[int(now // 86_400)] += 1
     assert all(count <= rpd for count in allowed.values())
+
+
+@pytest.mark.parametrize("rate", [0.5, 3.0, 40.0, 1000.0])
+def test_an_environment_writes_a_counter_about_once_per_lease_target_whatever_its_rate(
+    rate: float,
+) -> None:
+    """The adaptive size: at a steady r req/s, after warm-up, one environment writes a
+    counter at most 60 / T times a minute (T = LEASE_TARGET_SECONDS), or r * 60 / 256
+    when the lease is at its cap, plus one lease per minute start (the store's count also
+    holds the rules reads, one per 30 s)."""
+    store, clock = FakeQuotaStore(), FixedClock(T0)
+    g = gate(store, clock, QuotaLimits(requests_per_minute=10**9))
+    writes_at = 0
+    for i in range(int(rate * 120)):
+        now = T0 + i / rate
+        if now >= T0 + 60 and not writes_at:
+            writes_at = store.calls
+        assert g.admit(CLIENT, PRINCIPAL, "", now)
+    writes = store.calls - writes_at - 2  # during the second minute, less 2 rules reads
+    assert writes <= max(60 / LEASE_TARGET_SECONDS, rate * 60 / MAX_LEASE) + 2
+    assert writes <= rate * 60
