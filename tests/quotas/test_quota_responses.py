@@ -57,6 +57,12 @@ def test_the_protected_function_refusal(context: dict[str, str], retry_after: st
     assert refusal["headers"]["Retry-After"] == retry_after
 
 
+def test_the_refusal_reads_an_http_api_context_too() -> None:
+    refusal = quota_refusal({"lambda": {"quota_exceeded": "x", "retry_after": "5"}})
+    assert refusal is not None
+    assert refusal["headers"]["Retry-After"] == "5"
+
+
 def test_no_refusal_for_a_grant() -> None:
     assert quota_refusal({"principal": "p", "usage_id": "u"}) is None
     assert quota_refusal(None) is None

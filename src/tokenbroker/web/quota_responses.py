@@ -56,6 +56,8 @@ def quota_response(method_arn: str, error: QuotaExceeded) -> dict[str, Any]:
 def quota_refusal(authorizer: object) -> dict[str, Any] | None:
     """The 429 a protected function must return, before any work, when the authorizer
     context (``requestContext.authorizer``) says the quota is spent; None otherwise."""
+    if isinstance(authorizer, Mapping) and isinstance(authorizer.get("lambda"), Mapping):
+        authorizer = authorizer["lambda"]  # an HTTP API (payload 2.0) authorizer's context
     if not isinstance(authorizer, Mapping) or not authorizer.get(QUOTA_EXCEEDED):
         return None
     reason = str(authorizer.get(QUOTA_EXCEEDED))
