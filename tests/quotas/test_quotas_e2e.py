@@ -43,13 +43,13 @@ def test_64_concurrent_requests_against_50_per_minute(stack: RunningStack) -> No
     assert json.loads(quota.stdout)["requests_per_minute"] == 50
     token = _token(stack, client, device)
     url = f"{stack.api_url}/v1/models/quota-demo/invoke"
-    proofs = [device.proof("POST", url, token) for _ in range(64)]
-    if time.time() % 60 > 45:  # all 64 inside one clock minute
+    if time.time() % 60 > 30:  # all 64 inside one clock minute, even on a loaded machine
         time.sleep(61 - time.time() % 60)
+    proofs = [device.proof("POST", url, token) for _ in range(64)]
 
     def call(proof: str) -> requests.Response:
         headers = {"Authorization": f"DPoP {token}", "DPoP": proof}
-        return requests.post(url, headers=headers, json={"prompt": "hello"}, timeout=30)
+        return requests.post(url, headers=headers, json={"prompt": "hello"}, timeout=120)
 
     with ThreadPoolExecutor(max_workers=64) as pool:
         responses = list(pool.map(call, proofs))
