@@ -46,6 +46,7 @@ TABLES = (
     "IdpsTable",
     "PeopleTable",
     "RefreshTokensTable",
+    "QuotasTable",
 )
 
 
@@ -146,6 +147,9 @@ def test_parameter_defaults_are_the_documented_ones(template: Template) -> None:
         "UsageRetentionDays": "400",
         "DigestGraceSeconds": "900",
         "DigestPeriodSeconds": "3600",
+        "DefaultRequestsPerMinute": "0",
+        "DefaultRequestsPerDay": "0",
+        "DefaultUnitsPerDay": "0",
         "MaxDevicesPerPerson": "3",
         "RefreshTokenAbsoluteSeconds": "28800",
         "RefreshTokenIdleSeconds": "3600",
@@ -257,7 +261,9 @@ def test_tables_have_the_keys_indexes_and_ttl_the_adapters_rely_on(template: Tem
         "IdpsTable": None,
         "PeopleTable": None,
         "RefreshTokensTable": "ttl",
+        "QuotasTable": "ttl",
     }
+    assert tables["QuotasTable"]["KeySchema"] == tables["AggregatesTable"]["KeySchema"]
 
 
 def test_the_usage_table_indexes_are_the_ledger_key_design(template: Template) -> None:
@@ -701,6 +707,7 @@ def test_the_deployment_parameter_names_what_the_token_function_uses(template: T
         "PEOPLE_TABLE",
         "USAGE_TABLE",
         "AGGREGATES_TABLE",
+        "QUOTAS_TABLE",
         "DIGEST_BUCKET",
         "DIGEST_KEY_ID",
         "DIGEST_PERIOD_SECONDS",
@@ -1186,12 +1193,19 @@ def test_the_authorizer_may_only_check_liveness_record_usage_and_read_the_key(
         ("kms:GetPublicKey", "SigningKeyB.Arn"),
         ("ssm:GetParameter", KEY_SET_ARN),
         ("secretsmanager:GetSecretValue", "DpopNonceSecret"),
+        # quotas: the client's rules and one conditional UpdateItem per lease
+        ("dynamodb:Query", "QuotasTable.Arn"),
+        ("dynamodb:UpdateItem", "QuotasTable.Arn"),
     }
 
 
 def test_the_sample_protected_functions_have_no_aws_permissions(template: Template) -> None:
     assert _grants(template, "WhoamiFunction") == set()
-    assert _grants(template, "ModelInvokeFunction") == set()
+    # report_usage alone: a units report and the counter's units, on the quota table
+    assert _grants(template, "ModelInvokeFunction") == {
+        ("dynamodb:PutItem", "QuotasTable.Arn"),
+        ("dynamodb:UpdateItem", "QuotasTable.Arn"),
+    }
 
 
 def test_authorizer_caching_is_off_in_the_transformed_template(

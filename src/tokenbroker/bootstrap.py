@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         TokenLedger,
         UsageLedger,
     )
+    from tokenbroker.domain.quotas import QuotaStore
     from tokenbroker.services.admin import AdminService
     from tokenbroker.services.aggregates import AggregatesService
     from tokenbroker.services.audit import AuditService
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from tokenbroker.services.issuance import IssuanceService
     from tokenbroker.services.keys import KeyRotationService
     from tokenbroker.services.own_tokens import TokenCheck
+    from tokenbroker.services.quotas import QuotaAdmin, QuotaGate, UnitsReporter
     from tokenbroker.services.refresh import RefreshService
     from tokenbroker.services.revocation import RevocationService
 
@@ -397,6 +399,7 @@ class Container:
                     proof=self._edge_proof_policy(),
                     usage_retention_days=s.usage_retention_days,
                 ),
+                quotas=self.quota_gate,
             )
 
         return self._once("authorization", make)  # type: ignore[no-any-return]
@@ -657,6 +660,56 @@ class Container:
             )
 
         return self._once("introspection", make)  # type: ignore[no-any-return]
+
+    # ---- quotas (domain/quotas.py) ----------------------------------------------------
+    @property
+    def quota_store(self) -> QuotaStore:
+        def make() -> QuotaStore:
+            from tokenbroker.adapters.quotas import DynamoQuotaStore
+
+            self.settings.require("quotas_table")
+            return DynamoQuotaStore(self.client("dynamodb"), table=self.settings.quotas_table)
+
+        return self._once("quota_store", make)  # type: ignore[no-any-return]
+
+    @property
+    def quota_gate(self) -> QuotaGate | None:
+        """The edge's quota gate; None when the deployment declares no quota table."""
+        if not self.settings.quotas_table:
+            return None
+
+        def make() -> QuotaGate:
+            from tokenbroker.domain.quotas import QuotaLimits
+            from tokenbroker.services.quotas import QuotaGate
+
+            s = self.settings
+            defaults = QuotaLimits(
+                s.default_requests_per_minute, s.default_requests_per_day, s.default_units_per_day
+            )
+            return QuotaGate(self.quota_store, defaults=defaults, clock=self.clock)
+
+        return self._once("quota_gate", make)  # type: ignore[no-any-return]
+
+    @property
+    def units_reporter(self) -> UnitsReporter:
+        def make() -> UnitsReporter:
+            from tokenbroker.services.quotas import UnitsReporter
+
+            return UnitsReporter(self.quota_store, clock=self.clock)
+
+        return self._once("units_reporter", make)  # type: ignore[no-any-return]
+
+    @property
+    def quota_admin(self) -> QuotaAdmin:
+        def make() -> QuotaAdmin:
+            from tokenbroker.adapters.quotas import DynamoQuotaStore
+            from tokenbroker.services.quotas import QuotaAdmin
+
+            self.settings.require("quotas_table")
+            store = DynamoQuotaStore(self.client("dynamodb"), table=self.settings.quotas_table)
+            return QuotaAdmin(store, clock=self.clock)
+
+        return self._once("quota_admin", make)  # type: ignore[no-any-return]
 
 
 def key_slots(settings: Settings) -> tuple[str, ...]:

@@ -76,6 +76,13 @@ class Settings:
     dpop_nonce_step_seconds: int = field(default=300, metadata=_env("DPOP_NONCE_STEP_SECONDS"))
     #: RFC 9728 §5.1: the metadata URL the edge's challenges name ("" = beside the API)
     resource_metadata_url: str = field(default="", metadata=_env("RESOURCE_METADATA_URL"))
+    #: quotas (domain/quotas.py); "" = none enforced. Defaults: 0 = unlimited
+    quotas_table: str = field(default="", metadata=_env("QUOTAS_TABLE"))
+    default_requests_per_minute: int = field(
+        default=0, metadata=_env("DEFAULT_REQUESTS_PER_MINUTE")
+    )
+    default_requests_per_day: int = field(default=0, metadata=_env("DEFAULT_REQUESTS_PER_DAY"))
+    default_units_per_day: int = field(default=0, metadata=_env("DEFAULT_UNITS_PER_DAY"))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:
@@ -126,6 +133,11 @@ class Settings:
             raise ConfigurationError("DPOP_NONCE_REQUIRED must be true or false")
         if not 10 <= self.dpop_nonce_step_seconds <= 3600:
             raise ConfigurationError("DPOP_NONCE_STEP_SECONDS must be within 10..3600")
+        for name in ("default_requests_per_minute", "default_requests_per_day"):
+            if getattr(self, name) < 0:
+                raise ConfigurationError(f"{self.env_names()[name]} must not be negative")
+        if self.default_units_per_day < 0:
+            raise ConfigurationError("DEFAULT_UNITS_PER_DAY must not be negative")
 
     def require(self, *names: str) -> None:
         """Raise ConfigurationError naming the first empty required setting."""

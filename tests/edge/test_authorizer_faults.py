@@ -624,8 +624,9 @@ def test_each_allowed_request_writes_one_record_in_one_aws_call_once_keys_are_ca
     sent = _count_sends(stack.ddb, stack.clients["kms"])
 
     assert app(container, events[0]) == "allow"  # cold: the key is fetched once
-    # cold: the key is fetched once, and the liveness view is read (then fresh for 5 s)
-    assert sent == {"GetPublicKey": 1, "BatchGetItem": 1, "PutItem": 1}
+    # cold: the key is fetched once, and the liveness view is read (then fresh for 5 s),
+    # and the client's quota rules (then fresh for 30 s; none: no lease, no counter)
+    assert sent == {"GetPublicKey": 1, "BatchGetItem": 1, "Query": 1, "PutItem": 1}
 
     for n, event in enumerate(events[1:], start=2):
         sent.clear()

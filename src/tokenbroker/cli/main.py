@@ -23,6 +23,7 @@ from tokenbroker.cli.keys import keys
 from tokenbroker.cli.lifecycle import introspect, revoke, set_jwk
 from tokenbroker.cli.output import FORMATS
 from tokenbroker.cli.people import idps, people
+from tokenbroker.cli.quotas import quotas
 from tokenbroker.domain.errors import (
     BrokerError,
     ConfigurationError,
@@ -149,6 +150,7 @@ cli.add_command(keys)
 cli.add_command(revoke)  # RFC 7009 / RFC 7662 (cli/lifecycle.py)
 cli.add_command(introspect)
 clients.add_command(set_jwk)
+cli.add_command(quotas)
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ only after everything else has passed:
 5. device and client still active, the token's scope still within the client's scopes
    and its ``iat`` not before the client's not-before (a view at most 5 s old: one
    consistent read per pair per 5 s; see domain/liveness.py for why not a transaction);
+   then the quotas (domain/quotas.py: a lease spent locally, one conditional
+   UpdateItem per lease of n requests; a spent window is QuotaExceeded, recorded);
 6. the caller's response is built (``respond``), so nothing can fail after the write;
 7. ONE conditional write: the usage record, which is also the replay guard. Then the
    response built in step 6 is returned as it is (ARCHITECTURE invariant 8).
@@ -49,6 +51,7 @@ from tokenbroker.domain.liveness import LivenessView
 from tokenbroker.domain.models import Decision, UsageRecord
 from tokenbroker.domain.policy import is_scope_token
 from tokenbroker.domain.ports import UsageLedger
+from tokenbroker.domain.quotas import QuotaCheck
 from tokenbroker.domain.rfc9068 import MAX_TOKEN_LENGTH, AccessTokenClaims, verify_access_token
 from tokenbroker.domain.rfc9449 import ProofPolicy, replay_key, verify_proof
 
@@ -86,10 +89,13 @@ class Grant:
     token_jti: str
     usage_id: str
     expires_at: int
+    #: the quota counter this request was counted under ("" = no quota applies);
+    #: the protected function reports model units against it (services/quotas.py)
+    quota: str = ""
 
     def context(self) -> dict[str, str]:
         """Authorizer context (API Gateway allows only flat string/number/bool values)."""
-        return {
+        context = {
             "principal": self.principal,
             "client_id": self.client_id,
             "jkt": self.jkt,
@@ -97,6 +103,9 @@ class Grant:
             "token_jti": self.token_jti,
             "usage_id": self.usage_id,
         }
+        if self.quota:
+            context["quota"] = self.quota
+        return context
 
 
 @dataclass(frozen=True)
@@ -168,7 +177,9 @@ class AuthorizationService:
         liveness: LivenessView,
         clock: Clock,
         policy: ResourcePolicy,
+        quotas: QuotaCheck | None = None,
     ) -> None:
+        self._quotas = quotas
         self._resolve_key = resolve_key
         self._usage = usage
         self._liveness = liveness
@@ -232,6 +243,8 @@ class AuthorizationService:
                 issued_at=claims.iat,
                 jti=claims.jti,  # RFC 7009 revocations (services/revocation.py)
             )
+            # quotas last: a request denied for any other reason spends none of them
+            quota = self._admit_quota(request, claims, now)
             record = self._record(
                 request,
                 claims,
@@ -249,6 +262,7 @@ class AuthorizationService:
                 token_jti=claims.jti,
                 usage_id=record.record_id,
                 expires_at=claims.exp,
+                quota=quota,
             )
             response = respond(grant)  # everything is decided and built: now the write
             self._usage.record_use(record)
@@ -258,6 +272,14 @@ class AuthorizationService:
             self._record_denial(request, claims, denial, now)
             raise
         return response
+
+    def _admit_quota(self, request: ResourceRequest, claims: AccessTokenClaims, now: float) -> str:
+        """Requests per minute/day and the day's model units (services/quotas.py):
+        QuotaExceeded (a recorded denial), TemporarilyUnavailable (fail closed)."""
+        if self._quotas is None:
+            return ""
+        model = request.path_parameters.get("model", "")
+        return self._quotas.admit(claims.client_id, claims.sub, model, now)
 
     def _record(
         self,

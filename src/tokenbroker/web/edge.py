@@ -43,8 +43,10 @@ from tokenbroker.domain.errors import (
     TemporarilyUnavailable,
 )
 from tokenbroker.domain.nonces import NonceChallenge
+from tokenbroker.domain.quotas import QuotaExceeded
 from tokenbroker.services.authorization import Grant, ResourceRequest
 from tokenbroker.web.events import raw_header_values, raw_request_url
+from tokenbroker.web.quota_responses import quota_body, quota_context, quota_response
 
 if TYPE_CHECKING:
     from tokenbroker.bootstrap import Container
@@ -219,6 +221,8 @@ def _method_arn(event: APIGatewayAuthorizerRequestEvent) -> str:
 def rest_response(event: APIGatewayAuthorizerRequestEvent, outcome: Outcome) -> dict[str, Any]:
     """Allow: a policy for exactly this request's ``methodArn``, with the grant as
     context. Insufficient scope: a Deny policy for it (403). Everything else: 401."""
+    if isinstance(outcome.error, QuotaExceeded):
+        return quota_response(_method_arn(event), outcome.error)
     grant = outcome.grant
     challenged = isinstance(outcome.error, InsufficientScope | NonceChallenge)
     if grant is None and not challenged:
@@ -310,6 +314,9 @@ def http_api_request(event: APIGatewayAuthorizerEventV2) -> tuple[ResourceReques
 
 
 def http_api_response(outcome: Outcome) -> dict[str, Any]:
+    if isinstance(outcome.error, QuotaExceeded):
+        context = quota_context(outcome.error)
+        return APIGatewayAuthorizerResponseV2(authorize=True, context=context).asdict()
     if outcome.grant is None:
         return APIGatewayAuthorizerResponseV2(authorize=False).asdict()
     return APIGatewayAuthorizerResponseV2(authorize=True, context=outcome.grant.context()).asdict()
@@ -381,6 +388,17 @@ def edge_response(cf_request: Mapping[str, Any], outcome: Outcome) -> dict[str, 
         for name, values in (cf_request.get("headers") or {}).items()
         if not name.startswith(GRANT_HEADER_PREFIX)  # never let a client send its own
     }
+    if isinstance(outcome.error, QuotaExceeded):
+        return {
+            "status": "429",
+            "statusDescription": "Too Many Requests",
+            "headers": {
+                "retry-after": [{"key": "Retry-After", "value": str(outcome.error.retry_after)}],
+                "cache-control": [{"key": "Cache-Control", "value": "no-store"}],
+                "content-type": [{"key": "Content-Type", "value": "application/json"}],
+            },
+            "body": quota_body(outcome.error),
+        }
     if outcome.grant is None:
         error = outcome.error or InvalidToken()
         status = "403" if isinstance(error, InsufficientScope) else "401"

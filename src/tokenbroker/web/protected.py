@@ -9,7 +9,10 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
-from tokenbroker.web.http import json_response
+from tokenbroker.domain.errors import OAuthError
+from tokenbroker.web.http import json_response, oauth_error_response
+from tokenbroker.web.quota_responses import quota_refusal
+from tokenbroker.web.usage_report import report_usage
 
 _CONTEXT_KEYS = ("principal", "client_id", "jkt", "scope", "token_jti", "usage_id")
 MAX_PROMPT = 16_384
@@ -39,7 +42,15 @@ def _forbidden() -> dict[str, Any]:
     return json_response(403, {"message": "Forbidden"})
 
 
+def _authorizer(event: APIGatewayProxyEvent) -> object:
+    ctx = event.raw_event.get("requestContext")
+    return ctx.get("authorizer") if isinstance(ctx, Mapping) else None
+
+
 def whoami(event: APIGatewayProxyEvent) -> dict[str, Any]:
+    refusal = quota_refusal(_authorizer(event))  # a spent quota: 429 before any work
+    if refusal is not None:
+        return refusal
     grant = grant_context(event)
     if grant is None:
         return _forbidden()
@@ -47,6 +58,9 @@ def whoami(event: APIGatewayProxyEvent) -> dict[str, Any]:
 
 
 def invoke_model(event: APIGatewayProxyEvent) -> dict[str, Any]:
+    refusal = quota_refusal(_authorizer(event))  # a spent quota: 429 before any work
+    if refusal is not None:
+        return refusal
     grant = grant_context(event)
     if grant is None:
         return _forbidden()
@@ -58,6 +72,14 @@ def invoke_model(event: APIGatewayProxyEvent) -> dict[str, Any]:
     prompt = body.get("prompt", "") if isinstance(body, dict) else ""
     if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT:
         return json_response(400, {"message": f"prompt must be a string of at most {MAX_PROMPT}"})
+    output = f"[{model}] stub answer to a {len(prompt)}-character prompt"
+    # a stub's "LLM tokens": ~4 characters each, in and out
+    units = (len(prompt) + 3) // 4 + (len(output) + 3) // 4
+    try:
+        report_usage(event, units=units, model=model)
+    except OAuthError as error:
+        # unreported units would run past the units/day quota: withhold the answer
+        return oauth_error_response(error)
     return _with_nonce(
         event,
         json_response(
@@ -65,8 +87,9 @@ def invoke_model(event: APIGatewayProxyEvent) -> dict[str, Any]:
             {
                 "model": model,
                 "principal": grant["principal"],
-                "output": f"[{model}] stub answer to a {len(prompt)}-character prompt",
+                "output": output,
                 "usage_id": grant["usage_id"],
+                "units": units,
             },
         ),
     )

@@ -1,0 +1,215 @@
+"""Quotas at the edge (issue 12): AWS round trips per allowed request with quotas on, and
+the hottest quota counter's writes/s at a given total rate (Zipf principals, as
+benchmarks/ledger_partitions.py loads the ledger).
+
+    .venv/bin/python -m benchmarks.quotas [--rate 100000] [--seconds 10]
+        [--environments 1000] [--principals 2000] [--zipf 1.1] [--seed 1] [--json]
+
+1. Round trips: the real QuotaGate on the real DynamoQuotaStore against moto (in process),
+   every ``before-send`` counted, for one hot principal served by one environment at
+   ``--env-rate`` req/s (the clock steps 1/env-rate per request; nothing sleeps). Printed
+   as quota round trips per allowed request; the edge's total is 1 (the usage write) +
+   that figure (the lease, amortised, and the rules read once per 30 s).
+2. Hot partition: ``--rate`` req/s for ``--seconds`` simulated seconds (every request
+   simulated), principals Zipf(``--zipf``) over ``--principals``, each request served by
+   a uniformly random one of ``--environments`` execution environments (a Lambda
+   concurrency of rate x latency: 1,000 = 10 ms at 100,000 req/s), each with its own
+   QuotaGate, against an in-memory store with the adapter's condition
+   (``domain.quotas.fits``). Lease writes (granted or refused) are counted per counter
+   item per second; the hottest item-second is the figure against DynamoDB's 1,000
+   writes/s per partition. Limits are high enough never to deny (the worst case for
+   writes). Exit 1 if the hottest counter exceeds 1,000 writes/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import itertools
+import json
+import random
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from tokenbroker.domain.quotas import (
+    ALL_MODELS,
+    CounterState,
+    LeaseAsk,
+    QuotaLimits,
+    apply,
+    fits,
+)
+from tokenbroker.services.quotas import QuotaGate
+
+PARTITION_LIMIT = 1000
+#: every environment starts cold (leases of 1, doubling): the first seconds are reported
+#: apart (a real fleet does not cold-start 1,000 environments in the same second)
+WARM_UP_SECONDS = 4
+HIGH = QuotaLimits(requests_per_minute=10**9, requests_per_day=10**11)
+
+
+class CountingStore:
+    """In-memory counters with the adapter's condition, counting writes per item-second."""
+
+    def __init__(self) -> None:
+        self.counters: dict[tuple[str, int], CounterState] = {}
+        self.writes: Counter[tuple[str, int]] = Counter()
+        self.second = 0
+        self.rule_reads = 0
+
+    def counter_id(self, client_id: str, principal: str, model_key: str) -> str:
+        return f"{client_id}/{principal}/{model_key}"
+
+    def rules(self, client_id: str) -> dict[str, QuotaLimits]:
+        self.rule_reads += 1
+        return {ALL_MODELS: HIGH}
+
+    def lease(self, counter_id: str, day: int, a: LeaseAsk) -> tuple[bool, CounterState]:
+        self.writes[(counter_id, self.second)] += 1
+        old = self.counters.get((counter_id, day), CounterState())
+        if not fits(a, old):
+            return False, old
+        new = self.counters[(counter_id, day)] = apply(a, old)
+        return True, new
+
+    def report_units(self, **_: Any) -> bool:
+        return True
+
+
+def _zipf_cum(n: int, s: float) -> list[float]:
+    weights = [1 / (k**s) for k in range(1, n + 1)]
+    return list(itertools.accumulate(weights))
+
+
+def hot_partition(
+    *, rate: int, seconds: int, environments: int, principals: int, zipf: float, seed: int
+) -> dict[str, Any]:
+    rng = random.Random(seed)
+    cum = _zipf_cum(principals, zipf)
+    total = cum[-1]
+    store = CountingStore()
+    start = 1_800_000_000.0
+    gates = [
+        QuotaGate(store, defaults=QuotaLimits(0, 0, 0), clock=lambda: start)
+        for _ in range(environments)
+    ]
+    per_principal: Counter[int] = Counter()
+    for second in range(seconds):
+        store.second = second
+        for i in range(rate):
+            now = start + second + i / rate
+            principal = bisect.bisect_left(cum, rng.random() * total)
+            per_principal[principal] += 1
+            gates[rng.randrange(environments)].admit(f"c{principal}", f"p{principal}", "", now)
+    ((hottest, writes),) = store.writes.most_common(1)
+    steady = [w for (_, sec), w in store.writes.items() if sec >= WARM_UP_SECONDS]
+    top_share = per_principal.most_common(1)[0][1] / (rate * seconds)
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "environments": environments,
+        "principals": principals,
+        "zipf": zipf,
+        "hottest_principal_share": round(top_share, 4),
+        "hottest_principal_rate": round(top_share * rate),
+        "hottest_counter_writes_per_second": writes,
+        "hottest_counter_second": hottest[1],
+        "hottest_counter_writes_per_second_after_warm_up": max(steady, default=0),
+        "lease_writes_per_request": round(sum(store.writes.values()) / (rate * seconds), 5),
+        "rule_reads": store.rule_reads,
+        "rule_reads_per_request": round(store.rule_reads / (rate * seconds), 5),
+        "partition_limit": PARTITION_LIMIT,
+        "ok": max(steady, default=writes) <= PARTITION_LIMIT,
+    }
+
+
+def round_trips(*, requests: int, env_rate: float) -> dict[str, Any]:
+    """The real adapter on moto: quota sends per allowed request for one hot principal."""
+    from moto import mock_aws
+
+    from tokenbroker.adapters.aws import client as aws_client
+    from tokenbroker.adapters.quotas import DynamoQuotaStore
+    from tokenbroker.local import load_template
+
+    with mock_aws():
+        ddb = aws_client("dynamodb", region="us-east-1")
+        ddb.create_table(**load_template().create_table_kwargs("QuotasTable", "bench-quotas"))
+        store = DynamoQuotaStore(ddb, table="bench-quotas")
+        store.set_rule("c", ALL_MODELS, QuotaLimits(10**9, 10**11, 0), at=0)
+        sent: Counter[str] = Counter()
+
+        def count(event_name: str, **_: Any) -> None:
+            sent[event_name.rsplit(".", 1)[-1]] += 1
+
+        ddb.meta.events.register("before-send", count)
+        start = 1_800_000_000.0
+        gate = QuotaGate(store, defaults=QuotaLimits(0, 0, 0), clock=lambda: start)
+        for i in range(requests):
+            gate.admit("c", "p", "", start + i / env_rate)
+    quota_sends = sum(sent.values())
+    return {
+        "requests": requests,
+        "env_rate": env_rate,
+        "sends": dict(sent),
+        "quota_round_trips_per_allowed_request": round(quota_sends / requests, 5),
+        "total_round_trips_per_allowed_request": round(1 + quota_sends / requests, 5),
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    rt, hot = report["round_trips"], report["hot_partition"]
+    return "\n".join(
+        [
+            "quotas at the edge",
+            f"  round trips per allowed request (1 usage write + quota): "
+            f"{rt['total_round_trips_per_allowed_request']} "
+            f"(quota {rt['quota_round_trips_per_allowed_request']}: {rt['sends']} over "
+            f"{rt['requests']} requests at {rt['env_rate']:g} req/s in one environment)",
+            f"  hottest quota counter at {hot['rate']:,} req/s "
+            f"({hot['environments']} environments, Zipf {hot['zipf']} over "
+            f"{hot['principals']} principals; hottest principal "
+            f"{hot['hottest_principal_rate']:,} req/s): "
+            f"{hot['hottest_counter_writes_per_second_after_warm_up']} writes/s after "
+            f"{WARM_UP_SECONDS} s of warm-up, {hot['hottest_counter_writes_per_second']} at "
+            f"the cold start (second {hot['hottest_counter_second']}; limit "
+            f"{hot['partition_limit']}) -> {'ok' if hot['ok'] else 'OVER'}",
+            f"  the whole fleet at that rate: {hot['lease_writes_per_request']} lease writes and "
+            f"{hot['rule_reads_per_request']} rules reads per request, i.e. "
+            f"{1 + hot['lease_writes_per_request'] + hot['rule_reads_per_request']:.3f} round "
+            "trips per allowed request (the Zipf tail: a principal an environment sees less "
+            "than every 2 s costs it a lease per request)",
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=int, default=100_000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--environments", type=int, default=1000)
+    parser.add_argument("--principals", type=int, default=2000)
+    parser.add_argument("--zipf", type=float, default=1.1)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--env-rate", type=float, default=100.0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    report = {
+        "round_trips": round_trips(requests=args.requests, env_rate=args.env_rate),
+        "hot_partition": hot_partition(
+            rate=args.rate,
+            seconds=args.seconds,
+            environments=args.environments,
+            principals=args.principals,
+            zipf=args.zipf,
+            seed=args.seed,
+        ),
+    }
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0 if report["hot_partition"]["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

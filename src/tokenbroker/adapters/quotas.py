@@ -1,0 +1,218 @@
+"""DynamoDB adapter for quotas (QuotasTable in template.yaml): the only code that knows the
+quota items' attribute names. The design and its bounds: :mod:`tokenbroker.domain.quotas`.
+
+Items (``pk``, ``sk``):
+- a rule: ``rule#<client_id>``, ``<model or *>`` with ``rpm``, ``rpd``, ``upd``;
+- a counter: ``use#<json [client, principal, model key]>``, ``<UTC day>`` with
+  ``m<minute of the day>`` (requests leased in that minute; the last two minutes),
+  ``d`` (requests leased today), ``u`` (model units reported today), ``ttl`` (2 days on);
+- a units report: ``report#<usage record id>``, ``units``: one per usage record, so a
+  protected function that reports twice (a retry) counts once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from botocore.exceptions import ClientError
+
+from tokenbroker.adapters.aws import error_code, failing_closed
+from tokenbroker.domain.errors import InvalidRequest
+from tokenbroker.domain.quotas import CounterState, LeaseAsk, QuotaLimits
+
+PK: Final = "pk"
+SK: Final = "sk"
+RPM: Final = "rpm"
+RPD: Final = "rpd"
+UPD: Final = "upd"
+#: ``m<minute of the day>``: requests leased in that minute
+MINUTE_PREFIX: Final = "m"
+MINUTES_PER_DAY: Final = 1440
+DAY_COUNT: Final = "d"
+UNITS: Final = "u"
+EXPIRES_AT: Final = "ttl"
+MODEL: Final = "model"
+AT: Final = "at"
+_LIMITS: Final = ((RPM, "requests_per_minute"), (RPD, "requests_per_day"), (UPD, "units_per_day"))
+
+
+def counter_pk(client_id: str, principal: str, model_key: str) -> str:
+    # JSON, not a separator: no client id or principal can forge another's counter
+    return "use#" + json.dumps([client_id, principal, model_key], separators=(",", ":"))
+
+
+def counter_key(counter_id: str, day: int) -> dict[str, Any]:
+    return {PK: {"S": counter_id}, SK: {"S": str(day)}}
+
+
+def _n(item: dict[str, Any], name: str, default: int = 0) -> int:
+    value = item.get(name, {}).get("N")
+    return int(value) if value is not None else default
+
+
+def _minute_name(minute_of_day: int) -> str:
+    return f"{MINUTE_PREFIX}{minute_of_day}"
+
+
+def _state(item: dict[str, Any] | None, day: int) -> CounterState:
+    item = item or {}
+    minutes = {
+        day * MINUTES_PER_DAY + int(name[1:]): int(value["N"])
+        for name, value in item.items()
+        if name.startswith(MINUTE_PREFIX) and name[1:].isdigit() and "N" in value
+    }
+    return CounterState(minutes=minutes, day_count=_n(item, DAY_COUNT), units=_n(item, UNITS))
+
+
+class DynamoQuotaStore:
+    def __init__(self, dynamodb: Any, *, table: str) -> None:
+        self._ddb = dynamodb
+        self._table = table
+
+    def counter_id(self, client_id: str, principal: str, model_key: str) -> str:
+        return counter_pk(client_id, principal, model_key)
+
+    # ---- rules (admin plane writes, the edge reads through a cache) ------------------
+    def rules(self, client_id: str) -> dict[str, QuotaLimits]:
+        with failing_closed("dynamodb:Query"):
+            response = self._ddb.query(
+                TableName=self._table,
+                KeyConditionExpression="#pk = :pk",
+                ExpressionAttributeNames={"#pk": PK},
+                ExpressionAttributeValues={":pk": {"S": "rule#" + client_id}},
+                ConsistentRead=True,
+            )
+        rules = {}
+        for item in response.get("Items", []):
+            rules[item[SK]["S"]] = QuotaLimits(
+                *(int(item[a]["N"]) if a in item else None for a, _ in _LIMITS)
+            )
+        return rules
+
+    def set_rule(self, client_id: str, model: str, limits: QuotaLimits, at: int) -> QuotaLimits:
+        """Merge the given limits into the rule; returns the rule as stored."""
+        sets, values = ["#at = :at"], {":at": {"N": str(at)}}
+        names = {"#at": AT}
+        for (attr, _), value in zip(_LIMITS, limits.astuple(), strict=True):
+            if value is not None:
+                sets.append(f"#{attr} = :{attr}")
+                names[f"#{attr}"] = attr
+                values[f":{attr}"] = {"N": str(value)}
+        with failing_closed("dynamodb:UpdateItem"):
+            item = self._ddb.update_item(
+                TableName=self._table,
+                Key={PK: {"S": "rule#" + client_id}, SK: {"S": model}},
+                UpdateExpression="SET " + ", ".join(sets),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        return QuotaLimits(*(int(item[a]["N"]) if a in item else None for a, _ in _LIMITS))
+
+    # ---- the edge: one conditional UpdateItem per lease ------------------------------
+    def lease(self, counter_id: str, day: int, a: LeaseAsk) -> tuple[bool, CounterState]:
+        """(granted, the counter after it) or (False, the counter as it was)."""
+        base = day * MINUTES_PER_DAY
+        names = {
+            "#cur": _minute_name(a.minute - base),
+            "#n1": _minute_name(a.minute + 1 - base),
+            "#n2": _minute_name(a.minute + 2 - base),
+            "#d": DAY_COUNT,
+            "#x": EXPIRES_AT,
+        }
+        values: dict[str, Any] = {":n": {"N": str(a.size)}, ":x": {"N": str((day + 2) * 86_400)}}
+        update = "ADD #cur :n, #d :n SET #x = :x"
+        if a.minute - 2 >= base:
+            # the minute before last is over for every clock the condition admits: drop
+            # it, so the item holds two minutes and stays small (1 write unit)
+            update += " REMOVE #old"
+            names["#old"] = _minute_name(a.minute - 2 - base)
+        # Refused if the item holds a later minute: that environment's clock is ahead,
+        # and a lease at minute+2 removed ours; re-planned into the later minute.
+        conditions = ["attribute_not_exists(#n1)", "attribute_not_exists(#n2)"]
+        if a.max_minute_count is not None:
+            conditions.append("(attribute_not_exists(#cur) OR #cur <= :mmax)")
+            values[":mmax"] = {"N": str(a.max_minute_count)}
+        if a.max_day_count is not None:
+            conditions.append("(attribute_not_exists(#d) OR #d <= :dmax)")
+            values[":dmax"] = {"N": str(a.max_day_count)}
+        if a.max_units is not None:
+            conditions.append("(attribute_not_exists(#u) OR #u <= :umax)")
+            names["#u"] = UNITS
+            values[":umax"] = {"N": str(a.max_units)}
+        with failing_closed("dynamodb:UpdateItem"):
+            try:
+                response = self._ddb.update_item(
+                    TableName=self._table,
+                    Key=counter_key(counter_id, day),
+                    UpdateExpression=update,
+                    ConditionExpression=" AND ".join(conditions),
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                    ReturnValues="ALL_NEW",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except ClientError as exc:
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    return False, _state(exc.response.get("Item"), day)
+                raise
+        return True, _state(response.get("Attributes"), day)
+
+    # ---- the protected function: units after the call --------------------------------
+    def report_units(
+        self, *, usage_id: str, counter_id: str, day: int, model: str, units: int, at: int
+    ) -> bool:
+        """Count ``units`` toward the counter's day, once per usage record (atomically:
+        the report item and the counter move together). False if already reported."""
+        if not usage_id or not counter_id.startswith("use#"):
+            raise InvalidRequest("the grant carries no usage record or quota counter")
+        with failing_closed("dynamodb:TransactWriteItems"):
+            try:
+                self._ddb.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Put": {
+                                "TableName": self._table,
+                                "Item": {
+                                    PK: {"S": "report#" + usage_id},
+                                    SK: {"S": "units"},
+                                    UNITS: {"N": str(units)},
+                                    MODEL: {"S": model or "-"},
+                                    "counter": {"S": counter_id},
+                                    AT: {"N": str(at)},
+                                    EXPIRES_AT: {"N": str((day + 2) * 86_400)},
+                                },
+                                "ConditionExpression": "attribute_not_exists(#pk)",
+                                "ExpressionAttributeNames": {"#pk": PK},
+                            }
+                        },
+                        {
+                            "Update": {
+                                "TableName": self._table,
+                                "Key": counter_key(counter_id, day),
+                                "UpdateExpression": "ADD #u :u SET #x = :x",
+                                "ExpressionAttributeNames": {"#u": UNITS, "#x": EXPIRES_AT},
+                                "ExpressionAttributeValues": {
+                                    ":u": {"N": str(units)},
+                                    ":x": {"N": str((day + 2) * 86_400)},
+                                },
+                            }
+                        },
+                    ]
+                )
+            except ClientError as exc:
+                reasons = exc.response.get("CancellationReasons") or []
+                if error_code(exc) == "TransactionCanceledException" and any(
+                    r.get("Code") == "ConditionalCheckFailed" for r in reasons
+                ):
+                    return False
+                raise
+        return True
+
+    def counter(self, counter_id: str, day: int) -> CounterState:
+        with failing_closed("dynamodb:GetItem"):
+            item = self._ddb.get_item(
+                TableName=self._table, Key=counter_key(counter_id, day), ConsistentRead=True
+            ).get("Item")
+        return _state(item, day)

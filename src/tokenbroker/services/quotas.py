@@ -1,0 +1,222 @@
+"""Quotas: the edge's gate (leases spent locally, one conditional UpdateItem per lease),
+the protected function's units report, and the admin use cases. Design and bounds:
+:mod:`tokenbroker.domain.quotas`.
+
+The gate holds one lock per execution environment while it leases: Lambda runs one
+request at a time per environment, and the local stack's threads then see one lease at a
+time (the lease, not the lock, is what keeps environments within the limit).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tokenbroker.domain.clock import Clock
+from tokenbroker.domain.errors import InvalidRequest, TemporarilyUnavailable
+from tokenbroker.domain.quotas import (
+    ALL_MODELS,
+    CONFIG_TTL_SECONDS,
+    Lease,
+    LeaseSizer,
+    QuotaExceeded,
+    QuotaLimits,
+    QuotaStore,
+    ask,
+    day_of,
+    effective_quota,
+    minute_of,
+    parse_quota_reference,
+    plan_after_refusal,
+    quota_reference,
+)
+
+#: conditional attempts per lease before failing closed (each refusal re-plans from the
+#: item's old values, so more than two happen only under heavy contention at the limit)
+MAX_ATTEMPTS = 4
+_MAX_ENTRIES = 10_000
+MAX_UNITS_PER_REPORT = 10**9
+
+
+@dataclass
+class _Counter:
+    sizer: LeaseSizer = field(default_factory=LeaseSizer)
+    lease: Lease | None = None
+    blocked_until: float = 0.0
+    retry_at: float = 0.0
+    blocked_limit: str = ""
+
+
+class QuotaGate:
+    """Admits a request within its quotas or raises QuotaExceeded (a spent window) or
+    TemporarilyUnavailable (the store failed: fail closed, never an unmetered Allow)."""
+
+    def __init__(
+        self,
+        store: QuotaStore,
+        *,
+        defaults: QuotaLimits,
+        clock: Clock,
+        config_ttl: float = CONFIG_TTL_SECONDS,
+    ) -> None:
+        self._store = store
+        self._defaults = defaults
+        self._clock = clock
+        self._config_ttl = config_ttl
+        self._rules: dict[str, tuple[float, Mapping[str, QuotaLimits]]] = {}
+        self._counters: dict[str, _Counter] = {}
+        self._lock = threading.Lock()
+        #: AWS calls made (the benchmark prints round trips per allowed request)
+        self.calls = 0
+
+    def admit(self, client_id: str, principal: str, model: str, now: float) -> str:
+        with self._lock:
+            quota = effective_quota(self._rules_of(client_id, now), self._defaults, model)
+            if quota.limits.unlimited():
+                return ""
+            counter_id = self._store.counter_id(client_id, principal, quota.model_key)
+            day = day_of(now)
+            self._admit(counter_id, quota.limits, day, now)
+            return quota_reference(day, counter_id)
+
+    def _rules_of(self, client_id: str, now: float) -> Mapping[str, QuotaLimits]:
+        cached = self._rules.get(client_id)
+        if cached is not None and 0 <= now - cached[0] < self._config_ttl:
+            return cached[1]
+        self.calls += 1
+        rules = self._store.rules(client_id)  # a failure propagates: fail closed
+        if len(self._rules) >= _MAX_ENTRIES:
+            self._rules.clear()
+        self._rules[client_id] = (now, rules)
+        return rules
+
+    def _admit(self, counter_id: str, limits: QuotaLimits, day: int, now: float) -> None:
+        if len(self._counters) >= _MAX_ENTRIES and counter_id not in self._counters:
+            self._counters.clear()  # bounded memory: forgetting a lease only under-uses
+        state = self._counters.setdefault(counter_id, _Counter())
+        if now < state.blocked_until:
+            raise QuotaExceeded(state.blocked_limit, math.ceil(state.retry_at - now))
+        if state.lease is not None and state.lease.day == day and state.lease.usable(now):
+            state.lease = state.lease.spend()
+            return
+        minute = minute_of(now)
+        size = state.sizer.next_size(limits, now)
+        attempt = ask(limits, minute, size)
+        for _ in range(MAX_ATTEMPTS):
+            self.calls += 1
+            granted, counter = self._store.lease(counter_id, day, attempt)
+            if granted:
+                state.lease = Lease(day=day, minute=attempt.minute, remaining=attempt.size - 1)
+                state.sizer.granted(now)
+                return
+            try:
+                attempt = plan_after_refusal(limits, minute, size, counter, now)
+            except QuotaExceeded as exceeded:
+                # remembered: denied requests cost no AWS call until the window ends (or
+                # the rules are read again, so a raised limit applies within the TTL)
+                if exceeded.limit == "requests_per_minute":
+                    window_end = (max(minute, counter.latest()) + 1) * 60.0
+                else:
+                    window_end = (day + 1) * 86_400.0
+                state.lease = None
+                state.blocked_limit = exceeded.limit
+                state.retry_at = window_end
+                state.blocked_until = min(window_end, now + self._config_ttl)
+                raise
+        raise TemporarilyUnavailable("the quota counter is contended", reason="quota_contention")
+
+
+def check_units(units: object) -> int:
+    if isinstance(units, bool) or not isinstance(units, int):
+        raise InvalidRequest("units must be an integer")
+    if not 0 <= units <= MAX_UNITS_PER_REPORT:
+        raise InvalidRequest(f"units must be within 0..{MAX_UNITS_PER_REPORT}")
+    return units
+
+
+class UnitsReporter:
+    """The protected function's side: count model units against the grant's quota
+    counter, once per usage record. Enforced on the next lease (domain/quotas.py)."""
+
+    def __init__(self, store: QuotaStore, *, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def report(self, context: Mapping[str, object], *, units: int, model: str = "") -> bool:
+        """``context``: the authorizer context. False if this usage was reported before."""
+        check_units(units)
+        usage_id = str(context.get("usage_id") or "")
+        reference = str(context.get("quota") or "")
+        if not usage_id:
+            raise InvalidRequest("the authorizer context names no usage record")
+        if not reference:
+            return False  # no quota applies to this grant: nothing to count against
+        try:
+            day, counter_id = parse_quota_reference(reference)
+        except ValueError as exc:
+            raise InvalidRequest("the authorizer context's quota reference is invalid") from exc
+        return self._store.report_units(
+            usage_id=usage_id,
+            counter_id=counter_id,
+            day=day,
+            model=model,
+            units=units,
+            at=int(self._clock()),
+        )
+
+
+@dataclass(frozen=True)
+class QuotaRule:
+    client_id: str
+    model: str
+    limits: QuotaLimits
+
+    def asdict(self) -> dict[str, object]:
+        rpm, rpd, upd = self.limits.astuple()
+        return {
+            "client_id": self.client_id,
+            "model": self.model,
+            "requests_per_minute": rpm,
+            "requests_per_day": rpd,
+            "units_per_day": upd,
+        }
+
+
+_MODEL = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")
+
+
+class QuotaAdmin:
+    """``tokenbroker quotas set|list``: rules per client (model ``*`` = every route)."""
+
+    def __init__(self, store: QuotaRuleStore, *, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def set(self, client_id: str, model: str, limits: QuotaLimits) -> QuotaRule:
+        model = model or ALL_MODELS
+        if model != ALL_MODELS and not _MODEL.fullmatch(model):
+            raise InvalidRequest("--model must be 1-128 printable characters without spaces")
+        if all(v is None for v in limits.astuple()):
+            raise InvalidRequest(
+                "give at least one of --requests-per-minute, --requests-per-day, --units-per-day"
+            )
+        try:
+            limits.validate()
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+        stored = self._store.set_rule(client_id, model, limits, int(self._clock()))
+        return QuotaRule(client_id, model, stored)
+
+    def list(self, client_id: str) -> list[QuotaRule]:
+        rules = self._store.rules(client_id)
+        return [QuotaRule(client_id, model, rules[model]) for model in sorted(rules)]
+
+
+class QuotaRuleStore(Protocol):
+    def rules(self, client_id: str) -> dict[str, QuotaLimits]: ...
+
+    def set_rule(self, client_id: str, model: str, limits: QuotaLimits, at: int) -> QuotaLimits: ...

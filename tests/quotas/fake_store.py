@@ -1,0 +1,55 @@
+"""An in-memory QuotaStore: the conditions of adapters/quotas.py, evaluated with the
+domain's own ``fits``/``apply`` (tests/quotas/test_quota_store.py runs the same scenario
+on both, so the fake cannot drift from the DynamoDB adapter)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from tokenbroker.domain.quotas import CounterState, LeaseAsk, QuotaLimits, apply, fits
+
+
+class FakeQuotaStore:
+    def __init__(self) -> None:
+        self.counters: dict[tuple[str, int], CounterState] = {}
+        self.rule_items: dict[str, dict[str, QuotaLimits]] = {}
+        self.reports: dict[str, int] = {}
+        self.calls = 0
+        self.fail: Exception | None = None
+        self._lock = threading.Lock()
+
+    def counter_id(self, client_id: str, principal: str, model_key: str) -> str:
+        return "use#" + json.dumps([client_id, principal, model_key])
+
+    def rules(self, client_id: str) -> dict[str, QuotaLimits]:
+        self._call()
+        return dict(self.rule_items.get(client_id, {}))
+
+    def lease(self, counter_id: str, day: int, a: LeaseAsk) -> tuple[bool, CounterState]:
+        with self._lock:
+            self._call()
+            old = self.counters.get((counter_id, day), CounterState())
+            if not fits(a, old):
+                return False, old
+            new = self.counters[(counter_id, day)] = apply(a, old)
+            return True, new
+
+    def report_units(
+        self, *, usage_id: str, counter_id: str, day: int, model: str, units: int, at: int
+    ) -> bool:
+        with self._lock:
+            self._call()
+            if usage_id in self.reports:
+                return False
+            self.reports[usage_id] = units
+            old = self.counters.get((counter_id, day), CounterState())
+            self.counters[(counter_id, day)] = CounterState(
+                minutes=old.minutes, day_count=old.day_count, units=old.units + units
+            )
+            return True
+
+    def _call(self) -> None:
+        self.calls += 1
+        if self.fail is not None:
+            raise self.fail
