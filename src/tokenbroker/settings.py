@@ -59,6 +59,13 @@ class Settings:
         default=28_800, metadata=_env("REFRESH_TOKEN_ABSOLUTE_SECONDS")
     )
     refresh_idle_seconds: int = field(default=3_600, metadata=_env("REFRESH_TOKEN_IDLE_SECONDS"))
+    #: sharing detection on the stream (domain/sharing.py); "" table = rules off
+    sharing_table: str = field(default="", metadata=_env("SHARING_TABLE"))
+    #: JSON thresholds per rule (domain.sharing.parse_rules); "" = the defaults
+    sharing_rules: str = field(default="", metadata=_env("SHARING_RULES"))
+    sharing_topic_arn: str = field(default="", metadata=_env("SHARING_TOPIC_ARN"))
+    #: containment of clients without their own mode: audit | step_up | revoke
+    containment_default: str = field(default="audit", metadata=_env("CONTAINMENT_DEFAULT"))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:
@@ -105,6 +112,7 @@ class Settings:
             raise ConfigurationError("MAX_DEVICES_PER_PERSON must be within 1..50")
         if not 0 <= self.clock_skew <= 60:
             raise ConfigurationError("CLOCK_SKEW_SECONDS must be within 0..60")
+        _validate_sharing(self)
 
     def require(self, *names: str) -> None:
         """Raise ConfigurationError naming the first empty required setting."""
@@ -124,3 +132,13 @@ def _route_scopes(raw: str) -> tuple[tuple[str, str], ...]:
     ):
         raise ConfigurationError("ROUTE_SCOPES must map 'METHOD /path' to a scope string")
     return tuple(sorted(value.items()))
+
+
+def _validate_sharing(settings: Settings) -> None:
+    from tokenbroker.domain.sharing import parse_mode, parse_rules
+
+    parse_rules(settings.sharing_rules)
+    try:
+        parse_mode(settings.containment_default)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"CONTAINMENT_DEFAULT: {exc}") from exc

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from tokenbroker.cli.admin import clients, devices
+from tokenbroker.cli.alerts import alerts
 from tokenbroker.cli.audit import audit
 from tokenbroker.cli.audit_verify import verify
 from tokenbroker.cli.client import call, keygen, token
@@ -143,6 +144,7 @@ cli.add_command(token)
 cli.add_command(call)
 cli.add_command(idps)
 cli.add_command(people)
+cli.add_command(alerts)
 
 
 def main() -> None:

@@ -108,6 +108,11 @@ class EventType(StrEnum):
     REFRESH_REUSED = "refresh_reused"
     PERSON_DISABLED = "person_disabled"
     PERSON_ENABLED = "person_enabled"
+    #: a sharing rule flagged a device or principal (domain/sharing.py)
+    SHARING_DETECTED = "sharing_detected"
+    #: containment step_up: the device must pass a fresh identity check first
+    DEVICE_STEP_UP_REQUIRED = "device_step_up_required"
+    CLIENT_CONTAINMENT_CHANGED = "client_containment_changed"
 
 
 @dataclass(frozen=True, kw_only=True)
