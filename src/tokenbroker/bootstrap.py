@@ -217,6 +217,7 @@ class Container:
                 keys=self.issuer_keys,
                 issuance=lambda: self.issuance,
                 refresh=lambda: self.refresh if s.refresh_tokens_table else None,
+                clear_step_up=self._clear_step_up,
                 clock=self.clock,
                 policy=ExchangePolicy(
                     proof=self.proof_policy,
@@ -477,6 +478,18 @@ class Container:
             return AlertsService(store=store, clock=self.clock, actor=self.actor)
 
         return self._once("alerts", make)  # type: ignore[no-any-return]
+
+    def _clear_step_up(self, jkt: str) -> None:
+        """A passed token exchange lifts the device's containment step_up."""
+        from tokenbroker.adapters.alerts import DynamoContainmentStore
+
+        s = self.settings
+        DynamoContainmentStore(
+            self.client("dynamodb"),
+            clients_table=s.clients_table,
+            devices_table=s.devices_table,
+            usage_table=s.usage_table,
+        ).clear_step_up(jkt)
 
     @property
     def containment(self) -> ContainmentService:

@@ -113,9 +113,9 @@ class Stack:
         return [json.loads(m["Body"]) for m in got.get("Messages", [])]
 
     def device_item(self) -> dict[str, Any]:
-        return self.ddb.get_item(TableName=self.table("DevicesTable"), Key={"jkt": {"S": self.jkt}})[
-            "Item"
-        ]
+        return self.ddb.get_item(
+            TableName=self.table("DevicesTable"), Key={"jkt": {"S": self.jkt}}
+        )["Item"]
 
 
 @pytest.fixture

@@ -118,7 +118,8 @@ def test_a_device_is_flagged_only_above_its_networks_limit() -> None:
     assert day_of_alert(finding.alert_id) == "20270115"
     # the same window is the same alert (idempotent on a retried batch)
     again = evaluate_window(_state(Rule.DEVICE_NETWORKS, over), Rules())
-    assert again is not None and again.alert_id == finding.alert_id
+    assert again is not None
+    assert again.alert_id == finding.alert_id
 
 
 def test_two_distant_networks_within_the_window_are_flagged() -> None:
@@ -126,12 +127,14 @@ def test_two_distant_networks_within_the_window_are_flagged() -> None:
     two = _state(Rule.DISTANT_NETWORKS, {"198.51.0.0/16", "203.0.0.0/16"})
     assert evaluate_window(one, Rules()) is None
     finding = evaluate_window(two, Rules())
-    assert finding is not None and finding.rule is Rule.DISTANT_NETWORKS
+    assert finding is not None
+    assert finding.rule is Rule.DISTANT_NETWORKS
 
 
 def test_a_full_window_set_counts_as_over_any_limit() -> None:
     finding = evaluate_window(_state(Rule.DEVICE_NETWORKS, {"x"}, overflow=True), Rules())
-    assert finding is not None and finding.observed > finding.limit
+    assert finding is not None
+    assert finding.observed > finding.limit
 
 
 def test_more_devices_than_a_person_uses_is_flagged_without_naming_one_device() -> None:

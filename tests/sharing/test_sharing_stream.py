@@ -8,7 +8,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from tokenbroker import bootstrap
-from tokenbroker.domain.errors import TemporarilyUnavailable
+from tokenbroker.domain.errors import InvalidToken, TemporarilyUnavailable
 
 from .conftest import T0, Stack, context
 
@@ -117,6 +117,13 @@ def test_under_step_up_the_device_is_flagged_not_revoked(stack: Stack, handler: 
     assert device["status"]["S"] == "active"
     assert "step_up_at" in device
     assert len(stack.ledger_events("device_step_up_required")) == 1
+    # the edge's liveness read refuses the device's current tokens, with its reason
+    liveness = bootstrap.build(
+        bootstrap.default().settings, aws=bootstrap.default().client
+    ).liveness
+    with pytest.raises(InvalidToken) as refused:
+        liveness.require_active(stack.client_id, stack.jkt)
+    assert refused.value.reason == "step_up_required"
 
 
 def test_denied_uses_from_many_networks_flag_nothing(stack: Stack, handler: Any) -> None:

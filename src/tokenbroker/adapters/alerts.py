@@ -28,7 +28,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from tokenbroker.adapters.aws import error_code, failing_closed, new_item
-from tokenbroker.adapters.dynamodb import CLIENT_ID, JKT, STATUS, ledger_put
+from tokenbroker.adapters.dynamodb import CLIENT_ID, JKT, STATUS, STEP_UP_AT, ledger_put
 from tokenbroker.domain.errors import NotFound, TemporarilyUnavailable
 from tokenbroker.domain.models import Status, UsageRecord
 from tokenbroker.domain.sharing import MAX_SET, Alert, WindowDelta, WindowState, alert_day
@@ -53,7 +53,6 @@ ACKED_BY = "acked_by"
 ACKED_AT = "acked_at_ms"
 # on the clients table: the client's containment mode; on the devices table: step-up
 CLIENT_CONTAINMENT = "containment"
-STEP_UP_AT = "step_up_at"
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()

@@ -48,6 +48,8 @@ ENROLLED_AT = "enrolled_at"
 REVOKED_AT = "revoked_at"
 PRINCIPAL = "principal"  # devices a person enrolled themselves; tokens issued to a person
 DEVICES_BY_CLIENT = "by_client"
+#: containment step_up (services/containment.py): set by the stream, cleared by exchange
+STEP_UP_AT = "step_up_at"
 # tokens table (key: jti)
 JTI = "jti"
 SCOPE = "scope"
@@ -94,6 +96,7 @@ def _device(item: Mapping[str, Any]) -> Device:
         enrolled_at=int(v[ENROLLED_AT]),
         revoked_at=int(revoked) if revoked is not None else None,
         principal=v.get(PRINCIPAL, ""),
+        step_up_at=int(v.get(STEP_UP_AT, 0)),
     )
 
 

@@ -79,6 +79,7 @@ class DynamoLiveness:
         self._scopes = names.SCOPES
         self._not_before = names.TOKENS_NOT_BEFORE
         self._jkt = names.JKT
+        self._step_up = names.STEP_UP_AT
 
     def fetch(self, client_id: str, jkt: str) -> Liveness:
         with failing_closed("dynamodb:BatchGetItem"):
@@ -97,8 +98,12 @@ class DynamoLiveness:
                     self._devices: {
                         "Keys": [{self._jkt: {"S": jkt}}],
                         "ConsistentRead": True,
-                        "ProjectionExpression": "#s, #c",
-                        "ExpressionAttributeNames": {"#s": self._status, "#c": self._client_id},
+                        "ProjectionExpression": "#s, #c, #su",
+                        "ExpressionAttributeNames": {
+                            "#s": self._status,
+                            "#c": self._client_id,
+                            "#su": self._step_up,
+                        },
                     },
                 }
             )
@@ -120,4 +125,5 @@ class DynamoLiveness:
             and device.get(self._client_id) == {"S": client_id},
             client_scopes=frozenset(s for s in scopes if isinstance(s, str)),
             tokens_not_before=tokens_not_before,
+            step_up_required=self._step_up in device,
         )

@@ -41,6 +41,8 @@ class Liveness:
     client_scopes: frozenset[str] = frozenset()
     #: tokens whose ``iat`` is earlier than this (epoch seconds) are refused
     tokens_not_before: int = 0
+    #: containment step_up: the device's tokens are refused until it is cleared
+    step_up_required: bool = False
 
 
 class LivenessView:
@@ -85,6 +87,11 @@ class LivenessView:
             raise DeviceRevoked("the device key has been revoked")
         if not state.client_active:
             raise ClientDisabled("the client has been disabled")
+        if state.step_up_required:
+            raise InvalidToken(
+                "the device must pass a fresh identity check (sharing containment)",
+                reason="step_up_required",
+            )
         if scope_exceeds(scope, state.client_scopes):
             raise InvalidToken(
                 "the token carries a scope its client is not allowed", reason="scope_not_allowed"

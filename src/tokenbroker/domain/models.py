@@ -42,6 +42,9 @@ class Device:
     revoked_at: int | None = None
     #: the person who enrolled it themselves ("<issuer>|<sub>"); "" = enrolled by an admin
     principal: str = ""
+    #: containment step_up (epoch seconds; 0: none): no new tokens until a fresh
+    #: identity check (token exchange) or re-enrollment; the edge refuses its tokens
+    step_up_at: int = 0
 
     @property
     def active(self) -> bool:
