@@ -46,6 +46,7 @@ TABLES = (
     "IdpsTable",
     "PeopleTable",
     "RefreshTokensTable",
+    "SharingTable",
 )
 
 
@@ -150,6 +151,8 @@ def test_parameter_defaults_are_the_documented_ones(template: Template) -> None:
         "EnableHttpApiAuthorizer": "false",
         "EnableWaf": "false",
         "WafTokenRequestsPer5Minutes": "300",
+        "SharingRules": "{}",
+        "SharingContainmentDefault": "audit",
     }
 
 
@@ -246,6 +249,7 @@ def test_tables_have_the_keys_indexes_and_ttl_the_adapters_rely_on(template: Tem
         "IdpsTable": None,
         "PeopleTable": None,
         "RefreshTokensTable": "ttl",
+        "SharingTable": "ttl",
     }
 
 
@@ -492,6 +496,8 @@ def test_the_token_function_may_read_clients_and_devices_record_tokens_and_sign(
         # one TransactWriteItems: the token record and its ledger record
         ("dynamodb:PutItem", "TokensTable.Arn"),
         ("dynamodb:PutItem", "UsageTable.Arn"),
+        # a passed token exchange lifts the device's sharing step_up (REMOVE step_up_at)
+        ("dynamodb:UpdateItem", "DevicesTable.Arn"),
         # kms:Sign and kms:GetPublicKey: SigningKey's key policy grants them to this role
     }
 
@@ -554,6 +560,25 @@ def test_the_aggregates_function_may_only_count_into_its_table_and_read_the_stre
         ("dynamodb:GetRecords", "UsageTable.StreamArn"),
         ("dynamodb:GetShardIterator", "UsageTable.StreamArn"),
         ("dynamodb:ListStreams", "UsageTable.StreamArn"),
+        # sharing rules in the same batch: the burst rule reads the hour buckets
+        ("dynamodb:Query", "AggregatesTable.Arn"),
+        # window state and alerts
+        ("dynamodb:GetItem", "SharingTable.Arn"),
+        ("dynamodb:PutItem", "SharingTable.Arn"),
+        ("dynamodb:UpdateItem", "SharingTable.Arn"),
+        # containment: the client's mode, the device revoked or flagged (its slot freed
+        # on the client or person item), each with its ledger record
+        ("dynamodb:GetItem", "ClientsTable.Arn"),
+        ("dynamodb:GetItem", "DevicesTable.Arn"),
+        ("dynamodb:UpdateItem", "ClientsTable.Arn"),
+        ("dynamodb:UpdateItem", "DevicesTable.Arn"),
+        ("dynamodb:UpdateItem", "PeopleTable.Arn"),
+        ("dynamodb:PutItem", "UsageTable.Arn"),
+        ("sns:Publish", "SharingAlertsTopic"),
+        (
+            "events:PutEvents",
+            "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default",
+        ),
     }
 
 
@@ -682,6 +707,7 @@ def test_the_deployment_parameter_names_what_the_token_function_uses(template: T
         "PEOPLE_TABLE",
         "USAGE_TABLE",
         "AGGREGATES_TABLE",
+        "SHARING_TABLE",
         "DIGEST_BUCKET",
         "DIGEST_KEY_ID",
         "DIGEST_PERIOD_SECONDS",
