@@ -28,6 +28,9 @@ ALERT_FIELDS = (
     Field("jkt"),
     Field("summary"),
     Field("evidence", "list"),
+    Field("at_ms", "int"),
+    Field("window_start", "text"),
+    Field("acked_by"),
 )
 
 

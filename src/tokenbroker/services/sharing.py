@@ -166,11 +166,12 @@ class SharingService:
         written = self._store.put_alert(alert, record, expires_at=int(now) + ALERT_TTL_SECONDS)
         if not written and self._store.delivered(alert.alert_id):
             return 0, 0
-        self._publisher.publish(alert)
+        # containment first: the edge's liveness bound starts at the revocation
         if finding.jkt and finding.rule in DEVICE_RULES:
             self._containment.contain(
                 alert_id=alert.alert_id, client_id=finding.client_id, jkt=finding.jkt
             )
+        self._publisher.publish(alert)
         self._store.mark_delivered(alert.alert_id)
         return (1, 0) if written else (0, 1)
 
