@@ -75,7 +75,12 @@ def alerts() -> None:
 )
 @output_option
 def list_alerts(since: str | None, status: str, output: str | None) -> None:
-    """List alerts, oldest first."""
+    """List alerts, oldest first (open ones unless --status says otherwise).
+
+    \b
+    Example:
+      tokenbroker alerts list --since 1d --status all --output json
+    """
     now = now_ms()
     since_ms = now - 7 * DAY_MS if since is None else parse_time(since, now, "--since")
     found = _state().container().alerts.list(since_ms=since_ms, status=status)
@@ -86,6 +91,11 @@ def list_alerts(since: str | None, status: str, output: str | None) -> None:
 @click.argument("alert_id", metavar="ID")
 @output_option
 def ack_alert(alert_id: str, output: str | None) -> None:
-    """Mark an alert handled (exit 1 if it does not exist)."""
+    """Mark an alert handled (exit 1 if it does not exist, 2 if ID is malformed).
+
+    \b
+    Example:
+      tokenbroker alerts ack 20261202-0123456789abcdef0123
+    """
     alert = _state().container().alerts.ack(alert_id.strip())
     _emit([alert_record(alert)], ALERT_FIELDS, output, many=False)
