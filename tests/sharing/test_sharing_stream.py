@@ -172,12 +172,17 @@ def test_a_publish_failure_fails_the_batch_and_the_retry_delivers_the_alert(
         handler({"Records": records}, context())
     [written] = [a for a in stack.alert_items() if a["rule"]["S"] == "device_networks"]
     assert written["delivered"]["BOOL"] is False
-    assert stack.device_item()["status"]["S"] == "active"  # not contained yet
+    # containment comes before the notification (the edge's bound starts there)
+    assert stack.device_item()["status"]["S"] == "revoked"
+    published = len(stack.sns_messages())
     events.meta.events.unregister("before-call.events.PutEvents", unique_id="fault")
     handler({"Records": records}, context())
     [delivered] = [a for a in stack.alert_items() if a["rule"]["S"] == "device_networks"]
     assert delivered["delivered"]["BOOL"] is True
     assert stack.device_item()["status"]["S"] == "revoked"
+    assert published == 0
+    assert any(m["rule"] == "device_networks" for m in stack.sns_messages())
+    assert len(stack.ledger_events("device_revoked")) == 1  # the retry revoked nothing twice
     assert len(stack.ledger_events("sharing_detected")) == len(stack.alert_items())
 
 
@@ -194,3 +199,21 @@ def test_writes_per_batch_are_per_window_not_per_record(stack: Stack, handler: A
     sharing = [t for t in writes if t == stack.table("SharingTable")]
     # device networks + distant networks + the principal's devices: 3 windows
     assert len(sharing) == 3
+
+
+def test_a_steady_device_costs_no_window_writes_after_its_first_batch(
+    stack: Stack, handler: Any
+) -> None:
+    writes: list[str] = []
+    ddb = bootstrap.default().client("dynamodb")
+    ddb.meta.events.register(
+        "provide-client-params.dynamodb.UpdateItem",
+        lambda params, **_: writes.append(params["TableName"]),
+    )
+    for batch in range(3):  # the same device and network, three batches, one window
+        for i in range(10):
+            stack.use("198.51.100.7", at_ms=T0 + batch * 100 + i)
+        handler({"Records": stack.new_records()}, context())
+    sharing = [t for t in writes if t == stack.table("SharingTable")]
+    assert len(sharing) == 3  # the first batch's three windows; then nothing new
+    assert stack.alert_items() == []

@@ -30,6 +30,7 @@ from tokenbroker.domain.sharing import (
     Rule,
     Rules,
     WindowDelta,
+    WindowKey,
     WindowState,
     alert_day,
     day_of_alert,
@@ -48,6 +49,8 @@ STATE_TTL_SECONDS = 86_400
 #: alerts are kept this long
 ALERT_TTL_SECONDS = 400 * 86_400
 RECORD_PREFIX = "shr:"
+#: windows remembered per execution environment (to skip writes that add nothing)
+MAX_KNOWN_WINDOWS = 50_000
 
 
 class SharingStore(Protocol):
@@ -93,6 +96,8 @@ class SharingService:
         self._clock = clock
         self._aggregates = aggregates
         self._retention_days = retention_days
+        #: per execution environment: what each window is known to hold in the store
+        self._known: dict[WindowKey, frozenset[str]] = {}
 
     def evaluate_batch(self, images: Sequence[Mapping[str, object]]) -> SharingResult:
         records: list[UsageRecord] = []
@@ -103,9 +108,18 @@ class SharingService:
                 continue  # the aggregates report it; one bad item must not stop a shard
         deltas = fold(records, self._rules)
         findings: list[Finding] = []
+        written = 0
+        learned: dict[WindowKey, frozenset[str]] = {}
         for delta in deltas:
+            known = self._known.get(delta.key)
+            if known is not None and delta.members <= known:
+                # nothing new for this window: the store holds it already and it was
+                # evaluated when it was written (a steady device costs no writes)
+                continue
             expires = (delta.key.start_ms + delta.window_ms) // 1000 + STATE_TTL_SECONDS
             state = self._store.add_window(delta, expires_at=expires)
+            written += 1
+            learned[delta.key] = state.members
             finding = evaluate_window(state, self._rules)
             if finding is not None:
                 findings.append(finding)
@@ -115,7 +129,12 @@ class SharingService:
             fresh, late = self._deliver(finding)
             new += fresh
             redelivered += late
-        return SharingResult(len(deltas), len(findings), new, redelivered)
+        # remembered only once the batch's findings were delivered: a retry after a
+        # failure must evaluate (and deliver) them again
+        if len(self._known) + len(learned) > MAX_KNOWN_WINDOWS:
+            self._known.clear()  # bounded memory; the next batches refill it
+        self._known.update(learned)
+        return SharingResult(written, len(findings), new, redelivered)
 
     def _bursts(self, records: Sequence[UsageRecord]) -> list[Finding]:
         if self._aggregates is None or not self._rules.enabled(Rule.PRINCIPAL_BURST):
