@@ -135,6 +135,8 @@ def _route_scopes(raw: str) -> tuple[tuple[str, str], ...]:
 
 
 def _validate_sharing(settings: Settings) -> None:
+    if not settings.sharing_rules and settings.containment_default == "audit":
+        return  # the defaults: no import on the authorizer's cold start
     from tokenbroker.domain.sharing import parse_mode, parse_rules
 
     parse_rules(settings.sharing_rules)

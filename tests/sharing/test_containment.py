@@ -118,3 +118,14 @@ def test_the_edge_refuses_a_step_up_device_with_its_reason() -> None:
     assert refused.value.reason == "step_up_required"
     ok = LivenessView(lambda c, j: Liveness(True, True, frozenset({"read"})), clock=lambda: 0.0)
     ok.require_active("c", "k", scope=("read",))  # no flag: allowed
+
+
+def test_settings_reject_bad_sharing_configuration() -> None:
+    from tokenbroker.domain.errors import ConfigurationError
+    from tokenbroker.settings import Settings
+
+    with pytest.raises(ConfigurationError, match="CONTAINMENT_DEFAULT"):
+        Settings.from_mapping({"CONTAINMENT_DEFAULT": "nuke"})
+    with pytest.raises(ConfigurationError, match="unknown rule"):
+        Settings.from_mapping({"SHARING_RULES": '{"x": {}}'})
+    assert Settings.from_mapping({"CONTAINMENT_DEFAULT": "revoke"}).containment_default == "revoke"
