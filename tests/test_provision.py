@@ -153,6 +153,7 @@ def test_the_deployment_parameter_names_the_real_tables_and_key(
         "PEOPLE_TABLE": f"{STACK}-PeopleTable",
         "USAGE_TABLE": f"{STACK}-UsageTable",
         "AGGREGATES_TABLE": f"{STACK}-AggregatesTable",
+        "SHARING_TABLE": f"{STACK}-SharingTable",
         "DIGEST_BUCKET": f"{STACK}-digestbucket",
         "DIGEST_KEY_ID": deployment.attrs[("DigestKey", "Arn")],
         "DIGEST_PERIOD_SECONDS": "3600",
@@ -327,6 +328,7 @@ def test_a_boto3_session_works_as_well_as_clients(template: Template) -> None:
             "other-IdpsTable",
             "other-PeopleTable",
             "other-RefreshTokensTable",
+            "other-SharingTable",
             "other-TokensTable",
             "other-UsageTable",
         ]

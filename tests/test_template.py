@@ -47,6 +47,7 @@ TABLES = (
     "PeopleTable",
     "RefreshTokensTable",
     "QuotasTable",
+    "SharingTable",
 )
 
 
@@ -165,6 +166,8 @@ def test_parameter_defaults_are_the_documented_ones(template: Template) -> None:
         "RequireDpopNonceAtResources": "false",
         "ResourceMetadataUrl": "",
         "DpopNonceStepSeconds": "300",
+        "SharingRules": "{}",
+        "SharingContainmentDefault": "audit",
     }
 
 
@@ -262,6 +265,7 @@ def test_tables_have_the_keys_indexes_and_ttl_the_adapters_rely_on(template: Tem
         "PeopleTable": None,
         "RefreshTokensTable": "ttl",
         "QuotasTable": "ttl",
+        "SharingTable": "ttl",
     }
     assert tables["QuotasTable"]["KeySchema"] == tables["AggregatesTable"]["KeySchema"]
 
@@ -511,6 +515,8 @@ def test_the_token_function_may_read_clients_and_devices_record_tokens_and_sign(
         ("dynamodb:PutItem", "UsageTable.Arn"),
         # which key slot signs (signing key rotation)
         ("ssm:GetParameter", KEY_SET_ARN),
+        # a passed token exchange lifts the device's sharing step_up (REMOVE step_up_at)
+        ("dynamodb:UpdateItem", "DevicesTable.Arn"),
         # kms:Sign and kms:GetPublicKey: SigningKey's key policy grants them to this role
         # the DPoP nonce secret (RFC 9449 §8)
         ("secretsmanager:GetSecretValue", "DpopNonceSecret"),
@@ -579,6 +585,25 @@ def test_the_aggregates_function_may_only_count_into_its_table_and_read_the_stre
         ("dynamodb:GetRecords", "UsageTable.StreamArn"),
         ("dynamodb:GetShardIterator", "UsageTable.StreamArn"),
         ("dynamodb:ListStreams", "UsageTable.StreamArn"),
+        # sharing rules in the same batch: the burst rule reads the hour buckets
+        ("dynamodb:Query", "AggregatesTable.Arn"),
+        # window state and alerts
+        ("dynamodb:GetItem", "SharingTable.Arn"),
+        ("dynamodb:PutItem", "SharingTable.Arn"),
+        ("dynamodb:UpdateItem", "SharingTable.Arn"),
+        # containment: the client's mode, the device revoked or flagged (its slot freed
+        # on the client or person item), each with its ledger record
+        ("dynamodb:GetItem", "ClientsTable.Arn"),
+        ("dynamodb:GetItem", "DevicesTable.Arn"),
+        ("dynamodb:UpdateItem", "ClientsTable.Arn"),
+        ("dynamodb:UpdateItem", "DevicesTable.Arn"),
+        ("dynamodb:UpdateItem", "PeopleTable.Arn"),
+        ("dynamodb:PutItem", "UsageTable.Arn"),
+        ("sns:Publish", "SharingAlertsTopic"),
+        (
+            "events:PutEvents",
+            "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default",
+        ),
     }
 
 
@@ -708,6 +733,7 @@ def test_the_deployment_parameter_names_what_the_token_function_uses(template: T
         "USAGE_TABLE",
         "AGGREGATES_TABLE",
         "QUOTAS_TABLE",
+        "SHARING_TABLE",
         "DIGEST_BUCKET",
         "DIGEST_KEY_ID",
         "DIGEST_PERIOD_SECONDS",

@@ -44,4 +44,26 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="RecordsMalformed", unit=MetricUnit.Count, value=len(result.malformed))
     metrics.add_metric(name="BucketsWritten", unit=MetricUnit.Count, value=result.written)
     metrics.add_metric(name="BucketsRedelivered", unit=MetricUnit.Count, value=result.skipped)
+    _detect_sharing(images, len(records))
     return {"batchItemFailures": []}
+
+
+def _detect_sharing(images: list[dict[str, Any]], records: int) -> None:
+    """The sharing rules on the same batch, after the aggregates (the burst rule reads
+    this hour's counter). A failure fails the batch: its redelivery skips the buckets
+    already counted and finishes the alerts (services/sharing.py)."""
+    try:
+        sharing = bootstrap.default().sharing
+        if sharing is None:
+            return
+        result = sharing.evaluate_batch(images)
+    except Exception:
+        logger.exception(
+            "sharing rules failed; Lambda delivers the batch again", extra={"records": records}
+        )
+        metrics.add_metric(name="SharingBatchesFailed", unit=MetricUnit.Count, value=1)
+        raise
+    metrics.add_metric(name="SharingWindowsWritten", unit=MetricUnit.Count, value=result.windows)
+    metrics.add_metric(name="SharingAlerts", unit=MetricUnit.Count, value=result.alerts_new)
+    if result.alerts_new:
+        logger.warning("sharing alerts raised", extra={"alerts": result.alerts_new})

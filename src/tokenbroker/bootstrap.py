@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from tokenbroker.services.audit import AuditService
     from tokenbroker.services.authorization import AuthorizationService
     from tokenbroker.services.client_auth import ClientAuthenticator
+    from tokenbroker.services.containment import ContainmentService
     from tokenbroker.services.digests import DigestService
     from tokenbroker.services.discovery import DiscoveryService
     from tokenbroker.services.exchange import ExchangeService
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from tokenbroker.services.quotas import QuotaAdmin, QuotaGate, UnitsReporter
     from tokenbroker.services.refresh import RefreshService
     from tokenbroker.services.revocation import RevocationService
+    from tokenbroker.services.sharing import AlertsService, SharingService
 
 ClientFactory = Callable[[str], Any]
 
@@ -266,6 +268,7 @@ class Container:
                 keys=self.issuer_keys,
                 issuance=lambda: self.issuance,
                 refresh=lambda: self.refresh if s.refresh_tokens_table else None,
+                clear_step_up=self._clear_step_up,
                 clock=self.clock,
                 policy=ExchangePolicy(
                     proof=self.proof_policy,
@@ -492,6 +495,103 @@ class Container:
         from tokenbroker.adapters.digest_keys import KmsDigestKey
 
         return KmsDigestKey(self.client("kms"), key_id)
+
+    @property
+    def sharing(self) -> SharingService | None:
+        """The stream's sharing rules (None when the deployment has no sharing table)."""
+
+        def make() -> SharingService | None:
+            from tokenbroker.adapters.aggregates import AggregatesReader
+            from tokenbroker.adapters.alerts import AlertPublisher, DynamoSharingStore
+            from tokenbroker.adapters.ledger_items import from_plain
+            from tokenbroker.domain.sharing import parse_rules
+            from tokenbroker.services.sharing import SharingService
+
+            s = self.settings
+            if not s.sharing_table:
+                return None
+            s.require("usage_table")
+            ddb = self.client("dynamodb")
+            reader = AggregatesReader(ddb, table=s.aggregates_table) if s.aggregates_table else None
+            return SharingService(
+                store=DynamoSharingStore(ddb, table=s.sharing_table, usage_table=s.usage_table),
+                publisher=AlertPublisher(
+                    events=self.client("events"),
+                    sns=self.client("sns"),
+                    topic_arn=s.sharing_topic_arn,
+                ),
+                containment=self.containment,
+                decode=from_plain,
+                rules=parse_rules(s.sharing_rules),
+                clock=self.clock,
+                aggregates=reader,
+                retention_days=s.usage_retention_days,
+            )
+
+        return self._once("sharing", make)  # type: ignore[no-any-return]
+
+    @property
+    def alerts(self) -> AlertsService:
+        """``tokenbroker alerts list|ack`` (the sharing table)."""
+
+        def make() -> AlertsService:
+            from tokenbroker.adapters.alerts import DynamoSharingStore
+            from tokenbroker.services.sharing import AlertsService
+
+            s = self.settings
+            s.require("sharing_table")
+            store = DynamoSharingStore(
+                self.client("dynamodb"), table=s.sharing_table, usage_table=s.usage_table
+            )
+            return AlertsService(store=store, clock=self.clock, actor=self.actor)
+
+        return self._once("alerts", make)  # type: ignore[no-any-return]
+
+    def _clear_step_up(self, jkt: str) -> None:
+        """A passed token exchange lifts the device's containment step_up."""
+        from tokenbroker.adapters.alerts import DynamoContainmentStore
+
+        s = self.settings
+        DynamoContainmentStore(
+            self.client("dynamodb"),
+            clients_table=s.clients_table,
+            devices_table=s.devices_table,
+            usage_table=s.usage_table,
+        ).clear_step_up(jkt)
+
+    @property
+    def containment(self) -> ContainmentService:
+        """Containment modes per client; revocations go through the admin service."""
+
+        def make() -> ContainmentService:
+            from tokenbroker.adapters.alerts import DynamoContainmentStore
+            from tokenbroker.domain.sharing import parse_mode
+            from tokenbroker.services.admin import AdminService
+            from tokenbroker.services.containment import ContainmentService
+
+            s = self.settings
+            s.require("clients_table", "devices_table", "usage_table")
+            actor = self.actor or "tokenbroker:sharing"
+            return ContainmentService(
+                store=DynamoContainmentStore(
+                    self.client("dynamodb"),
+                    clients_table=s.clients_table,
+                    devices_table=s.devices_table,
+                    usage_table=s.usage_table,
+                ),
+                revoker=AdminService(
+                    directory=self.directory,
+                    clock=self.clock,
+                    actor=actor,
+                    retention_days=s.usage_retention_days,
+                ),
+                clock=self.clock,
+                default_mode=parse_mode(s.containment_default),
+                actor=actor,
+                retention_days=s.usage_retention_days,
+            )
+
+        return self._once("containment", make)  # type: ignore[no-any-return]
 
     @property
     def admin(self) -> AdminService:

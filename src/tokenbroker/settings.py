@@ -83,6 +83,13 @@ class Settings:
     )
     default_requests_per_day: int = field(default=0, metadata=_env("DEFAULT_REQUESTS_PER_DAY"))
     default_units_per_day: int = field(default=0, metadata=_env("DEFAULT_UNITS_PER_DAY"))
+    #: sharing detection on the stream (domain/sharing.py); "" table = rules off
+    sharing_table: str = field(default="", metadata=_env("SHARING_TABLE"))
+    #: JSON thresholds per rule (domain.sharing.parse_rules); "" = the defaults
+    sharing_rules: str = field(default="", metadata=_env("SHARING_RULES"))
+    sharing_topic_arn: str = field(default="", metadata=_env("SHARING_TOPIC_ARN"))
+    #: containment of clients without their own mode: audit | step_up | revoke
+    containment_default: str = field(default="audit", metadata=_env("CONTAINMENT_DEFAULT"))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:
@@ -138,6 +145,7 @@ class Settings:
                 raise ConfigurationError(f"{self.env_names()[name]} must not be negative")
         if self.default_units_per_day < 0:
             raise ConfigurationError("DEFAULT_UNITS_PER_DAY must not be negative")
+        _validate_sharing(self)
 
     def require(self, *names: str) -> None:
         """Raise ConfigurationError naming the first empty required setting."""
@@ -157,3 +165,15 @@ def _route_scopes(raw: str) -> tuple[tuple[str, str], ...]:
     ):
         raise ConfigurationError("ROUTE_SCOPES must map 'METHOD /path' to a scope string")
     return tuple(sorted(value.items()))
+
+
+def _validate_sharing(settings: Settings) -> None:
+    if not settings.sharing_rules and settings.containment_default == "audit":
+        return  # the defaults: no import on the authorizer's cold start
+    from tokenbroker.domain.sharing import parse_mode, parse_rules
+
+    parse_rules(settings.sharing_rules)
+    try:
+        parse_mode(settings.containment_default)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"CONTAINMENT_DEFAULT: {exc}") from exc

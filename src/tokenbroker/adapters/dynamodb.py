@@ -57,6 +57,8 @@ DEVICES_BY_CLIENT = "by_client"
 REVOKED_JTIS = "revoked_jtis"
 REVOCATIONS_VERSION = "revocations_version"
 DEVICE_TOKENS_NOT_BEFORE = "tokens_not_before"
+#: containment step_up (services/containment.py): set by the stream, cleared by exchange
+STEP_UP_AT = "step_up_at"
 # tokens table (key: jti)
 JTI = "jti"
 SCOPE = "scope"
@@ -105,6 +107,7 @@ def _device(item: Mapping[str, Any]) -> Device:
         enrolled_at=int(v[ENROLLED_AT]),
         revoked_at=int(revoked) if revoked is not None else None,
         principal=v.get(PRINCIPAL, ""),
+        step_up_at=int(v.get(STEP_UP_AT, 0)),
     )
 
 

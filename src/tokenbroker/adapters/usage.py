@@ -152,6 +152,7 @@ class DynamoLiveness:
         self._jkt = names.JKT
         self._revoked = names.REVOKED_JTIS
         self._device_not_before = names.DEVICE_TOKENS_NOT_BEFORE
+        self._step_up = names.STEP_UP_AT
 
     def fetch(self, client_id: str, jkt: str) -> Liveness:
         with failing_closed("dynamodb:BatchGetItem"):
@@ -170,12 +171,13 @@ class DynamoLiveness:
                     self._devices: {
                         "Keys": [{self._jkt: {"S": jkt}}],
                         "ConsistentRead": True,
-                        "ProjectionExpression": "#s, #c, #r, #nb",
+                        "ProjectionExpression": "#s, #c, #r, #nb, #su",
                         "ExpressionAttributeNames": {
                             "#s": self._status,
                             "#c": self._client_id,
                             "#r": self._revoked,
                             "#nb": self._device_not_before,
+                            "#su": self._step_up,
                         },
                     },
                 }
@@ -205,4 +207,5 @@ class DynamoLiveness:
             and device.get(self._client_id) == {"S": client_id},
             client_scopes=frozenset(s for s in scopes if isinstance(s, str)),
             tokens_not_before=tokens_not_before,
+            step_up_required=self._step_up in device,
         )

@@ -277,6 +277,34 @@ def revoke_client_tokens(client_id: str, output: str | None) -> None:
     _emit([record], (*CLIENT_FIELDS, Field("tokens_not_before", "time")), output, many=False)
 
 
+@clients.command("set-containment")
+@client_id_option
+@click.option(
+    "--mode",
+    required=True,
+    type=click.Choice(("audit", "step_up", "revoke")),
+    help="audit: alert only; step_up: a fresh identity check before new tokens; "
+    "revoke: the flagged device is revoked.",
+)
+@output_option
+def set_containment(client_id: str, mode: str, output: str | None) -> None:
+    """What a sharing alert does to this client's flagged device.
+
+    \b
+    Example:
+      tokenbroker clients set-containment --client-id tbc_0123456789abcdef01234567 --mode revoke
+    """
+    container = _state().container()
+    client = container.admin.get_client(client_id)  # NotFound: exit 1, one line
+    applied = container.containment.set_mode(client.client_id, mode)
+    _emit(
+        [{"client_id": client.client_id, "containment": applied.value}],
+        (Field("client_id"), Field("containment")),
+        output,
+        many=False,
+    )
+
+
 # ---- devices --------------------------------------------------------------------------
 
 

@@ -70,6 +70,13 @@ class DevFailed(click.ClickException):
     "TokenLifetimeSeconds=900. The local stack seals ledger digests every 60 s "
     "(DigestPeriodSeconds=60, DigestGraceSeconds=60) unless told otherwise.",
 )
+@click.option(
+    "--trust-forwarded-for",
+    is_flag=True,
+    help="The local API sits behind a trusted proxy: take the client address from the "
+    "right-most X-Forwarded-For entry (the one the proxy appended). Off: the header is "
+    "ignored, as API Gateway ignores it. Lets tests simulate many networks.",
+)
 def dev(
     host: str,
     port: int,
@@ -78,6 +85,7 @@ def dev(
     moto_port: int,
     schedule_interval: float,
     parameters: tuple[str, ...],
+    trust_forwarded_for: bool,
 ) -> None:
     """Run the broker locally: moto-backed AWS services on a loopback port, the
     template's tables, KMS key and SSM parameter provisioned into it, and an API Gateway
@@ -117,6 +125,7 @@ def dev(
         moto_port=moto_port,
         schedule_interval=schedule_interval,
         parameters=overrides,
+        trust_forwarded_for=trust_forwarded_for,
     )
     try:
         stack.start()

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from tokenbroker.cli.admin import clients, devices
+from tokenbroker.cli.alerts import alerts
 from tokenbroker.cli.audit import audit
 from tokenbroker.cli.audit_verify import verify
 from tokenbroker.cli.client import call, keygen, token
@@ -151,6 +152,7 @@ cli.add_command(revoke)  # RFC 7009 / RFC 7662 (cli/lifecycle.py)
 cli.add_command(introspect)
 clients.add_command(set_jwk)
 cli.add_command(quotas)
+cli.add_command(alerts)
 
 
 def main() -> None:

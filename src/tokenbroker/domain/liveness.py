@@ -46,6 +46,8 @@ class Liveness:
     revoked_jtis: frozenset[str] = frozenset()
     #: the device's own not-before (set when its revoked-jti list overflows)
     device_tokens_not_before: int = 0
+    #: containment step_up: the device's tokens are refused until it is cleared
+    step_up_required: bool = False
 
 
 class LivenessView:
@@ -103,6 +105,11 @@ def check_liveness(
         raise DeviceRevoked("the device key has been revoked")
     if not state.client_active:
         raise ClientDisabled("the client has been disabled")
+    if state.step_up_required:
+        raise InvalidToken(
+            "the device must pass a fresh identity check (sharing containment)",
+            reason="step_up_required",
+        )
     if scope_exceeds(scope, state.client_scopes):
         raise InvalidToken(
             "the token carries a scope its client is not allowed", reason="scope_not_allowed"

@@ -47,6 +47,9 @@ class Device:
     revoked_at: int | None = None
     #: the person who enrolled it themselves ("<issuer>|<sub>"); "" = enrolled by an admin
     principal: str = ""
+    #: containment step_up (epoch seconds; 0: none): no new tokens until a fresh
+    #: identity check (token exchange) or re-enrollment; the edge refuses its tokens
+    step_up_at: int = 0
 
     @property
     def active(self) -> bool:
@@ -121,6 +124,11 @@ class EventType(StrEnum):
     TOKEN_REVOKED = "token_revoked"
     #: an admin registered (or replaced) a client's private_key_jwt public key
     CLIENT_KEY_SET = "client_key_set"
+    #: a sharing rule flagged a device or principal (domain/sharing.py)
+    SHARING_DETECTED = "sharing_detected"
+    #: containment step_up: the device must pass a fresh identity check first
+    DEVICE_STEP_UP_REQUIRED = "device_step_up_required"
+    CLIENT_CONTAINMENT_CHANGED = "client_containment_changed"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -182,6 +182,15 @@ def provision(
         arn = f"arn:aws:sqs:{region}:{account[0] if account else '000000000000'}:{name}"
         refs[logical_id], attrs[(logical_id, "Arn")] = name, arn
 
+    # SNS topics (the sharing alerts): created on the same endpoint, so what the stream
+    # function publishes can be read back (moto keeps published messages).
+    topics = template.resources("AWS::SNS::Topic")
+    if topics:
+        sns = clients.get("sns") or _s3_like(ddb, region, "sns")
+        for logical_id in topics:
+            arn = sns.create_topic(Name=f"{stack_name}-{logical_id}")["TopicArn"]
+            refs[logical_id], attrs[(logical_id, "TopicArn")] = arn, arn
+
     deployment = Deployment(
         template=template,
         stack_name=stack_name,

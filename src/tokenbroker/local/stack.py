@@ -85,6 +85,7 @@ class LocalStack:
         log: Callable[[str], None] | None = None,
         schedule_interval: float = DEFAULT_SCHEDULE_SECONDS,
         parameters: Mapping[str, str] | None = None,
+        trust_forwarded_for: bool = False,
     ) -> None:
         """``log`` receives one line per request (default: stderr). Scheduled functions
         run every ``schedule_interval`` seconds at most (their template rate if shorter);
@@ -99,6 +100,8 @@ class LocalStack:
         self.region = region
         self._log = log
         self.schedule_interval = schedule_interval
+        #: the local API takes the client address from X-Forwarded-For (dev flag)
+        self.trust_forwarded_for = trust_forwarded_for
         self._events: EventSources | None = None
         self.template: Template | None = None
         self.deployment: Deployment | None = None
@@ -179,6 +182,7 @@ class LocalStack:
             domain_name=netloc(self.host, self.port),
             account_id=account_id,
             log=self._log or log_to_stderr,
+            trust_forwarded_for=self.trust_forwarded_for,
         )
         try:
             self._api = make_server(

@@ -131,9 +131,13 @@ class ExchangeService:
         clock: Clock,
         policy: ExchangePolicy,
         refresh: Callable[[], RefreshService | None] | None = None,
+        clear_step_up: Callable[[str], None] | None = None,
     ) -> None:
-        """``refresh``: where refresh tokens come from (None: exchanges issue none)."""
+        """``refresh``: where refresh tokens come from (None: exchanges issue none);
+        ``clear_step_up``: lifts a device's containment step_up once the exchange's
+        fresh identity check passed (None: the flag stays and the exchange is refused)."""
         self._refresh = refresh
+        self._clear_step_up = clear_step_up
         self._people = people
         self._idps = idps
         self._keys = keys
@@ -170,6 +174,13 @@ class ExchangeService:
                 "the DPoP proof key belongs to a revoked device", reason="device_revoked"
             )
         scope = grant_scope(request.scope, v.client.scopes & v.idp.scopes)
+        if device.step_up_at:  # containment step_up: this exchange is the fresh check
+            if self._clear_step_up is None:
+                raise InvalidGrant(
+                    "this device must be re-enrolled (sharing containment)",
+                    reason="step_up_required",
+                )
+            self._clear_step_up(device.jkt)
         refresh = self._refresh() if self._refresh is not None else None
         if refresh is not None:  # the token comes with a refresh token (a new family)
             return refresh.issue_with_family(

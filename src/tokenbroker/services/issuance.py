@@ -60,6 +60,8 @@ WRONG_SECRET = "wrong_secret"
 CLIENT_DISABLED = "client_disabled"
 DEVICE_NOT_ENROLLED = "device_not_enrolled"
 DEVICE_REVOKED = "device_revoked"
+#: containment step_up (services/containment.py): a token exchange or re-enrollment first
+STEP_UP_REQUIRED = "step_up_required"
 
 
 def request_proof(request: TokenRequest, now: float, policy: ProofPolicy) -> DpopProof:
@@ -187,6 +189,13 @@ class IssuanceService:
             self._record_refusal(request, client.client_id, proof.jkt, DEVICE_REVOKED, now)
             raise InvalidGrant(
                 "the DPoP proof key belongs to a revoked device", reason=DEVICE_REVOKED
+            )
+        if device.step_up_at:
+            self._record_refusal(request, client.client_id, proof.jkt, STEP_UP_REQUIRED, now)
+            raise InvalidGrant(
+                "this device must pass a fresh identity check (token exchange) or be"
+                " re-enrolled before new tokens",
+                reason=STEP_UP_REQUIRED,
             )
         scope = grant_scope(request.scope, client.scopes)
         audience = self.audience(request.resource, allowed=client.resources)  # RFC 8707

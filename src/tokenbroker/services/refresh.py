@@ -209,6 +209,11 @@ class RefreshService:
             raise InvalidGrant("the refresh token has expired (idle)", reason="refresh_idle")
         if device is None or not device.active or device.principal != grant.principal:
             raise InvalidGrant("the device was revoked", reason="device_revoked")
+        if device.step_up_at:
+            raise InvalidGrant(
+                "this device must pass a fresh identity check (token exchange) first",
+                reason="step_up_required",
+            )
         if person is not None and not person.active:
             raise InvalidGrant("this person is disabled", reason="person_disabled")
         # RFC 6749 §6: no scope beyond the original grant; none the client lost since

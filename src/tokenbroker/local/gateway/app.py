@@ -5,6 +5,7 @@ API Gateway's 10 MB limit are 413, a handler error or a malformed proxy response
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 import time
 import traceback
@@ -41,7 +42,12 @@ class LocalApi:
         account_id: str = DEFAULT_ACCOUNT_ID,
         log: Callable[[str], None] | None = log_to_stderr,
         cache: AuthorizerCache | None = None,
+        trust_forwarded_for: bool = False,
     ) -> None:
+        """``trust_forwarded_for``: the API sits behind a trusted proxy, so the client's
+        address is the right-most ``X-Forwarded-For`` entry (:func:`forwarded_client`);
+        off by default: the header is then ignored, as API Gateway ignores it."""
+        self.trust_forwarded_for = trust_forwarded_for
         self.router = Router(routes)
         #: whose GatewayResponses answer requests that match no route
         self.default_api = routes[0].api if routes else None
@@ -58,7 +64,7 @@ class LocalApi:
         request = Request(environ)
         request.max_content_length = MAX_REQUEST_BYTES
         try:
-            incoming = incoming_request(request)
+            incoming = incoming_request(request, trust_forwarded_for=self.trust_forwarded_for)
         except RequestEntityTooLarge:
             reply = self._error(None, "REQUEST_TOO_LARGE", None)
         else:
@@ -141,16 +147,32 @@ def raw_path(environ: dict[str, Any]) -> str:
     return urllib.parse.quote(path.encode("latin-1", "replace"), safe="/%:@!$&'()*+,;=-._~") or "/"
 
 
-def incoming_request(request: Request) -> IncomingRequest:
+def forwarded_client(headers: Sequence[tuple[str, str]]) -> str | None:
+    """The client address a trusted proxy put in ``X-Forwarded-For``: the RIGHT-MOST
+    entry of the last such header (the one the proxy appended; anything left of it was
+    sent by the client and may be forged). None if absent or not an IP address."""
+    values = [v for k, v in headers if k.lower() == "x-forwarded-for"]
+    if not values:
+        return None
+    candidate = values[-1].rsplit(",", 1)[-1].strip()
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return None
+
+
+def incoming_request(request: Request, *, trust_forwarded_for: bool = False) -> IncomingRequest:
     raw = request.environ.get(RAW_HEADERS_KEY)
     headers = list(raw) if raw is not None else list(request.headers.items())
+    peer = request.remote_addr or "127.0.0.1"
+    source_ip = (forwarded_client(headers) or peer) if trust_forwarded_for else peer
     return IncomingRequest(
         method=request.method.upper(),
         path=request.path,
         headers=headers,
         query=list(request.args.items(multi=True)),
         body=request.get_data(cache=False),
-        source_ip=request.remote_addr or "127.0.0.1",
+        source_ip=source_ip,
         protocol=str(request.environ.get("SERVER_PROTOCOL") or "HTTP/1.1"),
         raw_path=raw_path(request.environ),
     )
