@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ReadTimeoutError
-from support.archive_stack import HOUR, T0, Stack, context
 
+from support.archive_stack import HOUR, T0, Stack, context
 from tokenbroker.adapters.archive import (
     ArchiveReader,
     ArchiveUnavailable,
