@@ -87,7 +87,8 @@ def verify(
     tampered (records altered or deleted since sealing), late_record (records the seal
     does not list), hot_tampered (a sealed record changed in, or deleted before its ttl
     from, the usage table while it is in the hot window). Then one summary line naming
-    the key trusted. Periods are checked against the versions the sealer wrote, so deleting digests does not hide anything.
+    the key trusted. Periods are checked against the versions the sealer wrote, so
+    deleting digests does not hide anything.
     Exit code 0 if no period failed, 1 otherwise.
 
     \b
