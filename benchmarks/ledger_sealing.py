@@ -315,10 +315,7 @@ def _invoke(spec: dict[str, Any]) -> dict[str, Any]:
     periods = list(range(START_MS, START_MS + 3_600_000, period_s * 1000))
     segments = spec["segments"]
     if spec["kind"] == "finisher":
-        others = [s for s in archive.names() if s not in segments]
-        seals = [SegmentSeal(s, 1, "0" * 64) for s in others]
-        for period in periods:
-            DiskStore(root).put(Ref("part", period, "others"), encode_part(period, others, seals))
+        _others_sealed(archive, segments, periods, root)
     archive.objects.prepare(segments)  # the objects' bytes, as S3 would hold them
     started, cpu = time.perf_counter(), time.process_time()
     sealed = digests.seal_segments(periods, segments, now_ms=due_at(periods[-1], period_s))
@@ -332,6 +329,17 @@ def _invoke(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_mb": round(peak_kb() / 1024, 1),
         "sealed": sealed,
     }
+
+
+def _others_sealed(
+    archive: SyntheticArchive, segments: Sequence[str], periods: Sequence[int], root: str
+) -> None:
+    """The finisher's setup: every other segment recorded in a part (freed before the
+    measured sealing starts)."""
+    others = [s for s in archive.names() if s not in segments]
+    seals = [SegmentSeal(s, 1, "0" * 64) for s in others]
+    for period in periods:
+        DiskStore(root).put(Ref("part", period, "others"), encode_part(period, others, seals))
 
 
 def peak_kb() -> int:

@@ -131,16 +131,36 @@ def test_a_stream_record_that_is_not_a_ledger_record_is_skipped(stack: Stack) ->
 
 
 # ---------------------------------------------------------------------- reading
-def test_segment_records_stream_one_object_in_time_order_within_the_range(stack: Stack) -> None:
+def test_object_records_stream_one_object_in_time_order_within_the_range(stack: Stack) -> None:
     records = [stack.record(T0 + n * 60_000) for n in (5, 1, 3)]
     stack.allow(*records)
     stack.deliver()
     reader = _reader(stack, stack.s3)
-    [segment] = reader.segments(T0, T0 + HOUR)
-    got = list(reader.segment_records(segment, T0 + 60_000, T0 + 4 * 60_000))
+    [name] = reader.objects(T0, T0 + HOUR)
+    got = list(reader.object_records(name, T0 + 60_000, T0 + 4 * 60_000))
     assert [x["at"] for x in got] == [T0 + 60_000, T0 + 3 * 60_000]
     with pytest.raises(ValueError, match="one UTC hour"):
         reader.segments(T0, T0 + HOUR + 1)
+
+
+def test_a_segment_merges_its_group_of_objects_in_time_order(stack: Stack) -> None:
+    batches = [[stack.record(T0 + n * 1000 + b) for n in range(4)] for b in range(3)]
+    for batch in batches:
+        stack.allow(*batch)
+        stack.deliver()  # one object per batch
+    reader = ArchiveReader(stack.s3, bucket=stack.bucket, groups=1)  # all in one group
+    assert len(reader.objects(T0, T0 + HOUR)) == 3
+    [segment] = reader.segments(T0, T0 + HOUR)
+    got = [(x["at"], x["id"]) for x in reader.segment_records(segment, T0, T0 + HOUR)]
+    assert got == sorted((r.at_ms, r.record_id) for batch in batches for r in batch)
+    # the deployment's grouping: the same objects, the same records
+    spread = ArchiveReader(stack.s3, bucket=stack.bucket)
+    again = [
+        (x["at"], x["id"])
+        for g in spread.segments(T0, T0 + HOUR)
+        for x in spread.segment_records(g, T0, T0 + HOUR)
+    ]
+    assert sorted(again) == got
 
 
 def test_a_deleted_object_fails_the_hour_naming_it(stack: Stack) -> None:
@@ -155,7 +175,7 @@ def test_a_deleted_object_fails_the_hour_naming_it(stack: Stack) -> None:
 def test_a_missing_object_fails_naming_the_hour(stack: Stack) -> None:
     reader = _reader(stack, stack.s3)
     with pytest.raises(ArchiveUnavailable, match=f"hour {hour_of(T0)}: .*gone.jsonl.gz is missing"):
-        list(reader.segment_records("gone", T0, T0 + HOUR))
+        list(reader.object_records("gone", T0, T0 + HOUR))
 
 
 def test_an_unreadable_object_fails_naming_the_hour(stack: Stack) -> None:

@@ -57,9 +57,9 @@ def test_the_sealer_reads_the_archive_and_verify_passes_in_the_hot_window(stack:
     ids = _ledger(stack)
     reports = _verify(stack)
     assert [(r.status, r.record_count) for r in reports.values()] == [("intact", 6), ("intact", 3)]
-    # segments are the archive's objects: the first hour came in two batches
-    index = stack.container().digests.ledger.segments(T0, T0 + HOUR)
-    assert len(index) == 2
+    # the first hour came in two batches: two objects (in their segments)
+    reader = stack.container().archive_reader
+    assert len(reader.objects(T0, T0 + HOUR)) == 2
     assert sorted(_usage(stack)) == sorted(ids["alice"] + ids["bob"])
 
 

@@ -16,10 +16,10 @@ new, identical version) or, if the retry carries more records of that hour, a su
 never a second object holding the same records.
 
 **Reading.** :class:`ArchiveReader` implements the digests' ``LedgerReader`` port
-(segments = the hour's object names) and streams one object through gzip line by line
-(memory: one line). A missing, deleted (delete marker) or unreadable object and every
-S3 failure raise :class:`ArchiveUnavailable` naming the hour: an auditor never gets a
-silently shorter answer.
+(segments = groups of the hour's objects, merged in (at, id) order; an object is
+streamed through gzip line by line). A missing, deleted (delete marker) or unreadable
+object and every S3 failure raise :class:`ArchiveUnavailable` naming the hour: an
+auditor never gets a silently shorter answer.
 
 **What an attacker with write access to the bucket can do (Object Lock, COMPLIANCE).**
 They cannot delete or overwrite a locked version, shorten its retention, or disable
@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import heapq
+import io
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +58,8 @@ SUFFIX: Final = ".jsonl.gz"
 _CHECKSUM: Final = "SHA256"  # Object Lock puts need a checksum (Content-MD5 or this)
 #: one gzip member per object, level 6: ~10x on ledger lines; mtime 0 keeps bytes stable
 _LEVEL: Final = 6
+#: object groups per hour (the sealer's segments); fixed: a deployment's segment names
+GROUPS: Final = 8192
 
 
 class ArchiveUnavailable(TemporarilyUnavailable):
@@ -182,13 +186,67 @@ class ArchiveWriter:
 class ArchiveReader:
     """The archive as the digests and the auditors read it (``LedgerReader``)."""
 
-    def __init__(self, s3: Any, *, bucket: str, prefix: str = PREFIX) -> None:
+    def __init__(self, s3: Any, *, bucket: str, prefix: str = PREFIX, groups: int = GROUPS) -> None:
         self._s3 = s3
         self.bucket = bucket
         self._prefix = prefix
+        self._group_count = groups
+        #: the hour last listed by ``segments``: its groups' object names
+        self._groups: tuple[str, dict[str, list[str]]] | None = None
 
-    # ---- LedgerReader ------------------------------------------------------------
+    # ---- LedgerReader: a segment is a group of the hour's objects ------------------
     def segments(self, start_ms: int, end_ms: int) -> list[str]:
+        """The non-empty object groups of the hour of [start_ms, end_ms) (inside one UTC
+        hour), sorted. An object belongs to group ``sha256(name) % groups``: a few
+        objects per segment at any rate (at 100,000 requests/s an hour is ~144,000
+        objects, ~18 per group), so a sealed hour lists thousands of segments, not
+        hundreds of thousands. Lists the hour (remembered for ``segment_records``)."""
+        hour = _one_hour(start_ms, end_ms)
+        groups: dict[str, list[str]] = {}
+        for name in self.objects(start_ms, end_ms):
+            groups.setdefault(self.group_of(name), []).append(name)
+        self._groups = (hour, groups)
+        return sorted(groups)
+
+    def group_of(self, name: str) -> str:
+        digest = hashlib.sha256(name.encode("utf-8")).digest()
+        return f"{int.from_bytes(digest[:4], 'big') % self._group_count:04d}"
+
+    def segment_records(self, segment: str, start_ms: int, end_ms: int) -> Iterator[dict[str, Any]]:
+        """A group's records of [start_ms, end_ms) in (at, id) order: its objects merged
+        (each held as compressed bytes, lines parsed as the merge reaches them; memory:
+        the group's objects, each at most one stream batch)."""
+        hour = _one_hour(start_ms, end_ms)
+        if self._groups is None or self._groups[0] != hour:
+            self.segments(start_ms, end_ms)
+        assert self._groups is not None
+        names = self._groups[1].get(segment, [])
+        if len(names) == 1:
+            yield from self.object_records(names[0], start_ms, end_ms)
+            return
+        streams = [self._buffered(name, hour, start_ms, end_ms) for name in names]
+        yield from heapq.merge(*streams, key=order_key)
+
+    def _buffered(
+        self, name: str, hour: str, start_ms: int, end_ms: int
+    ) -> Iterator[dict[str, Any]]:
+        key = f"{hour_prefix(hour, self._prefix)}{name}{SUFFIX}"
+        response = self._call(
+            hour, "s3:GetObject", self._s3.get_object, {"Bucket": self.bucket, "Key": key}
+        )
+        try:
+            data = response["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+            raise ArchiveUnavailable(
+                f"usage archive for hour {hour}: reading {key} failed ({code})"
+            ) from exc
+        finally:
+            response["Body"].close()
+        return self._lines(io.BytesIO(data), hour, key, start_ms, end_ms)
+
+    # ---- one object ----------------------------------------------------------------
+    def objects(self, start_ms: int, end_ms: int) -> list[str]:
         """The object names of the hour of [start_ms, end_ms) (inside one UTC hour),
         sorted; ArchiveUnavailable if an object's current version is a delete marker."""
         hour = _one_hour(start_ms, end_ms)
@@ -215,14 +273,18 @@ class ArchiveReader:
             )
         return sorted(set(names))
 
-    def segment_records(self, segment: str, start_ms: int, end_ms: int) -> Iterator[dict[str, Any]]:
+    def object_records(self, name: str, start_ms: int, end_ms: int) -> Iterator[dict[str, Any]]:
         """One object's records of [start_ms, end_ms), in (at, id) order, streamed."""
         hour = _one_hour(start_ms, end_ms)
-        key = f"{hour_prefix(hour, self._prefix)}{segment}{SUFFIX}"
+        key = f"{hour_prefix(hour, self._prefix)}{name}{SUFFIX}"
         response = self._call(
             hour, "s3:GetObject", self._s3.get_object, {"Bucket": self.bucket, "Key": key}
         )
-        body = response["Body"]
+        yield from self._lines(response["Body"], hour, key, start_ms, end_ms)
+
+    def _lines(
+        self, body: Any, hour: str, key: str, start_ms: int, end_ms: int
+    ) -> Iterator[dict[str, Any]]:
         last: tuple[int, str] | None = None
         try:
             with gzip.GzipFile(fileobj=body, mode="rb") as unzipped:
@@ -259,15 +321,13 @@ class ArchiveReader:
         hour object by object (each in (at, id) order), not merged."""
         for hour_start in _hour_starts(start_ms, end_ms):
             lo, hi = max(start_ms, hour_start), min(end_ms, hour_start + HOUR_MS)
-            for segment in self.segments(lo, hi):
-                yield from self.segment_records(segment, lo, hi)
+            for name in self.objects(lo, hi):
+                yield from self.object_records(name, lo, hi)
 
     def hour_records(self, hour_start: int, lo: int, hi: int) -> list[dict[str, Any]]:
         """One hour's records of [lo, hi) sorted by (at, id) (memory: that hour)."""
         found = [
-            image
-            for segment in self.segments(lo, hi)
-            for image in self.segment_records(segment, lo, hi)
+            image for name in self.objects(lo, hi) for image in self.object_records(name, lo, hi)
         ]
         found.sort(key=order_key)
         return found
