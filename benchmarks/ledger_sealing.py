@@ -100,16 +100,30 @@ class _Objects:
         self._archive = archive
         self._bodies: dict[str, bytes] = {}
 
-    def prepare(self, segments: Sequence[str]) -> None:
-        for segment in segments:
-            self._bodies[segment] = encode_object(self._archive.images(segment))
+    def prepare(self, names: Sequence[str]) -> None:
+        for name in names:
+            self._bodies[name] = encode_object(self._archive.images(name))
 
     def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
-        segment = Key.rsplit("/", 1)[1][: -len(SUFFIX)]
-        body = self._bodies.pop(segment, None)  # read once per invocation
+        name = Key.rsplit("/", 1)[1][: -len(SUFFIX)]
+        body = self._bodies.pop(name, None)  # read once per invocation
         if body is None:
-            body = encode_object(self._archive.images(segment))
+            body = encode_object(self._archive.images(name))
         return {"Body": io.BytesIO(body)}
+
+    def list_object_versions(self, *, Bucket: str, Prefix: str, **page: Any) -> dict[str, Any]:
+        """The hour's objects, 1,000 a page as S3 lists them."""
+        names = self._archive.names()
+        first = int(page.get("KeyMarker") or 0)
+        chunk = names[first : first + 1000]
+        return {
+            "Versions": [
+                {"Key": f"{Prefix}{n}{SUFFIX}", "VersionId": "v1", "IsLatest": True} for n in chunk
+            ],
+            "IsTruncated": first + 1000 < len(names),
+            "NextKeyMarker": str(first + 1000),
+            "NextVersionIdMarker": "v1",
+        }
 
 
 class SyntheticArchive:
@@ -121,6 +135,7 @@ class SyntheticArchive:
     def __init__(self, rate: float, scale: float = 1.0) -> None:
         self.rate = rate
         self.per_object = round(records_per_object(rate) * scale)
+        self._names: list[str] | None = None
         self.objects = _Objects(self)
         self._reader = ArchiveReader(self.objects, bucket="bench")
         sample = UsageRecord(
@@ -145,7 +160,9 @@ class SyntheticArchive:
         self._template = usage_item(sample)
 
     def names(self) -> list[str]:
-        return [f"{n:06d}-bench" for n in range(objects_per_hour(self.rate))]
+        if self._names is None:  # listed page by page: build once
+            self._names = [f"{n:06d}-bench" for n in range(objects_per_hour(self.rate))]
+        return self._names
 
     def count(self, start_ms: int, end_ms: int) -> int:
         """Records of one object in [start_ms, end_ms) (every object alike)."""
@@ -168,10 +185,22 @@ class SyntheticArchive:
             yield plain(item)
 
     def segments(self, start_ms: int, end_ms: int) -> list[str]:
-        return self.names()
+        return self._reader.segments(start_ms, end_ms)
 
     def segment_records(self, segment: str, start_ms: int, end_ms: int) -> Iterator[dict[str, Any]]:
         return self._reader.segment_records(segment, start_ms, end_ms)
+
+    def groups(self) -> dict[str, list[str]]:
+        """Segment (object group) -> its object names, as the real reader groups them."""
+        found: dict[str, list[str]] = {}
+        for name in self.names():
+            found.setdefault(self._reader.group_of(name), []).append(name)
+        return found
+
+    def prepare(self, segments: Sequence[str]) -> None:
+        """Build the objects of ``segments`` before the clock starts."""
+        groups = self.groups()
+        self.objects.prepare([n for g in segments for n in groups.get(g, [])])
 
 
 class DiskStore:
@@ -316,14 +345,16 @@ def _invoke(spec: dict[str, Any]) -> dict[str, Any]:
     segments = spec["segments"]
     if spec["kind"] == "finisher":
         _others_sealed(archive, segments, periods, root)
-    archive.objects.prepare(segments)  # the objects' bytes, as S3 would hold them
+    archive.prepare(segments)  # the objects' bytes, as S3 would hold them
+    in_segments = sum(len(archive.groups()[g]) for g in segments)
     started, cpu = time.perf_counter(), time.process_time()
     sealed = digests.seal_segments(periods, segments, now_ms=due_at(periods[-1], period_s))
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     return {
         "kind": spec["kind"],
         "segments": len(segments),
-        "records": archive.per_object * len(segments),
+        "objects": in_segments,
+        "records": archive.per_object * in_segments,
         "wall_s": round(wall, 3),
         "cpu_s": round(cpu, 3),
         "peak_mb": round(peak_kb() / 1024, 1),
@@ -336,7 +367,7 @@ def _others_sealed(
 ) -> None:
     """The finisher's setup: every other segment recorded in a part (freed before the
     measured sealing starts)."""
-    others = [s for s in archive.names() if s not in segments]
+    others = [s for s in archive.groups() if s not in segments]
     seals = [SegmentSeal(s, 1, "0" * 64) for s in others]
     for period in periods:
         DiskStore(root).put(Ref("part", period, "others"), encode_part(period, others, seals))
@@ -407,9 +438,11 @@ def run_hour(rate: float, period_s: int, root: str, *, budget_ms: int = 0) -> di
 
 def simulate(rate: float, period_s: int, segments: int = 1) -> dict[str, Any]:
     archive = SyntheticArchive(rate)
-    names = archive.names()
-    objects = len(names)
-    per_segment = archive.per_object
+    groups = archive.groups()
+    # the fullest segments first: the time per segment is the worst one's
+    names = sorted(groups, key=lambda g: (-len(groups[g]), g))
+    objects = len(names)  # segments (object groups) per hour
+    per_segment = archive.per_object * len(groups[names[0]])
     full = [measure("worker", rate, period_s, [names[i]]) for i in range(segments)]
     small = measure("worker", rate, period_s, [names[0]], scale=0.01)
     finisher = measure("finisher", rate, period_s, [names[-1]])
@@ -424,6 +457,8 @@ def simulate(rate: float, period_s: int, segments: int = 1) -> dict[str, Any]:
         "rate": rate,
         "period_s": period_s,
         "segments_per_hour": objects,
+        "objects_per_hour": objects_per_hour(rate),
+        "objects_per_segment_max": len(groups[names[0]]),
         "records_per_segment": per_segment,
         "records_per_hour": int(rate * 3600),
         "invocations_measured": measured,
@@ -451,9 +486,10 @@ def simulate(rate: float, period_s: int, segments: int = 1) -> dict[str, Any]:
 def render(report: dict[str, Any]) -> str:
     lines = [
         f"rate {report['rate']:,.0f} allowed requests/s, period {report['period_s']} s, "
-        f"{report['segments_per_hour']:,} archive objects (segments) per hour: "
-        f"{report['records_per_segment']:,} records per object, "
-        f"{report['records_per_hour']:,} per hour",
+        f"{report['objects_per_hour']:,} archive objects per hour in "
+        f"{report['segments_per_hour']:,} segments (object groups, at most "
+        f"{report['objects_per_segment_max']} objects: {report['records_per_segment']:,} "
+        f"records), {report['records_per_hour']:,} records per hour",
         f"{'invocation':<12} {'segments':>8} {'records':>11} {'wall s':>8} {'cpu s':>8} "
         f"{'peak MB':>8}",
     ]
