@@ -634,6 +634,7 @@ def test_report_shape(sealed: Sealed) -> None:
         "expired": [],
         "detail": "",
         "problems": [],
+        "hot_changed": [],
     }
     assert report.ok
 
