@@ -7,24 +7,26 @@ sealing invocation at ``--rate`` allowed requests/s.
 Question: does one invocation of the digest function stay under 256 MB and 60 s
 whatever the traffic, and how many invocations does an hour of traffic take?
 
-Model: the real sealing code (``DigestService``, ``domain.digest_format``) and the real
-key design: a period is sealed one ``by_hour`` shard (segment) at a time, so a segment
-holds ``rate x period / shards`` records (the record id's hash spreads records evenly
-over the shards; benchmarks/ledger_partitions.py measures the skew). Each record is a
-full usage item as ``adapters.usage.usage_item`` writes it, converted to plain values by
-``adapters.ledger_scan.plain`` (the adapter's own per-record cost in Lambda), in time
-order as the index returns it. What is not real: the ledger is generated in memory
-instead of read from DynamoDB (network time is not counted), the digest store is a
-directory (uploads stream to disk as multipart parts would to S3) and the key is a
-local P-256 key (one signature per period: negligible).
+Model: the real sealing code (``DigestService``, ``domain.digest_format``) reading the
+real archive reader (``adapters.archive.ArchiveReader``: gzip JSONL streamed line by
+line): a period is sealed one archive object (segment) at a time, for every period of
+its hour at once. ArchiveFunction writes one object per stream batch and hour, and at
+load every batch is full, so an hour is ``rate x 3600 / OBJECT_RECORDS`` objects of
+OBJECT_RECORDS (2,500) records. Each record is a full usage item as
+``adapters.usage.usage_item`` writes it, converted to plain values as the stream
+delivers it, encoded by the archive's own ``encode_object`` (same object sizes as in
+S3). What is not real: the objects are generated in memory instead of read from S3
+(network time, ~1 GET per object and ~1 ListObjectVersions per 1,000 objects, is not
+counted), the digest store is a directory (uploads stream to disk as multipart parts
+would to S3) and the key is a local P-256 key (one signature per period: negligible).
 
 Method: every measured invocation runs in a fresh Python process (``--_invoke``), so its
 peak resident memory (``VmHWM``: interpreter, imports and all) is what Lambda
-would count. Measured: ``--segments`` full-size worker invocations (one segment each),
-the same at 1/100 of the size (memory must not grow with the records), and the
+would count. Measured: ``--segments`` full-size worker invocations (one object each),
+the same with objects of 1/100 of the size (memory must not grow with the records), and the
 finishing invocation (reads every segment's part, writes the index and the signed
-statement). The hour is then counted, not run: all segments are the same size, so an
-hour is ``shards x periods per hour`` segment-sized units in batches of
+statement). The hour is then counted, not run: all objects are the same size, so an
+hour is ``objects per hour`` object-sized units in batches of
 ``floor(WORK_BUDGET_MS / time per segment)``; ``--hour`` also runs a whole hour at the
 given rate in one process (use it at small rates: that is what the smoke test does).
 Exit status 0 if every measured invocation stays under both limits, else 1.
@@ -35,7 +37,9 @@ from __future__ import annotations
 import argparse
 import calendar
 import hashlib
+import io
 import json
+import math
 import os
 import resource
 import subprocess
@@ -50,6 +54,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tokenbroker.adapters.archive import SUFFIX, ArchiveReader, encode_object
 from tokenbroker.adapters.digest_store import PART_BYTES
 from tokenbroker.adapters.ledger_scan import plain
 from tokenbroker.adapters.usage import usage_item
@@ -67,17 +72,72 @@ _MINUTE = 60_000
 MEMORY_LIMIT_MB = 256
 TIME_LIMIT_S = 60.0
 SCHEDULED_PER_HOUR = 4  # rate(15 minutes)
+#: ArchiveFunction's BatchSize: records per archive object (segment) at load
+OBJECT_RECORDS = 2500
 #: DigestFunction's MemorySize (one vCPU) and the arm64 Lambda list price, us-east-1
 LAMBDA_MB = 1769
 PRICE_PER_GB_SECOND = 0.0000133334
 
 
 # ------------------------------------------------------------------ the fakes
-class SyntheticLedger:
-    """LedgerReader: a by_hour shard's records of a range, generated in time order."""
+def objects_per_hour(rate: float) -> int:
+    """Archive objects per hour: ArchiveFunction writes one per batch and hour, and at
+    load every batch is full (BatchSize OBJECT_RECORDS)."""
+    return max(1, math.ceil(rate * 3600 / OBJECT_RECORDS))
 
-    def __init__(self, rate: float) -> None:
+
+def records_per_object(rate: float) -> int:
+    return round(rate * 3600 / objects_per_hour(rate))
+
+
+class _Objects:
+    """The part of the S3 client ArchiveReader uses, over generated objects: each
+    segment's gzip JSONL body is built by the real encoder (``encode_object``) from full
+    usage items (``usage_item`` -> ``plain``, as the stream delivers them), before the
+    invocation's clock starts (``prepare``)."""
+
+    def __init__(self, archive: SyntheticArchive) -> None:
+        self._archive = archive
+        self._bodies: dict[str, bytes] = {}
+
+    def prepare(self, names: Sequence[str]) -> None:
+        for name in names:
+            self._bodies[name] = encode_object(self._archive.images(name))
+
+    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        name = Key.rsplit("/", 1)[1][: -len(SUFFIX)]
+        body = self._bodies.pop(name, None)  # read once per invocation
+        if body is None:
+            body = encode_object(self._archive.images(name))
+        return {"Body": io.BytesIO(body)}
+
+    def list_object_versions(self, *, Bucket: str, Prefix: str, **page: Any) -> dict[str, Any]:
+        """The hour's objects, 1,000 a page as S3 lists them."""
+        names = self._archive.names()
+        first = int(page.get("KeyMarker") or 0)
+        chunk = names[first : first + 1000]
+        return {
+            "Versions": [
+                {"Key": f"{Prefix}{n}{SUFFIX}", "VersionId": "v1", "IsLatest": True} for n in chunk
+            ],
+            "IsTruncated": first + 1000 < len(names),
+            "NextKeyMarker": str(first + 1000),
+            "NextVersionIdMarker": "v1",
+        }
+
+
+class SyntheticArchive:
+    """LedgerReader: the real ArchiveReader (gzip JSONL streamed line by line) over an
+    hour of ``objects_per_hour`` objects of ``records_per_object`` records each, their
+    records spread over the hour; ``scale`` shrinks every object (memory must not grow
+    with the records)."""
+
+    def __init__(self, rate: float, scale: float = 1.0) -> None:
         self.rate = rate
+        self.per_object = round(records_per_object(rate) * scale)
+        self._names: list[str] | None = None
+        self.objects = _Objects(self)
+        self._reader = ArchiveReader(self.objects, bucket="bench")
         sample = UsageRecord(
             record_id="x",
             at_ms=START_MS,
@@ -99,33 +159,48 @@ class SyntheticLedger:
         )
         self._template = usage_item(sample)
 
-    def per_minute(self) -> int:
-        return round(self.rate * 60 / SHARDS)
+    def names(self) -> list[str]:
+        if self._names is None:  # listed page by page: build once
+            self._names = [f"{n:06d}-bench" for n in range(objects_per_hour(self.rate))]
+        return self._names
 
     def count(self, start_ms: int, end_ms: int) -> int:
-        return self.per_minute() * ((end_ms - start_ms) // _MINUTE)
+        """Records of one object in [start_ms, end_ms) (every object alike)."""
+        return sum(1 for i in range(self.per_object) if start_ms <= self._at(i) < end_ms)
+
+    def _at(self, i: int) -> int:
+        return START_MS + (i * 3_600_000) // max(1, self.per_object)
+
+    def images(self, segment: str) -> Iterator[dict[str, Any]]:
+        """One object's records (the same whichever range reads it)."""
+        hour = START_MS
+        for i in range(self.per_object):
+            digest = hashlib.sha256(f"{segment}/{i}".encode()).digest()
+            item = dict(self._template)
+            item["id"] = {"S": b64url_encode(digest)}  # as replay_key derives it
+            item["at"] = {"N": str(self._at(i))}
+            item["token_jti"] = {"S": b64url_encode(digest[::-1])}
+            item["proof_jti_hash"] = {"S": digest.hex()}
+            item["hour_shard"] = {"S": shard_key(hour_of(hour), i % SHARDS)}
+            yield plain(item)
 
     def segments(self, start_ms: int, end_ms: int) -> list[str]:
-        return [f"{s:03d}" for s in range(SHARDS)]
+        return self._reader.segments(start_ms, end_ms)
 
     def segment_records(self, segment: str, start_ms: int, end_ms: int) -> Iterator[dict[str, Any]]:
-        """Generated minute by minute (periods are whole minutes), so a record is the
-        same whichever range reads it (the verifier reads other ranges than the sealer)."""
-        n = self.per_minute()
-        shard = shard_key(hour_of(start_ms), int(segment))
-        for minute in range(start_ms - start_ms % _MINUTE, end_ms, _MINUTE):
-            for i in range(n):
-                at = minute + (i * _MINUTE) // n
-                if not start_ms <= at < end_ms:
-                    continue
-                digest = hashlib.sha256(f"{segment}/{minute}/{i}".encode()).digest()
-                item = dict(self._template)
-                item["id"] = {"S": b64url_encode(digest)}  # as replay_key derives it
-                item["at"] = {"N": str(at)}
-                item["token_jti"] = {"S": b64url_encode(digest[::-1])}
-                item["proof_jti_hash"] = {"S": digest.hex()}
-                item["hour_shard"] = {"S": shard}
-                yield plain(item)
+        return self._reader.segment_records(segment, start_ms, end_ms)
+
+    def groups(self) -> dict[str, list[str]]:
+        """Segment (object group) -> its object names, as the real reader groups them."""
+        found: dict[str, list[str]] = {}
+        for name in self.names():
+            found.setdefault(self._reader.group_of(name), []).append(name)
+        return found
+
+    def prepare(self, segments: Sequence[str]) -> None:
+        """Build the objects of ``segments`` before the clock starts."""
+        groups = self.groups()
+        self.objects.prepare([n for g in segments for n in groups.get(g, [])])
 
 
 class DiskStore:
@@ -237,10 +312,16 @@ class LocalKey:
         return frozenset({self.key_id})
 
 
-def service(rate: float, period_s: int, root: str, key: LocalKey | None = None) -> DigestService:
+def service(
+    rate: float,
+    period_s: int,
+    root: str,
+    key: LocalKey | None = None,
+    ledger: SyntheticArchive | None = None,
+) -> DigestService:
     return DigestService(
         store=DiskStore(root),
-        ledger=SyntheticLedger(rate),
+        ledger=ledger or SyntheticArchive(rate),
         signer=key or LocalKey(),
         period_seconds=period_s,
         grace_seconds=GRACE_S,
@@ -254,29 +335,42 @@ def due_at(period_start: int, period_s: int) -> int:
 
 # ---------------------------------------------------------------- invocations
 def _invoke(spec: dict[str, Any]) -> dict[str, Any]:
-    """One invocation, in this (fresh) process: a worker sealing ``segments`` or the
-    finisher (every other segment already recorded in a part)."""
+    """One invocation, in this (fresh) process: a worker sealing ``segments`` (archive
+    objects) for every period of the hour, or the finisher (every other segment already
+    recorded in a part)."""
     rate, period_s, root = spec["rate"], spec["period"], spec["root"]
-    digests = service(rate, period_s, root)
-    period = START_MS
+    archive = SyntheticArchive(rate, spec.get("scale", 1.0))
+    digests = service(rate, period_s, root, ledger=archive)
+    periods = list(range(START_MS, START_MS + 3_600_000, period_s * 1000))
     segments = spec["segments"]
     if spec["kind"] == "finisher":
-        others = [s for s in SyntheticLedger(rate).segments(period, period) if s not in segments]
-        seals = [SegmentSeal(s, 1, "0" * 64) for s in others]
-        DiskStore(root).put(Ref("part", period, "others"), encode_part(period, others, seals))
+        _others_sealed(archive, segments, periods, root)
+    archive.prepare(segments)  # the objects' bytes, as S3 would hold them
+    in_segments = sum(len(archive.groups()[g]) for g in segments)
     started, cpu = time.perf_counter(), time.process_time()
-    sealed = digests.seal_segments([period], segments, now_ms=due_at(period, period_s))
+    sealed = digests.seal_segments(periods, segments, now_ms=due_at(periods[-1], period_s))
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    records = SyntheticLedger(rate).count(period, period + period_s * 1000) * len(segments)
     return {
         "kind": spec["kind"],
         "segments": len(segments),
-        "records": records,
+        "objects": in_segments,
+        "records": archive.per_object * in_segments,
         "wall_s": round(wall, 3),
         "cpu_s": round(cpu, 3),
         "peak_mb": round(peak_kb() / 1024, 1),
         "sealed": sealed,
     }
+
+
+def _others_sealed(
+    archive: SyntheticArchive, segments: Sequence[str], periods: Sequence[int], root: str
+) -> None:
+    """The finisher's setup: every other segment recorded in a part (freed before the
+    measured sealing starts)."""
+    others = [s for s in archive.groups() if s not in segments]
+    seals = [SegmentSeal(s, 1, "0" * 64) for s in others]
+    for period in periods:
+        DiskStore(root).put(Ref("part", period, "others"), encode_part(period, others, seals))
 
 
 def peak_kb() -> int:
@@ -293,9 +387,11 @@ def peak_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def measure(kind: str, rate: float, period_s: int, segments: Sequence[str]) -> dict[str, Any]:
+def measure(
+    kind: str, rate: float, period_s: int, segments: Sequence[str], scale: float = 1.0
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tb-sealing-") as root:
-        spec = {"kind": kind, "rate": rate, "period": period_s, "root": root}
+        spec = {"kind": kind, "rate": rate, "period": period_s, "root": root, "scale": scale}
         spec["segments"] = list(segments)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")])}
         done = subprocess.run(
@@ -341,22 +437,28 @@ def run_hour(rate: float, period_s: int, root: str, *, budget_ms: int = 0) -> di
 
 
 def simulate(rate: float, period_s: int, segments: int = 1) -> dict[str, Any]:
-    names = [f"{s:03d}" for s in range(SHARDS)]
-    per_segment = SyntheticLedger(rate).count(START_MS, START_MS + period_s * 1000)
+    archive = SyntheticArchive(rate)
+    groups = archive.groups()
+    # the fullest segments first: the time per segment is the worst one's
+    names = sorted(groups, key=lambda g: (-len(groups[g]), g))
+    objects = len(names)  # segments (object groups) per hour
+    per_segment = archive.per_object * len(groups[names[0]])
     full = [measure("worker", rate, period_s, [names[i]]) for i in range(segments)]
-    small = measure("worker", rate / 100, period_s, [names[0]])
+    small = measure("worker", rate, period_s, [names[0]], scale=0.01)
     finisher = measure("finisher", rate, period_s, [names[-1]])
     # CPU time, not wall time: this machine is shared; a Lambda invocation has its own
     # vCPU share (at 1,769 MB one full vCPU; the function has 512 MB: see the README)
     per_segment_s = max(r["cpu_s"] for r in full)
-    batch = max(1, int(WORK_BUDGET_MS / 1000 // per_segment_s)) if per_segment_s else SHARDS
-    units = SHARDS * (3600 // period_s)
+    batch = max(1, int(WORK_BUDGET_MS / 1000 // per_segment_s)) if per_segment_s else objects
+    units = objects  # a segment (object) is sealed for every period of its hour at once
     invocations = -(-units // batch) + SCHEDULED_PER_HOUR
     measured = [*full, small, finisher]
     return {
         "rate": rate,
         "period_s": period_s,
-        "shards": SHARDS,
+        "segments_per_hour": objects,
+        "objects_per_hour": objects_per_hour(rate),
+        "objects_per_segment_max": len(groups[names[0]]),
         "records_per_segment": per_segment,
         "records_per_hour": int(rate * 3600),
         "invocations_measured": measured,
@@ -384,8 +486,10 @@ def simulate(rate: float, period_s: int, segments: int = 1) -> dict[str, Any]:
 def render(report: dict[str, Any]) -> str:
     lines = [
         f"rate {report['rate']:,.0f} allowed requests/s, period {report['period_s']} s, "
-        f"{report['shards']} by_hour segments: {report['records_per_segment']:,} records "
-        f"per segment, {report['records_per_hour']:,} per hour",
+        f"{report['objects_per_hour']:,} archive objects per hour in "
+        f"{report['segments_per_hour']:,} segments (object groups, at most "
+        f"{report['objects_per_segment_max']} objects: {report['records_per_segment']:,} "
+        f"records), {report['records_per_hour']:,} records per hour",
         f"{'invocation':<12} {'segments':>8} {'records':>11} {'wall s':>8} {'cpu s':>8} "
         f"{'peak MB':>8}",
     ]
@@ -395,7 +499,7 @@ def render(report: dict[str, Any]) -> str:
             f"{r['cpu_s']:>8.2f} {r['peak_mb']:>8.1f}"
         )
     lines += [
-        f"peak memory, full segment / 1% segment: {report['memory_growth']:.3f} "
+        f"peak memory, full object / 1% object: {report['memory_growth']:.3f} "
         "(bounded: it does not grow with the records)",
         f"an hour: {report['invocations_per_hour']:,} invocations "
         f"({report['segments_per_invocation']} segment(s) each within "

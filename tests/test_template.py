@@ -146,6 +146,7 @@ def test_parameter_defaults_are_the_documented_ones(template: Template) -> None:
         "ClockSkewSeconds": "5",
         "TokenRecordRetentionDays": "30",
         "UsageRetentionDays": "400",
+        "HotWindowDays": "30",
         "DigestGraceSeconds": "900",
         "DigestPeriodSeconds": "3600",
         "DefaultRequestsPerMinute": "0",
@@ -413,6 +414,7 @@ def test_outputs_name_the_deployment(template: Template) -> None:
         "UsageTableName": {"Ref": "UsageTable"},
         "AggregatesTableName": {"Ref": "AggregatesTable"},
         "DigestBucketName": {"Ref": "DigestBucket"},
+        "UsageArchiveDatabaseName": {"Ref": "UsageArchiveDatabase"},
         "DigestKeyArn": {"Fn::GetAtt": ["DigestKey", "Arn"]},
         "AuditorPolicyArn": {"Ref": "AuditorPolicy"},
         "SigningKeyArn": {"Fn::GetAtt": ["SigningKey", "Arn"]},
@@ -669,7 +671,14 @@ def test_the_auditor_policy_only_reads_the_ledger_aggregates_digests_and_deploym
         "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter"
         "/tokenbroker/${AWS::StackName}/deployment",
         "${AWS::StackId}",  # cloudformation:DescribeStacks: the CLI checks the parameter
+        # Athena over the usage archive: the Glue catalog, read-only
+        "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:catalog",
+        "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}"
+        ":database/${UsageArchiveDatabase}",
+        "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}"
+        ":table/${UsageArchiveDatabase}/usage",
     }
+    assert {a for a, r in grants if r == "UsageTable.Arn"} >= {"dynamodb:BatchGetItem"}
     assert {a for a, r in grants if r == "DigestKey.Arn"} == {"kms:Verify", "kms:GetPublicKey"}
     assert {a for a, r in grants if r.startswith("${DigestBucket")} == {
         "s3:GetObject",
@@ -679,7 +688,12 @@ def test_the_auditor_policy_only_reads_the_ledger_aggregates_digests_and_deploym
         "s3:ListBucket",
         "s3:ListBucketVersions",
     }
-    assert {a for a, r in grants if r.startswith("arn:")} == {"ssm:GetParameter"}
+    assert {a for a, r in grants if r.startswith("arn:") and ":ssm:" in r} == {"ssm:GetParameter"}
+    assert {a for a, r in grants if r.startswith("arn:") and ":ssm:" not in r} == {
+        "glue:GetDatabase",
+        "glue:GetTable",
+        "glue:GetPartitions",
+    }
     assert {a for a, r in grants if r == "${AWS::StackId}"} == {"cloudformation:DescribeStacks"}
     assert {a.split(":")[0] for a, r in grants if "Table" in r} == {"dynamodb"}
 
@@ -738,6 +752,7 @@ def test_the_deployment_parameter_names_what_the_token_function_uses(template: T
         "DIGEST_KEY_ID",
         "DIGEST_PERIOD_SECONDS",
         "DIGEST_GRACE_SECONDS",
+        "USAGE_HOT_WINDOW_DAYS",
         "SIGNING_KEY_ID",
         "SIGNING_KEY_SLOTS",
         "KEY_SET_PARAMETER",
@@ -876,7 +891,8 @@ def test_sam_roles_hold_only_the_inline_statements_and_the_basic_managed_policie
     stream_reader = "arn:aws:iam::aws:policy/service-role/AWSLambdaDynamoDBExecutionRole"
     for function in template.functions():
         role = roles[f"{function}Role"]
-        allowed = basic | ({stream_reader} if function == "AggregatesFunction" else set())
+        stream_functions = ("AggregatesFunction", "ArchiveFunction")
+        allowed = basic | ({stream_reader} if function in stream_functions else set())
         assert set(role["ManagedPolicyArns"]) <= allowed, function
         # SAM adds sqs:SendMessage on the function's own failure queue (DeadLetterQueue,
         # DestinationConfig.OnFailure): nothing else beyond the inline statements
@@ -892,12 +908,18 @@ def test_sam_roles_hold_only_the_inline_statements_and_the_basic_managed_policie
 def test_sam_wires_the_stream_with_whole_batches_and_the_insert_filter(
     transformed: dict[str, Any],
 ) -> None:
-    (mapping,) = _of_type(transformed, "AWS::Lambda::EventSourceMapping").values()
-    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["UsageTable", "StreamArn"]}
-    assert mapping["FunctionName"] == {"Ref": "AggregatesFunction"}
-    assert "FunctionResponseTypes" not in mapping
-    (pattern,) = (f["Pattern"] for f in mapping["FilterCriteria"]["Filters"])
-    assert json.loads(pattern) == {"eventName": ["INSERT"]}
+    mappings = _of_type(transformed, "AWS::Lambda::EventSourceMapping").values()
+    # a DynamoDB stream serves at most two consumers: the aggregates and the archive
+    assert sorted(m["FunctionName"]["Ref"] for m in mappings) == [
+        "AggregatesFunction",
+        "ArchiveFunction",
+    ]
+    for mapping in mappings:
+        assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["UsageTable", "StreamArn"]}
+        assert "FunctionResponseTypes" not in mapping
+        assert not mapping.get("BisectBatchOnFunctionError")
+        (pattern,) = (f["Pattern"] for f in mapping["FilterCriteria"]["Filters"])
+        assert json.loads(pattern) == {"eventName": ["INSERT"]}
 
 
 def test_the_auditor_policy_is_a_managed_policy_attached_to_nothing(

@@ -26,6 +26,7 @@ from tokenbroker.settings import Settings
 # Services and adapters are imported where they are built: each Lambda imports only what
 # it uses (the authorizer's cold start is budgeted; see benchmarks/).
 if TYPE_CHECKING:
+    from tokenbroker.adapters.archive import ArchiveReader, ArchiveWriter
     from tokenbroker.adapters.idps import DynamoIdpDirectory, IssuerKeys
     from tokenbroker.adapters.people import DynamoPeopleDirectory
     from tokenbroker.domain.keyset import KeySetView
@@ -446,6 +447,20 @@ class Container:
             s.require("usage_table")
             ddb = self.client("dynamodb")
             reader = AggregatesReader(ddb, table=s.aggregates_table) if s.aggregates_table else None
+            if s.digest_bucket:  # the archive tier (tokenbroker.services.audit_tiers)
+                from tokenbroker.adapters.ledger_items import from_plain
+                from tokenbroker.services.audit_tiers import AuditTiers
+
+                return AuditTiers(
+                    DynamoLedgerQuery(ddb, usage_table=s.usage_table),
+                    archive=self.archive_reader,
+                    decode=from_plain,
+                    hot_window_days=s.usage_hot_window_days,
+                    aggregates=reader,
+                    registry=reader,
+                    clock=self.clock,
+                    export_page_size=50,
+                )
             return AuditService(
                 DynamoLedgerQuery(ddb, usage_table=s.usage_table),
                 aggregates=reader,
@@ -462,15 +477,19 @@ class Container:
         """Seals and verifies the ledger's digests, trusting the deployment's key."""
 
         def make() -> DigestService:
+            from tokenbroker.adapters.archive_hot import HotLedgerHashes
             from tokenbroker.adapters.digest_store import S3DigestStore
-            from tokenbroker.adapters.ledger_scan import LedgerScanner
             from tokenbroker.services.digests import DigestService
 
             s = self.settings
             s.require("usage_table", "digest_bucket", "digest_key_id")
             return DigestService(
                 store=S3DigestStore(self.client("s3"), bucket=s.digest_bucket),
-                ledger=LedgerScanner(self.client("dynamodb"), table=s.usage_table),
+                # the archive tier (adapters/archive.py); ledger_scan.LedgerScanner stays
+                # until the by_hour index goes
+                ledger=self.archive_reader,
+                hot=HotLedgerHashes(self.client("dynamodb"), table=s.usage_table),
+                hot_window_days=s.usage_hot_window_days,
                 signer=self.digest_key(s.digest_key_id),
                 period_seconds=s.digest_period_seconds,
                 grace_seconds=s.digest_grace_seconds,
@@ -489,6 +508,30 @@ class Container:
         from tokenbroker.adapters.digest_dispatch import LambdaDispatcher
 
         return LambdaDispatcher(self.client("lambda"), name)
+
+    @property
+    def archive_reader(self) -> ArchiveReader:
+        """The usage archive (cold tier) in the digest bucket."""
+
+        def make() -> ArchiveReader:
+            from tokenbroker.adapters.archive import ArchiveReader
+
+            self.settings.require("digest_bucket")
+            return ArchiveReader(self.client("s3"), bucket=self.settings.digest_bucket)
+
+        return self._once("archive_reader", make)  # type: ignore[no-any-return]
+
+    @property
+    def archive_writer(self) -> ArchiveWriter:
+        """Writes usage stream batches into the archive (functions/archive)."""
+
+        def make() -> ArchiveWriter:
+            from tokenbroker.adapters.archive import ArchiveWriter
+
+            self.settings.require("digest_bucket")
+            return ArchiveWriter(self.client("s3"), bucket=self.settings.digest_bucket)
+
+        return self._once("archive_writer", make)  # type: ignore[no-any-return]
 
     def digest_key(self, key_id: str) -> DigestSigner:
         """A KMS digest key (the deployment's, or one an auditor pins to verify with)."""

@@ -25,6 +25,7 @@ from tokenbroker.domain.models import Decision, EventType, UsageRecord
 from tokenbroker.local.stack import LocalStack
 
 pytestmark = pytest.mark.http
+HOUR = 3_600_000
 
 
 @pytest.fixture
@@ -87,6 +88,9 @@ def test_a_fresh_dev_stack_passes_verify_and_a_hidden_deletion_fails_it(
     ddb = _client(stack, "dynamodb")
     for record in (victim, _allowed(victim_period + 20), _allowed(victim_period + period + 5)):
         ddb.put_item(TableName=settings.usage_table, Item=usage_item(record))
+    stack.drain()  # the stream's two consumers ran in-process: the archive holds them
+    archived = [x["id"] for x in bootstrap.default().archive_reader.records(now - HOUR, now)]
+    assert victim.record_id in archived
     digests = bootstrap.default().digests
     assert victim_period in digests.seal_due()  # what the scheduled function runs
     sealed = _verify(stack, "--since", "15m")

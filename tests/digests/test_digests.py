@@ -141,11 +141,16 @@ def env(request: pytest.FixtureRequest) -> Iterator[Env]:
         assert settings.digest_period_seconds == 60
         assert settings.digest_grace_seconds * 1000 == GRACE
         clock = FixedClock(SEAL_NOW / 1000)
+        service = build(settings, aws=clients.__getitem__, clock=clock).digests
+        # The sealing and verifying logic over a LedgerReader, read from the table's
+        # by_hour index here; the deployment reads the archive (tests/archive).
+        service.ledger = LedgerScanner(clients["dynamodb"], table=settings.usage_table)
+        service.hot = None
         yield Env(
             clients=clients,
             settings=settings,
             clock=clock,
-            service=build(settings, aws=clients.__getitem__, clock=clock).digests,
+            service=service,
             table=settings.usage_table,
             bucket=settings.digest_bucket,
             records={},
@@ -629,6 +634,7 @@ def test_report_shape(sealed: Sealed) -> None:
         "expired": [],
         "detail": "",
         "problems": [],
+        "hot_changed": [],
     }
     assert report.ok
 

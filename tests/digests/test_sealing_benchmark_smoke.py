@@ -17,9 +17,7 @@ if str(ROOT) not in sys.path:  # `benchmarks` is a top-level directory, not inst
 
 from benchmarks import ledger_sealing as bench  # noqa: E402
 
-from tokenbroker.domain.ledger import INDEXES  # noqa: E402
-
-RATE = 256 / 30  # two records per shard per minute
+RATE = 256 / 30  # 30,720 records an hour
 
 
 @pytest.fixture(scope="module")
@@ -31,20 +29,21 @@ def test_each_invocation_is_measured_in_its_own_process(report: dict[str, Any]) 
     kinds = [r["kind"] for r in report["invocations_measured"]]
     assert kinds == ["worker", "worker", "finisher"]
     full, small, finisher = report["invocations_measured"]
-    assert report["records_per_segment"] == full["records"] == 2
-    assert small["records"] == 0  # 1/100 of two per minute
-    assert finisher["sealed"] == [bench.START_MS]  # the last segment seals the period
-    assert full["sealed"] == []  # the other 255 are not done in that store
+    # 30,720 records an hour: 13 archive objects of 2,363 records
+    assert report["segments_per_hour"] == 13
+    assert report["records_per_segment"] == full["records"] == 2363
+    assert small["records"] == 24  # objects 1/100 of the size
+    minutes = [bench.START_MS + m * 60_000 for m in range(60)]
+    assert finisher["sealed"] == minutes  # the last object seals the hour's periods
+    assert full["sealed"] == []  # the other 12 are not done in that store
     for r in report["invocations_measured"]:
         assert 10 < r["peak_mb"] < bench.MEMORY_LIMIT_MB
         assert r["cpu_s"] >= 0
 
 
-def test_the_hour_is_counted_from_the_key_design(report: dict[str, Any]) -> None:
-    shards = INDEXES["by_hour"].shards
-    assert report["shards"] == shards
+def test_the_hour_is_counted_from_the_archive_objects(report: dict[str, Any]) -> None:
     assert report["records_per_hour"] == int(RATE * 3600)
-    units = shards * 60  # one-minute periods
+    units = report["segments_per_hour"]  # an object is sealed for all its periods at once
     batch = report["segments_per_invocation"]
     assert batch >= 1
     assert report["invocations_per_hour"] == -(-units // batch) + bench.SCHEDULED_PER_HOUR
@@ -60,5 +59,5 @@ def test_a_whole_hour_sealed_through_workers_verifies_intact(tmp_path: Path) -> 
     assert hour["invocations"] >= 2  # the scheduled run dispatched the rest
     assert hour["sealed_periods"] == 4
     assert hour["statuses"] == ["intact"]
-    per_minute = round(8 * 60 / INDEXES["by_hour"].shards)
-    assert hour["records"] == per_minute * 60 * INDEXES["by_hour"].shards
+    objects = bench.objects_per_hour(8)  # 28,800 records: 12 objects of 2,400
+    assert hour["records"] == objects * bench.records_per_object(8) == 28_800

@@ -23,6 +23,8 @@ from botocore.exceptions import ClientError
 from click.testing import CliRunner, Result
 
 from tokenbroker.adapters import digest_store
+from tokenbroker.adapters.archive import ArchiveWriter, StreamImage
+from tokenbroker.adapters.ledger_scan import plain
 from tokenbroker.adapters.usage import usage_item
 from tokenbroker.bootstrap import build
 from tokenbroker.cli.deployment import load_settings
@@ -66,12 +68,19 @@ def record(at_ms: int) -> UsageRecord:
 
 @dataclass
 class Ledger:
+    """The table, and the archive the stream function writes from it (as it would)."""
+
     dynamodb: Any
     table: str
+    s3: Any
+    bucket: str
 
     def write(self, records: list[UsageRecord]) -> None:
-        for r in records:
-            self.dynamodb.put_item(TableName=self.table, Item=usage_item(r))
+        writer = ArchiveWriter(self.s3, bucket=self.bucket)
+        for n, r in enumerate(records):
+            item = usage_item(r)
+            self.dynamodb.put_item(TableName=self.table, Item=item)
+            writer.write_batch([StreamImage(f"{r.at_ms}{n:06d}", r.record_id, plain(item))])
 
 
 @pytest.fixture(autouse=True)
@@ -120,7 +129,12 @@ def stack() -> Iterator[Stack]:
         settings = load_settings(name, boto3.Session())
         assert settings.digest_period_seconds == 60
         now = int(time.time() * 1000)
-        book = Ledger(boto3.client("dynamodb", region_name=REGION), settings.usage_table)
+        book = Ledger(
+            boto3.client("dynamodb", region_name=REGION),
+            settings.usage_table,
+            boto3.client("s3", region_name=REGION),
+            settings.digest_bucket,
+        )
         yield Stack(name, settings, book, now - now % P)
 
 
@@ -254,9 +268,15 @@ def test_deleting_a_record_and_its_periods_digests_then_waiting_for_the_sealer_f
     assert code == 1
     rows = periods(document["periods"])
     assert sorted(rows) == list(range(victim_period, stack.now - P, P))
-    assert rows[victim_period]["problems"] == ["digest_deleted", "manifest_deleted", "tampered"]
-    assert rows[victim_period]["deleted"] == [victim]
-    assert "9 failed (digest_deleted 9, manifest_deleted 9, tampered 1)" in document["summary"]
+    # the archive still holds it; the table lost it before its ttl: the hot tier fails
+    assert rows[victim_period]["problems"] == [
+        "digest_deleted",
+        "manifest_deleted",
+        "hot_tampered",
+    ]
+    assert rows[victim_period]["hot_changed"] == [victim]
+    assert "deleted before its ttl" in rows[victim_period]["detail"]
+    assert "9 failed (digest_deleted 9, hot_tampered 1, manifest_deleted 9)" in document["summary"]
 
 
 def test_without_object_lock_a_period_resealed_from_a_doctored_table_is_a_late_seal(

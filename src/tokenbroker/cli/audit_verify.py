@@ -28,6 +28,7 @@ VERIFY_FIELDS = (
     Field("deleted", "list"),
     Field("added", "list"),
     Field("expired", "list"),
+    Field("hot_changed", "list"),
     Field("detail"),
 )
 #: show a progress bar on stderr from this many periods on
@@ -84,8 +85,10 @@ def verify(
     signed by the trusted key), bad_signature, broken_chain, manifest_deleted,
     manifest_replaced, bad_manifest, late_seal (sealed after the grace period),
     tampered (records altered or deleted since sealing), late_record (records the seal
-    does not list). Then one summary line naming the key trusted. Periods are checked
-    against the versions the sealer wrote, so deleting digests does not hide anything.
+    does not list), hot_tampered (a sealed record changed in, or deleted before its ttl
+    from, the usage table while it is in the hot window). Then one summary line naming
+    the key trusted. Periods are checked against the versions the sealer wrote, so
+    deleting digests does not hide anything.
     Exit code 0 if no period failed, 1 otherwise.
 
     \b
@@ -163,5 +166,6 @@ def _row(r: Any) -> dict[str, Any]:
         "deleted": r.deleted,
         "added": r.added,
         "expired": r.expired,
+        "hot_changed": r.hot_changed,
         "detail": r.detail,
     }

@@ -121,7 +121,7 @@ class AuditService:
         else:
             stream = self._queries.newest_first(filters, limit + 1)
         if progress is not None:
-            stream = _reporting(stream, progress)
+            stream = reporting(stream, progress)
         records = list(itertools.islice(stream, limit + 1))
         if len(records) <= limit:
             return Page(records, None)
@@ -166,7 +166,7 @@ class AuditService:
         return self._aggregates
 
 
-def _reporting(
+def reporting(
     stream: Iterable[UsageRecord], progress: Callable[[int], None]
 ) -> Iterator[UsageRecord]:
     for record in stream:

@@ -37,6 +37,7 @@ from tokenbroker.domain.digest_format import (
 )
 from tokenbroker.domain.ports import DigestSigner
 from tokenbroker.services.digests import HEAD_LOOKBACK_MS, Genesis, group_by_hour, in_order
+from tokenbroker.services.tier_verify import HotCheck, describe
 
 if TYPE_CHECKING:
     from tokenbroker.services.digests import DigestService
@@ -54,6 +55,7 @@ Status = Literal[
     "manifest_replaced",
     "bad_manifest",
     "tampered",
+    "hot_tampered",
     "late_seal",
     "late_record",
     "missing_digest",
@@ -70,6 +72,7 @@ SEVERITY: tuple[str, ...] = (
     "manifest_replaced",
     "bad_manifest",
     "tampered",
+    "hot_tampered",
     "late_seal",
     "late_record",
     "missing_digest",
@@ -94,6 +97,8 @@ class PeriodReport:
     expired: list[str] = field(default_factory=list)
     detail: str = ""
     problems: list[str] = field(default_factory=list)
+    #: sealed records changed in, or deleted before their ttl from, the hot tier
+    hot_changed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -132,6 +137,8 @@ class _Period:
     added: set[str] = field(default_factory=set)
     expired: set[str] = field(default_factory=set)
     current: int = 0
+    hot: HotCheck | None = None  # the hot-tier check, while the period is in the window
+    hot_changed: set[str] = field(default_factory=set)
 
     def problem(self, status: str, detail: str) -> None:
         self.problems.append((status, detail))
@@ -191,6 +198,7 @@ class DigestVerifier:
                 state = self._statement(start, previous, now_ms)
                 states.append(state)
                 previous = state.body
+            self._hot_checks(states, now_ms)
             self._records(states)
             yield from (self._report(s, now_ms) for s in states)
 
@@ -316,6 +324,21 @@ class DigestVerifier:
                 if state.start not in seen and state.seals and segment in state.seals:
                     self._compare(state, segment, iter(()))
 
+    def _hot_checks(self, states: list[_Period], now_ms: int) -> None:
+        """Periods still inside the hot window also check their sealed records in the
+        table (tokenbroker.services.tier_verify)."""
+        source, window = self._s.hot, self._s.hot_window_ms
+        if source is None:
+            return
+        for state in states:
+            if state.seals is not None and state.end > now_ms - window:
+
+                def report(kind: str, ids: list[str], state: _Period = state) -> None:
+                    state.problem("hot_tampered", describe(kind, ids))
+                    state.hot_changed.update(ids)
+
+                state.hot = HotCheck(source, now_ms, report)
+
     def _compare(self, state: _Period, segment: str, current: Iterable[ManifestLine]) -> None:
         if state.seals is None:  # nothing authentic to compare with: count only
             state.current += sum(1 for _ in current)
@@ -324,6 +347,8 @@ class DigestVerifier:
         sealed = self._segment_lines(state, segment, seal) if seal else iter(())
         now_s = self._now_ms // 1000
         for mine, theirs in _merge(sealed, current):
+            if mine is not None and state.hot is not None:
+                state.hot.add(mine)
             if theirs is not None:
                 state.current += 1
             if mine is None and theirs is not None:
@@ -379,6 +404,8 @@ class DigestVerifier:
 
     # ---- verdict --------------------------------------------------------------------
     def _report(self, state: _Period, now: int) -> PeriodReport:
+        if state.hot is not None:
+            state.hot.finish()
         both = state.deleted & state.added  # moved inside the period: an alteration
         altered = sorted(state.altered | both)
         deleted, added = sorted(state.deleted - both), sorted(state.added - both)
@@ -406,6 +433,7 @@ class DigestVerifier:
             expired,
             "; ".join(d for d in details if d),
             [s for s in SEVERITY if s in found],
+            sorted(state.hot_changed),
         )
 
 

@@ -55,6 +55,7 @@ from tokenbroker.domain.units import DAY_MS
 
 if TYPE_CHECKING:
     from tokenbroker.services.digest_verify import DigestVerifier, PeriodReport
+    from tokenbroker.services.tier_verify import HotRecords
 
 #: one invocation's sealing work: a segment is started only if it should end within this
 #: (judged by the slowest segment so far), and dispatched batches are sized to it
@@ -130,6 +131,10 @@ class DigestService:
         #: how long past ``end + grace`` a missing digest still counts as "unsealed",
         #: and a seal as on time (the function runs every 15 minutes and may be retried)
         pending_seconds: int = 1800,
+        #: the hot tier verify also checks sealed records in, for periods ending within
+        #: ``hot_window_days`` of now (tokenbroker.services.tier_verify); None: archive only
+        hot: HotRecords | None = None,
+        hot_window_days: int = 0,
     ) -> None:
         if period_seconds <= 0 or 86_400 % period_seconds or period_seconds > 3600:
             raise ConfigurationError("DIGEST_PERIOD_SECONDS must divide an hour")
@@ -143,6 +148,8 @@ class DigestService:
         self.clock = clock
         self._max_periods = max_periods_per_run
         self.pending_ms = pending_seconds * 1000
+        self.hot = hot
+        self.hot_window_ms = hot_window_days * DAY_MS
 
     # ---- time -----------------------------------------------------------------------
     def now(self, now_ms: int | None = None) -> int:

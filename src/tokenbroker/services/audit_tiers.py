@@ -1,0 +1,162 @@
+"""The auditors' queries across the two tiers of the usage ledger: DynamoDB holds the
+hot window (``usage_hot_window_days``), the archive (gzip JSONL under Object Lock, see
+:mod:`tokenbroker.adapters.archive`) holds everything older. ``usage`` and ``export``
+split a range at ``now - hot window``: the part after it is answered by the hot tier's
+own service (:class:`~tokenbroker.services.audit.AuditService`), the part before it by
+the archive, hour by hour, with the same filters, and the two are joined in order, so
+the answer does not change when records move tiers. Cursors are the hot tier's
+``(at, id)`` cursors, so a page may end in one tier and the next begin in the other.
+
+Memory for the archive part: one hour's matching records (an hour is read whole, then
+sorted and filtered); larger questions are Athena's (README: "Querying the archive").
+Archive failures raise ArchiveUnavailable naming the hour: never a shorter answer.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
+
+from tokenbroker.domain.clock import Clock
+from tokenbroker.domain.errors import ConfigurationError, InvalidQuery
+from tokenbroker.domain.models import UsageRecord
+from tokenbroker.domain.units import DAY_MS, HOUR_MS
+from tokenbroker.services.audit import AuditService, reporting
+from tokenbroker.services.audit_query import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    Cursor,
+    Page,
+    UsageFilters,
+    query_fingerprint,
+)
+
+
+class ArchivedHours(Protocol):
+    """The cold tier, one UTC hour at a time."""
+
+    def hour_records(self, hour_start: int, lo: int, hi: int) -> list[dict[str, Any]]:
+        """The hour's records with ``lo <= at < hi`` (plain values) in (at, id) order."""
+        ...
+
+
+class AuditTiers(AuditService):
+    """:class:`AuditService` whose record reads span the hot tier and the archive."""
+
+    def __init__(
+        self,
+        reader: Any,
+        *,
+        archive: ArchivedHours,
+        decode: Callable[[Mapping[str, Any]], UsageRecord],
+        hot_window_days: int,
+        clock: Clock,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(reader, clock=clock, **kwargs)
+        if hot_window_days < 1:
+            raise ConfigurationError("USAGE_HOT_WINDOW_DAYS must be at least 1")
+        self._archive = archive
+        self._decode = decode
+        self._window_ms = hot_window_days * DAY_MS
+        self._clock = clock
+
+    def boundary(self) -> int:
+        """Records before this time (ms) are read from the archive."""
+        return int(self._clock() * 1000) - self._window_ms
+
+    # ---- usage: newest first -------------------------------------------------------
+    def usage(
+        self,
+        filters: UsageFilters,
+        limit: int = DEFAULT_LIMIT,
+        cursor: str = "",
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> Page:
+        cut = self.boundary()
+        if filters.since_ms >= cut:
+            return super().usage(filters, limit, cursor, progress=progress)
+        filters.validate()
+        if not 1 <= limit <= MAX_LIMIT:
+            raise InvalidQuery(f"limit must be within 1..{MAX_LIMIT}", parameter="limit")
+        fingerprint = query_fingerprint(filters)
+        after: Cursor | None = None
+        if cursor:
+            after = Cursor.decode(cursor)
+            if after.query != fingerprint:
+                raise InvalidQuery(
+                    "the next-page token belongs to a query with other filters",
+                    parameter="next_token",
+                )
+            if after.at < filters.since_ms:
+                return Page([], None)
+        until = filters.until_ms if after is None else min(filters.until_ms, after.at + 1)
+        stream: Iterator[UsageRecord] = itertools.chain(
+            self._hot_newest(filters, cut, until), self._cold_newest(filters, cut, until)
+        )
+        if after is not None:
+            stream = (r for r in stream if (r.at_ms, r.record_id) < (after.at, after.id))
+        if progress is not None:
+            stream = reporting(stream, progress)
+        records = list(itertools.islice(stream, limit + 1))
+        if len(records) <= limit:
+            return Page(records, None)
+        last = records[limit - 1]
+        return Page(records[:limit], Cursor(last.at_ms, last.record_id, fingerprint).encode())
+
+    def _hot_newest(self, filters: UsageFilters, cut: int, until: int) -> Iterator[UsageRecord]:
+        if until <= cut:
+            return
+        hot = UsageFilters(**{**filters.__dict__, "since_ms": cut, "until_ms": until})
+        token = ""
+        while True:
+            page = super().usage(hot, MAX_LIMIT, token)
+            yield from page.records
+            if not page.next_token:
+                return
+            token = page.next_token
+
+    def _cold_newest(self, filters: UsageFilters, cut: int, until: int) -> Iterator[UsageRecord]:
+        hi = min(until, cut)
+        wanted = filters.fields()
+        for hour_start in reversed(_hour_starts(filters.since_ms, hi)):
+            lo, top = max(filters.since_ms, hour_start), min(hi, hour_start + HOUR_MS)
+            found = self._matching(self._archive.hour_records(hour_start, lo, top), wanted)
+            yield from reversed(list(found))
+
+    # ---- export: oldest first ------------------------------------------------------
+    def export(
+        self, since_ms: int, until_ms: int, filters: UsageFilters | None = None
+    ) -> Iterator[UsageRecord]:
+        UsageFilters(since_ms, until_ms).validate()
+        cut = self.boundary()
+        if since_ms >= cut:
+            yield from super().export(since_ms, until_ms, filters)
+            return
+        wanted = (filters or UsageFilters(since_ms, until_ms)).fields()
+        hi = min(until_ms, cut)
+        for hour_start in _hour_starts(since_ms, hi):
+            lo, top = max(since_ms, hour_start), min(hi, hour_start + HOUR_MS)
+            yield from self._matching(self._archive.hour_records(hour_start, lo, top), wanted)
+        if until_ms > cut:
+            yield from super().export(cut, until_ms, filters)
+
+    def _matching(
+        self, images: Iterable[Mapping[str, Any]], wanted: Mapping[str, str]
+    ) -> Iterator[UsageRecord]:
+        for image in images:
+            record = self._decode(image)
+            if all(_text(getattr(record, k)) == v for k, v in wanted.items()):
+                yield record
+
+
+def _text(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def _hour_starts(since_ms: int, until_ms: int) -> list[int]:
+    if until_ms <= since_ms:
+        return []
+    return list(range(since_ms - since_ms % HOUR_MS, until_ms, HOUR_MS))
