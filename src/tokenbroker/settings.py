@@ -42,6 +42,8 @@ class Settings:
     #: JSON object "METHOD /route" -> required scope template ("" = any valid token)
     route_scopes: tuple[tuple[str, str], ...] = field(default=(), metadata=_env("ROUTE_SCOPES"))
     usage_retention_days: int = field(default=400, metadata=_env("USAGE_RETENTION_DAYS"))
+    #: how long usage items and auditor index pages stay in DynamoDB (their TTL)
+    usage_hot_window_days: int = field(default=30, metadata=_env("USAGE_HOT_WINDOW_DAYS"))
     aggregates_table: str = field(default="", metadata=_env("AGGREGATES_TABLE"))
     digest_bucket: str = field(default="", metadata=_env("DIGEST_BUCKET"))
     digest_key_id: str = field(default="", metadata=_env("DIGEST_KEY_ID"))

@@ -23,28 +23,33 @@ from typing import Any, Final
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from tokenbroker.domain.errors import MalformedRecord
-from tokenbroker.domain.ledger import INDEXES, SORT_KEY, hour_of, index_keys
+from tokenbroker.domain.ledger import INDEXES, SORT_KEY, TTL_ATTRIBUTE, hour_of, index_keys
+from tokenbroker.domain.units import DAY_SECONDS
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
 
 # ---- attribute names (template.yaml declares the key and index attributes) ----------
+# Short names: DynamoDB bills an item by its names' bytes too, and one write unit is
+# 1 KB; the usage item is the one item written per allowed request.
 ID: Final = "id"
 AT: Final = SORT_KEY
-EVENT: Final = "event"
-DECISION: Final = "decision"
-REASON: Final = "reason"
-PRINCIPAL: Final = "principal"
-CLIENT_ID: Final = "client_id"
-JKT: Final = "jkt"
-TOKEN_JTI: Final = "token_jti"
-PROOF_JTI_HASH: Final = "proof_jti_hash"
-METHOD: Final = "method"
-ROUTE: Final = "route"
-RESOURCE: Final = "resource"
-SOURCE_IP: Final = "source_ip"
-USER_AGENT: Final = "user_agent"
-REQUEST_ID: Final = "request_id"
-TTL: Final = "ttl"
-ACTOR: Final = "actor"
+EVENT: Final = "e"
+DECISION: Final = "d"
+REASON: Final = "r"
+PRINCIPAL: Final = "p"
+CLIENT_ID: Final = "c"
+JKT: Final = "k"
+TOKEN_JTI: Final = "t"
+PROOF_JTI_HASH: Final = "h"
+METHOD: Final = "m"
+ROUTE: Final = "ro"
+RESOURCE: Final = "rs"
+SOURCE_IP: Final = "ip"
+USER_AGENT: Final = "ua"
+REQUEST_ID: Final = "rq"
+TTL: Final = TTL_ATTRIBUTE
+ACTOR: Final = "ac"
+#: the evidence retention (epoch s) when it differs from ``ttl`` (the hot window's end)
+RETAIN_UNTIL: Final = "ru"
 
 #: record field -> item attribute, for every field of UsageRecord (a test checks)
 ATTRIBUTES: Final[Mapping[str, str]] = {
@@ -84,11 +89,21 @@ _ser = TypeSerializer()
 _des = TypeDeserializer()
 
 
-def to_item(record: UsageRecord) -> dict[str, Any]:
-    """The item of a ledger record (DynamoDB JSON). Empty values are left out."""
+def to_item(record: UsageRecord, *, hot_window_days: int | None = None) -> dict[str, Any]:
+    """The item of a ledger record (DynamoDB JSON). Empty values are left out.
+
+    With ``hot_window_days`` the item's TTL is the end of the hot window (``at`` + the
+    window, never later than the record's retention), and the retention, if it differs,
+    is kept in ``ru``: DynamoDB holds the hot window, the archive the whole retention.
+    """
     values: dict[str, Any] = {
         attribute: _value(getattr(record, name)) for name, attribute in ATTRIBUTES.items()
     }
+    if hot_window_days is not None and record.retain_until:
+        hot_until = record.at_ms // 1000 + hot_window_days * DAY_SECONDS
+        if hot_until < record.retain_until:
+            values[TTL] = hot_until
+            values[RETAIN_UNTIL] = record.retain_until
     values.update(
         index_keys(
             record.record_id,
@@ -123,6 +138,8 @@ def from_plain(image: Mapping[str, Any]) -> UsageRecord:
     values: dict[str, Any] = {}
     for name, attribute in ATTRIBUTES.items():
         value = image.get(attribute)
+        if name == "retain_until" and image.get(RETAIN_UNTIL) is not None:
+            value = image[RETAIN_UNTIL]  # the item's TTL is the hot window's end
         if value is None:
             if name in _REQUIRED:
                 raise MalformedRecord(f"attribute {attribute!r} is missing")
