@@ -27,9 +27,13 @@ class DynamoUsageLedger:
     record and the replay guard. What the client and device may still do is decided
     before (the service's liveness view, see :mod:`tokenbroker.domain.liveness`)."""
 
-    def __init__(self, dynamodb: Any, *, usage_table: str) -> None:
+    def __init__(
+        self, dynamodb: Any, *, usage_table: str, hot_window_days: int | None = None
+    ) -> None:
         self._ddb = dynamodb
         self._usage = usage_table
+        #: the item's TTL is the hot window's end (the archive keeps the retention)
+        self._hot_window_days = hot_window_days
         self._put_item = LeanPutItem.for_client(dynamodb)  # the write's transport
 
     def record_use(self, record: UsageRecord) -> None:
@@ -46,7 +50,7 @@ class DynamoUsageLedger:
 
     def _insert(self, record: UsageRecord) -> bool:
         """Put the record unless its id exists; False if it did."""
-        item = usage_item(record)
+        item = usage_item(record, hot_window_days=self._hot_window_days)
         with failing_closed("dynamodb:PutItem"):
             try:
                 # botocore's put_item semantics at a fraction of its CPU (put_item.py)
