@@ -24,8 +24,8 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from tokenbroker.domain.errors import MalformedRecord
 from tokenbroker.domain.ledger import INDEXES, SORT_KEY, TTL_ATTRIBUTE, hour_of, index_keys
-from tokenbroker.domain.units import DAY_SECONDS
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
+from tokenbroker.domain.units import DAY_SECONDS
 
 # ---- attribute names (template.yaml declares the key and index attributes) ----------
 # (Shorter names would save ~110 B of the ~630 B item, i.e. storage, not write units:

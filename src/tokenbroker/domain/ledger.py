@@ -31,10 +31,7 @@ class LedgerIndex:
 #: per-record GSIs by principal, device, token and resource are gone (each was one more
 #: write unit per request): those lookups read the stream-built index pages.
 INDEXES: dict[str, LedgerIndex] = {
-    i.name: i
-    for i in (
-        LedgerIndex("by_hour", "hour_shard", "hour", 256),
-    )
+    i.name: i for i in (LedgerIndex("by_hour", "hour_shard", "hour", 256),)
 }
 #: the sort key of every index: milliseconds since the epoch
 SORT_KEY = "at"
