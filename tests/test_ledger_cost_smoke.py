@@ -33,6 +33,7 @@ def test_an_allowed_request_is_copied_into_the_table_and_every_index() -> None:
     [request] = bench.edge_records(1, seed=1)
     copies = usage.copies(to_item(request))
     assert [where for where, _ in copies] == ["table", *INDEXES]
+    assert INDEXES.keys() == {"by_hour"}  # no per-record GSI by principal/device/token/model
     assert len({size for _, size in copies}) == 1  # ALL projections: full copies
 
 
@@ -46,7 +47,6 @@ def test_sparse_indexes_skip_records_without_their_key() -> None:
     )
     assert [where for where, _ in usage.copies(to_item(admin))] == [
         "table",
-        "by_principal",
         "by_hour",
     ]
 
@@ -61,3 +61,43 @@ def test_the_aggregates_are_written_once_per_principal_hour_and_batch() -> None:
     assert counted.calls["PutItem"] == counted.writes - counted.calls["UpdateItem"] == expected
     assert counted.calls["GetItem"] == expected
     assert counted.write_units >= expected
+
+
+def test_an_allowed_request_costs_one_write_unit_without_by_hour_and_two_with_it() -> None:
+    usage = bench.Table.of(load_template().tables()["UsageTable"])
+    [request] = bench.edge_records(1, seed=3)
+    item = to_item(request, hot_window_days=30)
+    assert bench.item_size(item) <= 1024
+    assert sum(bench.units(size, 1024) for _, size in usage.copies(item)) == 2
+    merged = usage.without("by_hour")
+    assert [where for where, _ in merged.copies(item)] == ["table"]
+
+
+def test_the_archive_is_one_gzip_object_per_batch_and_hour() -> None:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    des = TypeDeserializer()
+    records = bench.edge_records(50, seed=4)
+    plain = [{k: des.deserialize(v) for k, v in to_item(r).items()} for r in records]
+    objects, size = bench.archive_objects(plain, batch_size=20)
+    hours = sum(
+        len({hour_of(r.at_ms) for r in records[start : start + 20]}) for start in (0, 20, 40)
+    )
+    assert objects == hours
+    assert 0 < size < sum(bench.item_size(to_item(r)) for r in records)  # it compresses
+
+
+# ---------------------------------------------------------------------- the usage item
+
+
+def test_the_usage_item_expires_at_the_hot_window_and_keeps_the_retention() -> None:
+    from tokenbroker.adapters.ledger_items import RETAIN_UNTIL, from_item
+
+    [request] = bench.edge_records(1, seed=5)
+    item = to_item(request, hot_window_days=30)
+    assert int(item["ttl"]["N"]) == request.at_ms // 1000 + 30 * 86_400
+    assert int(item[RETAIN_UNTIL]["N"]) == request.retain_until
+    assert from_item(item) == request  # the record is unchanged: only its TTL moved
+    # a window past the retention changes nothing (TTL never later than the retention)
+    assert to_item(request, hot_window_days=10_000) == to_item(request)
+    assert RETAIN_UNTIL not in to_item(request)

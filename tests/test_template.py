@@ -244,10 +244,6 @@ def test_tables_have_the_keys_indexes_and_ttl_the_adapters_rely_on(template: Tem
     }
     assert tables["UsageTable"]["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
     assert _indexes(tables["UsageTable"]) == {
-        "by_principal": [("principal_shard", "HASH"), ("at", "RANGE")],
-        "by_device": [("device_shard", "HASH"), ("at", "RANGE")],
-        "by_token": [("token_shard", "HASH"), ("at", "RANGE")],
-        "by_resource": [("resource_shard", "HASH"), ("at", "RANGE")],
         "by_hour": [("hour_shard", "HASH"), ("at", "RANGE")],
     }
     assert tables["UsageTable"]["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}

@@ -361,7 +361,11 @@ class Container:
 
             s = self.settings
             s.require("usage_table")
-            return DynamoUsageLedger(self.client("dynamodb"), usage_table=s.usage_table)
+            return DynamoUsageLedger(
+                self.client("dynamodb"),
+                usage_table=s.usage_table,
+                hot_window_days=s.usage_hot_window_days,
+            )
 
         return self._once("usage", make)  # type: ignore[no-any-return]
 

@@ -23,10 +23,13 @@ from typing import Any, Final
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from tokenbroker.domain.errors import MalformedRecord
-from tokenbroker.domain.ledger import INDEXES, SORT_KEY, hour_of, index_keys
+from tokenbroker.domain.ledger import INDEXES, SORT_KEY, TTL_ATTRIBUTE, hour_of, index_keys
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
+from tokenbroker.domain.units import DAY_SECONDS
 
 # ---- attribute names (template.yaml declares the key and index attributes) ----------
+# (Shorter names would save ~110 B of the ~630 B item, i.e. storage, not write units:
+# the item is one write unit either way. Tests and tools read these names; kept.)
 ID: Final = "id"
 AT: Final = SORT_KEY
 EVENT: Final = "event"
@@ -43,8 +46,10 @@ RESOURCE: Final = "resource"
 SOURCE_IP: Final = "source_ip"
 USER_AGENT: Final = "user_agent"
 REQUEST_ID: Final = "request_id"
-TTL: Final = "ttl"
+TTL: Final = TTL_ATTRIBUTE
 ACTOR: Final = "actor"
+#: the evidence retention (epoch s) when it differs from ``ttl`` (the hot window's end)
+RETAIN_UNTIL: Final = "ru"
 
 #: record field -> item attribute, for every field of UsageRecord (a test checks)
 ATTRIBUTES: Final[Mapping[str, str]] = {
@@ -84,11 +89,28 @@ _ser = TypeSerializer()
 _des = TypeDeserializer()
 
 
-def to_item(record: UsageRecord) -> dict[str, Any]:
-    """The item of a ledger record (DynamoDB JSON). Empty values are left out."""
+def to_item(record: UsageRecord, *, hot_window_days: int | None = None) -> dict[str, Any]:
+    """The item of a ledger record (DynamoDB JSON). Empty values are left out.
+
+    With ``hot_window_days`` the item's TTL is the end of the hot window (``at`` + the
+    window, never later than the record's retention), and the retention, if it differs,
+    is kept in ``ru``: DynamoDB holds the hot window, the archive the whole retention.
+    """
+    values = item_values(record, hot_window_days=hot_window_days)
+    return {k: _ser.serialize(v) for k, v in values.items() if v != ""}
+
+
+def item_values(record: UsageRecord, *, hot_window_days: int | None = None) -> dict[str, Any]:
+    """The item's attributes as plain values (str/int; empty ones included): what
+    :func:`to_item` serialises, and what the edge's lean writer spells as JSON itself."""
     values: dict[str, Any] = {
         attribute: _value(getattr(record, name)) for name, attribute in ATTRIBUTES.items()
     }
+    if hot_window_days is not None and record.retain_until:
+        hot_until = record.at_ms // 1000 + hot_window_days * DAY_SECONDS
+        if hot_until < record.retain_until:
+            values[TTL] = hot_until
+            values[RETAIN_UNTIL] = record.retain_until
     values.update(
         index_keys(
             record.record_id,
@@ -101,7 +123,7 @@ def to_item(record: UsageRecord) -> dict[str, Any]:
             },
         )
     )
-    return {k: _ser.serialize(v) for k, v in values.items() if v != ""}
+    return values
 
 
 def _value(value: Any) -> Any:
@@ -123,6 +145,8 @@ def from_plain(image: Mapping[str, Any]) -> UsageRecord:
     values: dict[str, Any] = {}
     for name, attribute in ATTRIBUTES.items():
         value = image.get(attribute)
+        if name == "retain_until" and image.get(RETAIN_UNTIL) is not None:
+            value = image[RETAIN_UNTIL]  # the item's TTL is the hot window's end
         if value is None:
             if name in _REQUIRED:
                 raise MalformedRecord(f"attribute {attribute!r} is missing")

@@ -15,10 +15,9 @@ from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from tokenbroker.adapters.aws import error_code, failing_closed, new_item
-from tokenbroker.adapters.ledger_items import ATTRIBUTES, ID, to_item
+from tokenbroker.adapters.ledger_items import ID, item_values, to_item
 from tokenbroker.adapters.put_item import LeanPutItem
 from tokenbroker.domain.errors import ProofReplayed, TemporarilyUnavailable
-from tokenbroker.domain.ledger import hour_of, index_keys
 from tokenbroker.domain.liveness import Liveness
 from tokenbroker.domain.models import Status, UsageRecord
 
@@ -28,28 +27,14 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 _serializer = TypeSerializer()
 
 
-def usage_item_json(record: UsageRecord) -> str:
-    """``to_item(record)`` spelled directly as the members of a JSON object (without
-    the braces), for the edge's one write per request: the same attributes from the
-    same schema (``ledger_items.ATTRIBUTES`` and the ledger's index keys), typed as
+def usage_item_json(record: UsageRecord, *, hot_window_days: int | None = None) -> str:
+    """``to_item(record, hot_window_days=...)`` spelled directly as the members of a JSON
+    object (without the braces), for the edge's one write per request: the same
+    attributes from the same schema (``ledger_items.item_values``), typed as
     ``TypeSerializer`` types them, at a fraction of its cost (its generic type dispatch
     is ~40 us a record; strings and integers are all a usage record holds). A test pins
     that ``json.loads`` of it equals ``to_item(record)`` for every kind of record."""
-    values: dict[str, Any] = {
-        attribute: getattr(record, name) for name, attribute in ATTRIBUTES.items()
-    }
-    values.update(
-        index_keys(
-            record.record_id,
-            {
-                "principal": record.principal,
-                "jkt": record.jkt,
-                "token_jti": record.token_jti,
-                "resource": record.resource,
-                "hour": hour_of(record.at_ms),
-            },
-        )
-    )
+    values = item_values(record, hot_window_days=hot_window_days)
     members = []
     for attribute, value in values.items():
         if value == "":
@@ -89,9 +74,13 @@ class DynamoUsageLedger:
     record and the replay guard. What the client and device may still do is decided
     before (the service's liveness view, see :mod:`tokenbroker.domain.liveness`)."""
 
-    def __init__(self, dynamodb: Any, *, usage_table: str) -> None:
+    def __init__(
+        self, dynamodb: Any, *, usage_table: str, hot_window_days: int | None = None
+    ) -> None:
         self._ddb = dynamodb
         self._usage = usage_table
+        #: the item's TTL is the hot window's end (the archive keeps the retention)
+        self._hot_window_days = hot_window_days
         self._put_item = LeanPutItem.for_client(dynamodb)  # the write's transport
         lean = getattr(self._put_item, "__self__", None)
         #: the lean transport's body writer (None: a fake or wrapped client's put_item)
@@ -110,17 +99,21 @@ class DynamoUsageLedger:
         # rate limit at work (see services/authorization.py), nothing to add.
         self._insert(record)
 
+    def _item(self, record: UsageRecord) -> dict[str, Any]:
+        return usage_item(record, hot_window_days=self._hot_window_days)
+
     def _insert(self, record: UsageRecord) -> bool:
         """Put the record unless its id exists; False if it did."""
         with failing_closed("dynamodb:PutItem"):
             try:
                 # botocore's put_item semantics at a fraction of its CPU (put_item.py)
                 if self._put_body is not None:
-                    body = f"{self._body_prefix}{usage_item_json(record)}}}}}"
+                    members = usage_item_json(record, hot_window_days=self._hot_window_days)
+                    body = f"{self._body_prefix}{members}}}}}"
                     self._put_body(body.encode())
                 else:
                     self._put_item(
-                        **new_item(self._usage, usage_item(record), ID),
+                        **new_item(self._usage, self._item(record), ID),
                         ReturnValuesOnConditionCheckFailure="ALL_OLD",
                     )
             except ClientError as exc:
@@ -129,7 +122,7 @@ class DynamoUsageLedger:
                     # very item it sent: this request's own record, not a replay. Another
                     # request's record differs (request id, time) and is a replay. A
                     # record without a request id cannot tell the two apart: a replay.
-                    item = usage_item(record)
+                    item = self._item(record)
                     return bool(record.request_id) and exc.response.get("Item") == item
                 raise
         return True

@@ -99,15 +99,6 @@ class Page:
     next_token: str | None
 
 
-#: (index, record field), most selective first: the first one given is queried
-_SELECTIVITY = (
-    ("by_token", "token_jti"),
-    ("by_device", "jkt"),
-    ("by_principal", "principal"),
-    ("by_resource", "resource"),
-)
-
-
 @dataclass(frozen=True)
 class Segment:
     """One index value over one time range: its shards are merged together."""
@@ -121,14 +112,11 @@ class Segment:
 def plan(filters: UsageFilters, *, newest_first: bool) -> tuple[list[Segment], dict[str, str]]:
     """The segments to read, in output order, and the filters left for DynamoDB to apply.
 
-    The most selective id filter picks the index; with none, the range is read hour by
-    hour from ``by_hour``.
+    The range is read hour by hour from ``by_hour`` (only the hours' registered shards,
+    with an hour registry) and every filter is applied by DynamoDB: the per-record
+    GSIs by principal, device, token and resource were removed from the request path.
     """
     wanted = filters.fields()
-    for index, name in _SELECTIVITY:
-        if name in wanted:
-            rest = {k: v for k, v in wanted.items() if k != name}
-            return [Segment(index, wanted[name], filters.since_ms, filters.until_ms)], rest
     return hour_segments(filters.since_ms, filters.until_ms, newest_first=newest_first), wanted
 
 
