@@ -467,6 +467,16 @@ class Bench:
         self._stack.callback(setattr, bootstrap, "default", original)
         return self
 
+    def stand_in(self, authorization: Any) -> SimpleNamespace:
+        """A container for ``serving``: the given authorization service, and what the
+        edge asks of the container besides (no server nonces, the settings)."""
+        return SimpleNamespace(
+            authorization=authorization,
+            resource_nonces=None,
+            settings=self.settings,
+            clock=lambda: NOW,
+        )
+
     @contextlib.contextmanager
     def serving(self, target: Any) -> Iterator[None]:
         """Let the handler use ``target`` (anything with ``.authorization``, which is all
@@ -557,10 +567,10 @@ def _loops(bench: Bench, items: list[Item]) -> list[tuple[str, Callable[[], Tall
     """One repetition's loops over the same signed batch. Each loop that records usage
     has its own replay guard, so every request in it must be new to be allowed."""
     service = bench.memory_service()
-    in_memory = SimpleNamespace(authorization=bench.memory_service())
+    in_memory = bench.stand_in(bench.memory_service())
     part = items[: loop_sizes(len(items))["service"]]
 
-    with_boto3_write = SimpleNamespace(authorization=bench.boto3_write_service())
+    with_boto3_write = bench.stand_in(bench.boto3_write_service())
 
     def handler_memory() -> Tally:
         with bench.serving(in_memory):
@@ -681,7 +691,7 @@ def measure_powertools(requests: int = 1000, repetitions: int = 5) -> dict[str, 
             names = list(variants)
             shift = rep % len(names)
             for name in names[shift:] + names[:shift]:
-                with bench.serving(SimpleNamespace(authorization=bench.memory_service())):
+                with bench.serving(bench.stand_in(bench.memory_service())):
                     seconds, tally = _timed(lambda n=name, b=items: run_handler(variants[n], b))
                 samples[name].append(seconds / requests)
                 allowed[name] += tally.allowed
