@@ -475,7 +475,7 @@ def test_a_key_rotation_on_the_local_stack_refuses_no_request(stack: RunningStac
     assert status.returncode == 0, status.stderr
     body = json.loads(status.stdout)
     assert sorted(row["state"] for row in body["keys"]) == ["current", "retiring"]
-    assert body["next_step_at_epoch"] > time.time()
+    assert body["next_step_at_ms"] / 1000 > time.time()
     published = requests.get(f"{stack.api_url}/.well-known/jwks.json", timeout=60).json()
     assert jwt.get_unverified_header(before)["kid"] in {k["kid"] for k in published["keys"]}
 

@@ -154,11 +154,17 @@ def test_the_deployment_parameter_names_the_real_tables_and_key(
         "USAGE_TABLE": f"{STACK}-UsageTable",
         "AGGREGATES_TABLE": f"{STACK}-AggregatesTable",
         "SHARING_TABLE": f"{STACK}-SharingTable",
+        "QUOTAS_TABLE": f"{STACK}-QuotasTable",
+        "USAGE_HOT_WINDOW_DAYS": "30",
         "DIGEST_BUCKET": f"{STACK}-digestbucket",
         "DIGEST_KEY_ID": deployment.attrs[("DigestKey", "Arn")],
         "DIGEST_PERIOD_SECONDS": "3600",
         "DIGEST_GRACE_SECONDS": "900",
         "SIGNING_KEY_ID": deployment.attrs[("SigningKey", "Arn")],
+        "SIGNING_KEY_SLOTS": ",".join(
+            deployment.attrs[(key, "Arn")] for key in ("SigningKey", "SigningKeyB")
+        ),
+        "KEY_SET_PARAMETER": f"/tokenbroker/{STACK}/signing-keys",
     }
     for table in (
         "CLIENTS_TABLE",
@@ -327,6 +333,7 @@ def test_a_boto3_session_works_as_well_as_clients(template: Template) -> None:
             "other-DevicesTable",
             "other-IdpsTable",
             "other-PeopleTable",
+            "other-QuotasTable",
             "other-RefreshTokensTable",
             "other-SharingTable",
             "other-TokensTable",

@@ -110,7 +110,7 @@ def test_a_relay_device_is_flagged_revoked_at_the_edge_and_listed(
     )
     [device] = json.loads(devices.stdout)
     assert device["status"] == "revoked"
-    revoked_at = device["revoked_at_epoch"]  # whole seconds (floor)
+    revoked_at = device["revoked_at_ms"] / 1000  # whole seconds (floor)
     print(
         f"refused {refused_at - flagged_at:.2f}s after the finding,"
         f" {refused_at - revoked_at:.2f}s after the revocation second; {allowed} allowed"
