@@ -33,15 +33,18 @@ REQUEST = ResourceRequest(
 )
 
 
-def test_an_unexpected_exception_is_a_deny_not_a_crash(capsys: pytest.CaptureFixture[str]) -> None:
-    outcome = edge.authorize(
-        Broken, REQUEST, "https://a", Logger(service="t"), Metrics(namespace="t"), _itself
-    )
+def test_an_unexpected_exception_is_a_deny_not_a_crash(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # a unique service name: Powertools keeps one logger (and its stdout handler) per name
+    logger = Logger(service=f"t-{id(capsys)}")
+    outcome = edge.authorize(Broken, REQUEST, "https://a", logger, Metrics(namespace="t"), _itself)
     assert outcome.grant is None
     assert isinstance(outcome.error, TemporarilyUnavailable)
     logged = capsys.readouterr()
     assert "RuntimeError" in logged.out
-    assert "eyJ" not in logged.out + logged.err  # the message is not logged
+    captured = " ".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
+    assert "eyJ" not in logged.out + logged.err + captured  # the message is not logged
 
 
 def test_a_config_failure_in_the_composition_root_is_a_deny() -> None:
