@@ -65,3 +65,31 @@ def test_a_failed_refresh_keeps_serving_the_keys_already_loaded() -> None:
     clock.advance(61)
     assert cache.resolve("unknown") is None
     assert cache.resolve("k1") is source.keys["k1"]
+
+
+def test_callers_that_waited_for_another_threads_fetch_get_its_keys() -> None:
+    """Cold start under concurrency (the local stack serves threads): one thread fetches,
+    the others wait for the lock and must find the key it fetched, not 'unknown'."""
+    import threading
+    import time
+
+    source, clock = Source(), FixedClock(1000)
+    fetching = threading.Event()
+
+    def slow() -> dict[str, object]:
+        fetching.set()
+        time.sleep(0.2)  # the others queue on the lock meanwhile
+        return source()
+
+    cache = KeyCache(slow, clock=clock)
+    found: list[object | None] = []
+    first = threading.Thread(target=lambda: found.append(cache.resolve("k1")))
+    first.start()
+    fetching.wait()
+    others = [threading.Thread(target=lambda: found.append(cache.resolve("k1"))) for _ in range(5)]
+    for thread in others:
+        thread.start()
+    for thread in [first, *others]:
+        thread.join()
+    assert found == [source.keys["k1"]] * 6
+    assert source.calls == 1

@@ -34,7 +34,10 @@ class KeyCache:
 
     def resolve(self, kid: str) -> Any | None:
         key = self._keys.get(kid)
-        if key is None and self._refresh():
+        if key is None:
+            # look again even when this call did not fetch: another thread may have
+            # fetched while this one waited for the lock (a cool-down then says "recent")
+            self._refresh()
             key = self._keys.get(kid)
         return key
 
