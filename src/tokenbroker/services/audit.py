@@ -100,7 +100,7 @@ class AuditService:
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidQuery(f"limit must be within 1..{MAX_LIMIT}", parameter="limit")
         fingerprint = query_fingerprint(filters)
-        stream: Iterable[UsageRecord]
+        until, after = filters.until_ms, None
         if cursor:
             after = Cursor.decode(cursor)
             if after.query != fingerprint:
@@ -110,16 +110,11 @@ class AuditService:
                 )
             if after.at < filters.since_ms:
                 return Page([], None)
-            bounded = UsageFilters(
-                **{**filters.__dict__, "until_ms": min(filters.until_ms, after.at + 1)}
-            )
-            stream = (
-                r
-                for r in self._queries.newest_first(bounded, limit + 1)
-                if r.at_ms < after.at or r.record_id < after.id
-            )
-        else:
-            stream = self._queries.newest_first(filters, limit + 1)
+            until = min(until, after.at + 1)
+        stream = self._newest(filters, until, limit + 1)
+        if after is not None:
+            position = (after.at, after.id)
+            stream = (r for r in stream if (r.at_ms, r.record_id) < position)
         if progress is not None:
             stream = reporting(stream, progress)
         records = list(itertools.islice(stream, limit + 1))
@@ -127,6 +122,12 @@ class AuditService:
             return Page(records, None)
         last = records[limit - 1]
         return Page(records[:limit], Cursor(last.at_ms, last.record_id, fingerprint).encode())
+
+    def _newest(self, filters: UsageFilters, until_ms: int, wanted: int) -> Iterator[UsageRecord]:
+        """Every record matching ``filters`` before ``until_ms``, newest first, lazily
+        (``wanted``: how many the caller expects to take; it sizes the first pages)."""
+        bounded = UsageFilters(**{**filters.__dict__, "until_ms": until_ms})
+        return self._queries.newest_first(bounded, wanted)
 
     def export(
         self, since_ms: int, until_ms: int, filters: UsageFilters | None = None

@@ -19,17 +19,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from tokenbroker.domain.clock import Clock
-from tokenbroker.domain.errors import ConfigurationError, InvalidQuery
+from tokenbroker.domain.errors import ConfigurationError
 from tokenbroker.domain.models import UsageRecord
 from tokenbroker.domain.units import DAY_MS, HOUR_MS
-from tokenbroker.services.audit import AuditService, reporting
+from tokenbroker.services.audit import AuditService
 from tokenbroker.services.audit_query import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-    Cursor,
-    Page,
     UsageFilters,
-    query_fingerprint,
 )
 
 
@@ -66,57 +61,17 @@ class AuditTiers(AuditService):
         """Records before this time (ms) are read from the archive."""
         return int(self._clock() * 1000) - self._window_ms
 
-    # ---- usage: newest first -------------------------------------------------------
-    def usage(
-        self,
-        filters: UsageFilters,
-        limit: int = DEFAULT_LIMIT,
-        cursor: str = "",
-        *,
-        progress: Callable[[int], None] | None = None,
-    ) -> Page:
+    # ---- usage: newest first (paging and cursors: AuditService.usage) -------------
+    def _newest(self, filters: UsageFilters, until_ms: int, wanted: int) -> Iterator[UsageRecord]:
         cut = self.boundary()
         if filters.since_ms >= cut:
-            return super().usage(filters, limit, cursor, progress=progress)
-        filters.validate()
-        if not 1 <= limit <= MAX_LIMIT:
-            raise InvalidQuery(f"limit must be within 1..{MAX_LIMIT}", parameter="limit")
-        fingerprint = query_fingerprint(filters)
-        after: Cursor | None = None
-        if cursor:
-            after = Cursor.decode(cursor)
-            if after.query != fingerprint:
-                raise InvalidQuery(
-                    "the next-page token belongs to a query with other filters",
-                    parameter="next_token",
-                )
-            if after.at < filters.since_ms:
-                return Page([], None)
-        until = filters.until_ms if after is None else min(filters.until_ms, after.at + 1)
-        stream: Iterator[UsageRecord] = itertools.chain(
-            self._hot_newest(filters, cut, until), self._cold_newest(filters, cut, until)
-        )
-        if after is not None:
-            stream = (r for r in stream if (r.at_ms, r.record_id) < (after.at, after.id))
-        if progress is not None:
-            stream = reporting(stream, progress)
-        records = list(itertools.islice(stream, limit + 1))
-        if len(records) <= limit:
-            return Page(records, None)
-        last = records[limit - 1]
-        return Page(records[:limit], Cursor(last.at_ms, last.record_id, fingerprint).encode())
-
-    def _hot_newest(self, filters: UsageFilters, cut: int, until: int) -> Iterator[UsageRecord]:
-        if until <= cut:
-            return
-        hot = UsageFilters(**{**filters.__dict__, "since_ms": cut, "until_ms": until})
-        token = ""
-        while True:
-            page = super().usage(hot, MAX_LIMIT, token)
-            yield from page.records
-            if not page.next_token:
-                return
-            token = page.next_token
+            return super()._newest(filters, until_ms, wanted)
+        hot: Iterator[UsageRecord] = iter(())
+        if until_ms > cut:
+            hot = super()._newest(
+                UsageFilters(**{**filters.__dict__, "since_ms": cut}), until_ms, wanted
+            )
+        return itertools.chain(hot, self._cold_newest(filters, cut, until_ms))
 
     def _cold_newest(self, filters: UsageFilters, cut: int, until: int) -> Iterator[UsageRecord]:
         hi = min(until, cut)
