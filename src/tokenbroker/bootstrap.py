@@ -214,6 +214,7 @@ class Container:
                     record_retention_days=s.token_record_retention_days,
                     usage_retention_days=s.usage_retention_days,
                 ),
+                authenticator=self.client_authenticator,  # RFC 7523 at every grant
             )
 
         return self._once("issuance", make)  # type: ignore[no-any-return]
@@ -270,6 +271,8 @@ class Container:
                 issuance=lambda: self.issuance,
                 refresh=lambda: self.refresh if s.refresh_tokens_table else None,
                 clear_step_up=self._clear_step_up,
+                authenticator=self.client_authenticator,  # RFC 7523 at every grant
+                issuer=s.issuer,
                 clock=self.clock,
                 policy=ExchangePolicy(
                     proof=self.proof_policy,

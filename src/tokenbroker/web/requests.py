@@ -130,6 +130,9 @@ def parse_token_request(event: APIGatewayProxyEvent) -> ParsedTokenRequest:
         subject_token_type=form.get("subject_token_type"),
         label=form.get("label"),
         refresh_token=form.get("refresh_token"),
+        # RFC 7523 §2.2 (services/client_auth.py refuses it together with a secret)
+        client_assertion_type=form.get("client_assertion_type"),
+        client_assertion=form.get("client_assertion"),
     )
     return ParsedTokenRequest(request, basic, issuer)
 
