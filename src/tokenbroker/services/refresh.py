@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from tokenbroker.domain.clock import Clock
-from tokenbroker.domain.errors import InvalidGrant, InvalidRequest
+from tokenbroker.domain.errors import InvalidGrant, InvalidRequest, InvalidTarget
 from tokenbroker.domain.jose import b64url_decode, b64url_encode
 from tokenbroker.domain.models import (
     Client,
@@ -211,6 +211,13 @@ class RefreshService:
             )
         if person is not None and not person.active:
             raise InvalidGrant("this person is disabled", reason="person_disabled")
+        if request.resource is not None and request.resource != grant.audience:
+            # RFC 8707 §2: the refreshed token is for the grant's resource, never another
+            raise InvalidTarget(
+                "a refreshed token is for the resource of its grant; exchange again for"
+                " another resource",
+                reason="refresh_other_resource",
+            )
         # RFC 6749 §6: no scope beyond the original grant; none the client lost since
         scope = grant_scope(request.scope, frozenset(grant.scope) & client.scopes)
         issued, token, record = issuance.sign(
