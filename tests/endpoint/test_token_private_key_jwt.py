@@ -4,7 +4,7 @@ on moto. One authenticator (services/client_auth.py) serves them all, so each re
 below is the same 401 ``invalid_client`` body, and the test also asserts its specific
 reason (logged, and in the ledger's refusal record)."""
 
-# ruff: noqa: F811  (the idp fixture is imported from test_token_exchange)
+# ruff: noqa: F811  (the idp and reasons fixtures are imported from other test modules)
 from __future__ import annotations
 
 import hashlib
@@ -16,10 +16,9 @@ from typing import Any
 import jwt
 import pytest
 
+from lifecycle.test_private_key_jwt import assertion, reasons, register  # noqa: F401
 from support.dpop import DeviceKey, b64url, b64url_json, raw_jws
 from support.lambda_events import ISSUER
-from tokenbroker import bootstrap
-from tokenbroker.domain.errors import InvalidClient
 from tokenbroker.domain.rfc7523 import ASSERTION_TYPE
 
 from ._support import TOKEN_URL, App, Broker, RoundTrips, assert_error, json_body
@@ -34,26 +33,6 @@ from .test_token_exchange import (  # noqa: F401
 )
 
 REFUSED = {"error": "invalid_client", "error_description": "client authentication failed"}
-
-
-def register(app: App, key: DeviceKey, *, remove_secret: bool) -> None:
-    bootstrap.default().set_client_jwk(
-        app.client_id, json.dumps(key.public_jwk), remove_secret=remove_secret
-    )
-
-
-def assertion(broker: Broker, app: App, key: DeviceKey, **overrides: Any) -> str:
-    claims: dict[str, Any] = {
-        "iss": app.client_id,
-        "sub": app.client_id,
-        "aud": TOKEN_URL,
-        "exp": broker.now + 60,
-        "iat": broker.now,
-        "jti": str(uuid.uuid4()),
-    }
-    claims.update(overrides)
-    header = {"alg": key.alg, "typ": "JWT"}
-    return raw_jws(header, {k: v for k, v in claims.items() if v is not None}, sign_with=key)
 
 
 def token(
@@ -73,20 +52,6 @@ def client_key(app: App) -> DeviceKey:
     key = DeviceKey.generate("ES256")
     register(app, key, remove_secret=True)
     return key
-
-
-@pytest.fixture
-def reasons(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The reason of every InvalidClient raised (logged, never sent)."""
-    seen: list[str] = []
-    original = InvalidClient.__init__
-
-    def record(self: InvalidClient, *args: Any, **kw: Any) -> None:
-        original(self, *args, **kw)
-        seen.append(self.reason)
-
-    monkeypatch.setattr(InvalidClient, "__init__", record)
-    return seen
 
 
 def refused(response: dict[str, Any], reasons: list[str], reason: str) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokenbroker.local.errors import LocalConfigError
+from tokenbroker.local.errors import LocalConfigError, UnresolvedReference
 from tokenbroker.local.template import Template
 
 #: SAM's default for ``Identity.ReauthorizeEvery``; API Gateway's maximum
@@ -121,9 +121,16 @@ def _api_from_template(
     responses.update(
         _standalone_responses(template, api, lambda v: resolve(_naming_api(v, api, local_id)))
     )
-    deployed_url = resolve(
-        {"Fn::Sub": f"https://{local_id}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{stage}"}
-    )
+    try:
+        deployed_url = resolve(
+            {
+                "Fn::Sub": (
+                    f"https://{local_id}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{stage}"
+                )
+            }
+        )
+    except UnresolvedReference:  # a deployment without a region names no such URL
+        deployed_url = ""
     auth = props.get("Auth") or {}
     authorizers = {
         str(name): _authorizer(str(name), spec, resolve, set(template.functions()))
