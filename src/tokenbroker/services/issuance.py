@@ -14,10 +14,10 @@ so the ledger grows by at most ONE record per bucket per minute:
 
 - ``unknown_client``: one bucket for all (the client id is the caller's invention, so a
   bucket per id would let garbage grow the ledger without limit): <= 1 record/minute;
-- every other reason: one bucket per (reason, client id) of a real client: <= 4 records
+- every other reason: one bucket per (reason, client id) of a real client: <= 6 records
   per client per minute.
 
-So at most 1 + 4 x clients records a minute, however fast the refusals come; the CloudWatch
+So at most 1 + 6 x clients records a minute, however fast the refusals come; the CloudWatch
 metric ``TokenRequestsRejected`` counts every one. The three client refusals do the same
 work (one read, one conditional write) and answer the same 401.
 Requests refused before the directory read (malformed client id, missing or over-long
@@ -25,8 +25,10 @@ secret, bad proof) name no real client or key and are not recorded.
 
 Client authentication is services/client_auth.py's (client secret or private_key_jwt,
 RFC 7523 §2.2), the same one authenticator for every grant; a failed client assertion of
-a real client is recorded under ``bad_client_assertion`` (so <= 5 records per client per
-minute). A private_key_jwt request adds one conditional write (the assertion's jti).
+a real client is recorded under ``bad_client_assertion``, one reason whatever the
+assertion's fault (the six reasons: wrong secret, disabled, bad assertion, device not
+enrolled, revoked, step-up required). A private_key_jwt request adds one conditional
+write (the assertion's jti).
 """
 
 from __future__ import annotations
