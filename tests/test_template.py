@@ -1281,7 +1281,8 @@ def test_gateway_responses_carry_dpop_challenges(template: Template) -> None:
     api = template.resources("AWS::Serverless::Api")["BrokerApi"]
     responses = api.get("GatewayResponses") or {}
     # both are standalone (an intrinsic header value, a conditional status)
-    assert "ACCESS_DENIED" not in responses and "UNAUTHORIZED" not in responses
+    assert "ACCESS_DENIED" not in responses
+    assert "UNAUTHORIZED" not in responses
     standalone = template.resources("AWS::ApiGateway::GatewayResponse")
     access_denied = standalone["AccessDeniedGatewayResponse"]
     params = access_denied["ResponseParameters"]
