@@ -1279,16 +1279,35 @@ def test_authorizer_caching_is_off_in_the_transformed_template(
 
 def test_gateway_responses_carry_dpop_challenges(template: Template) -> None:
     api = template.resources("AWS::Serverless::Api")["BrokerApi"]
-    responses = api["GatewayResponses"]
-    unauthorized = responses["UNAUTHORIZED"]["ResponseParameters"]["Headers"]
-    assert "ACCESS_DENIED" not in responses  # AccessDeniedGatewayResponse (a condition)
-    access_denied = template.resources("AWS::ApiGateway::GatewayResponse")[
-        "AccessDeniedGatewayResponse"
-    ]
+    responses = api.get("GatewayResponses") or {}
+    # both are standalone (an intrinsic header value, a conditional status)
+    assert "ACCESS_DENIED" not in responses
+    assert "UNAUTHORIZED" not in responses
+    standalone = template.resources("AWS::ApiGateway::GatewayResponse")
+    access_denied = standalone["AccessDeniedGatewayResponse"]
     params = access_denied["ResponseParameters"]
     # the authorizer's Deny context carries the challenge and, for nonces, the nonce
     assert params["gatewayresponse.header.WWW-Authenticate"] == "context.authorizer.challenge"
     assert params["gatewayresponse.header.DPoP-Nonce"] == "context.authorizer.dpop_nonce"
     assert access_denied["StatusCode"] == {"Fn::If": ["NoncesAtResources", "401", "403"]}
-    assert unauthorized["WWW-Authenticate"].startswith('\'DPoP error="invalid_token"')
-    assert 'algs="ES256' in unauthorized["WWW-Authenticate"]
+    unauthorized = standalone["UnauthorizedGatewayResponse"]
+    assert unauthorized["ResponseType"] == "UNAUTHORIZED"
+    assert unauthorized["RestApiId"] == {"Ref": "BrokerApi"}
+    params = unauthorized["ResponseParameters"]
+    assert params["gatewayresponse.header.Cache-Control"] == "'no-store'"
+    # RFC 9728 §5.1 on API Gateway's own 401 (no Authorization header): the configured
+    # metadata URL, else beside IssuerUrl, else beside this API's URL (the ApiUrl output)
+    condition, derived, configured = params["gatewayresponse.header.WWW-Authenticate"]["Fn::If"]
+    assert condition == "ResourceMetadataUrlIsDerived"
+    by_api, by_issuer = derived["Fn::If"][1:]
+    assert derived["Fn::If"][0] == "IssuerIsDerived"
+    api_url = template.document()["Outputs"]["ApiUrl"]["Value"]["Fn::Sub"]
+    expected = {
+        by_api["Fn::Sub"]: f"{api_url}/.well-known/oauth-protected-resource",
+        by_issuer["Fn::Sub"]: "${IssuerUrl}/.well-known/oauth-protected-resource",
+        configured["Fn::Sub"]: "${ResourceMetadataUrl}",
+    }
+    for value, url in expected.items():
+        assert value == (
+            f'\'DPoP error="invalid_token", algs="ES256 ES384 EdDSA", resource_metadata="{url}"\''
+        )

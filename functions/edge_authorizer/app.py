@@ -8,18 +8,24 @@ function runs in the edge location's region). Deploy it in us-east-1 with 128 MB
 benchmarks show the authorizer's peak RSS well under that.
 
 ``ISSUER`` is required: the viewer chooses the Host header, so an issuer derived from it
-would let anyone name their own. Without it (or with any other configuration error)
-every request is answered with a 401, and the error is logged once per execution
-environment (the bundled file cannot change while it lives).
+would let anyone name their own. The token-signing keys are the broker's published JWKS
+(``ISSUER`` + ``JWKS_PATH``, fetched over HTTPS, domain/published_keys.py), so the edge
+trusts exactly the published set through a key rotation (``tokenbroker keys rotate``):
+the next key as soon as it is published, the old one until it is withdrawn. Without
+``ISSUER`` (or with any other configuration error) every request is answered with a 401,
+and the error is logged once per execution environment (the bundled file cannot change
+while it lives).
 
 CloudFront gives a viewer-request function 5 s. The AWS clients here give up well
 inside that (``EDGE_CONFIG``): at most ``EDGE_AWS_CALLS`` calls per request (the key
-fetch on a cold start, the liveness read, the usage write), one attempt each, so a hung
-dependency is a Deny after at most ``EDGE_WORST_CASE_S`` seconds, not a CloudFront 503.
+fetch on a cold start and once a minute, the liveness read, the usage write), one
+attempt each, so a hung dependency is a Deny after at most ``EDGE_WORST_CASE_S``
+seconds, not a CloudFront 503.
 """
 
 import functools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
 from tokenbroker import bootstrap
+from tokenbroker.adapters.jwks import JwksSource
 from tokenbroker.domain.errors import ConfigurationError
+from tokenbroker.domain.published_keys import PublishedKeys
 from tokenbroker.web import edge
 
 logger = Logger(service="tokenbroker-edge")
@@ -45,7 +53,8 @@ EDGE_CONFIG = Config(
     retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
     tcp_keepalive=True,
 )
-#: kms:GetPublicKey (cold start), dynamodb:BatchGetItem (liveness), dynamodb:PutItem
+#: GET jwks_uri (cold start, then once a minute), dynamodb:BatchGetItem (liveness),
+#: dynamodb:PutItem
 EDGE_AWS_CALLS = 3
 EDGE_WORST_CASE_S = EDGE_AWS_CALLS * ATTEMPTS * (CONNECT_TIMEOUT_S + READ_TIMEOUT_S)
 VIEWER_REQUEST_LIMIT_S = 5.0
@@ -59,7 +68,12 @@ def _build() -> bootstrap.Container:
     if not settings.issuer:
         raise ConfigurationError("ISSUER is required in the bundled config.json")
     region = config.get("AWS_REGION", "us-east-1")
-    return bootstrap.build(settings, aws=bootstrap.regional_clients(region, config=EDGE_CONFIG))
+    jwks = JwksSource(settings.issuer.rstrip("/") + settings.jwks_path, timeout=READ_TIMEOUT_S)
+    return bootstrap.build(
+        settings,
+        aws=bootstrap.regional_clients(region, config=EDGE_CONFIG),
+        key_cache=PublishedKeys(jwks.fetch, clock=time.time),
+    )
 
 
 @functools.cache

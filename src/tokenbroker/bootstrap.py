@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         TokenLedger,
         UsageLedger,
     )
+    from tokenbroker.domain.published_keys import PublishedKeys
     from tokenbroker.domain.quotas import QuotaStore
     from tokenbroker.services.admin import AdminService
     from tokenbroker.services.aggregates import AggregatesService
@@ -76,7 +77,7 @@ class Container:
         signer: Signer | None = None,
         usage: UsageLedger | None = None,
         liveness: LivenessView | None = None,
-        key_cache: KeyCache | None = None,
+        key_cache: KeyCache | PublishedKeys | None = None,
         issuer_keys: IssuerKeys | None = None,
         actor: str = "",
     ) -> None:
@@ -214,6 +215,7 @@ class Container:
                     record_retention_days=s.token_record_retention_days,
                     usage_retention_days=s.usage_retention_days,
                 ),
+                authenticator=self.client_authenticator,  # RFC 7523 at every grant
             )
 
         return self._once("issuance", make)  # type: ignore[no-any-return]
@@ -270,6 +272,8 @@ class Container:
                 issuance=lambda: self.issuance,
                 refresh=lambda: self.refresh if s.refresh_tokens_table else None,
                 clear_step_up=self._clear_step_up,
+                authenticator=self.client_authenticator,  # RFC 7523 at every grant
+                issuer=s.issuer,
                 clock=self.clock,
                 policy=ExchangePolicy(
                     proof=self.proof_policy,
@@ -340,8 +344,8 @@ class Container:
         return self._once("discovery", make)  # type: ignore[no-any-return]
 
     @property
-    def key_cache(self) -> KeyCache | KeySetView:
-        def make() -> KeyCache | KeySetView:
+    def key_cache(self) -> KeyCache | KeySetView | PublishedKeys:
+        def make() -> KeyCache | KeySetView | PublishedKeys:
             from tokenbroker.adapters.kms import KmsPublicKeySource
 
             if self.settings.key_set_parameter:  # trusts exactly the published key set

@@ -175,3 +175,20 @@ def test_call_rejects_a_malformed_header(wired: FakeBroker) -> None:
     result = run(["call", "GET", INVOKE, "-H", "no colon here"])
     assert result.exit_code == 2
     assert "Name: value" in result.stderr
+
+
+def test_a_client_key_file_stands_in_for_the_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """private_key_jwt (RFC 7523): with TOKENBROKER_CLIENT_KEY_FILE no secret is asked for
+    (without a terminal the secret's absence would be an error)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    DeviceKey.create()  # the device key
+    client_key = DeviceKey.create("client")
+    monkeypatch.delenv("TOKENBROKER_CLIENT_SECRET", raising=False)
+    monkeypatch.setenv("TOKENBROKER_CLIENT_KEY_FILE", str(client_key.location))
+    source = cli_client.token_source(ISSUER, CLIENT_ID, "default", None)
+    assert isinstance(source, TokenSource)
+    monkeypatch.delenv("TOKENBROKER_CLIENT_KEY_FILE")
+    with pytest.raises(cli_client.ConfigProblem, match="no client secret"):
+        cli_client.token_source(ISSUER, CLIENT_ID, "default", None)

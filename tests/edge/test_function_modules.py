@@ -7,6 +7,7 @@ import copy
 import importlib.util
 import json
 import time
+import urllib.request
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -190,6 +191,14 @@ def test_a_hung_dependency_at_the_edge_is_one_attempt_per_call_and_a_deny(
 
     for service in ("dynamodb", "kms"):
         container.client(service).meta.events.register("before-send", hang)
+    fetches: list[tuple[str, float]] = []
+
+    def hung_jwks(request: Any, timeout: float) -> Any:
+        fetches.append((request.full_url, timeout))
+        raise TimeoutError("timed out")
+
+    # the signing keys are the broker's published JWKS (functions/edge_authorizer)
+    monkeypatch.setattr(urllib.request, "urlopen", hung_jwks)
     now = int(time.time())  # the container _build makes runs on the wall clock
     token = world["issuer"].token(now, world["device"].jkt)
     proof = s.proof(world["device"], token, htu=f"https://{s.EDGE_HOST}{s.WHOAMI}", iat=now)
@@ -197,5 +206,7 @@ def test_a_hung_dependency_at_the_edge_is_one_attempt_per_call_and_a_deny(
     response = app.handler(s.edge_event(s.dpop_headers(token, proof)), s.LambdaContext())
 
     assert response["status"] == "401"
-    # the key fetch hangs: one attempt, then the Deny (no retry, no later call)
-    assert attempts == ["GetPublicKey"]
+    # the key fetch hangs: one attempt within the read timeout, then the Deny (no retry,
+    # no AWS call after it)
+    assert fetches == [(s.ISSUER + "/.well-known/jwks.json", app.READ_TIMEOUT_S)]
+    assert attempts == []

@@ -50,7 +50,13 @@ def test_the_metadata_describes_this_deployment_per_rfc_8414(broker: Broker) -> 
     assert set(document["token_endpoint_auth_methods_supported"]) == {
         "client_secret_basic",
         "client_secret_post",
+        "private_key_jwt",  # RFC 7523, with its asymmetric algorithms only
     }
+    assert document["token_endpoint_auth_signing_alg_values_supported"] == [
+        "ES256",
+        "ES384",
+        "EdDSA",
+    ]
     algs = document["dpop_signing_alg_values_supported"]
     assert "ES256" in algs
     assert not {"none", "HS256", "HS384", "HS512"} & set(algs)

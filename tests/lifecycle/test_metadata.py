@@ -56,8 +56,9 @@ def test_the_auth_methods_listed_are_the_ones_the_parsers_accept(
     document: dict[str, object],
 ) -> None:
     assert document["token_endpoint_auth_methods_supported"] == list(registry.CLIENT_AUTH_METHODS)
-    assert "token_endpoint_auth_signing_alg_values_supported" not in document
-    for endpoint in ("revocation_endpoint", "introspection_endpoint"):
+    # RFC 7523 at the token endpoint too (every grant: services/client_auth.py)
+    assert "private_key_jwt" in registry.CLIENT_AUTH_METHODS
+    for endpoint in ("token_endpoint", "revocation_endpoint", "introspection_endpoint"):
         assert document[f"{endpoint}_auth_methods_supported"] == [
             "client_secret_basic",
             "client_secret_post",

@@ -84,7 +84,7 @@ def reasons(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_a_client_without_a_secret_introspects_and_revokes_with_an_assertion(
     broker: Broker, app: App, life: Lifecycle
 ) -> None:
-    token = life.access_token(app)  # (the token endpoint still takes the secret only)
+    token = life.access_token(app)  # (issued with the secret, still registered here)
     key = DeviceKey.generate("EdDSA")
     assert register(app, key, remove_secret=True) == key.jkt
     answer = json_body(call(life, INTROSPECT_PATH, token, assertion(broker, app, key)))

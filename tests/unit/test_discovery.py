@@ -38,6 +38,7 @@ def test_the_metadata_has_every_field_rfc_8414_requires_and_the_dpop_algorithms(
     assert set(metadata["token_endpoint_auth_methods_supported"]) == {  # type: ignore[arg-type]
         "client_secret_basic",
         "client_secret_post",
+        "private_key_jwt",
     }
     assert metadata["dpop_signing_alg_values_supported"] == ["ES256", "ES384", "EdDSA"]
 
@@ -98,11 +99,7 @@ def test_the_registered_endpoints_are_published_with_their_auth_methods() -> Non
     assert metadata["revocation_endpoint"] == ISSUER + "/oauth2/revoke"
     assert metadata["introspection_endpoint"] == ISSUER + "/oauth2/introspect"
     assert "device_enrollment_endpoint" not in metadata
-    assert metadata["token_endpoint_auth_methods_supported"] == [
-        "client_secret_basic",
-        "client_secret_post",
-    ]
-    for name in ("revocation_endpoint", "introspection_endpoint"):
+    for name in ("token_endpoint", "revocation_endpoint", "introspection_endpoint"):
         assert metadata[f"{name}_auth_methods_supported"] == [
             "client_secret_basic",
             "client_secret_post",

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the SDK (httpx, requests) is imported only when a command r
 EXIT_FAILED = 1  # the same codes as tokenbroker.cli.main
 EXIT_CONFIG = 2
 SECRET_ENV = "TOKENBROKER_CLIENT_SECRET"
+CLIENT_KEY_ENV = "TOKENBROKER_CLIENT_KEY_FILE"
 KEY_FIELDS = (Field("name"), Field("jkt"), Field("path"))
 CALL_TIMEOUT = 60.0
 
@@ -99,10 +100,13 @@ def token_source(
 
     key = DeviceKey.load(key_name)
     subject = subject_token_from_file(subject_token_file) if subject_token_file else None
+    # private_key_jwt (RFC 7523): a client key's PEM file instead of a secret
+    key_file = os.environ.get(CLIENT_KEY_ENV)
     return TokenSource(
         issuer,
         client_id=client_id,
-        client_secret=client_secret(),
+        client_secret=None if key_file else client_secret(),
+        client_key=DeviceKey.from_file(key_file) if key_file else None,
         key=key,
         scope=scope,
         subject_token=subject,

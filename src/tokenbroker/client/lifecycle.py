@@ -1,6 +1,7 @@
 """SDK calls for RFC 7009 revocation and RFC 7662 introspection. The endpoints come from
 the broker's RFC 8414 metadata (``revocation_endpoint``, ``introspection_endpoint``);
-the client authenticates with ``client_secret_basic`` (RFC 6749 §2.3.1).
+the client authenticates with ``client_secret_basic`` (RFC 6749 §2.3.1) or, given a
+``client_key`` instead of a secret, ``private_key_jwt`` (RFC 7523 §2.2).
 
     from tokenbroker.client.lifecycle import LifecycleClient
     broker = LifecycleClient(issuer, client_id="tbc_...", client_secret=secret)
@@ -12,17 +13,21 @@ from __future__ import annotations
 
 import base64
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote_plus
 
 import httpx
 
+from tokenbroker.client.assertions import assertion_form, one_method
 from tokenbroker.client.errors import (
     BrokerUnavailable,
     InvalidClientError,
     MetadataError,
     TokenRequestError,
 )
+from tokenbroker.client.keys import DeviceKey
 from tokenbroker.client.session import check_url
 
 METADATA_PATH = "/.well-known/oauth-authorization-server"
@@ -36,13 +41,18 @@ class LifecycleClient:
         issuer: str,
         *,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None = None,
+        client_key: DeviceKey | None = None,
         http_client: httpx.Client | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        one_method(client_secret, client_key)
+        self._client_key = client_key
+        self._clock = clock
         self.issuer = check_url(issuer.rstrip("/"), "issuer")
         self.client_id = client_id
-        self._secret = client_secret
+        self._secret = client_secret or ""
         self._http = http_client or httpx.Client(timeout=timeout)
         self._metadata: dict[str, Any] | None = None
 
@@ -80,12 +90,18 @@ class LifecycleClient:
         if hint is not None and hint not in TOKEN_TYPE_HINTS:
             raise ValueError(f"token_type_hint must be one of {', '.join(TOKEN_TYPE_HINTS)}")
         form = {"token": token, **({"token_type_hint": hint} if hint else {})}
-        credentials = f"{quote_plus(self.client_id)}:{quote_plus(self._secret)}"
-        headers = {
-            "Authorization": "Basic " + base64.b64encode(credentials.encode()).decode("ascii"),
-            "Accept": "application/json",
-        }
-        response = self._send("POST", self.endpoint(endpoint), data=form, headers=headers)
+        url = self.endpoint(endpoint)
+        headers = {"Accept": "application/json"}
+        if self._client_key is not None:  # RFC 7523 §2.2, aud = this endpoint
+            form.update(
+                assertion_form(
+                    self._client_key, client_id=self.client_id, audience=url, now=self._clock()
+                )
+            )
+        else:
+            credentials = f"{quote_plus(self.client_id)}:{quote_plus(self._secret)}"
+            headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+        response = self._send("POST", url, data=form, headers=headers)
         if response.status_code == 200:
             return response
         code, description = "invalid_request", ""

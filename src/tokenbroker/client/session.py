@@ -1,6 +1,7 @@
 """One :class:`TokenSource` per (issuer, client, device key), shared by every request,
 thread and event loop: RFC 8414 discovery, RFC 6749 §4.4 ``client_credentials`` with
-``client_secret_basic`` and a DPoP proof (RFC 9449 §5), the token cached and renewed ahead
+``client_secret_basic`` or ``private_key_jwt`` (RFC 7523 §2.2, a client key instead of
+a secret) and a DPoP proof (RFC 9449 §5), the token cached and renewed ahead
 of expiry, and at most one token request in flight. (Longer than ~400 lines: the grant
 flows, client credentials, token exchange and refresh, share one single-flight state
 machine and one set of sync/async drivers.)
@@ -27,6 +28,8 @@ from urllib.parse import quote_plus, urlsplit
 
 import httpx
 
+from tokenbroker.client.assertions import METHOD as PRIVATE_KEY_JWT
+from tokenbroker.client.assertions import assertion_form, one_method
 from tokenbroker.client.errors import (
     BrokerClientError,
     BrokerUnavailable,
@@ -138,8 +141,11 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def parse_metadata(body: object, issuer: str) -> Metadata:
-    """Validate RFC 8414 metadata for ``issuer`` (§3.3: it must name that issuer)."""
+def parse_metadata(
+    body: object, issuer: str, *, auth_method: str = "client_secret_basic"
+) -> Metadata:
+    """Validate RFC 8414 metadata for ``issuer`` (§3.3: it must name that issuer) and
+    the client's ``auth_method``."""
     if not isinstance(body, dict):
         raise MetadataError("the broker's metadata is not a JSON object")
     for name in ("issuer", "token_endpoint"):
@@ -159,10 +165,10 @@ def parse_metadata(body: object, issuer: str) -> Metadata:
     if grants is not None and (not isinstance(grants, list) or GRANT_TYPE not in grants):
         raise MetadataError("the broker does not support the client_credentials grant")
     methods = body.get("token_endpoint_auth_methods_supported")  # default: basic (§2)
-    if methods is not None and (
-        not isinstance(methods, list) or "client_secret_basic" not in methods
+    if (methods is None and auth_method != "client_secret_basic") or (
+        methods is not None and (not isinstance(methods, list) or auth_method not in methods)
     ):
-        raise MetadataError("the broker does not support client_secret_basic")
+        raise MetadataError(f"the broker does not support {auth_method}")
     return Metadata(
         issuer=body["issuer"],
         token_endpoint=check_url(body["token_endpoint"], "token_endpoint"),
@@ -191,8 +197,9 @@ class TokenSource:
         issuer: str,
         *,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None = None,
         key: DeviceKey,
+        client_key: DeviceKey | None = None,
         scope: str | None = None,
         clock: Callable[[], float] = time.time,
         http_client: httpx.Client | None = None,
@@ -204,7 +211,11 @@ class TokenSource:
         """``subject_token``: a provider of the person's current ID token (a callable;
         see :mod:`tokenbroker.client.people` for file and environment providers). With
         it, every fetch is an RFC 8693 exchange of that token, so the token's ``sub`` is
-        the person; without it, client_credentials (the client is the principal)."""
+        the person; without it, client_credentials (the client is the principal).
+        ``client_secret`` or ``client_key`` (exactly one): how the client authenticates;
+        a client key signs an RFC 7523 assertion for every token request."""
+        one_method(client_secret, client_key)
+        self._client_key = client_key
         self._subject_token = subject_token
         self._subject_token_type = subject_token_type
         self._refresh_token: str | None = None  # never in a repr or an error
@@ -214,10 +225,15 @@ class TokenSource:
         self.scope = scope
         self.clock = clock
         self.nonces = NonceStore()
-        self._secret = client_secret
-        self._basic = "Basic " + base64.b64encode(
-            f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
-        ).decode("ascii")  # RFC 6749 §2.3.1: form-encoded, then Basic
+        self._secret = client_secret or ""
+        self._basic = (
+            "Basic "
+            + base64.b64encode(
+                f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
+            ).decode("ascii")  # RFC 6749 §2.3.1: form-encoded, then Basic
+            if client_secret is not None
+            else ""
+        )
         self._http = http_client
         self._async_http = async_http_client
         self._timeout = timeout
@@ -235,19 +251,21 @@ class TokenSource:
         environ: Mapping[str, str] | None = None,
     ) -> TokenSource:
         """From ``TOKENBROKER_ISSUER``, ``TOKENBROKER_CLIENT_ID`` and
-        ``TOKENBROKER_CLIENT_SECRET``; ``key`` defaults to the stored key "default"."""
+        ``TOKENBROKER_CLIENT_SECRET`` (or ``TOKENBROKER_CLIENT_KEY_FILE``: a client key's
+        PEM file, for private_key_jwt); ``key`` defaults to the stored key "default"."""
         env = os.environ if environ is None else environ
-        missing = [
-            name
-            for name in ("TOKENBROKER_ISSUER", "TOKENBROKER_CLIENT_ID", "TOKENBROKER_CLIENT_SECRET")
-            if not env.get(name)
-        ]
+        key_file = env.get("TOKENBROKER_CLIENT_KEY_FILE")
+        needed = ["TOKENBROKER_ISSUER", "TOKENBROKER_CLIENT_ID"]
+        missing = [name for name in needed if not env.get(name)]
+        if not key_file and not env.get("TOKENBROKER_CLIENT_SECRET"):
+            missing.append("TOKENBROKER_CLIENT_SECRET (or TOKENBROKER_CLIENT_KEY_FILE)")
         if missing:
             raise BrokerClientError(f"set {', '.join(missing)}", error="invalid_configuration")
         return cls(
             env["TOKENBROKER_ISSUER"],
             client_id=env["TOKENBROKER_CLIENT_ID"],
-            client_secret=env["TOKENBROKER_CLIENT_SECRET"],
+            client_secret=None if key_file else env["TOKENBROKER_CLIENT_SECRET"],
+            client_key=DeviceKey.from_file(key_file) if key_file else None,
             key=key or DeviceKey.load(),
             scope=scope,
         )
@@ -373,7 +391,8 @@ class TokenSource:
             raise MetadataError(
                 f"no broker metadata at {url} ({response.status}); check the issuer URL"
             )
-        return parse_metadata(_json(response, "metadata endpoint"), self.issuer)
+        method = PRIVATE_KEY_JWT if self._client_key is not None else "client_secret_basic"
+        return parse_metadata(_json(response, "metadata endpoint"), self.issuer, auth_method=method)
 
     def _token_exchange(self) -> _Exchange[AccessToken]:
         metadata = self._metadata
@@ -391,12 +410,13 @@ class TokenSource:
         nonce_retried = False
         while True:
             sent_at = self.clock()
-            headers = {
-                "Authorization": self._basic,
-                "DPoP": self.proof("POST", endpoint),
-                "Accept": "application/json",
-            }
-            response = yield _Request("POST", endpoint, headers, form)
+            headers = {"DPoP": self.proof("POST", endpoint), "Accept": "application/json"}
+            sent = form
+            if self._client_key is not None:  # a new assertion each time (single use)
+                sent = {**form, **self._assertion(endpoint, sent_at)}
+            else:
+                headers["Authorization"] = self._basic
+            response = yield _Request("POST", endpoint, headers, sent)
             nonce_saved = self.nonces.remember(endpoint, response.headers.get("dpop-nonce"))
             if response.status == 200:
                 body = _json(response, "token endpoint")
@@ -415,6 +435,12 @@ class TokenSource:
                 form = {**self._exchange_form(), **({"scope": self.scope} if self.scope else {})}
                 continue
             raise self._token_error(response, code, description)
+
+    def _assertion(self, endpoint: str, now: float) -> dict[str, str]:
+        assert self._client_key is not None
+        return assertion_form(
+            self._client_key, client_id=self.client_id, audience=endpoint, now=now
+        )
 
     def _exchange_form(self) -> dict[str, str]:
         assert self._subject_token is not None
@@ -484,7 +510,8 @@ class TokenSource:
         if code == "invalid_client":
             return InvalidClientError(
                 f"the broker rejected the client credentials (invalid_client): check the "
-                f"client id {self.client_id!r} and its secret"
+                f"client id {self.client_id!r} and its "
+                + ("registered key (tokenbroker clients set-jwk)" if self._client_key else "secret")
             )
         if code == "invalid_grant":
             detail = f": {description}" if description else ""

@@ -21,7 +21,6 @@ from typing import Any, Protocol
 
 from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import (
-    InvalidClient,
     InvalidGrant,
     InvalidRequest,
     UnsupportedGrantType,
@@ -47,18 +46,17 @@ from tokenbroker.domain.rfc8693 import (
     verify_subject_token,
 )
 from tokenbroker.domain.rfc9449 import DpopProof, ProofPolicy, replay_key
-from tokenbroker.domain.secrets import secret_matches
+from tokenbroker.services.client_auth import ClientAuthenticator
 from tokenbroker.services.issuance import (
     IssuanceService,
     IssuedAccessToken,
     TokenRequest,
+    assertion_audiences,
     request_proof,
 )
 from tokenbroker.services.refresh import RefreshService
 
-_CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _LABEL = re.compile(r"[A-Za-z0-9 .@:/+_-]{0,64}")
-_MAX_SECRET = 256
 _MAX_FIELD = 256
 _DAY = 86_400
 RECORD_PREFIX = "enr:"
@@ -132,10 +130,17 @@ class ExchangeService:
         policy: ExchangePolicy,
         refresh: Callable[[], RefreshService | None] | None = None,
         clear_step_up: Callable[[str], None] | None = None,
+        authenticator: ClientAuthenticator | None = None,
+        issuer: str = "",
     ) -> None:
         """``refresh``: where refresh tokens come from (None: exchanges issue none);
         ``clear_step_up``: lifts a device's containment step_up once the exchange's
-        fresh identity check passed (None: the flag stays and the exchange is refused)."""
+        fresh identity check passed (None: the flag stays and the exchange is refused);
+        ``authenticator``: the token endpoint's one client authenticator (None: client
+        secrets only); ``issuer``: the configured issuer ("" = from the request URL), an
+        assertion's audience."""
+        self._auth = authenticator or ClientAuthenticator()
+        self._configured_issuer = issuer
         self._refresh = refresh
         self._clear_step_up = clear_step_up
         self._people = people
@@ -155,7 +160,7 @@ class ExchangeService:
         if request.grant_type != GRANT_TYPE:
             raise UnsupportedGrantType("this handler serves token exchange only")
         audience = self._issuance.audience(request.resource)
-        v = self._verify(request)
+        v = self._verify(request, request_issuer=request_issuer)
         # RFC 8707: and the client may use that resource
         audience = self._issuance.audience(request.resource, allowed=v.client.resources)
         device = v.device
@@ -208,11 +213,13 @@ class ExchangeService:
         return self._issuance.issuer or request_issuer
 
     # ---- self-service enrollment --------------------------------------------------
-    def enroll(self, request: TokenRequest) -> Enrollment:
+    def enroll(self, request: TokenRequest, *, request_issuer: str = "") -> Enrollment:
         label = request.label or ""
         if not _LABEL.fullmatch(label):
             raise InvalidRequest("label must be at most 64 letters, digits, spaces or .@:/+-_")
-        v = self._verify(request, max_age=self._policy.enrollment_max_age)
+        v = self._verify(
+            request, max_age=self._policy.enrollment_max_age, request_issuer=request_issuer
+        )
         if v.device is not None:
             if v.device.principal == v.person.principal and v.device.active:
                 raise InvalidGrant("this key is already enrolled", reason="device_already_enrolled")
@@ -248,14 +255,10 @@ class ExchangeService:
         return Enrollment(device, count, cap)
 
     # ---- shared checks -----------------------------------------------------------
-    def _verify(self, request: TokenRequest, *, max_age: int = 86_400) -> _Verified:
-        if (
-            request.client_id is None
-            or not _CLIENT_ID.fullmatch(request.client_id)
-            or request.client_secret is None
-            or len(request.client_secret) > _MAX_SECRET
-        ):
-            raise InvalidClient()
+    def _verify(
+        self, request: TokenRequest, *, request_issuer: str, max_age: int = 86_400
+    ) -> _Verified:
+        client_id = self._auth.claimed_client_id(request.credentials)
         if request.subject_token is None:
             raise InvalidRequest("subject_token is required", reason="subject_token_missing")
         now = self._clock()
@@ -274,12 +277,14 @@ class ExchangeService:
             skew=self._policy.skew,
             max_age=max_age,
         )
-        client, device, account = self._people.get_client_device_person(
-            request.client_id, proof.jkt, person.principal
+        found, device, account = self._people.get_client_device_person(
+            client_id, proof.jkt, person.principal
         )
-        authentic = secret_matches(request.client_secret, client.secret_hash if client else None)
-        if client is None or not authentic or not client.active:
-            raise InvalidClient()
+        client = self._auth.check(
+            request.credentials,
+            found,
+            audiences=assertion_audiences(request, self._configured_issuer or request_issuer),
+        )
         if account is not None and not account.active:
             raise InvalidGrant("this person is disabled", reason="person_disabled")
         return _Verified(client, device, account, person, idp, proof, now)

@@ -14,14 +14,21 @@ so the ledger grows by at most ONE record per bucket per minute:
 
 - ``unknown_client``: one bucket for all (the client id is the caller's invention, so a
   bucket per id would let garbage grow the ledger without limit): <= 1 record/minute;
-- every other reason: one bucket per (reason, client id) of a real client: <= 4 records
+- every other reason: one bucket per (reason, client id) of a real client: <= 6 records
   per client per minute.
 
-So at most 1 + 4 x clients records a minute, however fast the refusals come; the CloudWatch
+So at most 1 + 6 x clients records a minute, however fast the refusals come; the CloudWatch
 metric ``TokenRequestsRejected`` counts every one. The three client refusals do the same
 work (one read, one conditional write) and answer the same 401.
 Requests refused before the directory read (malformed client id, missing or over-long
 secret, bad proof) name no real client or key and are not recorded.
+
+Client authentication is services/client_auth.py's (client secret or private_key_jwt,
+RFC 7523 §2.2), the same one authenticator for every grant; a failed client assertion of
+a real client is recorded under ``bad_client_assertion``, one reason whatever the
+assertion's fault (the six reasons: wrong secret, disabled, bad assertion, device not
+enrolled, revoked, step-up required). A private_key_jwt request adds one conditional
+write (the assertion's jti).
 """
 
 from __future__ import annotations
@@ -45,19 +52,22 @@ from tokenbroker.domain.ports import ClientDirectory, Signer, TokenLedger
 from tokenbroker.domain.rfc8707 import audience_for
 from tokenbroker.domain.rfc9068 import AccessTokenClaims, assemble, signing_input
 from tokenbroker.domain.rfc9449 import DpopProof, ProofPolicy, replay_key, verify_proof
-from tokenbroker.domain.secrets import secret_matches
-from tokenbroker.domain.units import CLIENT_ID, DAY_SECONDS
+from tokenbroker.domain.units import DAY_SECONDS
+from tokenbroker.services.client_auth import (
+    CLIENT_DISABLED,
+    UNKNOWN_CLIENT,
+    WRONG_SECRET,
+    ClientAuthenticator,
+    ClientCredentials,
+)
 
 GRANT_TYPE = "client_credentials"
-_MAX_SECRET = 256
 #: the ledger record of an issuance: one per token (its jti is unique)
 RECORD_PREFIX = "iss:"
 #: the ledger record of refused token requests: one per bucket (see the module docstring)
 REFUSAL_PREFIX = "tden:"
 REFUSAL_BUCKET_SECONDS = 60
-UNKNOWN_CLIENT = "unknown_client"
-WRONG_SECRET = "wrong_secret"
-CLIENT_DISABLED = "client_disabled"
+BAD_CLIENT_ASSERTION = "bad_client_assertion"
 DEVICE_NOT_ENROLLED = "device_not_enrolled"
 DEVICE_REVOKED = "device_revoked"
 #: containment step_up (services/containment.py): a token exchange or re-enrollment first
@@ -94,6 +104,21 @@ class TokenRequest:
     subject_token_type: str | None = None
     label: str | None = None
     refresh_token: str | None = None
+    # RFC 7523 §2.2 private_key_jwt (services/client_auth.py)
+    client_assertion_type: str | None = None
+    client_assertion: str | None = field(default=None, repr=False)
+
+    @property
+    def credentials(self) -> ClientCredentials:
+        return ClientCredentials(
+            self.client_id, self.client_secret, self.client_assertion_type, self.client_assertion
+        )
+
+
+def assertion_audiences(request: TokenRequest, issuer: str) -> tuple[str, ...]:
+    """What a client assertion's ``aud`` may name at the token endpoint (RFC 7523 §3 C):
+    the issuer or the token endpoint URL the client called."""
+    return tuple(a for a in (issuer, request.url) if a)
 
 
 @dataclass(frozen=True)
@@ -139,7 +164,11 @@ class IssuanceService:
         signer: Signer,
         clock: Clock,
         policy: IssuancePolicy,
+        authenticator: ClientAuthenticator | None = None,
     ) -> None:
+        """``authenticator``: client authentication for every grant (None: client
+        secrets only)."""
+        self._auth = authenticator or ClientAuthenticator(directory=directory)
         self._directory = directory
         self._ledger = ledger
         self._signer = signer
@@ -151,14 +180,13 @@ class IssuanceService:
         """The configured issuer ("" = derived from each request's URL)."""
         return self._policy.issuer
 
+    @property
+    def authenticator(self) -> ClientAuthenticator:
+        """The one client authenticator of the token endpoint (exchange, refresh use it)."""
+        return self._auth
+
     def issue(self, request: TokenRequest, *, request_issuer: str) -> IssuedAccessToken:
-        if (
-            request.client_id is None
-            or not CLIENT_ID.fullmatch(request.client_id)
-            or request.client_secret is None
-            or len(request.client_secret) > _MAX_SECRET
-        ):
-            raise InvalidClient()  # cannot be a client of ours; same answer as a wrong secret
+        client_id = self._auth.claimed_client_id(request.credentials)
         if request.grant_type is None:
             raise InvalidRequest("grant_type is required")
         if request.grant_type != GRANT_TYPE:
@@ -166,19 +194,24 @@ class IssuanceService:
         audience = self.audience(request.resource)
         now = self._clock()
         proof = request_proof(request, now, self._policy.proof)
-        client, device = self._directory.get_client_and_device(request.client_id, proof.jkt)
-        # One path for unknown, wrong-secret and disabled clients: same work, same error.
-        authentic = secret_matches(request.client_secret, client.secret_hash if client else None)
-        if client is None or not authentic or not client.active:
+        found, device = self._directory.get_client_and_device(client_id, proof.jkt)
+        issuer = self._policy.issuer or request_issuer
+        try:
+            client = self._auth.check(
+                request.credentials, found, audiences=assertion_audiences(request, issuer)
+            )
+        except InvalidClient as err:
             refusal = (
                 UNKNOWN_CLIENT
-                if client is None
-                else WRONG_SECRET
-                if not authentic
-                else CLIENT_DISABLED
+                if found is None
+                else err.reason
+                if err.reason in (WRONG_SECRET, CLIENT_DISABLED)
+                else BAD_CLIENT_ASSERTION
             )
-            self._record_refusal(request, request.client_id, proof.jkt, refusal, now)
-            raise InvalidClient()
+            self._record_refusal(request, client_id, proof.jkt, refusal, now)
+            if refusal == BAD_CLIENT_ASSERTION:
+                raise  # its reason (logged) helps the client's developer; same response
+            raise InvalidClient() from None  # identical in every way; the ledger says which
         if device is None or device.client_id != client.client_id:
             self._record_refusal(request, client.client_id, proof.jkt, DEVICE_NOT_ENROLLED, now)
             raise InvalidGrant(
@@ -205,7 +238,7 @@ class IssuanceService:
             proof,
             scope,
             audience,
-            self._policy.issuer or request_issuer,
+            issuer,
             now,
         )
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from tokenbroker.domain.clock import Clock
-from tokenbroker.domain.errors import InvalidClient, InvalidGrant, InvalidRequest
+from tokenbroker.domain.errors import InvalidGrant, InvalidRequest, InvalidTarget
 from tokenbroker.domain.jose import b64url_decode, b64url_encode
 from tokenbroker.domain.models import (
     Client,
@@ -39,18 +39,17 @@ from tokenbroker.domain.models import (
 )
 from tokenbroker.domain.policy import grant_scope
 from tokenbroker.domain.rfc9449 import DpopProof, ProofPolicy, replay_key
-from tokenbroker.domain.secrets import secret_matches
 from tokenbroker.services.issuance import (
     IssuanceService,
     IssuedAccessToken,
     TokenRequest,
+    assertion_audiences,
     request_proof,
 )
 
 GRANT_TYPE = "refresh_token"
 MAX_REFRESH_TOKEN = 1024
 _FAMILY = re.compile(r"[A-Za-z0-9_-]{22,64}")
-_CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DAY = 86_400
 RECORD_PREFIX = "rft:"
 
@@ -159,29 +158,25 @@ class RefreshService:
 
     # ---- refresh -------------------------------------------------------------------
     def refresh(self, request: TokenRequest, *, request_issuer: str) -> IssuedAccessToken:
-        if (
-            request.client_id is None
-            or not _CLIENT_ID.fullmatch(request.client_id)
-            or request.client_secret is None
-            or len(request.client_secret) > 256
-        ):
-            raise InvalidClient()
+        issuance = self._issuance()
+        client_id = issuance.authenticator.claimed_client_id(request.credentials)
         value = request.refresh_token
         if value is None:
             raise InvalidRequest("refresh_token is required")
         principal, family = _parse(value)
         now = self._clock()
         proof = request_proof(request, now, self._policy.proof)
-        grant, client, device, person = self._store.lookup(
+        grant, found, device, person = self._store.lookup(
             token_id(value),
             family=family,
-            client_id=request.client_id,
+            client_id=client_id,
             jkt=proof.jkt,
             principal=principal,
         )
-        authentic = secret_matches(request.client_secret, client.secret_hash if client else None)
-        if client is None or not authentic or not client.active:
-            raise InvalidClient()
+        issuer = issuance.issuer or request_issuer
+        client = issuance.authenticator.check(
+            request.credentials, found, audiences=assertion_audiences(request, issuer)
+        )
         if (
             grant is None
             or grant.client_id != client.client_id
@@ -216,16 +211,22 @@ class RefreshService:
             )
         if person is not None and not person.active:
             raise InvalidGrant("this person is disabled", reason="person_disabled")
+        if request.resource is not None and request.resource != grant.audience:
+            # RFC 8707 §2: the refreshed token is for the grant's resource, never another
+            raise InvalidTarget(
+                "a refreshed token is for the resource of its grant; exchange again for"
+                " another resource",
+                reason="refresh_other_resource",
+            )
         # RFC 6749 §6: no scope beyond the original grant; none the client lost since
         scope = grant_scope(request.scope, frozenset(grant.scope) & client.scopes)
-        issuance = self._issuance()
         issued, token, record = issuance.sign(
             request,
             client.client_id,
             proof,
             scope,
             grant.audience,
-            issuance.issuer or request_issuer,
+            issuer,
             now,
             principal=grant.principal,
         )

@@ -35,10 +35,15 @@ def grant_handler(grant_type: str | None) -> GrantRegistration:
     return next((g for g in GRANTS if g.grant_type == grant_type), GRANTS[0])
 
 
-#: client authentication at the token endpoint (web/requests.py parses exactly these)
-CLIENT_AUTH_METHODS: tuple[str, ...] = ("client_secret_basic", "client_secret_post")
-#: ... and at revocation and introspection (web/lifecycle.py, services/client_auth.py)
-LIFECYCLE_AUTH_METHODS: tuple[str, ...] = (*CLIENT_AUTH_METHODS, "private_key_jwt")
+#: client authentication at the token endpoint, every grant (web/requests.py parses
+#: exactly these; services/client_auth.py checks them)
+CLIENT_AUTH_METHODS: tuple[str, ...] = (
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",  # RFC 7523 §2.2
+)
+#: ... and at revocation and introspection (web/lifecycle.py, the same authenticator)
+LIFECYCLE_AUTH_METHODS: tuple[str, ...] = CLIENT_AUTH_METHODS
 
 
 @dataclass(frozen=True)

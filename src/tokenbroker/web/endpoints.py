@@ -99,7 +99,7 @@ def enroll_device(
     basic = uses_basic_auth(event)
     try:
         parsed = parse_token_request(event)
-        enrollment = container().exchange.enroll(parsed.request)
+        enrollment = container().exchange.enroll(parsed.request, request_issuer=parsed.issuer)
     except OAuthError as err:
         logger.info(
             "device enrollment rejected",

@@ -15,7 +15,12 @@ from urllib.parse import parse_qsl, unquote_plus
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
-from tokenbroker.domain.errors import InvalidClient, InvalidDpopProof, InvalidRequest
+from tokenbroker.domain.errors import (
+    InvalidClient,
+    InvalidDpopProof,
+    InvalidRequest,
+    InvalidTarget,
+)
 from tokenbroker.domain.pairs import unique_mapping
 from tokenbroker.services.issuance import TokenRequest
 from tokenbroker.web.events import raw_header_values, raw_request_url
@@ -49,6 +54,26 @@ def request_url(event: APIGatewayProxyEvent) -> tuple[str, str]:
 
 
 def _form(event: APIGatewayProxyEvent) -> dict[str, str]:
+    return unique_mapping(
+        _form_pairs(event), lambda key: InvalidRequest(f"parameter {key!r} is repeated")
+    )
+
+
+def _token_form(event: APIGatewayProxyEvent) -> dict[str, str]:
+    """The token request's form. RFC 8707 §2 lets a client name several resources; a
+    token here has exactly one audience (the edge of a resource accepts tokens for it
+    alone), so more than one is ``invalid_target``, with a description saying what to
+    do: one token per resource."""
+    pairs = _form_pairs(event)
+    if sum(1 for key, _ in pairs if key == "resource") > 1:
+        raise InvalidTarget(
+            "one resource per token request: request a token for each resource",
+            reason="multiple_resources",
+        )
+    return unique_mapping(pairs, lambda key: InvalidRequest(f"parameter {key!r} is repeated"))
+
+
+def _form_pairs(event: APIGatewayProxyEvent) -> list[tuple[str, str]]:
     content_type = (single_header(event, "Content-Type") or "").split(";")[0].strip().lower()
     if content_type != FORM_MEDIA_TYPE:
         raise InvalidRequest(f"the token request must be {FORM_MEDIA_TYPE}")
@@ -76,7 +101,7 @@ def _form(event: APIGatewayProxyEvent) -> dict[str, str]:
         raise InvalidRequest("the request body is not a valid form") from exc
     if _BAD_ESCAPE.search(body):
         raise InvalidRequest("the request body has a malformed percent-encoding")
-    return unique_mapping(pairs, lambda key: InvalidRequest(f"parameter {key!r} is repeated"))
+    return pairs
 
 
 def _basic_credentials(authorization: str) -> tuple[str, str]:
@@ -99,7 +124,7 @@ def parse_token_request(event: APIGatewayProxyEvent) -> ParsedTokenRequest:
     url, issuer = request_url(event)
     authorization = single_header(event, "Authorization")
     basic = authorization is not None and authorization[:6].lower() == "basic "
-    form = _form(event)
+    form = _token_form(event)
     if basic:
         if "client_secret" in form:
             raise InvalidRequest("use one client authentication method, not two")
@@ -130,6 +155,9 @@ def parse_token_request(event: APIGatewayProxyEvent) -> ParsedTokenRequest:
         subject_token_type=form.get("subject_token_type"),
         label=form.get("label"),
         refresh_token=form.get("refresh_token"),
+        # RFC 7523 §2.2 (services/client_auth.py refuses it together with a secret)
+        client_assertion_type=form.get("client_assertion_type"),
+        client_assertion=form.get("client_assertion"),
     )
     return ParsedTokenRequest(request, basic, issuer)
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokenbroker.local.errors import LocalConfigError
+from tokenbroker.local.errors import LocalConfigError, UnresolvedReference
 from tokenbroker.local.template import Template
 
 #: SAM's default for ``Identity.ReauthorizeEvery``; API Gateway's maximum
@@ -50,6 +50,9 @@ class ApiSpec:
     stage_variables: Mapping[str, str] | None = None
     binary_media_types: tuple[str, ...] = ()
     gateway_responses: Mapping[str, GatewayResponse] = field(default_factory=dict)
+    #: the API's execute-api URL as the template's intrinsics name it (a gateway
+    #: response header that names it is answered with the local URL instead)
+    deployed_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,20 @@ def _api_from_template(
         str(kind): _gateway_response(resolve(spec) or {})
         for kind, spec in (props.get("GatewayResponses") or {}).items()
     }
-    responses.update(_standalone_responses(template, api, resolve))
+    local_id = api_id_for(stack_name, api)
+    responses.update(
+        _standalone_responses(template, api, lambda v: resolve(_naming_api(v, api, local_id)))
+    )
+    try:
+        deployed_url = resolve(
+            {
+                "Fn::Sub": (
+                    f"https://{local_id}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{stage}"
+                )
+            }
+        )
+    except UnresolvedReference:  # a deployment without a region names no such URL
+        deployed_url = ""
     auth = props.get("Auth") or {}
     authorizers = {
         str(name): _authorizer(str(name), spec, resolve, set(template.functions()))
@@ -127,8 +143,27 @@ def _api_from_template(
         stage_variables={str(k): str(v) for k, v in variables.items()} if variables else None,
         binary_media_types=binary,
         gateway_responses=responses,
+        deployed_url=str(deployed_url),
     )
     return spec, authorizers
+
+
+def _naming_api(value: Any, api: str, api_id: str) -> Any:
+    """``value`` with the API's own Ref (``!Ref Api``, ``${Api}`` in a Sub) replaced by
+    its local id: CloudFormation knows the id of the API a gateway response belongs to,
+    the local deployment has none before the API is served."""
+    if isinstance(value, list):
+        return [_naming_api(v, api, api_id) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if value == {"Ref": api}:
+        return api_id
+    sub = value.get("Fn::Sub")
+    if len(value) == 1 and isinstance(sub, str):
+        return {"Fn::Sub": sub.replace("${" + api + "}", api_id)}
+    if len(value) == 1 and isinstance(sub, list) and sub and isinstance(sub[0], str):
+        return {"Fn::Sub": [sub[0].replace("${" + api + "}", api_id), *sub[1:]]}
+    return {k: _naming_api(v, api, api_id) for k, v in value.items()}
 
 
 def _literal(value: Any) -> str | None:

@@ -73,11 +73,19 @@ def gateway_response(
     headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", error_type)]
     if info is not None:
         headers.append(("x-amzn-RequestId", info.request_id))
-    headers += list(custom.headers.items())
+    headers += [(name, _local(value, api, info)) for name, value in custom.headers.items()]
     for name, key in custom.context_headers.items():
         if authorizer and key in authorizer:
             headers.append((name, authorizer[key]))
     return Reply(custom.status or status, headers, body.encode("utf-8"))
+
+
+def _local(value: str, api: ApiSpec | None, info: RequestInfo | None) -> str:
+    """A static header naming the API's deployed URL (e.g. RFC 9728 ``resource_metadata``
+    in the UNAUTHORIZED challenge) names the URL the local gateway serves it at."""
+    if api is None or info is None or not api.deployed_url:
+        return value
+    return value.replace(api.deployed_url, f"http://{info.domain_name}")
 
 
 def proxy_reply(output: Any, info: RequestInfo) -> Reply:
