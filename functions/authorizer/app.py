@@ -12,14 +12,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tokenbroker import bootstrap
 from tokenbroker.web import edge
-from tokenbroker.web.lambda_logging import inject_lambda_context
+from tokenbroker.web.lambda_logging import flush_metrics, inject_lambda_context
 
 logger = Logger()
 metrics = Metrics()
 
 
 @inject_lambda_context(logger)  # Powertools' (clear_state=True), cheaper when warm
-@metrics.log_metrics
+@flush_metrics(metrics)  # denials only: allowed requests are counted in the ledger
 @event_source(data_class=APIGatewayAuthorizerRequestEvent)
 def handler(event: APIGatewayAuthorizerRequestEvent, context: LambdaContext) -> dict[str, Any]:
     request, issuer = edge.rest_request(event)
@@ -30,4 +30,5 @@ def handler(event: APIGatewayAuthorizerRequestEvent, context: LambdaContext) -> 
         logger,
         metrics,
         lambda outcome: edge.rest_response(event, outcome),
+        count_allowed=False,
     )

@@ -18,17 +18,23 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tokenbroker import bootstrap
 from tokenbroker.web import edge
-from tokenbroker.web.lambda_logging import inject_lambda_context
+from tokenbroker.web.lambda_logging import flush_metrics, inject_lambda_context
 
 logger = Logger()
 metrics = Metrics()
 
 
 @inject_lambda_context(logger)  # Powertools' (clear_state=True), cheaper when warm
-@metrics.log_metrics
+@flush_metrics(metrics)  # denials only: allowed requests are counted in the ledger
 @event_source(data_class=APIGatewayAuthorizerEventV2)
 def handler(event: APIGatewayAuthorizerEventV2, context: LambdaContext) -> dict[str, Any]:
     request, issuer = edge.http_api_request(event)
     return edge.authorize(
-        bootstrap.default, request, issuer, logger, metrics, edge.http_api_response
+        bootstrap.default,
+        request,
+        issuer,
+        logger,
+        metrics,
+        edge.http_api_response,
+        count_allowed=False,
     )

@@ -3,6 +3,7 @@ the same core through the real handler functions."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import json
@@ -199,3 +200,47 @@ def test_a_hung_dependency_at_the_edge_is_one_attempt_per_call_and_a_deny(
     assert response["status"] == "401"
     # the key fetch hangs: one attempt, then the Deny (no retry, no later call)
     assert attempts == ["GetPublicKey"]
+
+
+def _emf_metric_names(output: str) -> list[list[str]]:
+    """The metric names of each EMF line in ``output`` (other log lines skipped)."""
+    names = []
+    for line in output.splitlines():
+        doc = json.loads(line) if line.startswith("{") else {}
+        for directive in doc.get("_aws", {}).get("CloudWatchMetrics", []):
+            names.append([m["Name"] for m in directive["Metrics"]])
+    return names
+
+
+@pytest.mark.parametrize("name", ["authorizer", "http_api_authorizer"])
+def test_the_api_gateway_authorizers_write_an_emf_line_for_denials_only(
+    name: str,
+    world: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(bootstrap, "default", lambda: world["container"])
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "TokenBroker")
+    app = _load(name)
+    token, proof = _token_and_proof(world, s.url_for(s.WHOAMI))
+    headers = {"authorization": f"DPoP {token}", "dpop": proof}
+    if name == "authorizer":
+        event = s.rest_event(list(headers.items()))
+    else:
+        event = s.http_api_event(headers)
+    capsys.readouterr()
+    app.handler(copy.deepcopy(event), s.LambdaContext())  # allowed: its record is the count
+    assert world["ledger"].decisions() == [("allow", "ok")]
+    assert _emf_metric_names(capsys.readouterr().out) == []
+
+    # the same proof in another request: a replay of an authentic token, denied, counted
+    replay = copy.deepcopy(event)
+    replay["requestContext"]["requestId"] = "replayed-request"
+    refused = (
+        pytest.raises(Exception, match="Unauthorized")
+        if name == "authorizer"
+        else contextlib.nullcontext()
+    )
+    with refused:
+        app.handler(replay, s.LambdaContext())
+    assert _emf_metric_names(capsys.readouterr().out) == [["RequestsDenied"]]

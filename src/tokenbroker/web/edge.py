@@ -101,11 +101,17 @@ def authorize(
     logger: Logger,
     metrics: Metrics,
     render: Callable[[Outcome], R],
+    *,
+    count_allowed: bool = True,
 ) -> R:
     """Run the checks and answer with ``render``: for an allowed request the service
     calls it before its one write and the response it built is returned unchanged; for
     a denial it is called here. Log and count the decision (ids and codes only, never
-    the token or proof)."""
+    the token or proof). ``count_allowed=False``: no ``RequestsAllowed`` metric (the
+    API Gateway authorizers count allowed requests in the usage ledger and its
+    aggregates, where each has its record: one EMF line per request would cost about
+    a third of the two signature checks, benchmarks/authorizer.py); denials are always
+    counted."""
     try:
         response = container().authorization.authorize_then(
             request,
@@ -137,7 +143,8 @@ def authorize(
                 "request_id": request.request_id,
             },
         )
-        metrics.add_metric(name="RequestsAllowed", unit=MetricUnit.Count, value=1)
+        if count_allowed:
+            metrics.add_metric(name="RequestsAllowed", unit=MetricUnit.Count, value=1)
     return rendered
 
 
