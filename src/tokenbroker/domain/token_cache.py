@@ -41,7 +41,7 @@ from tokenbroker.domain.errors import InvalidToken
 from tokenbroker.domain.rfc9068 import AccessTokenClaims, check_token_times, verify_access_token
 
 #: tokens remembered per execution environment (a few hundred bytes each)
-MAX_ENTRIES = 1024
+MAX_ENTRIES = 512
 
 
 class VerifiedTokens:
