@@ -118,5 +118,6 @@ def test_the_peer_benchmark_skips_without_installing_when_told_not_to(
 def test_our_side_of_the_peer_benchmark_allows_every_request() -> None:
     keys = bench.Keys.generate()
     ours = peer._ours(keys, bench.NOW, 3, 2)
-    assert ours["allowed"] == 6
+    assert ours["allowed"] == 12  # every token new, then one token reused
     assert ours["us_per_request"] > 0
+    assert ours["us_per_request_token_reused"] > 0
