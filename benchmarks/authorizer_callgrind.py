@@ -107,8 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.authorizer_callgrind", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--small", type=int, default=50)
-    parser.add_argument("--large", type=int, default=250)
+    parser.add_argument("--small", type=int, default=10)
+    parser.add_argument("--large", type=int, default=60)
     parser.add_argument("--valgrind", default="valgrind")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", choices=LOOPS, help=argparse.SUPPRESS)
