@@ -39,7 +39,8 @@ def test_every_measured_request_was_allowed(report: dict[str, Any]) -> None:
 def test_one_round_trip_per_allowed_request(report: dict[str, Any]) -> None:
     rt = report["cpu"]["round_trips"]
     assert rt["per_allowed_request"] == 1
-    assert rt["warm_sends"] == {"dynamodb:PutItem": REQUESTS}
+    # the handler loops: every token new, and one token reused
+    assert rt["warm_sends"] == {"dynamodb:PutItem": 2 * REQUESTS}
     # the cold request also fetches the signing key and reads the liveness view, once
     assert rt["cold_request"] == 3
     assert report["cpu"]["cold_request"]["sends"] == {
@@ -74,7 +75,7 @@ def test_report_shape(report: dict[str, Any]) -> None:
     table = bench.render(report)
     for metric in ("2 P-256 verifies", "round trips", "cold init", "peak RSS"):
         assert metric in table
-    assert table.count("PASS") + table.count("MISS") == 5
+    assert table.count("PASS") + table.count("MISS") == 7
     assert report["glue"]["of_2_verifies"]["2 verifies"] == 1
     assert all(v > 0 for v in report["glue"]["us"].values())
     pt = report["powertools"]
@@ -117,5 +118,6 @@ def test_the_peer_benchmark_skips_without_installing_when_told_not_to(
 def test_our_side_of_the_peer_benchmark_allows_every_request() -> None:
     keys = bench.Keys.generate()
     ours = peer._ours(keys, bench.NOW, 3, 2)
-    assert ours["allowed"] == 6
+    assert ours["allowed"] == 12  # every token new, then one token reused
     assert ours["us_per_request"] > 0
+    assert ours["us_per_request_token_reused"] > 0

@@ -46,9 +46,7 @@ def test_a_token_for_another_resource_is_refused_as_wrong_audience(
     issuer, _, container, device = world
     now = int(fixed_clock())
     token = issuer.token(now, device.jkt, aud="https://api-b.example/v1")
-    request, _ = edge.rest_request(
-        edge.APIGatewayAuthorizerRequestEvent(_whoami(token, device, now))
-    )
+    request, _ = edge.rest_request(_whoami(token, device, now))
     with pytest.raises(InvalidToken) as caught:
         container.authorization.authorize(request, request_issuer=s.ISSUER)
     assert caught.value.reason == "wrong_audience"

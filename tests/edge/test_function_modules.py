@@ -3,6 +3,7 @@ the same core through the real handler functions."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import json
@@ -210,3 +211,68 @@ def test_a_hung_dependency_at_the_edge_is_one_attempt_per_call_and_a_deny(
     # no AWS call after it)
     assert fetches == [(s.ISSUER + "/.well-known/jwks.json", app.READ_TIMEOUT_S)]
     assert attempts == []
+
+
+def _emf_metric_names(output: str) -> list[list[str]]:
+    """The metric names of each EMF line in ``output`` (other log lines skipped)."""
+    names = []
+    for line in output.splitlines():
+        doc = json.loads(line) if line.startswith("{") else {}
+        for directive in doc.get("_aws", {}).get("CloudWatchMetrics", []):
+            names.append([m["Name"] for m in directive["Metrics"]])
+    return names
+
+
+@pytest.mark.parametrize("name", ["authorizer", "http_api_authorizer"])
+def test_the_api_gateway_authorizers_write_an_emf_line_for_denials_only(
+    name: str,
+    world: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(bootstrap, "default", lambda: world["container"])
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "TokenBroker")
+    app = _load(name)
+    token, proof = _token_and_proof(world, s.url_for(s.WHOAMI))
+    headers = {"authorization": f"DPoP {token}", "dpop": proof}
+    if name == "authorizer":
+        event = s.rest_event(list(headers.items()))
+    else:
+        event = s.http_api_event(headers)
+    capsys.readouterr()
+    app.handler(copy.deepcopy(event), s.LambdaContext())  # allowed: its record is the count
+    assert world["ledger"].decisions() == [("allow", "ok")]
+    assert _emf_metric_names(capsys.readouterr().out) == []
+
+    # the same proof in another request: a replay of an authentic token, denied, counted
+    replay = copy.deepcopy(event)
+    replay["requestContext"]["requestId"] = "replayed-request"
+    refused = (
+        pytest.raises(Exception, match="Unauthorized")
+        if name == "authorizer"
+        else contextlib.nullcontext()
+    )
+    with refused:
+        app.handler(replay, s.LambdaContext())
+    assert _emf_metric_names(capsys.readouterr().out) == [["RequestsDenied"]]
+
+
+@pytest.mark.parametrize("name", ["authorizer", "http_api_authorizer"])
+def test_the_api_gateway_authorizers_do_not_import_the_event_data_classes(name: str) -> None:
+    """Their package imports every event class (~2.8 MiB resident, ~20 ms of cold
+    init): the authorizers read the raw event (benchmarks/authorizer.py measures it)."""
+    import subprocess
+    import sys
+
+    app = str(ROOT / "functions" / name / "app.py")
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('app', {app!r})\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "print(sorted(m for m in sys.modules if 'data_classes' in m))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    assert out.strip() == "[]"

@@ -151,7 +151,7 @@ class LeanPutItem:
                         "ResponseMetadata": {
                             "RequestId": headers.get("x-amzn-requestid", ""),
                             "HTTPStatusCode": http_response.status_code,
-                            "HTTPHeaders": dict(headers),
+                            "HTTPHeaders": headers,  # as botocore: the response's own
                             "RetryAttempts": attempt - 1,
                         }
                     }

@@ -40,6 +40,8 @@ class AccessTokenClaims:
     jkt: str  # cnf.jkt (RFC 9449 §6.1)
     #: RFC 8693 §4.1: the client acting for the person ``sub`` ("" = no delegation)
     act: str = ""
+    #: RFC 7519 ``nbf`` when the token has one (re-checked on every use of the token)
+    nbf: int | None = None
 
     def to_jwt_claims(self) -> dict[str, Any]:
         claims = {
@@ -109,10 +111,7 @@ def verify_access_token(
     exp = _int_claim(claims, "exp")
     iat = _int_claim(claims, "iat")
     nbf = _int_claim(claims, "nbf") if "nbf" in claims else None
-    if exp <= now - skew:
-        raise InvalidToken("access token has expired")
-    if iat > now + skew or (nbf is not None and nbf > now + skew):
-        raise InvalidToken("access token is not valid yet")
+    check_token_times(exp, iat, nbf, now=now, skew=skew)
     if exp - iat > MAX_LIFETIME or exp <= iat:
         raise InvalidToken("access token lifetime exceeds the maximum")
     sub = _str_claim(claims, "sub")
@@ -141,7 +140,17 @@ def verify_access_token(
         client_id=client_id,
         scope=tuple(scope.split()),
         jkt=jkt,
+        nbf=nbf,
     )
+
+
+def check_token_times(exp: int, iat: int, nbf: int | None, *, now: float, skew: int) -> None:
+    """The checks of a token that depend on the time (RFC 7519 §4.1.4, §4.1.5; iat not in
+    the future): run on every use, also of a token verified before (domain/token_cache.py)."""
+    if exp <= now - skew:
+        raise InvalidToken("access token has expired")
+    if iat > now + skew or (nbf is not None and nbf > now + skew):
+        raise InvalidToken("access token is not valid yet")
 
 
 @functools.lru_cache(maxsize=64)

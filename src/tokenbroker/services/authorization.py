@@ -52,8 +52,9 @@ from tokenbroker.domain.models import Decision, UsageRecord
 from tokenbroker.domain.policy import is_scope_token
 from tokenbroker.domain.ports import UsageLedger
 from tokenbroker.domain.quotas import QuotaCheck
-from tokenbroker.domain.rfc9068 import MAX_TOKEN_LENGTH, AccessTokenClaims, verify_access_token
+from tokenbroker.domain.rfc9068 import MAX_TOKEN_LENGTH, AccessTokenClaims
 from tokenbroker.domain.rfc9449 import ProofPolicy, replay_key, verify_proof
+from tokenbroker.domain.token_cache import VerifiedTokens
 
 _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 MAX_HEADER = MAX_TOKEN_LENGTH + 16
@@ -186,6 +187,9 @@ class AuthorizationService:
         self._clock = clock
         self._policy = policy
         self._denials = _DenialBudget()
+        #: tokens verified in this execution environment: one signature check per token,
+        #: times and key trust re-checked on every use (domain/token_cache.py says why)
+        self._tokens = VerifiedTokens()
 
     def authorize(self, request: ResourceRequest, *, request_issuer: str = "") -> Grant:
         """Returns a Grant or raises an OAuthError (InvalidToken, InvalidDpopProof,
@@ -210,7 +214,7 @@ class AuthorizationService:
         issuer = self._policy.issuer or request_issuer
         if not issuer:
             raise TemporarilyUnavailable("no issuer is configured")
-        claims = verify_access_token(
+        claims = self._tokens.verify(
             token,
             resolve_key=self._resolve_key,
             issuer=issuer,

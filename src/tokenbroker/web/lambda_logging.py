@@ -18,7 +18,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
 
 H = TypeVar("H", bound=Callable[..., Any])
 
@@ -45,6 +45,27 @@ def inject_lambda_context(logger: Logger) -> Callable[[H], H]:
                 logger.append_keys(function_request_id=context.aws_request_id, cold_start=False)
                 return handler(event, context)
             return first(event, context)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def flush_metrics(metrics: Metrics) -> Callable[[H], H]:
+    """Powertools' ``metrics.log_metrics`` for a handler that adds metrics only now and
+    then (the API Gateway authorizers count denials, not allowed requests): the EMF line
+    is written after the handler, also when it raises, when there is a metric to write;
+    an invocation without one writes nothing and warns nothing (``log_metrics`` warns
+    "No application metrics to publish" on every such invocation)."""
+
+    def decorate(handler: H) -> H:
+        @functools.wraps(handler)
+        def wrapper(event: Any, context: Any) -> Any:
+            try:
+                return handler(event, context)
+            finally:
+                if metrics.metric_set:
+                    metrics.flush_metrics()
 
         return wrapper  # type: ignore[return-value]
 
