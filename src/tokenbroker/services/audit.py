@@ -28,6 +28,8 @@ from tokenbroker.services.audit_query import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     Cursor,
+    HourIndex,
+    IndexedQueries,
     LedgerQueries,
     Page,
     Segment,
@@ -78,9 +80,16 @@ class AuditService:
         page_size: int = 100,
         export_page_size: int = 100,
         workers: int = 8,
+        index: HourIndex | None = None,
     ) -> None:
-        self._queries = LedgerQueries(
-            reader, registry=registry, clock=clock, page_size=page_size, workers=workers
+        # ``index``: the stream-built hot-tier index (the deployment's read path; then
+        # ``reader`` is not used)
+        self._queries: LedgerQueries | IndexedQueries = (
+            IndexedQueries(index)
+            if index is not None
+            else LedgerQueries(
+                reader, registry=registry, clock=clock, page_size=page_size, workers=workers
+            )
         )
         self._aggregates = aggregates
         self._export_page_size = export_page_size
