@@ -466,7 +466,6 @@ class Container:
                     decode=from_plain,
                     hot_window_days=s.usage_hot_window_days,
                     aggregates=reader,
-                    registry=reader,
                     clock=self.clock,
                     export_page_size=50,
                     index=index,
@@ -474,7 +473,6 @@ class Container:
             return AuditService(
                 DynamoLedgerQuery(ddb, usage_table=s.usage_table),
                 aggregates=reader,
-                registry=reader,
                 clock=self.clock,
                 # an export holds shards (256) x this many records (~10 MB) at most
                 export_page_size=50,

@@ -56,7 +56,7 @@ def _index(stack: Stack, ddb: Any) -> HotIndex:
 
 
 def _audit(stack: Stack, ddb: Any) -> AuditService:
-    return AuditService(None, index=_index(stack, ddb))  # type: ignore[arg-type]
+    return AuditService(index=_index(stack, ddb))
 
 
 def _ids(records: list[UsageRecord]) -> list[str]:

@@ -57,7 +57,7 @@ def index(data: Ledger) -> HotIndex:
 
 @pytest.fixture
 def audit(data: Ledger) -> AuditService:
-    return AuditService(None, index=index(data))  # type: ignore[arg-type]
+    return AuditService(index=index(data))
 
 
 def ids(page: Page) -> list[str]:
@@ -201,7 +201,7 @@ def test_pages_that_split_a_run_of_equal_times_neither_repeat_nor_skip(
 def test_records_written_after_the_first_page_appear_only_in_the_part_not_yet_read(
     data: Ledger,
 ) -> None:
-    audit = AuditService(None, index=index(data))  # type: ignore[arg-type]
+    audit = AuditService(index=index(data))
     since, until = T0 + 7 * HOUR_MS, T0 + 8 * HOUR_MS
     data.write(record(since + i * 1000, "dave", device="dev-d1") for i in range(10))
     filters = UsageFilters(since, until, principal="dave")
@@ -224,7 +224,7 @@ def test_an_unknown_principal_or_an_empty_range_is_an_empty_page(audit: AuditSer
 
 @pytest.mark.parametrize(("since", "until"), [(T0, T0), (T0 + 1, T0)])
 def test_a_range_that_does_not_start_before_it_ends_is_refused(since: int, until: int) -> None:
-    audit = AuditService(None, index=index_that_must_not_be_called())  # type: ignore[arg-type]
+    audit = AuditService(index=index_that_must_not_be_called())
     with pytest.raises(AuditQueryError, match="before its end"):
         audit.usage(UsageFilters(since, until))
     with pytest.raises(AuditQueryError):
@@ -234,14 +234,14 @@ def test_a_range_that_does_not_start_before_it_ends_is_refused(since: int, until
 @pytest.mark.parametrize("limit", [0, -1, 1001])
 def test_a_limit_outside_1_to_1000_is_refused(limit: int) -> None:
     with pytest.raises(AuditQueryError, match=r"1\.\.1000"):
-        AuditService(None, index=index_that_must_not_be_called())  # type: ignore[arg-type].usage(UsageFilters(SINCE, UNTIL), limit)
+        AuditService(index=index_that_must_not_be_called()).usage(UsageFilters(SINCE, UNTIL), limit)
 
 
 @pytest.mark.parametrize(
     "token", ["x", "!!!!", "eyJ2IjogMn0", Cursor(1, "a", "q").encode()[:-3], "e30"]
 )
 def test_a_malformed_next_token_is_refused(token: str) -> None:
-    audit = AuditService(None, index=index_that_must_not_be_called())  # type: ignore[arg-type]
+    audit = AuditService(index=index_that_must_not_be_called())
     with pytest.raises(AuditQueryError, match="not a token printed by this query"):
         audit.usage(UsageFilters(SINCE, UNTIL), 10, token)
 
@@ -288,7 +288,7 @@ class CountingClient:
 def counted(data: Ledger) -> tuple[AuditService, CountingClient]:
     client = CountingClient(data.dynamodb)
     index = HotIndex(client, table=data.index_table, usage_table=data.table)
-    return AuditService(None, index=index), client  # type: ignore[arg-type]
+    return AuditService(index=index), client
 
 
 def test_a_first_page_fetches_only_records_of_the_newest_hours_it_needs(data: Ledger) -> None:
@@ -313,7 +313,7 @@ def test_a_principal_filter_fetches_only_that_principals_records(data: Ledger) -
 
 
 def test_export_streams_every_record_of_the_range_once_oldest_first(data: Ledger) -> None:
-    audit = AuditService(None, index=index(data), export_page_size=3)  # type: ignore[arg-type]
+    audit = AuditService(index=index(data), export_page_size=3)
     since, until = T0 + HOUR_MS // 2, T0 + 2 * HOUR_MS + 6  # cuts through the admin events
     got = [r.record_id for r in audit.export(since, until)]
     assert got == data.oldest_first(since, until)
