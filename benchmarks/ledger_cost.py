@@ -21,11 +21,10 @@ Measured, not estimated, where the code decides:
 - the sealing: reads the archive objects (one S3 GET per object) and hashes the records
   (``record_hash``, timed here).
 
-Two rows are printed for the usage writes and the total: the template AS DEPLOYED in
-this branch (which still has the ``by_hour`` GSI the sealer and the unfiltered audit
-read until the archive tier's reader replaces it) and the same without ``by_hour``
-(the usage table after that merge), clearly labelled. The targets are judged on both;
-the exit status on the second (the design this branch completes when merged).
+- the hot tier's time index (the usage table keeps no GSI): the real
+  ``ArchiveWriter`` + ``HotIndexWriter`` write the index pages of every batch and hour
+  into moto's AggregatesTable; every PutItem is counted and sized (write units per 1 KB)
+  and the pages are stored for the hot window plus a day.
 
 Assumptions (stated, not measured): a stream shard is busy enough to fill its batches
 to BatchSize within the batching window (~100 requests/s per shard at a 10 s window;
@@ -283,6 +282,39 @@ def count_aggregates(records: list[UsageRecord], batch_size: int) -> tuple[Count
     return counted, cpu
 
 
+def count_index(
+    plain: list[dict[str, Any]], batch_size: int
+) -> tuple[Counted, dict[tuple[str, str], int]]:
+    """The hot-tier time index pages the archive function writes for these records
+    (stream images), in batches, on moto: (counted PutItems, bytes per item kept)."""
+    from tokenbroker.adapters.archive import SUFFIX, StreamImage, hour_prefix, plan_batch
+    from tokenbroker.adapters.archive_index import HotIndexWriter
+
+    with mock_aws():
+        session = boto3.Session(region_name=REGION)
+        deployment = provision(
+            load_template(), session_or_clients=session, stack_name="cost", region=REGION
+        )
+        client = session.client("dynamodb")
+        settings = bootstrap.Settings.from_mapping(deployment.environment("ArchiveFunction"))
+        writer = HotIndexWriter(
+            client,
+            table=settings.aggregates_table,
+            hot_window_days=settings.usage_hot_window_days,
+        )
+        sizes: dict[tuple[str, str], int] = {}
+        with counting(client, sizes) as counted:
+            for start in range(0, len(plain), batch_size):
+                batch = [
+                    StreamImage(f"{start + n:021d}", f"ev-{start + n}", image)
+                    for n, image in enumerate(plain[start : start + batch_size])
+                ]
+                for key, (hour, images) in plan_batch(batch).items():
+                    name = key[len(hour_prefix(hour)) : -len(SUFFIX)]
+                    writer.write_page(hour, name, images)
+    return counted, sizes
+
+
 # ---- the bill ------------------------------------------------------------------------
 
 
@@ -346,9 +378,7 @@ def bill(args: argparse.Namespace) -> dict[str, Any]:
         return wu, stored, costs
 
     deployed = d["usage"]
-    merged_table = deployed.without("by_hour")
     request_wu, stored, index_costs = usage(deployed)
-    merged_wu, merged_stored, _ = usage(merged_table)
     base_bytes = sum(item_size(i) for i in items) / n
 
     counted, agg_cpu = count_aggregates(records, d["batch_size"])
@@ -362,6 +392,9 @@ def bill(args: argparse.Namespace) -> dict[str, Any]:
     hash_seconds = time.process_time() - started
     objects, gz_bytes = archive_objects(plain, d["batch_size"])
     gz_per_record = gz_bytes / n
+    indexed, page_sizes = count_index(plain, d["batch_size"])
+    index_stored = sum(z + ITEM_OVERHEAD for z in page_sizes.values()) / n
+    index_months = (d["hot_window_days"] + 1) / DAYS_PER_MONTH
 
     shared = {
         "aggregates writes (counted)": counted.write_units * per_million * WRITE_UNIT,
@@ -377,33 +410,27 @@ def bill(args: argparse.Namespace) -> dict[str, Any]:
         * months
         * 1e6,
         "archive PUTs (one per batch and hour)": objects * per_million * S3_PUT,
+        "hot time index writes (counted, off the request path)": indexed.write_units
+        * per_million
+        * WRITE_UNIT,
+        "hot time index storage (hot window + 1 day)": index_stored
+        / GB
+        * GB_MONTH
+        * index_months
+        * 1e6,
         "sealing reads (S3 GET per archive object)": objects * per_million * S3_GET,
         "sealing compute": hash_seconds * d["digest_memory_mb"] / 1024 * per_million * LAMBDA_GB_S,
     }
     rows = {
-        "usage writes (table + by_hour GSI, as deployed)": request_wu * WRITE_UNIT * 1e6,
-        "usage hot storage (table + by_hour, hot window)": stored
-        / GB
-        * GB_MONTH
-        * hot_months
-        * 1e6,
-        **shared,
-    }
-    merged_rows = {
-        "usage writes (table only, after archive merge)": merged_wu * WRITE_UNIT * 1e6,
-        "usage hot storage (table only, hot window)": merged_stored
-        / GB
-        * GB_MONTH
-        * hot_months
-        * 1e6,
+        "usage writes (table, no GSI, as deployed)": request_wu * WRITE_UNIT * 1e6,
+        "usage hot storage (table, hot window)": stored / GB * GB_MONTH * hot_months * 1e6,
         **shared,
     }
     total = sum(rows.values())
-    merged_total = sum(merged_rows.values())
 
     # levers: the same measurements priced with and without each one (arithmetic)
     full_store = (base_bytes + ITEM_OVERHEAD) / GB * GB_MONTH * 1e6
-    legacy_gsis = 5  # the four per-record GSIs this branch removed, plus by_hour
+    legacy_gsis = 5  # the four per-record GSIs removed, plus by_hour (issue 9)
     before = (1 + legacy_gsis) * WRITE_UNIT * 1e6 + (1 + legacy_gsis) * full_store * months
     no_gsis = WRITE_UNIT * 1e6 + full_store * months
     hot = (
@@ -437,7 +464,9 @@ def bill(args: argparse.Namespace) -> dict[str, Any]:
         "usage_copies_per_record": round(len(deployed.indexes) + 1, 2),
         "usage_bytes_stored_per_record": round(stored, 1),
         "write_units_per_request_on_request_path": round(request_wu, 3),
-        "write_units_per_request_after_archive_merge": round(merged_wu, 3),
+        "index_write_units_per_record": round(indexed.write_units / n, 4),
+        "index_items": indexed.writes,
+        "index_bytes_stored_per_record": round(index_stored, 1),
         "usage_cost_per_copy": {k: round(v, 4) for k, v in index_costs},
         "aggregates_write_units_per_request": round(counted.write_units / n, 4),
         "aggregates_calls": dict(counted.calls),
@@ -445,11 +474,8 @@ def bill(args: argparse.Namespace) -> dict[str, Any]:
         "archive_gzip_bytes_per_record": round(gz_per_record, 1),
         "dollars_per_million": {k: round(v, 4) for k, v in rows.items()},
         "total_dollars_per_million": round(total, 4),
-        "dollars_per_million_after_archive_merge": {k: round(v, 4) for k, v in merged_rows.items()},
-        "total_dollars_per_million_after_archive_merge": round(merged_total, 4),
         "levers_dollars_per_million": {k: round(v, 4) for k, v in levers.items()},
-        "deployed_meets_targets": total <= TARGET_DOLLARS and request_wu <= TARGET_WCU,
-        "meets_targets": merged_total <= TARGET_DOLLARS and merged_wu <= TARGET_WCU,
+        "meets_targets": total <= TARGET_DOLLARS and request_wu <= TARGET_WCU,
     }
 
 
@@ -467,30 +493,20 @@ def print_report(report: dict[str, Any]) -> None:
     print("usage table cost per copy, as deployed ($/M: writes + hot storage):")
     for where, dollars in report["usage_cost_per_copy"].items():
         print(f"  {where:<20}{dollars:>10.4f}")
-    for title, rows, total in (
-        (
-            "AS DEPLOYED (this branch: by_hour GSI still there)",
-            report["dollars_per_million"],
-            report["total_dollars_per_million"],
-        ),
-        (
-            "WITHOUT by_hour (after the archive tier's reader replaces it at merge)",
-            report["dollars_per_million_after_archive_merge"],
-            report["total_dollars_per_million_after_archive_merge"],
-        ),
-    ):
-        print(title)
-        width = max(len(k) for k in rows) + 2
-        for name, dollars in rows.items():
-            print(f"  {name:<{width}}{dollars:>10.4f}")
-        print(f"  {'TOTAL (ledger, all-in)':<{width}}{total:>10.4f}")
+    rows = report["dollars_per_million"]
+    print("AS DEPLOYED (usage table without GSI; stream-built hot time index)")
+    width = max(len(k) for k in rows) + 2
+    for name, dollars in rows.items():
+        print(f"  {name:<{width}}{dollars:>10.4f}")
+    print(f"  {'TOTAL (ledger, all-in)':<{width}}{report['total_dollars_per_million']:>10.4f}")
     print(f"CloudTrail data events {CLOUDTRAIL:.4f}; API Gateway REST requests {API_GATEWAY:.4f}")
     print(
         f"write units per allowed request on the request path: "
-        f"{report['write_units_per_request_on_request_path']} as deployed, "
-        f"{report['write_units_per_request_after_archive_merge']} without by_hour "
-        f"(target <= {TARGET_WCU}); aggregates (off the path): "
-        f"{report['aggregates_write_units_per_request']}"
+        f"{report['write_units_per_request_on_request_path']} as deployed "
+        f"(target <= {TARGET_WCU}); off the path: aggregates "
+        f"{report['aggregates_write_units_per_request']}, time index "
+        f"{report['index_write_units_per_record']} ({report['index_items']} items, "
+        f"{report['index_bytes_stored_per_record']} B stored per record)"
     )
     print("levers, all-in (same measured item, archive, aggregates, sealing; arithmetic, $/M):")
     previous = None
@@ -498,12 +514,8 @@ def print_report(report: dict[str, Any]) -> None:
         saved = "" if previous is None else f"  (saves {previous - dollars:.4f})"
         print(f"  {name:<70}{dollars:>10.4f}{saved}")
         previous = dollars
-    for label, ok in (
-        ("deployed design", report["deployed_meets_targets"]),
-        ("design without by_hour", report["meets_targets"]),
-    ):
-        verdict = "meets" if ok else "MISSES"
-        print(f"{label} {verdict} the targets (<= ${TARGET_DOLLARS:.2f}/M, <= {TARGET_WCU} WU)")
+    verdict = "meets" if report["meets_targets"] else "MISSES"
+    print(f"deployed design {verdict} the targets (<= ${TARGET_DOLLARS:.2f}/M, <= {TARGET_WCU} WU)")
 
 
 def main(argv: list[str] | None = None) -> int:

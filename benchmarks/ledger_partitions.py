@@ -56,6 +56,8 @@ from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
 
+from tokenbroker.adapters.archive_index import directory_key, encode_entries, entry_of, page_key
+from tokenbroker.adapters.ledger_items import ATTRIBUTES as ITEM_NAMES
 from tokenbroker.adapters.usage import usage_item
 from tokenbroker.domain.jose import b64url_encode
 from tokenbroker.domain.ledger import INDEXES, hour_of, index_keys, shard_of
@@ -64,6 +66,8 @@ from tokenbroker.domain.rfc9449 import replay_key
 from tokenbroker.services.authorization import request_hash
 
 LIMIT = 1000  # writes/s per DynamoDB partition (1 KB items)
+#: the archive stream function's BatchSize (template.yaml): at this rate its batches fill
+STREAM_BATCH = 2500
 TOKEN_LIFETIME = 300  # s: each device renews its token this often
 HOT_DEVICE_SHARE = 0.8  # the hottest principal sends 80% of its requests from one device
 START_MS = calendar.timegm((2026, 11, 27, 4, 0, 0)) * 1000  # top of a UTC hour
@@ -204,6 +208,33 @@ def values_of(request: Request) -> dict[str, str]:
     }
 
 
+def index_page_units(requests: Sequence[Request], second: int) -> Counter[str]:
+    """Write units per partition of the hot tier's time index for one second of
+    requests, cut into stream batches of ``STREAM_BATCH``: each batch writes one page
+    (its real encoded entries) into ``page_key(hour, name)`` and a 1 WU pointer into the
+    month's directory partition (adapters/archive_index.py)."""
+    written: Counter[str] = Counter()
+    for start in range(0, len(requests), STREAM_BATCH):
+        batch = requests[start : start + STREAM_BATCH]
+        hour = batch[0].hour
+        name = f"{second:09d}{start:09d}-{batch[0].record_id[:16]}"
+        images = [
+            {
+                ITEM_NAMES["record_id"]: r.record_id,
+                ITEM_NAMES["at_ms"]: r.at_ms,
+                ITEM_NAMES["principal"]: r.principal,
+                ITEM_NAMES["jkt"]: r.jkt,
+                ITEM_NAMES["token_jti"]: r.token_jti,
+                ITEM_NAMES["resource"]: r.resource,
+            }
+            for r in batch
+        ]
+        size = len(encode_entries(sorted(entry_of(i) for i in images))) + 100  # + keys
+        written[page_key(hour, name)] += -(-size // 1024)
+        written[directory_key(hour)] += 1
+    return written
+
+
 def _value(key: str) -> str:
     return key.rsplit("#", 1)[0]
 
@@ -237,9 +268,18 @@ def simulate(
     used: dict[str, set[str]] = {a: set() for a in ATTRIBUTES}
     hot_ids: dict[str, list[list[str]]] = {a: [] for a in ATTRIBUTES}  # ids of values > LIMIT
     top_model_requests = 0
+    index_best: dict[str, Any] = {"key": "", "second": -1, "writes": 0}
+    index_partitions: set[str] = set()
+    index_units = 0
 
     for second in range(seconds):
         requests = generate_second(load, second, rate, rng)
+        pages = index_page_units(requests, second)
+        index_partitions.update(pages)
+        index_units += pages.total()
+        key, writes = max(pages.items(), key=itemgetter(1))
+        if writes > index_best["writes"]:
+            index_best = {"key": key, "second": second, "writes": writes}
         if keep_records:
             records.extend(to_record(r) for r in requests)
         keys = [index_keys(r.record_id, values_of(r)) for r in requests]
@@ -310,6 +350,7 @@ def simulate(
         )
     overall = max(
         [{"index": "table", "attribute": "id", **table_best}]
+        + [{"index": "time_index", "attribute": "pk", **index_best}]
         + [{"index": i["index"], "attribute": i["attribute"], **i["hottest"]} for i in indexes],
         key=itemgetter("writes"),
     )
@@ -335,6 +376,12 @@ def simulate(
             "pass": table_best["writes"] <= LIMIT,
         },
         "indexes": indexes,
+        "time_index": {
+            "hottest": index_best,
+            "partitions": len(index_partitions),
+            "write_units_per_record": round(index_units / (rate * seconds), 4),
+            "pass": index_best["writes"] <= LIMIT,
+        },
         "overall": {**overall, "pass": overall["writes"] <= LIMIT},
         "verified_with_usage_item": verified,
         "violations": violations,
@@ -379,6 +426,12 @@ def render(report: dict[str, Any]) -> str:
             f"{i['hottest_value']['requests']:>8,}{i['hottest']['writes']:>10,}"
             f"{i['partitions']:>11,}  {result}"
         )
+    x = report["time_index"]
+    lines.append(
+        f"{'time index':<13}{'pk (pages)':<17}{'-':>6}  "
+        f"{str(x['write_units_per_record']) + ' WU/record':<30}{'-':>8}"
+        f"{x['hottest']['writes']:>10,}{x['partitions']:>11,}  {'PASS' if x['pass'] else 'MISS'}"
+    )
     o = report["overall"]
     lines += [
         "",

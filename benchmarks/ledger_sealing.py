@@ -60,12 +60,12 @@ from tokenbroker.adapters.ledger_scan import plain
 from tokenbroker.adapters.usage import usage_item
 from tokenbroker.domain.digest_format import Ref, SegmentSeal, Version, encode_part
 from tokenbroker.domain.jose import b64url_encode
-from tokenbroker.domain.ledger import INDEXES, hour_of, shard_key
+from tokenbroker.domain.ledger import HOUR_SHARDS, hour_of, shard_key
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
 from tokenbroker.services.digests import WORK_BUDGET_MS, DigestService
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARDS = INDEXES["by_hour"].shards
+SHARDS = HOUR_SHARDS
 START_MS = calendar.timegm((2026, 11, 27, 4, 0, 0)) * 1000  # top of a UTC hour
 GRACE_S = 900
 _MINUTE = 60_000

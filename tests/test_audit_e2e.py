@@ -112,6 +112,9 @@ def test_auditors_see_uses_denials_sharing_and_tampering(stack: LocalStack) -> N
     other = f"{stack.api_url}/v1/models/secret/invoke"
     assert _get(other, token, devices[0].proof("POST", other, token), "POST") == 403
 
+    # the stream consumers (the archive function's time index, the aggregates) catch up:
+    # a record is in `audit usage` once the stream has delivered it
+    stack.drain()
     usage = _audit(stack, "usage", "--principal", client_id, "--since", "1h", "-o", "json")
     assert usage.exit_code == 0, usage.output
     requests_seen = [r for r in json.loads(usage.stdout) if r["event"] == "request"]

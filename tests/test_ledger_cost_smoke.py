@@ -15,7 +15,6 @@ from benchmarks import ledger_cost as bench  # noqa: E402
 
 from tokenbroker.adapters.ledger_items import to_item  # noqa: E402
 from tokenbroker.domain.ledger import INDEXES, hour_of  # noqa: E402
-from tokenbroker.domain.models import EventType  # noqa: E402
 from tokenbroker.local.template import load_template  # noqa: E402
 
 
@@ -28,27 +27,12 @@ def test_item_sizes_follow_dynamodbs_rules() -> None:
     assert bench.units(0, 1024) == 1  # every write costs at least one unit
 
 
-def test_an_allowed_request_is_copied_into_the_table_and_every_index() -> None:
+def test_an_allowed_request_is_copied_into_the_table_only() -> None:
     usage = bench.Table.of(load_template().tables()["UsageTable"])
     [request] = bench.edge_records(1, seed=1)
     copies = usage.copies(to_item(request))
-    assert [where for where, _ in copies] == ["table", *INDEXES]
-    assert INDEXES.keys() == {"by_hour"}  # no per-record GSI by principal/device/token/model
-    assert len({size for _, size in copies}) == 1  # ALL projections: full copies
-
-
-def test_sparse_indexes_skip_records_without_their_key() -> None:
-    import dataclasses
-
-    usage = bench.Table.of(load_template().tables()["UsageTable"])
-    [request] = bench.edge_records(1, seed=1)
-    admin = dataclasses.replace(
-        request, event=EventType.DEVICE_ENROLLED, token_jti="", resource="", jkt=""
-    )
-    assert [where for where, _ in usage.copies(to_item(admin))] == [
-        "table",
-        "by_hour",
-    ]
+    assert [where for where, _ in copies] == ["table"]
+    assert INDEXES == {}  # no GSI: the hot tier's time index is stream-built
 
 
 def test_the_aggregates_are_written_once_per_principal_hour_and_batch() -> None:
@@ -63,14 +47,29 @@ def test_the_aggregates_are_written_once_per_principal_hour_and_batch() -> None:
     assert counted.write_units >= expected
 
 
-def test_an_allowed_request_costs_one_write_unit_without_by_hour_and_two_with_it() -> None:
+def test_an_allowed_request_costs_one_write_unit() -> None:
     usage = bench.Table.of(load_template().tables()["UsageTable"])
     [request] = bench.edge_records(1, seed=3)
     item = to_item(request, hot_window_days=30)
     assert bench.item_size(item) <= 1024
-    assert sum(bench.units(size, 1024) for _, size in usage.copies(item)) == 2
-    merged = usage.without("by_hour")
-    assert [where for where, _ in merged.copies(item)] == ["table"]
+    assert sum(bench.units(size, 1024) for _, size in usage.copies(item)) == 1
+
+
+def test_the_time_index_is_one_page_per_batch_and_hour_under_a_twentieth_unit() -> None:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    des = TypeDeserializer()
+    records = bench.edge_records(3000, seed=6)
+    plain = [{k: des.deserialize(v) for k, v in to_item(r).items()} for r in records]
+    counted, sizes = bench.count_index(plain, batch_size=1000)
+    hours = sum(
+        len({hour_of(r.at_ms) for r in records[start : start + 1000]})
+        for start in range(0, 3000, 1000)
+    )
+    # per (batch, hour): a large page item plus its directory item (the pointer)
+    assert counted.calls["PutItem"] == counted.writes == 2 * hours == len(sizes)
+    assert counted.write_units / len(records) <= 0.05
+    assert sum(sizes.values()) < 60 * len(records)  # ~40 B per entry, compressed
 
 
 def test_the_archive_is_one_gzip_object_per_batch_and_hour() -> None:

@@ -64,8 +64,14 @@ def test_report_structure(run: tuple[dict[str, Any], list[UsageRecord]]) -> None
         assert entry["pass"] is (entry["hottest"]["writes"] <= bench.LIMIT)
         assert entry["hottest"]["key"].startswith(entry["hottest_value"]["value"] + "#")
     assert report["overall"]["writes"] == max(
-        [report["table"]["hottest"]["writes"]] + [i["hottest"]["writes"] for i in report["indexes"]]
+        [report["table"]["hottest"]["writes"], report["time_index"]["hottest"]["writes"]]
+        + [i["hottest"]["writes"] for i in report["indexes"]]
     )
+    # the stream-built time index: pages spread over their hour's partitions
+    index = report["time_index"]
+    assert index["pass"] is (index["hottest"]["writes"] <= bench.LIMIT)
+    assert 0 < index["write_units_per_record"] <= 0.05
+    assert index["hottest"]["key"].startswith(("IXP#", "IX#"))
 
 
 def test_hottest_partitions_match_brute_force(

@@ -243,9 +243,8 @@ def test_tables_have_the_keys_indexes_and_ttl_the_adapters_rely_on(template: Tem
         "by_device": [("jkt", "HASH"), ("issued_at", "RANGE")],
     }
     assert tables["UsageTable"]["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
-    assert _indexes(tables["UsageTable"]) == {
-        "by_hour": [("hour_shard", "HASH"), ("at", "RANGE")],
-    }
+    # no index: one write unit per request (the hot tier's time index is stream-built)
+    assert "GlobalSecondaryIndexes" not in tables["UsageTable"]
     assert tables["UsageTable"]["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
     assert tables["AggregatesTable"]["KeySchema"] == [
         {"AttributeName": "pk", "KeyType": "HASH"},
@@ -281,7 +280,7 @@ def test_the_usage_table_indexes_are_the_ledger_key_design(template: Template) -
     types = {d["AttributeName"]: d["AttributeType"] for d in usage["AttributeDefinitions"]}
     assert types == {
         "id": "S",
-        SORT_KEY: "N",
+        **({SORT_KEY: "N"} if INDEXES else {}),
         **{index.attribute: "S" for index in INDEXES.values()},
     }
 
@@ -546,11 +545,10 @@ def test_only_the_token_function_signs_tokens_and_only_the_digest_function_diges
     }
 
 
-def test_the_digest_function_may_only_read_the_hour_index_keep_digests_and_sign(
+def test_the_digest_function_may_only_read_the_archive_keep_digests_and_sign(
     template: Template,
 ) -> None:
     assert _grants(template, "DigestFunction") == {
-        ("dynamodb:Query", "${UsageTable.Arn}/index/by_hour"),
         ("s3:GetObject", "${DigestBucket.Arn}/*"),
         ("s3:GetObjectVersion", "${DigestBucket.Arn}/*"),
         ("s3:PutObject", "${DigestBucket.Arn}/*"),
@@ -564,7 +562,7 @@ def test_the_digest_function_may_only_read_the_hour_index_keep_digests_and_sign(
             ":function:${AWS::StackName}-digest",
         ),
     }
-    assert "by_hour" in INDEXES
+    assert "by_hour" not in INDEXES  # the digests read the archive
     # it dispatches only to itself
     function = template.resources("AWS::Serverless::Function")["DigestFunction"]
     own = {"Fn::Sub": "${AWS::StackName}-digest"}
@@ -659,7 +657,6 @@ def test_the_auditor_policy_only_reads_the_ledger_aggregates_digests_and_deploym
         assert not any(word in verb for word in _WRITE_WORDS), f"auditors may {action}"
     assert {resource for _, resource in grants} == {
         "UsageTable.Arn",
-        "${UsageTable.Arn}/index/*",
         "AggregatesTable.Arn",
         "${DigestBucket.Arn}/*",
         "DigestBucket.Arn",
@@ -675,6 +672,8 @@ def test_the_auditor_policy_only_reads_the_ledger_aggregates_digests_and_deploym
         ":table/${UsageArchiveDatabase}/usage",
     }
     assert {a for a, r in grants if r == "UsageTable.Arn"} >= {"dynamodb:BatchGetItem"}
+    # the hot tier's time index pages, then the records they name
+    assert {a for a, r in grants if r == "AggregatesTable.Arn"} >= {"dynamodb:BatchGetItem"}
     assert {a for a, r in grants if r == "DigestKey.Arn"} == {"kms:Verify", "kms:GetPublicKey"}
     assert {a for a, r in grants if r.startswith("${DigestBucket")} == {
         "s3:GetObject",

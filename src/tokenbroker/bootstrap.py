@@ -455,6 +455,11 @@ class Container:
             s.require("usage_table")
             ddb = self.client("dynamodb")
             reader = AggregatesReader(ddb, table=s.aggregates_table) if s.aggregates_table else None
+            index = None
+            if s.aggregates_table:  # the stream-built hot-tier index (no usage GSI)
+                from tokenbroker.adapters.archive_index import HotIndex
+
+                index = HotIndex(ddb, table=s.aggregates_table, usage_table=s.usage_table)
             if s.digest_bucket:  # the archive tier (tokenbroker.services.audit_tiers)
                 from tokenbroker.adapters.ledger_items import from_plain
                 from tokenbroker.services.audit_tiers import AuditTiers
@@ -465,17 +470,17 @@ class Container:
                     decode=from_plain,
                     hot_window_days=s.usage_hot_window_days,
                     aggregates=reader,
-                    registry=reader,
                     clock=self.clock,
                     export_page_size=50,
+                    index=index,
                 )
             return AuditService(
                 DynamoLedgerQuery(ddb, usage_table=s.usage_table),
                 aggregates=reader,
-                registry=reader,
                 clock=self.clock,
                 # an export holds shards (256) x this many records (~10 MB) at most
                 export_page_size=50,
+                index=index,
             )
 
         return self._once("audit", make)  # type: ignore[no-any-return]
@@ -536,8 +541,18 @@ class Container:
         def make() -> ArchiveWriter:
             from tokenbroker.adapters.archive import ArchiveWriter
 
-            self.settings.require("digest_bucket")
-            return ArchiveWriter(self.client("s3"), bucket=self.settings.digest_bucket)
+            s = self.settings
+            s.require("digest_bucket")
+            index = None
+            if s.aggregates_table:  # the hot tier's time index (adapters/archive_index.py)
+                from tokenbroker.adapters.archive_index import HotIndexWriter
+
+                index = HotIndexWriter(
+                    self.client("dynamodb"),
+                    table=s.aggregates_table,
+                    hot_window_days=s.usage_hot_window_days,
+                )
+            return ArchiveWriter(self.client("s3"), bucket=s.digest_bucket, index=index)
 
         return self._once("archive_writer", make)  # type: ignore[no-any-return]
 

@@ -26,7 +26,6 @@ from tokenbroker.adapters.aggregates import AggregatesReader, DynamoAggregatesSt
 from tokenbroker.adapters.usage import usage_item
 from tokenbroker.domain import aggregates as domain_aggregates
 from tokenbroker.domain.errors import TemporarilyUnavailable
-from tokenbroker.domain.ledger import INDEXES, shard_of
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
 from tokenbroker.local.lambda_host import LambdaContext, load_handler
 from tokenbroker.local.provision import Deployment, provision
@@ -319,19 +318,15 @@ def test_a_store_failure_fails_the_batch_so_lambda_retries_it_whole(
         handler({"Records": records}, context())
 
 
-def test_each_batch_registers_the_by_hour_shards_it_filled(stack: Stack, handler: Any) -> None:
+def test_a_batch_writes_no_hour_registry_any_more(stack: Stack, handler: Any) -> None:
+    """The hot tier's time index (archive function) replaced the by_hour shard registry:
+    a batch writes its buckets only (the former ``HOURS`` items cost a write per hour)."""
     written = [stack.record(), stack.record(at_ms=T0 + 2 * HOUR_MS + 7)]
     stack.write(*written)
     handler({"Records": stack.new_records()}, context())
-
-    found = stack.reader.active_shards(T0, T0 + 3 * HOUR_MS)
-
-    shards = INDEXES["by_hour"].shards
-    assert found == {
-        "2027-01-15T08": frozenset({shard_of(written[0].record_id, shards)}),
-        "2027-01-15T10": frozenset({shard_of(written[1].record_id, shards)}),
-    }
-    assert stack.reader.active_shards(T0 + HOUR_MS, T0 + 2 * HOUR_MS) == {}
+    items = stack.ddb.scan(TableName=stack.deployment.refs["AggregatesTable"])["Items"]
+    assert items
+    assert {i["pk"]["S"] for i in items} == {"P#tbc_alice"}
 
 
 def test_records_delivered_out_of_order_keep_exact_first_and_last_seen(

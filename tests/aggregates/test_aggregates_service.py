@@ -148,7 +148,6 @@ class FakeStore:
 
     def __init__(self, *, fail_on: int | None = None) -> None:
         self.buckets: dict[tuple[str, str, str], PrincipalSummary] = {}
-        self.hours: dict[str, frozenset[int]] = {}
         self._applied: set[tuple[str, str, str, str]] = set()
         self._writes = 0
         self._fail_on = fail_on
@@ -164,10 +163,6 @@ class FakeStore:
         self.buckets[key] = add_to(old, delta.summary)
         self._applied.add((*key, delta.batch_key))
         return True
-
-    def register_hours(self, shards: Mapping[str, frozenset[int]]) -> None:
-        for hour, numbers in shards.items():
-            self.hours[hour] = self.hours.get(hour, frozenset()) | numbers
 
 
 def images(*records: UsageRecord) -> list[dict[str, Any]]:
@@ -207,7 +202,6 @@ def test_the_service_writes_each_bucket_once_per_batch() -> None:
 
     assert (result.counted, result.written, result.skipped) == (50, 1, 0)
     assert store.buckets[("tbc_alice", "hour", "2027-01-15T08")].requests == 50
-    assert set(store.hours) == {"2027-01-15T08"}
 
 
 def test_a_redelivered_batch_adds_nothing() -> None:

@@ -73,3 +73,22 @@ def test_the_archive_function_may_only_put_under_usage(resources: dict[str, Any]
             "Resource": {"Fn::Sub": "${DigestBucket.Arn}/" + archive.PREFIX + "*"},
         }
     ]
+
+
+def test_the_archive_function_writes_the_time_index_and_reads_nothing(
+    resources: dict[str, Any],
+) -> None:
+    """Index pages only (put_item into AggregatesTable): no read, update or delete."""
+    statements = resources["ArchiveFunction"]["Properties"]["Policies"][0]["Statement"]
+    tables = [s for s in statements if s["Sid"] == "WriteUsageIndex"]
+    assert tables == [
+        {
+            "Sid": "WriteUsageIndex",
+            "Effect": "Allow",
+            "Action": "dynamodb:PutItem",
+            "Resource": {"Fn::GetAtt": ["AggregatesTable", "Arn"]},
+        }
+    ]
+    env = resources["ArchiveFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["AGGREGATES_TABLE"] == {"Ref": "AggregatesTable"}
+    assert env["USAGE_HOT_WINDOW_DAYS"] == {"Ref": "HotWindowDays"}

@@ -56,14 +56,40 @@ class Ledger:
     table: str
     records: list[UsageRecord]
 
+    #: the time index's table (AggregatesTable): ``write`` also does what the archive
+    #: stream function does with the records' stream batch (one index page per hour)
+    index_table: str = ""
+    batches: int = 0
+
     def write(self, records: Iterable[UsageRecord]) -> None:
         batch: list[dict[str, Any]] = []
+        written: list[UsageRecord] = []
         for record in records:
             self.records.append(record)
+            written.append(record)
             batch.append({"PutRequest": {"Item": usage_item(record)}})
             if len(batch) == 25:
                 self._flush(batch)
         self._flush(batch)
+        if self.index_table:
+            self.pump(written)
+
+    def pump(self, records: list[UsageRecord]) -> None:
+        """The stream consumer's index pages for ``records`` (one stream batch)."""
+        from tokenbroker.adapters.archive import SUFFIX, StreamImage, plan_batch
+        from tokenbroker.adapters.archive_index import HotIndexWriter
+        from tokenbroker.adapters.ledger_scan import plain
+
+        self.batches += 1
+        images = [
+            StreamImage(
+                f"{self.batches:012d}{n:06d}", f"ev-{self.batches}-{n}", plain(usage_item(r))
+            )
+            for n, r in enumerate(records)
+        ]
+        writer = HotIndexWriter(self.dynamodb, table=self.index_table, hot_window_days=30)
+        for key, (hour, group) in plan_batch(images).items():
+            writer.write_page(hour, key.rsplit("/", 1)[1].removesuffix(SUFFIX), group)
 
     def _flush(self, batch: list[dict[str, Any]]) -> None:
         while batch:
@@ -97,7 +123,12 @@ class Ledger:
 
 
 def ledger(deployment: Deployment, region: str = REGION) -> Ledger:
-    return Ledger(boto3.client("dynamodb", region_name=region), deployment.refs["UsageTable"], [])
+    return Ledger(
+        boto3.client("dynamodb", region_name=region),
+        deployment.refs["UsageTable"],
+        [],
+        index_table=deployment.refs["AggregatesTable"],
+    )
 
 
 _ids = random.Random(20261127)

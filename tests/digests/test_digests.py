@@ -35,7 +35,7 @@ from tokenbroker.adapters.ledger_scan import LedgerScanner
 from tokenbroker.adapters.usage import usage_item
 from tokenbroker.bootstrap import build
 from tokenbroker.domain.clock import FixedClock
-from tokenbroker.domain.ledger import INDEXES, hour_of, shard_key, shard_of
+from tokenbroker.domain.ledger import HOUR_SHARDS, hour_of, shard_of
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
 from tokenbroker.local.provision import provision
 from tokenbroker.local.template import load_template
@@ -142,8 +142,8 @@ def env(request: pytest.FixtureRequest) -> Iterator[Env]:
         assert settings.digest_grace_seconds * 1000 == GRACE
         clock = FixedClock(SEAL_NOW / 1000)
         service = build(settings, aws=clients.__getitem__, clock=clock).digests
-        # The sealing and verifying logic over a LedgerReader, read from the table's
-        # by_hour index here; the deployment reads the archive (tests/archive).
+        # The sealing and verifying logic over a LedgerReader, read from the table by
+        # a Scan here (test-only); the deployment reads the archive (tests/archive).
         service.ledger = LedgerScanner(clients["dynamodb"], table=settings.usage_table)
         service.hot = None
         yield Env(
@@ -333,7 +333,7 @@ def test_a_first_run_goes_back_one_run_of_periods_at_most_a_day(env: Env) -> Non
 def test_a_run_out_of_time_resumes_where_it_stopped_and_seals_the_same_manifest(
     env: Env,
 ) -> None:
-    shards = INDEXES["by_hour"].shards
+    shards = HOUR_SHARDS
     ids = [f"r-{n}" for n in range(2000)]
     early = [i for i in ids if shard_of(i, shards) < 3][:3]
     late = [i for i in ids if shard_of(i, shards) > 200][:3]
@@ -349,13 +349,17 @@ def test_a_run_out_of_time_resumes_where_it_stopped_and_seals_the_same_manifest(
     assert len(parts) == 1
     assert not env.service.ever_sealed(T0)
     # the next run seals the rest (reading the 156 others only) and the statement
-    queried: list[str] = []
-    env.clients["dynamodb"].meta.events.register(
-        "provide-client-params.dynamodb.Query",
-        lambda params, **_: queried.append(params["ExpressionAttributeValues"][":pk"]["S"]),
-    )
+    queried: list[tuple[str, int]] = []
+    ledger = env.service.ledger
+    real = ledger.segment_records
+
+    def counted(segment: str, start_ms: int, end_ms: int) -> Any:
+        queried.append((segment, start_ms))
+        return real(segment, start_ms, end_ms)
+
+    ledger.segment_records = counted  # type: ignore[method-assign]
     assert env.service.seal_due(SEAL_NOW) == [T0, T1]
-    assert sum(1 for key in queried if key.startswith(hour_of(T0))) == shards - 100
+    assert sum(1 for _, start in queried if hour_of(start) == hour_of(T0)) == shards - 100
     assert env.verify()[T0].status == "intact"
     assert env.statement(T0)["statement"]["record_count"] == 6
 
@@ -383,7 +387,7 @@ def test_what_one_invocation_has_no_time_for_is_dispatched_and_the_last_worker_s
     budget = iter([True] * 10 + [False])
     workers = Workers()
     assert env.service.seal_due(SEAL_NOW, keep_going=lambda: next(budget), dispatcher=workers) == []
-    shards = INDEXES["by_hour"].shards
+    shards = HOUR_SHARDS
     # the clock is fixed (no time per segment measured): one batch of all that is left
     ((periods, segments),) = workers.queued
     assert periods == [T0 - P, T0]
@@ -471,8 +475,7 @@ def test_a_record_moved_to_another_period_is_deleted_there_and_added_here(
     env = sealed.env
     moved = sealed.p0[0]
     item = dict(env.records[moved])
-    item["at"] = {"N": str(T1 + 5)}  # T1 is in the next hour: a new by_hour key too
-    item["hour_shard"] = {"S": shard_key(hour_of(T1), shard_of(moved, INDEXES["by_hour"].shards))}
+    item["at"] = {"N": str(T1 + 5)}  # T1 is in the next hour
     env.clients["dynamodb"].put_item(TableName=env.table, Item=item)
     reports = env.verify()
     assert (reports[T0].status, reports[T0].deleted) == ("tampered", [moved])
@@ -539,7 +542,7 @@ def test_a_replaced_index_is_reported_and_the_sealed_one_still_names_the_deletio
 def test_a_replaced_segment_manifest_is_reported_and_the_sealed_one_used(sealed: Sealed) -> None:
     env = sealed.env
     victim = sealed.p1[0]  # not the record that expires
-    segment = f"{shard_of(victim, INDEXES['by_hour'].shards):03d}"
+    segment = f"{shard_of(victim, HOUR_SHARDS):03d}"
     key = digest_store.segment_key(T1, segment)
     assert victim in env.get_object(key).decode()
     env.put_object(key, b"")
@@ -642,18 +645,17 @@ def test_report_shape(sealed: Sealed) -> None:
 # --------------------------------------------------------------------- the reader
 
 
-def test_the_scanner_reads_every_shard_of_every_hour_and_paginates(env: Env) -> None:
-    shards = INDEXES["by_hour"].shards
+def test_the_scanner_reads_every_record_of_the_range_and_paginates(env: Env) -> None:
+    shards = HOUR_SHARDS
     same_shard = [i for i in (f"same-{n}" for n in range(5000)) if shard_of(i, shards) == 7][:3]
     late = {env.put(T1 + i) for i in range(10)} | {env.put(T1, record_id=i) for i in same_shard}
     ids = {env.put(T0 + i) for i in range(40)} | late
     env.put(T0 - 1)
     env.put(T2)
     scanner = LedgerScanner(env.clients["dynamodb"], table=env.table, max_workers=4)
-    assert len(scanner.partitions(T0, T2)) == 2 * INDEXES["by_hour"].shards
     assert {r["id"] for r in scanner.records(T0, T2)} == ids
-    serial = LedgerScanner(env.clients["dynamodb"], table=env.table, max_workers=1)
-    assert {r["id"] for r in serial.records(T0, T2)} == ids
+    # a segment: one id shard's records in (at, id) order
+    assert [r["id"] for r in scanner.segment_records("007", T1, T2)] == sorted(same_shard)
     # pages: force tiny pages through the botocore parameters
     calls: list[int] = []
 
@@ -661,16 +663,14 @@ def test_the_scanner_reads_every_shard_of_every_hour_and_paginates(env: Env) -> 
         params["Limit"] = 1
         calls.append(1)
 
-    env.clients["dynamodb"].meta.events.register(
-        "provide-client-params.dynamodb.Query", small_pages
-    )
+    env.clients["dynamodb"].meta.events.register("provide-client-params.dynamodb.Scan", small_pages)
     try:
-        assert {r["id"] for r in serial.records(T1, T2)} == late
+        assert {r["id"] for r in scanner.records(T1, T2)} == late
     finally:
         env.clients["dynamodb"].meta.events.unregister(
-            "provide-client-params.dynamodb.Query", small_pages
+            "provide-client-params.dynamodb.Scan", small_pages
         )
-    assert len(calls) >= shards + 2  # the shard with three records took three pages
+    assert len(calls) > len(late)  # one page per item scanned
 
 
 # ----------------------------------------------------------------- the function

@@ -11,7 +11,9 @@ from boto3.dynamodb.types import TypeDeserializer
 from support.dpop import DeviceKey
 from tokenbroker import bootstrap
 from tokenbroker.adapters.aggregates import decode_usage_image
-from tokenbroker.adapters.ledger_query import DynamoLedgerQuery
+from tokenbroker.adapters.archive_index import HotIndex, HotIndexWriter
+from tokenbroker.adapters.ledger_scan import plain
+from tokenbroker.domain.ledger import hour_of
 from tokenbroker.services.aggregates import contribution
 from tokenbroker.services.audit import AuditService, UsageFilters
 
@@ -77,7 +79,14 @@ def test_auditors_see_refusals_in_usage_and_the_aggregates_count_them(
     broker: Broker, app: App
 ) -> None:
     broker.issue(app, secret="wrong")
-    audit = AuditService(DynamoLedgerQuery(broker.ddb, usage_table=broker.table("UsageTable")))
+    # what the archive stream function does with the new records (moto runs no stream):
+    # one time index page per hour, which the auditors' query reads
+    usage, index_table = broker.table("UsageTable"), broker.table("AggregatesTable")
+    images = [plain(i) for i in broker.ddb.scan(TableName=usage)["Items"]]
+    writer = HotIndexWriter(broker.ddb, table=index_table, hot_window_days=30)
+    for hour in {hour_of(int(i["at"])) for i in images}:
+        writer.write_page(hour, f"t-{hour}", [i for i in images if hour_of(int(i["at"])) == hour])
+    audit = AuditService(index=HotIndex(broker.ddb, table=index_table, usage_table=usage))
     now_ms = broker.now * 1000
     page = audit.usage(
         UsageFilters(now_ms - 60_000, now_ms + 60_000, principal=app.client_id, decision="deny")

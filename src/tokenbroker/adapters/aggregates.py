@@ -23,8 +23,8 @@ last seen, the TTL, the capped IP set) are exact without DynamoDB having a max()
 A delta whose key is among ``batches`` was applied already (a redelivered batch) and is
 skipped; two writers on one bucket (two stream shards) retry on the version.
 
-The hour registry (pk ``HOURS``, sk ``H#<hour>``, number set ``shards``): the ``by_hour``
-shards that hold records, added to by every batch (a set ADD: idempotent).
+The hot tier's time index pages (pk ``IX#...``/``IXP#...``) share the table:
+:mod:`tokenbroker.adapters.archive_index` writes and reads them.
 """
 
 from __future__ import annotations
@@ -71,8 +71,6 @@ FIRST_SEEN = "first_seen"
 LAST_SEEN = "last_seen"
 VERSION = "v"
 BATCHES = "batches"
-REGISTRY_PK = "HOURS"
-SHARDS = "shards"
 
 _COUNTERS = (REQUESTS, ALLOWED, DENIED, TOKENS_ISSUED, TOKENS_DENIED)
 _PREFIXED = {DENY_PREFIX: "denials", MODEL_PREFIX: "models", EVENT_PREFIX: "admin_events"}
@@ -153,19 +151,6 @@ class DynamoAggregatesStore:
             return True
         raise TemporarilyUnavailable("aggregates kept changing under the update; will retry")
 
-    def register_hours(self, shards: Mapping[str, frozenset[int]]) -> None:
-        for hour, numbers in shards.items():
-            if not numbers:
-                continue
-            with failing_closed("dynamodb:UpdateItem"):
-                self._ddb.update_item(
-                    TableName=self._table,
-                    Key={PK: {"S": REGISTRY_PK}, SK: {"S": HOUR_PREFIX + hour}},
-                    UpdateExpression="ADD #s :s",
-                    ExpressionAttributeNames={"#s": SHARDS},
-                    ExpressionAttributeValues={":s": {"NS": [str(n) for n in sorted(numbers)]}},
-                )
-
 
 def _item(total: PrincipalSummary) -> dict[str, Any]:
     """A bucket's attributes (DynamoDB JSON; zero counters and empty sets left out)."""
@@ -240,26 +225,6 @@ class AggregatesReader:
             start = hour_start(item[SK].removeprefix(HOUR_PREFIX))
             summaries.append(_summary(item, principal, start, start + HOUR_MS))
         return summaries
-
-    def active_shards(self, since_ms: int, until_ms: int) -> dict[str, frozenset[int]]:
-        """The hour registry over the range: one Query, whatever its length (pages of
-        1 MB hold ~50,000 hours)."""
-        if until_ms <= since_ms:
-            return {}
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "#pk = :pk AND #sk BETWEEN :low AND :high",
-            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK},
-            "ExpressionAttributeValues": {
-                ":pk": {"S": REGISTRY_PK},
-                ":low": {"S": HOUR_PREFIX + hour_of(since_ms)},
-                ":high": {"S": HOUR_PREFIX + hour_of(until_ms - 1)},
-            },
-        }
-        return {
-            item[SK].removeprefix(HOUR_PREFIX): frozenset(int(n) for n in item.get(SHARDS, ()))
-            for item in self._pages("Query", kwargs)
-        }
 
     # ---- DynamoDB ---------------------------------------------------------------------
     def _query(self, principal: str, low: str, high: str) -> Iterator[dict[str, Any]]:

@@ -44,7 +44,7 @@ import io
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -146,12 +146,20 @@ def plan_batch(records: Sequence[StreamImage]) -> dict[str, tuple[str, list[Mapp
     return groups
 
 
+class PageIndex(Protocol):
+    """Where the writer puts each object's index page (``archive_index.HotIndexWriter``)."""
+
+    def write_page(self, hour: str, name: str, images: Sequence[Mapping[str, Any]]) -> int: ...
+
+
 class ArchiveWriter:
     """Writes a stream batch as one object per UTC hour it touches."""
 
-    def __init__(self, s3: Any, *, bucket: str) -> None:
+    def __init__(self, s3: Any, *, bucket: str, index: PageIndex | None = None) -> None:
         self._s3 = s3
         self.bucket = bucket
+        #: the hot tier's time index (adapters/archive_index.py): one page per object
+        self._index = index
 
     def archive(self, records: Sequence[StreamImage]) -> ArchiveResult:
         """Archive a batch: every ledger record is written; positions of stream records
@@ -179,6 +187,14 @@ class ArchiveWriter:
                 raise ArchiveWriteFailed(
                     f"usage archive for hour {hour}: s3:PutObject {key} failed ({code})"
                 ) from exc
+            if self._index is not None:
+                name = key[len(hour_prefix(hour)) : -len(SUFFIX)]
+                try:
+                    self._index.write_page(hour, name, images)
+                except TemporarilyUnavailable as exc:
+                    raise ArchiveWriteFailed(
+                        f"usage index for hour {hour}: page {name} not written ({exc})"
+                    ) from exc
             written.append(key)
         return written
 

@@ -170,8 +170,10 @@ def usage(
 ) -> None:
     """List ledger records, newest first, one page at a time.
 
-    Filters combine (all must match). With a token, device, principal or model the
-    matching index is read; with none, the hours of the range that hold records. When
+    Filters combine (all must match). The hot window is read through the time index
+    the stream builds (only the hours that hold records; with a token, device,
+    principal or model only the ids whose index keys match are fetched): a record
+    shows up once the stream has delivered it, seconds after the request. When
     more records match, the command for the next page is printed (on stderr for
     json/csv). While the query runs, a progress bar on stderr shows how far back
     through the range it has read (shown only when stderr is a terminal).

@@ -27,12 +27,12 @@ class LedgerIndex:
     shards: int
 
 
-#: index name -> definition (the template declares the same GSIs; a test checks). The
-#: per-record GSIs by principal, device, token and resource are gone (each was one more
-#: write unit per request): those lookups read the stream-built index pages.
-INDEXES: dict[str, LedgerIndex] = {
-    i.name: i for i in (LedgerIndex("by_hour", "hour_shard", "hour", 256),)
-}
+#: index name -> definition (the template declares the same GSIs; a test checks). None
+#: is left: every GSI was one more write unit and stored copy per request. Auditors read
+#: the hot tier through the stream-built time index (adapters/archive_index.py).
+INDEXES: dict[str, LedgerIndex] = {}
+#: the shard count the former ``by_hour`` index had (the sealing simulation's segments)
+HOUR_SHARDS = 256
 #: the sort key of every index: milliseconds since the epoch
 SORT_KEY = "at"
 #: the record id and the DynamoDB TTL attribute (epoch seconds), as the digests read them

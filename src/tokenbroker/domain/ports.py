@@ -250,10 +250,6 @@ class AggregatesStore(Protocol):
         (nothing of this delta is then added)."""
         ...
 
-    def register_hours(self, shards: Mapping[str, frozenset[int]]) -> None:
-        """Remember, per UTC hour, ``by_hour`` shards that hold records (idempotent)."""
-        ...
-
 
 class AggregateSource(Protocol):
     """Per principal counters kept from the ledger's stream (adapter:

@@ -8,10 +8,6 @@ record. Each delta carries a key naming the batch's records in its bucket: the s
 applies a key once, so a batch that failed half-way (some buckets written, then a
 throttle) is delivered again and adds only to the buckets it had not reached.
 
-The batch also registers, per UTC hour, which ``by_hour`` shards it wrote records to
-(:class:`~tokenbroker.domain.ports.HourRegistry`): auditors then query only those
-shards instead of all of them (the unfiltered ``audit usage`` path).
-
 What a record counts is :func:`tokenbroker.domain.aggregates.contribution`. A record
 that is not a ledger record is skipped and reported (``BatchResult.malformed``): one
 bad item must not stop a stream shard.
@@ -38,7 +34,6 @@ from tokenbroker.domain.aggregates import (
     summarize,
 )
 from tokenbroker.domain.errors import MalformedRecord
-from tokenbroker.domain.ledger import INDEXES, hour_of, shard_of
 from tokenbroker.domain.models import UsageRecord
 from tokenbroker.domain.ports import AggregatesStore
 from tokenbroker.domain.units import DAY_MS, HOUR_MS
@@ -60,7 +55,6 @@ __all__ = [
     "cover",
     "day_of",
     "fold",
-    "hour_shards",
     "hour_start",
     "merge",
     "summarize",
@@ -80,15 +74,6 @@ class BatchResult:
     malformed: tuple[int, ...]
     written: int
     skipped: int
-
-
-def hour_shards(records: Sequence[UsageRecord]) -> dict[str, frozenset[int]]:
-    """Per UTC hour, the ``by_hour`` shards the records are indexed under."""
-    shards = INDEXES["by_hour"].shards
-    found: dict[str, set[int]] = {}
-    for r in records:
-        found.setdefault(hour_of(r.at_ms), set()).add(shard_of(r.record_id, shards))
-    return {hour: frozenset(s) for hour, s in sorted(found.items())}
 
 
 class AggregatesService:
@@ -112,7 +97,6 @@ class AggregatesService:
                 malformed.append(position)
                 continue
             records.append(record)
-        self._store.register_hours(hour_shards(records))
         written = skipped = 0
         for delta in fold(contributions):
             if self._store.apply(delta):

@@ -28,6 +28,8 @@ from tokenbroker.services.audit_query import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     Cursor,
+    HourIndex,
+    IndexedQueries,
     LedgerQueries,
     Page,
     Segment,
@@ -70,7 +72,7 @@ class AuditService:
 
     def __init__(
         self,
-        reader: LedgerShardReader,
+        reader: LedgerShardReader | None = None,
         *,
         aggregates: AggregateSource | None = None,
         registry: HourRegistry | None = None,
@@ -78,10 +80,19 @@ class AuditService:
         page_size: int = 100,
         export_page_size: int = 100,
         workers: int = 8,
+        index: HourIndex | None = None,
     ) -> None:
-        self._queries = LedgerQueries(
-            reader, registry=registry, clock=clock, page_size=page_size, workers=workers
-        )
+        # ``index``: the stream-built hot-tier index (the deployment's read path; then
+        # ``reader`` is not used)
+        self._queries: LedgerQueries | IndexedQueries
+        if index is not None:
+            self._queries = IndexedQueries(index)
+        elif reader is not None:
+            self._queries = LedgerQueries(
+                reader, registry=registry, clock=clock, page_size=page_size, workers=workers
+            )
+        else:
+            raise ValueError("AuditService needs the hot-tier index (or a shard reader)")
         self._aggregates = aggregates
         self._export_page_size = export_page_size
 

@@ -28,7 +28,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import InvalidQuery
@@ -324,3 +324,60 @@ def _ties_ordered(stream: Iterator[UsageRecord], newest_first: bool) -> Iterator
         if len(group) > 1:
             group.sort(key=lambda r: r.record_id, reverse=newest_first)
         yield from group
+
+
+class HourIndex(Protocol):
+    """The stream-built hot-tier time index (adapter: ``adapters.archive_index.HotIndex``)."""
+
+    def hours(
+        self,
+        since_ms: int,
+        until_ms: int,
+        *,
+        newest_first: bool,
+        equals: Mapping[str, str] | None = None,
+    ) -> Iterator[tuple[str, list[Any]]]: ...
+
+    def records(self, hour: str, entries: Sequence[Any]) -> list[UsageRecord]: ...
+
+
+#: records fetched per BatchGetItem (its limit)
+FETCH = 100
+
+
+class IndexedQueries:
+    """``LedgerQueries``' reads over the stream-built index: per hour that has records,
+    its (prefiltered) entries, then the records in order, ``FETCH`` at a time; the
+    exact filters are applied to each record. DynamoDB requests grow with the records
+    read (and the months touched), not with the hours of the range."""
+
+    def __init__(self, index: HourIndex) -> None:
+        self._index = index
+
+    def newest_first(self, filters: UsageFilters, wanted: int) -> Iterator[UsageRecord]:
+        equals = filters.fields()
+        yield from self._read(filters.since_ms, filters.until_ms, equals, newest_first=True)
+
+    def oldest_first(
+        self,
+        since_ms: int,
+        until_ms: int,
+        page_size: int,
+        *,
+        equals: Mapping[str, str] | None = None,
+    ) -> Iterator[UsageRecord]:
+        yield from self._read(since_ms, until_ms, equals or {}, newest_first=False)
+
+    def _read(
+        self, since_ms: int, until_ms: int, equals: Mapping[str, str], *, newest_first: bool
+    ) -> Iterator[UsageRecord]:
+        hours = self._index.hours(since_ms, until_ms, newest_first=newest_first, equals=equals)
+        for hour, entries in hours:
+            for start in range(0, len(entries), FETCH):
+                for record in self._index.records(hour, entries[start : start + FETCH]):
+                    if all(_text(getattr(record, k)) == v for k, v in equals.items()):
+                        yield record
+
+
+def _text(value: Any) -> str:
+    return str(getattr(value, "value", value))
