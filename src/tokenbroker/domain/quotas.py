@@ -280,6 +280,9 @@ class Lease:
     def spend(self) -> Lease:
         return replace(self, remaining=self.remaining - 1)
 
+    def give_back(self) -> Lease:
+        return replace(self, remaining=self.remaining + 1)
+
 
 class QuotaStore(Protocol):
     """Port: the quota table (adapters/quotas.py; an in-memory fake in tests/quotas)."""
@@ -301,6 +304,14 @@ class QuotaCheck(Protocol):
     ("" when no limit applies), which the protected function reports units against."""
 
     def admit(self, client_id: str, principal: str, model: str, now: float) -> str: ...
+
+    def release(self, reference: str, now: float) -> None:
+        """Give back the unit ``admit`` spent for a request that was then refused without
+        a record (a replayed proof: its usage write's condition failed, nothing was
+        written). Back into this environment's lease, never into the counter item: a
+        unit that cannot go back (the lease's minute is over) is under-used, never
+        counted twice."""
+        ...
 
 
 def quota_reference(day: int, counter_id: str) -> str:

@@ -83,6 +83,26 @@ class QuotaGate:
             self._admit(counter_id, quota.limits, day, now)
             return quota_reference(day, counter_id)
 
+    def release(self, reference: str, now: float) -> None:
+        if not reference:
+            return
+        try:
+            day, counter_id = parse_quota_reference(reference)
+        except ValueError:
+            return
+        with self._lock:
+            state = self._counters.get(counter_id)
+            lease = state.lease if state is not None else None
+            # the unit came from this lease (admit spent it; Lambda serves one request at
+            # a time): back into it while its day and minute last, else it is under-used
+            if (
+                state is not None
+                and lease is not None
+                and lease.day == day == day_of(now)
+                and minute_of(now) <= lease.minute
+            ):
+                state.lease = lease.give_back()
+
     def _rules_of(self, client_id: str, now: float) -> Mapping[str, QuotaLimits]:
         cached = self._rules.get(client_id)
         if cached is not None and 0 <= now - cached[0] < self._config_ttl:
