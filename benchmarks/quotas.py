@@ -92,8 +92,13 @@ def hot_partition(
     store = CountingStore()
     start = 1_800_000_000.0
     gates = [
-        QuotaGate(store, defaults=QuotaLimits(0, 0, 0), clock=lambda: start)
-        for _ in range(environments)
+        QuotaGate(
+            store,
+            defaults=QuotaLimits(0, 0, 0),
+            clock=lambda: start,
+            rng=random.Random(seed * 100_003 + e),
+        )
+        for e in range(environments)
     ]
     per_principal: Counter[int] = Counter()
     for second in range(seconds):

@@ -101,3 +101,26 @@ def test_a_throttled_quota_store_is_a_401_and_no_allow_record(
     stack.ddb.meta.events.register(f"before-call.dynamodb.{operation}", _throttle)
     assert app(container, _event(stack)) == "401"
     assert stack.decisions() == []  # fail closed: no record, never an unmetered Allow
+
+
+def test_a_replayed_proof_spends_no_quota_unit(
+    stack: Stack, app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    container = stack.container()
+    container.quota_admin.set(stack.client_id, "*", QuotaLimits(requests_per_minute=3))
+    first = _event(stack)
+    assert app(container, first) == "allow"
+    for n in range(2):  # the same proof again: refused by the usage write's condition
+        replay = dict(first, requestContext={**first["requestContext"], "requestId": f"r{n}"})
+        assert app(container, replay) == "401"
+    # the replays gave their units back: the minute still has 2 of its 3
+    assert app(container, _event(stack)) == "allow"
+    assert app(container, _event(stack)) == "allow"
+    response = _handler(app, monkeypatch)(container, _event(stack))
+    assert response is not None
+    assert response["context"]["quota_exceeded"] == "quota_exceeded:requests_per_minute"
+    assert sorted(stack.decisions()) == sorted(
+        [("allow", "ok")] * 3
+        + [("deny", "proof_replayed")] * 2
+        + [("deny", "quota_exceeded:requests_per_minute")]
+    )

@@ -258,6 +258,47 @@ class LeaseSizer:
         self.granted_at = now
 
 
+#: counter shards of one principal at most (hot principals only: :func:`shard_count`)
+MAX_SHARDS = 16
+#: a shard is kept for each this many requests per minute of the smallest request limit:
+#: a principal limited to <= 60,000/min (1,000 req/s) is never allowed more than the
+#: partition takes, so it keeps one exact counter item
+SHARD_REQUESTS_PER_MINUTE = 60_000
+
+
+def shard_count(limits: QuotaLimits) -> int:
+    """Counter items of one (client, principal, model key, day). 1 unless the request
+    limits let the principal run above one partition's 1,000 writes/s at cold start
+    (every environment's first leases are small). Derived from the limits only, so every
+    environment splits a window the same way."""
+    rpm, rpd, upd = limits.astuple()
+    bounds = [MAX_SHARDS]
+    if upd:
+        bounds.append(upd)  # every shard keeps >= 1 unit (a part of 0 would mean "no limit")
+    if rpm:
+        bounds.append(rpm // SHARD_REQUESTS_PER_MINUTE)
+    if rpd:
+        bounds.append(rpd // (SHARD_REQUESTS_PER_MINUTE * 1440))
+    return max(1, min(bounds))
+
+
+def shard_limits(limits: QuotaLimits, shard: int, shards: int) -> QuotaLimits:
+    """Shard ``shard``'s part of each limit; the parts sum to the limit exactly (so the
+    shards together cannot overshoot it), 0 (unlimited) stays 0."""
+
+    def part(limit: int | None) -> int | None:
+        if not limit:
+            return limit
+        return limit // shards + (1 if shard < limit % shards else 0)
+
+    return QuotaLimits(*(part(v) for v in limits.astuple()))
+
+
+def shard_counter_id(counter_id: str, shard: int, shards: int) -> str:
+    """Shard 0 of an unsharded window is the counter item itself."""
+    return counter_id if shards == 1 else f"{counter_id}#{shard}"
+
+
 def lease_cap(limits: QuotaLimits) -> int:
     caps = [MAX_LEASE]
     rpm, rpd, _ = limits.astuple()
@@ -280,6 +321,9 @@ class Lease:
     def spend(self) -> Lease:
         return replace(self, remaining=self.remaining - 1)
 
+    def give_back(self) -> Lease:
+        return replace(self, remaining=self.remaining + 1)
+
 
 class QuotaStore(Protocol):
     """Port: the quota table (adapters/quotas.py; an in-memory fake in tests/quotas)."""
@@ -301,6 +345,14 @@ class QuotaCheck(Protocol):
     ("" when no limit applies), which the protected function reports units against."""
 
     def admit(self, client_id: str, principal: str, model: str, now: float) -> str: ...
+
+    def release(self, reference: str, now: float) -> None:
+        """Give back the unit ``admit`` spent for a request that was then refused without
+        a record (a replayed proof: its usage write's condition failed, nothing was
+        written). Back into this environment's lease, never into the counter item: a
+        unit that cannot go back (the lease's minute is over) is under-used, never
+        counted twice."""
+        ...
 
 
 def quota_reference(day: int, counter_id: str) -> str:

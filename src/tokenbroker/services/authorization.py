@@ -44,6 +44,7 @@ from tokenbroker.domain.errors import (
     InvalidDpopProof,
     InvalidToken,
     OAuthError,
+    ProofReplayed,
     TemporarilyUnavailable,
 )
 from tokenbroker.domain.jose import b64url_encode
@@ -268,8 +269,15 @@ class AuthorizationService:
                 expires_at=claims.exp,
                 quota=quota,
             )
-            response = respond(grant)  # everything is decided and built: now the write
-            self._usage.record_use(record)
+            try:
+                response = respond(grant)  # everything is decided and built: now the write
+                self._usage.record_use(record)
+            except ProofReplayed:
+                # the usage write's condition refused it: nothing was written, so the
+                # replay spends no quota unit (issue 12; services/quotas.py::release)
+                if self._quotas is not None:
+                    self._quotas.release(quota, now)
+                raise
         except TemporarilyUnavailable:
             raise  # the store is down: nothing to record it in
         except OAuthError as denial:

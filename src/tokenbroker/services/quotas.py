@@ -10,6 +10,7 @@ time (the lease, not the lock, is what keeps environments within the limit).
 from __future__ import annotations
 
 import math
+import random
 import re
 import threading
 from collections.abc import Mapping
@@ -33,6 +34,9 @@ from tokenbroker.domain.quotas import (
     parse_quota_reference,
     plan_after_refusal,
     quota_reference,
+    shard_count,
+    shard_counter_id,
+    shard_limits,
 )
 
 #: conditional attempts per lease before failing closed (each refusal re-plans from the
@@ -62,6 +66,7 @@ class QuotaGate:
         defaults: QuotaLimits,
         clock: Clock,
         config_ttl: float = CONFIG_TTL_SECONDS,
+        rng: random.Random | None = None,
     ) -> None:
         self._store = store
         self._defaults = defaults
@@ -69,6 +74,8 @@ class QuotaGate:
         self._config_ttl = config_ttl
         self._rules: dict[str, tuple[float, Mapping[str, QuotaLimits]]] = {}
         self._counters: dict[str, _Counter] = {}
+        self._shard_of: dict[str, int] = {}
+        self._rng = rng or random.Random()  # noqa: S311 - spreads load, not a secret
         self._lock = threading.Lock()
         #: AWS calls made (the benchmark prints round trips per allowed request)
         self.calls = 0
@@ -80,8 +87,54 @@ class QuotaGate:
                 return ""
             counter_id = self._store.counter_id(client_id, principal, quota.model_key)
             day = day_of(now)
-            self._admit(counter_id, quota.limits, day, now)
-            return quota_reference(day, counter_id)
+            shard_id = self._admit_sharded(counter_id, quota.limits, day, now)
+            return quota_reference(day, shard_id)
+
+    def _admit_sharded(self, counter_id: str, limits: QuotaLimits, day: int, now: float) -> str:
+        """A hot principal's window is split over ``shard_count`` items, each with its
+        part of every limit (the parts sum to the limit: no overshoot). This environment
+        stays on one shard (picked at random) and moves on only when that one is spent;
+        the request is denied only when every shard is. Returns the shard's item id."""
+        shards = shard_count(limits)
+        if shards == 1:
+            self._admit(counter_id, limits, day, now)
+            return counter_id
+        if len(self._shard_of) >= _MAX_ENTRIES:
+            self._shard_of.clear()
+        first = self._shard_of.setdefault(counter_id, self._rng.randrange(shards))
+        exceeded: QuotaExceeded | None = None
+        for i in range(shards):
+            shard = (first + i) % shards
+            shard_id = shard_counter_id(counter_id, shard, shards)
+            try:
+                self._admit(shard_id, shard_limits(limits, shard, shards), day, now)
+            except QuotaExceeded as spent:
+                exceeded = exceeded or spent
+                continue
+            self._shard_of[counter_id] = shard
+            return shard_id
+        assert exceeded is not None
+        raise exceeded
+
+    def release(self, reference: str, now: float) -> None:
+        if not reference:
+            return
+        try:
+            day, counter_id = parse_quota_reference(reference)
+        except ValueError:
+            return
+        with self._lock:
+            state = self._counters.get(counter_id)
+            lease = state.lease if state is not None else None
+            # the unit came from this lease (admit spent it; Lambda serves one request at
+            # a time): back into it while its day and minute last, else it is under-used
+            if (
+                state is not None
+                and lease is not None
+                and lease.day == day == day_of(now)
+                and minute_of(now) <= lease.minute
+            ):
+                state.lease = lease.give_back()
 
     def _rules_of(self, client_id: str, now: float) -> Mapping[str, QuotaLimits]:
         cached = self._rules.get(client_id)
