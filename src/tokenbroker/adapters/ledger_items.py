@@ -81,6 +81,10 @@ INDEX_ATTRIBUTES: Final = frozenset(index.attribute for index in INDEXES.values(
 _MAX_TEXT = 500
 _MAX_FREE_TEXT = 64 * 1024
 _FREE_TEXT: Final = frozenset({"user_agent", "actor"})
+#: free text is capped at the writers to this many UTF-8 bytes (marker included) so that
+#: every item stays within one write unit (1 KB); a capped value ends in TRUNCATED
+MAX_FREE_TEXT_BYTES: Final = 128
+TRUNCATED: Final = "...[truncated]"
 
 #: the record's fields in declaration order (what the CLI renders)
 RECORD_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in fields(UsageRecord))
@@ -106,6 +110,8 @@ def item_values(record: UsageRecord, *, hot_window_days: int | None = None) -> d
     values: dict[str, Any] = {
         attribute: _value(getattr(record, name)) for name, attribute in ATTRIBUTES.items()
     }
+    for name in _FREE_TEXT:
+        values[ATTRIBUTES[name]] = cap_free_text(values[ATTRIBUTES[name]])
     if hot_window_days is not None and record.retain_until:
         hot_until = record.at_ms // 1000 + hot_window_days * DAY_SECONDS
         if hot_until < record.retain_until:
@@ -124,6 +130,16 @@ def item_values(record: UsageRecord, *, hot_window_days: int | None = None) -> d
         )
     )
     return values
+
+
+def cap_free_text(text: str) -> str:
+    """``text`` if it fits MAX_FREE_TEXT_BYTES of UTF-8, else its longest prefix that fits
+    with the visible TRUNCATED marker appended (never a split character)."""
+    data = text.encode()
+    if len(data) <= MAX_FREE_TEXT_BYTES:
+        return text
+    room = MAX_FREE_TEXT_BYTES - len(TRUNCATED.encode())
+    return data[:room].decode(errors="ignore") + TRUNCATED
 
 
 def _value(value: Any) -> Any:
