@@ -27,9 +27,13 @@ and writes that principal's counter at most 1/T = 0.5 times a second, whatever r
 counter item takes <= min(rate / n, E / T) writes/s for E environments serving it, i.e.
 <= 500 writes/s up to 1,000 concurrent environments, and rate / 256 beyond that (a single
 principal at 100,000 req/s: ~390 writes/s). benchmarks/quotas.py measures it with Zipf
-principals at 100,000 req/s. Counters are not sharded: the lease is what spreads writes
-over time, so a window stays one exact count (a sharded counter would need per-shard
-limits, i.e. under-use whenever traffic is uneven across shards).
+principals at 100,000 req/s. The lease is what spreads writes over time, so a window
+stays one exact count, except for a principal whose request limits exceed what one
+partition takes (> 60,000/min): its window is split over up to MAX_SHARDS counter items
+(:func:`shard_count`), each holding its share of every limit (the shares sum to the
+limit exactly, so the shards together cannot overshoot it; traffic uneven across shards
+means more under-use). An environment keeps one shard and moves on when it is spent; a
+request is denied only when every shard is. A window with a units limit is never split.
 
 Bounds (proved in tests/quotas):
 - **No overshoot** of requests per minute or per day: an allowed request spends one unit
@@ -274,7 +278,10 @@ def shard_count(limits: QuotaLimits) -> int:
     rpm, rpd, upd = limits.astuple()
     bounds = [MAX_SHARDS]
     if upd:
-        bounds.append(upd)  # every shard keeps >= 1 unit (a part of 0 would mean "no limit")
+        # model units are reported after the call, many at once: split over shards, one
+        # shard's report would not stop the others admitting (an overshoot of a report per
+        # shard), so a window with a units limit keeps one exact counter
+        return 1
     if rpm:
         bounds.append(rpm // SHARD_REQUESTS_PER_MINUTE)
     if rpd:
