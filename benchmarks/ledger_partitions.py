@@ -4,8 +4,8 @@
         [--principals 2000] [--zipf 1.1] [--models 20] [--model-zipf 2.0] [--seed 1] [--json]
 
 Question: at ``--rate`` allowed requests/s of skewed traffic, does any partition of the
-usage table or of any auditor index (``tokenbroker.domain.ledger.INDEXES``) take more
-than 1,000 writes/s (DynamoDB's per-partition write limit, 1 KB items)?
+usage table (no GSI) or of the stream-built hot time index (adapters/archive_index.py)
+take more than 1,000 writes/s (DynamoDB's per-partition write limit, 1 KB items)?
 
 Load model (seeded, reproducible), all requests in one UTC hour (starting at its top):
 
@@ -20,24 +20,14 @@ Load model (seeded, reproducible), all requests in one UTC hour (starting at its
   default 2.0 the top model takes ~63% of all traffic ("one model gets most traffic").
 
 Method: every request is simulated, none is sampled. A request's record id is the real
-``replay_key(jkt, random proof jti)``; its index partition keys are the real
-``index_keys(record_id, values)`` called with exactly the values ``usage_item`` passes
-(``hour`` via ``hour_of``). That costs ~10 us per request instead of ~35 us for the full
-``usage_item`` (DynamoDB serialisation of 18 attributes), so the default 500,000 requests
-take seconds. Writes are counted per partition key and per second: the base table per
-distinct ``id`` (DynamoDB spreads items by the hash of the key), each index per
-``<value>#<shard>``. The reported hottest partition of an index is the max over seconds.
-
-The real write path is checked, not assumed: every second, for the hottest partition of
-every index, ALL the requests that landed on it are rebuilt as ``UsageRecord`` objects and
-re-keyed through ``adapters.usage.usage_item``; the recount must equal the count (and a
-1-in-100 sample of all other requests must get identical keys from ``usage_item``).
-A mismatch is a violation (exit 1). So the hottest partitions are computed exactly.
-
-When an index misses, its suggested shard count is found by re-sharding the same record
-ids with the real ``shard_of`` for larger powers of two (only values with more than 1,000
-requests in some second can miss, so only their ids are kept). Exit status: 0 if the
-table and every index pass and nothing was violated, else 1.
+``replay_key(jkt, random proof jti)``. Writes are counted per partition key and per
+second: the base table per distinct ``id`` (DynamoDB spreads items by the hash of the
+key), the time index per page partition (each stream batch of ``STREAM_BATCH`` writes
+its real encoded page into ``page_key(hour, name)`` and a pointer into the month's
+directory partition). The real write path is checked, not assumed: a 1-in-100 sample of
+requests is rebuilt as ``UsageRecord`` objects and keyed through
+``adapters.usage.usage_item``; an item whose ``id`` differs is a violation (exit 1).
+Exit status: 0 if the table and the time index pass and nothing was violated, else 1.
 """
 
 from __future__ import annotations
@@ -53,14 +43,14 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from tokenbroker.adapters.archive_index import directory_key, encode_entries, entry_of, page_key
 from tokenbroker.adapters.ledger_items import ATTRIBUTES as ITEM_NAMES
 from tokenbroker.adapters.usage import usage_item
 from tokenbroker.domain.jose import b64url_encode
-from tokenbroker.domain.ledger import INDEXES, hour_of, index_keys, shard_of
+from tokenbroker.domain.ledger import hour_of
 from tokenbroker.domain.models import Decision, UsageRecord
 from tokenbroker.domain.rfc9449 import replay_key
 from tokenbroker.services.authorization import request_hash
@@ -73,8 +63,6 @@ HOT_DEVICE_SHARE = 0.8  # the hottest principal sends 80% of its requests from o
 START_MS = calendar.timegm((2026, 11, 27, 4, 0, 0)) * 1000  # top of a UTC hour
 RETAIN_UNTIL = START_MS // 1000 + 400 * 86_400
 VERIFY_SAMPLE = 100  # re-key 1 request in this many through usage_item
-ATTRIBUTES = [index.attribute for index in INDEXES.values()]
-SOURCES = {index.attribute: index.source for index in INDEXES.values()}
 
 
 class Request(NamedTuple):
@@ -197,17 +185,6 @@ def to_record(request: Request) -> UsageRecord:
     )
 
 
-def values_of(request: Request) -> dict[str, str]:
-    """What ``usage_item`` passes to ``index_keys`` (the index source attributes)."""
-    return {
-        "principal": request.principal,
-        "jkt": request.jkt,
-        "token_jti": request.token_jti,
-        "resource": request.resource,
-        "hour": request.hour,
-    }
-
-
 def index_page_units(requests: Sequence[Request], second: int) -> Counter[str]:
     """Write units per partition of the hot tier's time index for one second of
     requests, cut into stream batches of ``STREAM_BATCH``: each batch writes one page
@@ -235,10 +212,6 @@ def index_page_units(requests: Sequence[Request], second: int) -> Counter[str]:
     return written
 
 
-def _value(key: str) -> str:
-    return key.rsplit("#", 1)[0]
-
-
 def simulate(
     rate: int = 100_000,
     seconds: int = 5,
@@ -259,14 +232,6 @@ def simulate(
     verified = 0
     table_best: dict[str, Any] = {"key": "", "second": -1, "writes": 0}
     table_partitions = 0
-    best: dict[str, dict[str, Any]] = {
-        a: {"key": "", "second": -1, "writes": 0} for a in ATTRIBUTES
-    }
-    peak_value: dict[str, dict[str, Any]] = {
-        a: {"value": "", "second": -1, "requests": 0} for a in ATTRIBUTES
-    }
-    used: dict[str, set[str]] = {a: set() for a in ATTRIBUTES}
-    hot_ids: dict[str, list[list[str]]] = {a: [] for a in ATTRIBUTES}  # ids of values > LIMIT
     top_model_requests = 0
     index_best: dict[str, Any] = {"key": "", "second": -1, "writes": 0}
     index_partitions: set[str] = set()
@@ -282,7 +247,6 @@ def simulate(
             index_best = {"key": key, "second": second, "writes": writes}
         if keep_records:
             records.extend(to_record(r) for r in requests)
-        keys = [index_keys(r.record_id, values_of(r)) for r in requests]
 
         ids = Counter(r.record_id for r in requests)
         table_partitions += len(ids)
@@ -291,67 +255,17 @@ def simulate(
             table_best = {"key": key, "second": second, "writes": writes}
         top_model_requests += Counter(r.resource for r in requests).most_common(1)[0][1]
 
-        for attr in ATTRIBUTES:
-            column = [k[attr] for k in keys]
-            counts = Counter(column)
-            used[attr].update(counts)
-            key, writes = max(counts.items(), key=itemgetter(1))
-            # recount the hottest partition through the real write path
-            recount = 0
-            for request, partition in zip(requests, column, strict=True):
-                if partition == key:
-                    item = usage_item(to_record(request))
-                    recount += item[attr]["S"] == key and item["id"]["S"] == request.record_id
-            verified += writes
-            if recount != writes:
-                violations.append(f"{attr} {key} second {second}: {writes} != usage_item {recount}")
-            if writes > best[attr]["writes"]:
-                best[attr] = {"key": key, "second": second, "writes": writes}
-            # the values that could put more than LIMIT on one partition
-            by_value: Counter[str] = Counter()
-            for k, n in counts.items():
-                by_value[_value(k)] += n
-            value, n = by_value.most_common(1)[0]
-            if n > peak_value[attr]["requests"]:
-                peak_value[attr] = {"value": value, "second": second, "requests": n}
-            hot = {v for v, n in by_value.items() if n > LIMIT}
-            groups: dict[str, list[str]] = {v: [] for v in hot}
-            if hot:
-                field = attrgetter(SOURCES[attr])  # Request fields are named as the sources
-                for r in requests:
-                    group = groups.get(field(r))
-                    if group is not None:
-                        group.append(r.record_id)
-                hot_ids[attr].extend(groups.values())
-
-        for request, expected in zip(requests[::VERIFY_SAMPLE], keys[::VERIFY_SAMPLE], strict=True):
+        for request in requests[::VERIFY_SAMPLE]:
             item = usage_item(to_record(request))
             verified += 1
-            if {a: item[a]["S"] for a in ATTRIBUTES} != expected or item["id"][
-                "S"
-            ] != request.record_id:
-                violations.append(f"usage_item keys differ from index_keys for {request}")
+            if item["id"]["S"] != request.record_id:
+                violations.append(f"usage_item keys the table differently for {request}")
 
-    indexes: list[dict[str, Any]] = []
-    for index in INDEXES.values():
-        attr = index.attribute
-        passed = best[attr]["writes"] <= LIMIT
-        indexes.append(
-            {
-                "index": index.name,
-                "attribute": attr,
-                "shards": index.shards,
-                "hottest": best[attr],
-                "hottest_value": peak_value[attr],
-                "partitions": len(used[attr]),
-                "pass": passed,
-                "suggested_shards": None if passed else suggest(hot_ids[attr], index.shards),
-            }
-        )
     overall = max(
-        [{"index": "table", "attribute": "id", **table_best}]
-        + [{"index": "time_index", "attribute": "pk", **index_best}]
-        + [{"index": i["index"], "attribute": i["attribute"], **i["hottest"]} for i in indexes],
+        [
+            {"index": "table", "attribute": "id", **table_best},
+            {"index": "time_index", "attribute": "pk", **index_best},
+        ],
         key=itemgetter("writes"),
     )
     report = {
@@ -375,7 +289,6 @@ def simulate(
             "partitions": table_partitions,
             "pass": table_best["writes"] <= LIMIT,
         },
-        "indexes": indexes,
         "time_index": {
             "hottest": index_best,
             "partitions": len(index_partitions),
@@ -388,17 +301,6 @@ def simulate(
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
     return report, records
-
-
-def suggest(groups: list[list[str]], shards: int) -> int | None:
-    """Smallest power of two above ``shards`` whose hottest partition, for the same record
-    ids (``groups``: the ids of one value in one second), stays within LIMIT."""
-    n = shards * 2
-    while n <= 1 << 16:
-        if all(max(Counter(shard_of(i, n) for i in ids).values()) <= LIMIT for ids in groups):
-            return n
-        n *= 2
-    return None
 
 
 def render(report: dict[str, Any]) -> str:
@@ -417,15 +319,6 @@ def render(report: dict[str, Any]) -> str:
         f"{'(table)':<13}{'id':<17}{'-':>6}  {'(every id distinct)':<30}{'-':>8}"
         f"{t['hottest']['writes']:>10,}{t['partitions']:>11,}  {'PASS' if t['pass'] else 'MISS'}"
     )
-    for i in report["indexes"]:
-        value = i["hottest_value"]["value"]
-        value = value if len(value) <= 28 else value[:25] + "..."
-        result = "PASS" if i["pass"] else f"MISS (passes at {i['suggested_shards']} shards)"
-        lines.append(
-            f"{i['index']:<13}{i['attribute']:<17}{i['shards']:>6}  {value:<30}"
-            f"{i['hottest_value']['requests']:>8,}{i['hottest']['writes']:>10,}"
-            f"{i['partitions']:>11,}  {result}"
-        )
     x = report["time_index"]
     lines.append(
         f"{'time index':<13}{'pk (pages)':<17}{'-':>6}  "
@@ -437,9 +330,9 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"overall hottest partition: {o['index']} {o['attribute']}={o['key']} "
         f"{o['writes']:,} writes/s (second {o['second']}): {'PASS' if o['pass'] else 'MISS'}",
-        f"req/s = peak requests/s of the index's hottest value; hottest/s = max writes/s on "
-        f"one partition. {report['verified_with_usage_item']:,} records re-keyed through "
-        f"usage_item, {len(report['violations'])} mismatches; {report['elapsed_s']} s",
+        f"hottest/s = max writes/s on one partition. {report['verified_with_usage_item']:,} "
+        f"records re-keyed through usage_item, {len(report['violations'])} mismatches; "
+        f"{report['elapsed_s']} s",
     ]
     lines += [f"VIOLATION {v}" for v in report["violations"]]
     return "\n".join(lines)
@@ -470,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.seed,
     )
     print(json.dumps(report, indent=2) if args.json else render(report))
-    ok = report["table"]["pass"] and all(i["pass"] for i in report["indexes"])
+    ok = report["table"]["pass"] and report["time_index"]["pass"]
     return 0 if ok and not report["violations"] else 1
 
 

@@ -60,7 +60,7 @@ from tokenbroker.adapters.ledger_scan import plain
 from tokenbroker.adapters.usage import usage_item
 from tokenbroker.domain.digest_format import Ref, SegmentSeal, Version, encode_part
 from tokenbroker.domain.jose import b64url_encode
-from tokenbroker.domain.ledger import HOUR_SHARDS, hour_of, shard_key
+from tokenbroker.domain.ledger import HOUR_SHARDS
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
 from tokenbroker.services.digests import WORK_BUDGET_MS, DigestService
 
@@ -173,7 +173,6 @@ class SyntheticArchive:
 
     def images(self, segment: str) -> Iterator[dict[str, Any]]:
         """One object's records (the same whichever range reads it)."""
-        hour = START_MS
         for i in range(self.per_object):
             digest = hashlib.sha256(f"{segment}/{i}".encode()).digest()
             item = dict(self._template)
@@ -181,7 +180,6 @@ class SyntheticArchive:
             item["at"] = {"N": str(self._at(i))}
             item["token_jti"] = {"S": b64url_encode(digest[::-1])}
             item["proof_jti_hash"] = {"S": digest.hex()}
-            item["hour_shard"] = {"S": shard_key(hour_of(hour), i % SHARDS)}
             yield plain(item)
 
     def segments(self, start_ms: int, end_ms: int) -> list[str]:

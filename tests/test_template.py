@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from cfnlint.api import ManualArgs, lint_file
 
-from tokenbroker.domain.ledger import INDEXES, SORT_KEY
+from tokenbroker.domain.ledger import ID_ATTRIBUTE
 from tokenbroker.local.template import (
     Route,
     Template,
@@ -266,23 +266,14 @@ def test_tables_have_the_keys_indexes_and_ttl_the_adapters_rely_on(template: Tem
     assert tables["QuotasTable"]["KeySchema"] == tables["AggregatesTable"]["KeySchema"]
 
 
-def test_the_usage_table_indexes_are_the_ledger_key_design(template: Template) -> None:
-    """The shard functions in tokenbroker.domain.ledger write and read exactly these
-    GSIs: one per ledger index, keyed by its shard attribute and sorted by time."""
+def test_the_usage_table_has_no_index_and_is_keyed_by_the_record_id(template: Template) -> None:
+    """No GSI (each was one more write unit and stored copy per request): auditors read
+    the hot tier through the stream-built time index (adapters/archive_index.py)."""
     usage = template.tables()["UsageTable"]
-    assert {
-        name: [(attribute, kind) for attribute, kind in schema]
-        for name, schema in _indexes(usage).items()
-    } == {
-        index.name: [(index.attribute, "HASH"), (SORT_KEY, "RANGE")] for index in INDEXES.values()
-    }
-    assert SORT_KEY == "at"
+    assert _indexes(usage) == {}
+    assert usage["KeySchema"] == [{"AttributeName": ID_ATTRIBUTE, "KeyType": "HASH"}]
     types = {d["AttributeName"]: d["AttributeType"] for d in usage["AttributeDefinitions"]}
-    assert types == {
-        "id": "S",
-        **({SORT_KEY: "N"} if INDEXES else {}),
-        **{index.attribute: "S" for index in INDEXES.values()},
-    }
+    assert types == {ID_ATTRIBUTE: "S"}
 
 
 @pytest.mark.parametrize("key_id", ["SigningKey", "SigningKeyB", "DigestKey"])
@@ -562,7 +553,6 @@ def test_the_digest_function_may_only_read_the_archive_keep_digests_and_sign(
             ":function:${AWS::StackName}-digest",
         ),
     }
-    assert "by_hour" not in INDEXES  # the digests read the archive
     # it dispatches only to itself
     function = template.resources("AWS::Serverless::Function")["DigestFunction"]
     own = {"Fn::Sub": "${AWS::StackName}-digest"}

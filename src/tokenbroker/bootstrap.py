@@ -443,45 +443,34 @@ class Container:
 
     @property
     def audit(self) -> AuditService:
-        """The auditors' queries: the usage table's indexes, and (when the deployment
-        keeps them) the aggregates and their hour registry."""
+        """The auditors' queries: the hot tier through its time index, the archive
+        tier (with a digest bucket), and the aggregates."""
 
         def make() -> AuditService:
             from tokenbroker.adapters.aggregates import AggregatesReader
-            from tokenbroker.adapters.ledger_query import DynamoLedgerQuery
+            from tokenbroker.adapters.archive_index import HotIndex
             from tokenbroker.services.audit import AuditService
 
             s = self.settings
-            s.require("usage_table")
+            # the hot tier is read through the stream-built time index (no usage GSI),
+            # kept in the aggregates table
+            s.require("usage_table", "aggregates_table")
             ddb = self.client("dynamodb")
-            reader = AggregatesReader(ddb, table=s.aggregates_table) if s.aggregates_table else None
-            index = None
-            if s.aggregates_table:  # the stream-built hot-tier index (no usage GSI)
-                from tokenbroker.adapters.archive_index import HotIndex
-
-                index = HotIndex(ddb, table=s.aggregates_table, usage_table=s.usage_table)
+            reader = AggregatesReader(ddb, table=s.aggregates_table)
+            index = HotIndex(ddb, table=s.aggregates_table, usage_table=s.usage_table)
             if s.digest_bucket:  # the archive tier (tokenbroker.services.audit_tiers)
                 from tokenbroker.adapters.ledger_items import from_plain
                 from tokenbroker.services.audit_tiers import AuditTiers
 
                 return AuditTiers(
-                    DynamoLedgerQuery(ddb, usage_table=s.usage_table),
+                    index,
                     archive=self.archive_reader,
                     decode=from_plain,
                     hot_window_days=s.usage_hot_window_days,
                     aggregates=reader,
                     clock=self.clock,
-                    export_page_size=50,
-                    index=index,
                 )
-            return AuditService(
-                DynamoLedgerQuery(ddb, usage_table=s.usage_table),
-                aggregates=reader,
-                clock=self.clock,
-                # an export holds shards (256) x this many records (~10 MB) at most
-                export_page_size=50,
-                index=index,
-            )
+            return AuditService(index, aggregates=reader)
 
         return self._once("audit", make)  # type: ignore[no-any-return]
 

@@ -317,7 +317,7 @@ def test_a_principal_filter_fetches_only_that_principals_records(data: Ledger) -
 
 
 def test_export_streams_every_record_of_the_range_once_oldest_first(data: Ledger) -> None:
-    audit = AuditService(index=index(data), export_page_size=3)
+    audit = AuditService(index=index(data))
     since, until = T0 + HOUR_MS // 2, T0 + 2 * HOUR_MS + 6  # cuts through the admin events
     got = [r.record_id for r in audit.export(since, until)]
     assert got == data.oldest_first(since, until)

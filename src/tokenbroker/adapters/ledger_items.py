@@ -8,9 +8,10 @@ values, as a stream's ``new_image`` or a digest's record holds them). Both reade
 validate: a value of the wrong type, an unknown event type or decision, or an over-long
 field raises :class:`~tokenbroker.domain.errors.MalformedRecord`, never a KeyError.
 
-An item holds every non-empty field of the record plus its index keys (the sharded
-auditor indexes of :mod:`tokenbroker.domain.ledger`), which are storage details: they
-are not part of the record and readers drop them.
+An item holds every non-empty field of the record (the usage table has no GSI, so no
+index key attribute), its TTL and, when the hot window ends before the record's
+retention, the retention in ``ru``. Readers ignore attributes they do not know (items
+written by earlier versions still carry the keys of GSIs that no longer exist).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Final
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from tokenbroker.domain.errors import MalformedRecord
-from tokenbroker.domain.ledger import INDEXES, SORT_KEY, TTL_ATTRIBUTE, hour_of, index_keys
+from tokenbroker.domain.ledger import SORT_KEY, TTL_ATTRIBUTE
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
 from tokenbroker.domain.units import DAY_SECONDS
 
@@ -75,8 +76,8 @@ ATTRIBUTES: Final[Mapping[str, str]] = {
 #: numeric fields (DynamoDB ``N``); every other field is a string
 _NUMBERS: Final = frozenset({"at_ms", "retain_until"})
 _REQUIRED: Final = frozenset({"record_id", "at_ms", "event", "decision"})
-#: index key attributes: storage details, not part of a record
-INDEX_ATTRIBUTES: Final = frozenset(index.attribute for index in INDEXES.values())
+#: the attributes a reader decodes (anything else an item holds is ignored)
+_KNOWN: Final = frozenset({*ATTRIBUTES.values(), RETAIN_UNTIL})
 #: writers cap ids and names at 256 characters; free text (user agent, actor ARN) more
 _MAX_TEXT = 500
 _MAX_FREE_TEXT = 64 * 1024
@@ -117,18 +118,6 @@ def item_values(record: UsageRecord, *, hot_window_days: int | None = None) -> d
         if hot_until < record.retain_until:
             values[TTL] = hot_until
             values[RETAIN_UNTIL] = record.retain_until
-    values.update(
-        index_keys(
-            record.record_id,
-            {
-                "principal": record.principal,
-                "jkt": record.jkt,
-                "token_jti": record.token_jti,
-                "resource": record.resource,
-                "hour": hour_of(record.at_ms),
-            },
-        )
-    )
     return values
 
 
@@ -149,7 +138,7 @@ def _value(value: Any) -> Any:
 def from_item(item: Mapping[str, Any]) -> UsageRecord:
     """A usage item in DynamoDB JSON (as Query/GetItem return it) as a record."""
     try:
-        plain = {k: _des.deserialize(v) for k, v in item.items() if k not in INDEX_ATTRIBUTES}
+        plain = {k: _des.deserialize(v) for k, v in item.items() if k in _KNOWN}
     except (TypeError, ValueError, AttributeError) as exc:
         raise MalformedRecord(f"not a DynamoDB item: {exc}") from exc
     return from_plain(plain)

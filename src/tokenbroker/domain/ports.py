@@ -8,7 +8,7 @@ its backend fails, never a backend-specific exception.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from tokenbroker.domain.aggregates import BucketDelta, PrincipalSummary
@@ -212,35 +212,6 @@ class DigestDispatcher(Protocol):
 # ---- the ledger's read side and the aggregates (audit CLI, stream function) ----------
 
 
-class ShardPage(Protocol):
-    """One page of one index partition: records in index order, and where the next
-    page starts (None: the last page)."""
-
-    items: list[UsageRecord]
-    next_key: dict[str, Any] | None
-
-
-class LedgerShardReader(Protocol):
-    """Reads one shard of one ledger index (adapter: ``adapters.ledger_query``)."""
-
-    def query_shard(
-        self,
-        index: str,
-        partition_key: str,
-        since_ms: int,
-        until_ms: int,
-        *,
-        newest_first: bool,
-        limit: int,
-        equals: Mapping[str, str] | None = None,
-        start_key: dict[str, Any] | None = None,
-    ) -> ShardPage:
-        """Records with ``since_ms <= at < until_ms``; ``equals`` maps UsageRecord
-        field names to required values (``limit`` counts items read before that
-        filter, so a page may hold fewer)."""
-        ...
-
-
 class AggregatesStore(Protocol):
     """Where a batch's bucket deltas are summed (the DynamoDB adapter; a fake in tests)."""
 
@@ -263,13 +234,4 @@ class AggregateSource(Protocol):
 
     def hourly(self, principal: str, since_ms: int, until_ms: int) -> list[PrincipalSummary]:
         """The principal's hours with records in the range, oldest first."""
-        ...
-
-
-class HourRegistry(Protocol):
-    """Which ``by_hour`` shards of which UTC hours hold records (kept off the request
-    path by the stream function; adapter: ``adapters.aggregates.AggregatesReader``)."""
-
-    def active_shards(self, since_ms: int, until_ms: int) -> Mapping[str, frozenset[int]]:
-        """Hour (``YYYY-MM-DDTHH``) -> shards, for the hours of the range that have any."""
         ...

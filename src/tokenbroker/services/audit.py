@@ -1,12 +1,13 @@
 """The auditors' use cases over the usage ledger: usage pages, exports, summaries,
 anomalies. One concern per module beneath it:
 
-- :mod:`tokenbroker.services.audit_query`: filters, query planning, cursors and the
-  lazy merge of index shards (the ledger's read side);
+- :mod:`tokenbroker.services.audit_query`: filters, cursors and the reads over the
+  stream-built time index (the ledger's read side);
 - :mod:`tokenbroker.services.anomalies`: the rules that flag shared or stolen
   credentials, over the aggregates;
 - the ports it reads through live in :mod:`tokenbroker.domain.ports`
-  (``LedgerShardReader``, ``HourRegistry``, ``AggregateSource``).
+  (``AggregateSource``); the hot tier's index is
+  :class:`~tokenbroker.services.audit_query.HourIndex`.
 
 Built by :mod:`tokenbroker.bootstrap` (``Container.audit``). Bad queries raise
 :class:`~tokenbroker.domain.errors.InvalidQuery`.
@@ -18,10 +19,9 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator
 
 from tokenbroker.domain.aggregates import PrincipalSummary
-from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import InvalidQuery
 from tokenbroker.domain.models import UsageRecord
-from tokenbroker.domain.ports import AggregateSource, HourRegistry, LedgerShardReader
+from tokenbroker.domain.ports import AggregateSource
 from tokenbroker.domain.units import DAY_MS, HOUR_MS
 from tokenbroker.services.anomalies import Anomaly, Thresholds, find_anomalies
 from tokenbroker.services.audit_query import (
@@ -30,12 +30,8 @@ from tokenbroker.services.audit_query import (
     Cursor,
     HourIndex,
     IndexedQueries,
-    LedgerQueries,
     Page,
-    Segment,
     UsageFilters,
-    hour_segments,
-    plan,
     query_fingerprint,
 )
 
@@ -52,11 +48,8 @@ __all__ = [
     "AuditService",
     "Cursor",
     "Page",
-    "Segment",
     "Thresholds",
     "UsageFilters",
-    "hour_segments",
-    "plan",
     "query_fingerprint",
 ]
 
@@ -64,37 +57,13 @@ __all__ = [
 class AuditService:
     """Usage pages and exports from the ledger; summaries and anomalies from aggregates.
 
-    ``page_size``: the most items a usage query asks of one shard per request;
-    ``export_page_size``: the same for exports (their memory bound is shards x it);
-    ``workers``: how many shards' first pages are fetched concurrently; ``registry``
-    and ``clock``: the hour registry that lets unfiltered reads skip empty shards.
+    ``index``: the stream-built hot-tier time index (``adapters.archive_index.HotIndex``);
+    ``aggregates``: the per principal counters (None: this deployment keeps none).
     """
 
-    def __init__(
-        self,
-        reader: LedgerShardReader | None = None,
-        *,
-        aggregates: AggregateSource | None = None,
-        registry: HourRegistry | None = None,
-        clock: Clock | None = None,
-        page_size: int = 100,
-        export_page_size: int = 100,
-        workers: int = 8,
-        index: HourIndex | None = None,
-    ) -> None:
-        # ``index``: the stream-built hot-tier index (the deployment's read path; then
-        # ``reader`` is not used)
-        self._queries: LedgerQueries | IndexedQueries
-        if index is not None:
-            self._queries = IndexedQueries(index)
-        elif reader is not None:
-            self._queries = LedgerQueries(
-                reader, registry=registry, clock=clock, page_size=page_size, workers=workers
-            )
-        else:
-            raise ValueError("AuditService needs the hot-tier index (or a shard reader)")
+    def __init__(self, index: HourIndex, *, aggregates: AggregateSource | None = None) -> None:
+        self._queries = IndexedQueries(index)
         self._aggregates = aggregates
-        self._export_page_size = export_page_size
 
     def usage(
         self,
@@ -122,7 +91,7 @@ class AuditService:
             if after.at < filters.since_ms:
                 return Page([], None)
             until = min(until, after.at + 1)
-        stream = self._newest(filters, until, limit + 1)
+        stream = self._newest(filters, until)
         if after is not None:
             position = (after.at, after.id)
             stream = (r for r in stream if (r.at_ms, r.record_id) < position)
@@ -134,25 +103,22 @@ class AuditService:
         last = records[limit - 1]
         return Page(records[:limit], Cursor(last.at_ms, last.record_id, fingerprint).encode())
 
-    def _newest(self, filters: UsageFilters, until_ms: int, wanted: int) -> Iterator[UsageRecord]:
-        """Every record matching ``filters`` before ``until_ms``, newest first, lazily
-        (``wanted``: how many the caller expects to take; it sizes the first pages)."""
+    def _newest(self, filters: UsageFilters, until_ms: int) -> Iterator[UsageRecord]:
+        """Every record matching ``filters`` before ``until_ms``, newest first, lazily."""
         bounded = UsageFilters(**{**filters.__dict__, "until_ms": until_ms})
-        return self._queries.newest_first(bounded, wanted)
+        return self._queries.newest_first(bounded)
 
     def export(
         self, since_ms: int, until_ms: int, filters: UsageFilters | None = None
     ) -> Iterator[UsageRecord]:
-        """Every record of the range, oldest first, streamed hour by hour from by_hour;
-        ``filters`` (principal, device, model...) select among them.
+        """Every record of the range, oldest first, streamed hour by hour from the time
+        index; ``filters`` (principal, device, model...) select among them.
 
-        Memory: at most one page (``export_page_size`` items) per shard of one hour.
+        Memory: one hour's index entries and ``FETCH`` (100) records at a time.
         """
         UsageFilters(since_ms, until_ms).validate()
         wanted = (filters or UsageFilters(since_ms, until_ms)).fields()
-        yield from self._queries.oldest_first(
-            since_ms, until_ms, self._export_page_size, equals=wanted
-        )
+        yield from self._queries.oldest_first(since_ms, until_ms, equals=wanted)
 
     def summary(self, since_ms: int, until_ms: int, principal: str = "") -> list[PrincipalSummary]:
         """Per principal, its aggregates over the range widened to whole UTC hours."""

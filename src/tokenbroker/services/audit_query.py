@@ -1,20 +1,12 @@
-"""Query planning over the usage ledger's sharded indexes: filters, segments, cursors,
-and the lazy merge of shards.
+"""The auditors' queries over the usage ledger's hot tier: filters, cursors, and the
+reads over the stream-built time index (:mod:`tokenbroker.adapters.archive_index`).
 
-Reading a sharded index (:mod:`tokenbroker.domain.ledger`): a value's records are spread
-over ``shards`` partitions; each partition is read in time order, page by page, and the
-partitions are merged by ``(at, id)`` with :func:`heapq.merge`. Everything is lazy: a
-usage page of 50 reads the first page of each shard and only what the merge consumes
-after that; an export holds at most one page per shard of one hour, however long the
-range. Times are milliseconds since the epoch; ranges are half-open, ``since <= at <
-until``.
-
-Without an id filter the range is read hour by hour from ``by_hour``. With an hour
-registry (:class:`~tokenbroker.domain.ports.HourRegistry`, kept by the stream function)
-only the shards that hold records are queried: one registry Query for the whole range,
-then one Query per (hour, shard) with records, so the number of queries grows with the
-data, not with the length of the range. Hours the stream may not have registered yet
-(ending less than ``REGISTRY_LAG_MS`` ago) are read in full.
+The usage table keeps no GSI: per UTC hour that has records, the index holds compact
+entries ``(at, id, short filter keys)``; a query reads the entries of the hours it
+needs, newest or oldest first, then fetches the records (``FETCH`` per BatchGetItem)
+and applies the exact filters to each. The number of DynamoDB requests grows with the
+records read (and the months touched), not with the hours of the range. Times are
+milliseconds since the epoch; ranges are half-open, ``since <= at < until``.
 """
 
 from __future__ import annotations
@@ -22,30 +14,18 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import heapq
-import itertools
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import InvalidQuery
-from tokenbroker.domain.ledger import hour_of, partition_keys, shard_key
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
-from tokenbroker.domain.ports import HourRegistry, LedgerShardReader, ShardPage
-from tokenbroker.domain.units import HOUR_MS
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
 DECISIONS = tuple(d.value for d in Decision)
 EVENTS = tuple(e.value for e in EventType)
-#: the smallest first page asked of each shard by a usage query
-FIRST_PAGE_MIN = 8
-#: how long after an hour ends the stream function may still be registering its shards
-#: (batching window + retries); such hours are read in all their shards
-REGISTRY_LAG_MS = 15 * 60_000
 
 
 @dataclass(frozen=True)
@@ -100,41 +80,6 @@ class Page:
 
 
 @dataclass(frozen=True)
-class Segment:
-    """One index value over one time range: its shards are merged together."""
-
-    index: str
-    value: str
-    since_ms: int
-    until_ms: int
-
-
-def plan(filters: UsageFilters, *, newest_first: bool) -> tuple[list[Segment], dict[str, str]]:
-    """The segments to read, in output order, and the filters left for DynamoDB to apply.
-
-    The range is read hour by hour from ``by_hour`` (only the hours' registered shards,
-    with an hour registry) and every filter is applied by DynamoDB: the per-record
-    GSIs by principal, device, token and resource were removed from the request path.
-    """
-    wanted = filters.fields()
-    return hour_segments(filters.since_ms, filters.until_ms, newest_first=newest_first), wanted
-
-
-def hour_segments(since_ms: int, until_ms: int, *, newest_first: bool) -> list[Segment]:
-    segments = []
-    start = since_ms - since_ms % HOUR_MS
-    while start < until_ms:
-        end = start + HOUR_MS
-        segments.append(
-            Segment("by_hour", hour_of(start), max(since_ms, start), min(until_ms, end))
-        )
-        start = end
-    if newest_first:
-        segments.reverse()
-    return segments
-
-
-@dataclass(frozen=True)
 class Cursor:
     """Where the previous page stopped: its last record, and which query it belongs to."""
 
@@ -173,159 +118,6 @@ def query_fingerprint(filters: UsageFilters) -> str:
     return hashlib.sha256(wanted.encode()).hexdigest()[:16]
 
 
-class LedgerQueries:
-    """Reads segments of the sharded indexes and merges their shards lazily.
-
-    ``page_size``: the most items a usage query asks of one shard per request;
-    ``workers``: how many shards' first pages are fetched concurrently.
-    """
-
-    def __init__(
-        self,
-        reader: LedgerShardReader,
-        *,
-        registry: HourRegistry | None = None,
-        clock: Clock | None = None,
-        page_size: int = 100,
-        workers: int = 8,
-    ) -> None:
-        self._reader = reader
-        self._registry = registry
-        self._clock = clock
-        self._page_size = page_size
-        self._workers = workers
-
-    def newest_first(self, filters: UsageFilters, wanted: int) -> Iterator[UsageRecord]:
-        """Matching records, newest first; ``wanted`` sizes the first page per shard."""
-        segments, equals = plan(filters, newest_first=True)
-        shards = self._active(segments)
-        for segment in segments:
-            keys = shards(segment)
-            if not keys:
-                continue
-            # a shard holds ~wanted/shards of the first records; read twice that (at
-            # least FIRST_PAGE_MIN) first, and further pages only where the merge needs
-            first = min(self._page_size, max(FIRST_PAGE_MIN, -(-2 * wanted // len(keys))))
-            yield from self.merged(segment, keys, equals, first, newest_first=True)
-
-    def oldest_first(
-        self,
-        since_ms: int,
-        until_ms: int,
-        page_size: int,
-        *,
-        equals: Mapping[str, str] | None = None,
-    ) -> Iterator[UsageRecord]:
-        """Every record of the range (with ``equals``: the matching ones), hour by hour
-        from by_hour (an export)."""
-        segments = hour_segments(since_ms, until_ms, newest_first=False)
-        shards = self._active(segments)
-        for segment in segments:
-            if keys := shards(segment):
-                yield from self.merged(segment, keys, equals or {}, page_size, newest_first=False)
-
-    def _active(self, segments: Sequence[Segment]) -> Callable[[Segment], list[str]]:
-        """The partition keys to read per segment: every shard, or (by_hour, with a
-        registry) the registered ones and every shard of the hours still settling."""
-        hourly = [s for s in segments if s.index == "by_hour"]
-        if not hourly or self._registry is None or self._clock is None:
-            return lambda s: partition_keys(s.index, s.value)
-        known = self._registry.active_shards(
-            min(s.since_ms for s in hourly), max(s.until_ms for s in hourly)
-        )
-        settled_before = int(self._clock() * 1000) - REGISTRY_LAG_MS
-
-        def keys(segment: Segment) -> list[str]:
-            if segment.index != "by_hour":
-                return partition_keys(segment.index, segment.value)
-            hour_end = segment.since_ms - segment.since_ms % HOUR_MS + HOUR_MS
-            if hour_end > settled_before:
-                return partition_keys(segment.index, segment.value)
-            return [shard_key(segment.value, n) for n in sorted(known.get(segment.value, ()))]
-
-        return keys
-
-    def merged(
-        self,
-        segment: Segment,
-        keys: Sequence[str],
-        equals: Mapping[str, str],
-        page_size: int,
-        *,
-        newest_first: bool,
-    ) -> Iterator[UsageRecord]:
-        def first_page(key: str) -> ShardPage:
-            return self._page(segment, key, equals, page_size, newest_first, None)
-
-        firsts = self._in_parallel(first_page, keys)
-        streams = [
-            self._shard(segment, key, equals, page_size, newest_first, page)
-            for key, page in zip(keys, firsts, strict=True)
-        ]
-        merged = heapq.merge(*streams, key=_at, reverse=newest_first)
-        yield from _ties_ordered(merged, newest_first)
-
-    def _shard(
-        self,
-        segment: Segment,
-        key: str,
-        equals: Mapping[str, str],
-        page_size: int,
-        newest_first: bool,
-        page: ShardPage,
-    ) -> Iterator[UsageRecord]:
-        while True:
-            items, next_key = page.items, page.next_key
-            del page  # hold one page per shard, not two
-            yield from items
-            if next_key is None:
-                return
-            page = self._page(segment, key, equals, page_size, newest_first, next_key)
-
-    def _page(
-        self,
-        segment: Segment,
-        key: str,
-        equals: Mapping[str, str],
-        page_size: int,
-        newest_first: bool,
-        start_key: dict[str, Any] | None,
-    ) -> ShardPage:
-        return self._reader.query_shard(
-            segment.index,
-            key,
-            segment.since_ms,
-            segment.until_ms,
-            newest_first=newest_first,
-            limit=page_size,
-            equals=equals,
-            start_key=start_key,
-        )
-
-    def _in_parallel(
-        self, call: Callable[[str], ShardPage], keys: Sequence[str]
-    ) -> list[ShardPage]:
-        if self._workers <= 1 or len(keys) <= 1:
-            return [call(key) for key in keys]
-        with ThreadPoolExecutor(max_workers=min(self._workers, len(keys))) as pool:
-            return list(pool.map(call, keys))
-
-
-def _at(record: UsageRecord) -> int:
-    return record.at_ms
-
-
-def _ties_ordered(stream: Iterator[UsageRecord], newest_first: bool) -> Iterator[UsageRecord]:
-    """Shards are merged by ``at`` alone (an index returns equal sort keys in no defined
-    order); each run of equal times is then ordered by id, so the output is ordered by
-    (at, id) and a cursor (at, id) resumes exactly. Looks ahead one record."""
-    for _, run in itertools.groupby(stream, key=_at):
-        group = list(run)
-        if len(group) > 1:
-            group.sort(key=lambda r: r.record_id, reverse=newest_first)
-        yield from group
-
-
 class HourIndex(Protocol):
     """The stream-built hot-tier time index (adapter: ``adapters.archive_index.HotIndex``)."""
 
@@ -346,26 +138,23 @@ FETCH = 100
 
 
 class IndexedQueries:
-    """``LedgerQueries``' reads over the stream-built index: per hour that has records,
-    its (prefiltered) entries, then the records in order, ``FETCH`` at a time; the
-    exact filters are applied to each record. DynamoDB requests grow with the records
-    read (and the months touched), not with the hours of the range."""
+    """Reads over the stream-built index: per hour that has records, its (prefiltered)
+    entries, then the records in order, ``FETCH`` at a time; the exact filters are
+    applied to each record. DynamoDB requests grow with the records read (and the
+    months touched), not with the hours of the range."""
 
     def __init__(self, index: HourIndex) -> None:
         self._index = index
 
-    def newest_first(self, filters: UsageFilters, wanted: int) -> Iterator[UsageRecord]:
+    def newest_first(self, filters: UsageFilters) -> Iterator[UsageRecord]:
+        """The records matching ``filters``, newest first (ties by id, descending)."""
         equals = filters.fields()
         yield from self._read(filters.since_ms, filters.until_ms, equals, newest_first=True)
 
     def oldest_first(
-        self,
-        since_ms: int,
-        until_ms: int,
-        page_size: int,
-        *,
-        equals: Mapping[str, str] | None = None,
+        self, since_ms: int, until_ms: int, *, equals: Mapping[str, str] | None = None
     ) -> Iterator[UsageRecord]:
+        """Every record of the range (with ``equals``: the matching ones), oldest first."""
         yield from self._read(since_ms, until_ms, equals or {}, newest_first=False)
 
     def _read(

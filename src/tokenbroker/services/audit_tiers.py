@@ -21,11 +21,10 @@ from typing import Any, Protocol
 from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import ConfigurationError
 from tokenbroker.domain.models import UsageRecord
+from tokenbroker.domain.ports import AggregateSource
 from tokenbroker.domain.units import DAY_MS, HOUR_MS
 from tokenbroker.services.audit import AuditService
-from tokenbroker.services.audit_query import (
-    UsageFilters,
-)
+from tokenbroker.services.audit_query import HourIndex, UsageFilters
 
 
 class ArchivedHours(Protocol):
@@ -41,15 +40,15 @@ class AuditTiers(AuditService):
 
     def __init__(
         self,
-        reader: Any,
+        index: HourIndex,
         *,
         archive: ArchivedHours,
         decode: Callable[[Mapping[str, Any]], UsageRecord],
         hot_window_days: int,
         clock: Clock,
-        **kwargs: Any,
+        aggregates: AggregateSource | None = None,
     ) -> None:
-        super().__init__(reader, clock=clock, **kwargs)
+        super().__init__(index, aggregates=aggregates)
         if hot_window_days < 1:
             raise ConfigurationError("USAGE_HOT_WINDOW_DAYS must be at least 1")
         self._archive = archive
@@ -62,15 +61,13 @@ class AuditTiers(AuditService):
         return int(self._clock() * 1000) - self._window_ms
 
     # ---- usage: newest first (paging and cursors: AuditService.usage) -------------
-    def _newest(self, filters: UsageFilters, until_ms: int, wanted: int) -> Iterator[UsageRecord]:
+    def _newest(self, filters: UsageFilters, until_ms: int) -> Iterator[UsageRecord]:
         cut = self.boundary()
         if filters.since_ms >= cut:
-            return super()._newest(filters, until_ms, wanted)
+            return super()._newest(filters, until_ms)
         hot: Iterator[UsageRecord] = iter(())
         if until_ms > cut:
-            hot = super()._newest(
-                UsageFilters(**{**filters.__dict__, "since_ms": cut}), until_ms, wanted
-            )
+            hot = super()._newest(UsageFilters(**{**filters.__dict__, "since_ms": cut}), until_ms)
         return itertools.chain(hot, self._cold_newest(filters, cut, until_ms))
 
     def _cold_newest(self, filters: UsageFilters, cut: int, until: int) -> Iterator[UsageRecord]:
