@@ -121,6 +121,7 @@ class Container:
                 clients_table=self.settings.clients_table,
                 devices_table=self.settings.devices_table,
                 usage_table=self.settings.usage_table,
+                hot_window_days=self.settings.usage_hot_window_days,
                 people_table=self.settings.people_table,
             )
 
@@ -136,6 +137,7 @@ class Container:
                 self.client("dynamodb"),
                 tokens_table=self.settings.tokens_table,
                 usage_table=self.settings.usage_table,
+                hot_window_days=self.settings.usage_hot_window_days,
             )
 
         return self._once("ledger", make)  # type: ignore[no-any-return]
@@ -255,6 +257,7 @@ class Container:
                 clients_table=s.clients_table,
                 devices_table=s.devices_table,
                 usage_table=s.usage_table,
+                hot_window_days=s.usage_hot_window_days,
             )
 
         return self._once("people", make)  # type: ignore[no-any-return]
@@ -305,6 +308,7 @@ class Container:
                 refresh_table=s.refresh_tokens_table,
                 tokens_table=s.tokens_table,
                 usage_table=s.usage_table,
+                hot_window_days=s.usage_hot_window_days,
                 clients_table=s.clients_table,
                 devices_table=s.devices_table,
                 people_table=s.people_table,
@@ -569,7 +573,12 @@ class Container:
             ddb = self.client("dynamodb")
             reader = AggregatesReader(ddb, table=s.aggregates_table) if s.aggregates_table else None
             return SharingService(
-                store=DynamoSharingStore(ddb, table=s.sharing_table, usage_table=s.usage_table),
+                store=DynamoSharingStore(
+                    ddb,
+                    table=s.sharing_table,
+                    usage_table=s.usage_table,
+                    hot_window_days=s.usage_hot_window_days,
+                ),
                 publisher=AlertPublisher(
                     events=self.client("events"),
                     sns=self.client("sns"),
@@ -596,7 +605,10 @@ class Container:
             s = self.settings
             s.require("sharing_table")
             store = DynamoSharingStore(
-                self.client("dynamodb"), table=s.sharing_table, usage_table=s.usage_table
+                self.client("dynamodb"),
+                table=s.sharing_table,
+                usage_table=s.usage_table,
+                hot_window_days=s.usage_hot_window_days,
             )
             return AlertsService(store=store, clock=self.clock, actor=self.actor)
 
@@ -612,6 +624,7 @@ class Container:
             clients_table=s.clients_table,
             devices_table=s.devices_table,
             usage_table=s.usage_table,
+            hot_window_days=s.usage_hot_window_days,
         ).clear_step_up(jkt)
 
     @property
@@ -633,6 +646,7 @@ class Container:
                     clients_table=s.clients_table,
                     devices_table=s.devices_table,
                     usage_table=s.usage_table,
+                    hot_window_days=s.usage_hot_window_days,
                 ),
                 revoker=AdminService(
                     directory=self.directory,
@@ -685,7 +699,9 @@ class Container:
                 store=SsmKeySetStore(self.client("ssm"), s.key_set_parameter),
                 slots=view.slots,
                 public_jwk=lambda key_id: view.key(key_id)[0],
-                record=DynamoKeyEvents(self.client("dynamodb"), s.usage_table).record,
+                record=DynamoKeyEvents(
+                    self.client("dynamodb"), s.usage_table, hot_window_days=s.usage_hot_window_days
+                ).record,
                 clock=self.clock,
                 actor=self.actor,
                 skew=s.clock_skew,
@@ -728,6 +744,7 @@ class Container:
                 self.client("dynamodb"),
                 clients_table=s.clients_table,
                 usage_table=s.usage_table,
+                hot_window_days=s.usage_hot_window_days,
                 tokens_table=s.tokens_table,
             )
             if s.tokens_table
@@ -745,7 +762,10 @@ class Container:
         s = self.settings
         s.require("clients_table", "usage_table")
         store = DynamoClientKeys(
-            self.client("dynamodb"), clients_table=s.clients_table, usage_table=s.usage_table
+            self.client("dynamodb"),
+            clients_table=s.clients_table,
+            usage_table=s.usage_table,
+            hot_window_days=s.usage_hot_window_days,
         )
         return set_client_jwk(
             store,
@@ -772,6 +792,7 @@ class Container:
                     refresh_table=s.refresh_tokens_table,
                     tokens_table=s.tokens_table,
                     usage_table=s.usage_table,
+                    hot_window_days=s.usage_hot_window_days,
                     clients_table=s.clients_table,
                     devices_table=s.devices_table,
                     people_table=s.people_table,
@@ -786,6 +807,7 @@ class Container:
                     self.client("dynamodb"),
                     devices_table=s.devices_table,
                     usage_table=s.usage_table,
+                    hot_window_days=s.usage_hot_window_days,
                 ),
                 refresh=families,
                 clock=self.clock,

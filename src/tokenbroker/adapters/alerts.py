@@ -29,6 +29,7 @@ from botocore.exceptions import ClientError
 
 from tokenbroker.adapters.aws import error_code, failing_closed, new_item
 from tokenbroker.adapters.dynamodb import CLIENT_ID, JKT, STATUS, STEP_UP_AT, ledger_put
+from tokenbroker.adapters.ledger_items import HOT_WINDOW_DAYS
 from tokenbroker.domain.errors import NotFound, TemporarilyUnavailable
 from tokenbroker.domain.models import Status, UsageRecord
 from tokenbroker.domain.sharing import MAX_SET, Alert, WindowDelta, WindowState, alert_day
@@ -93,10 +94,13 @@ def _alert(item: Mapping[str, Any]) -> Alert:
 class DynamoSharingStore:
     """Window state and alerts (the sharing table)."""
 
-    def __init__(self, dynamodb: Any, *, table: str, usage_table: str) -> None:
+    def __init__(
+        self, dynamodb: Any, *, table: str, usage_table: str, hot_window_days: int = HOT_WINDOW_DAYS
+    ) -> None:
         self._ddb = dynamodb
         self._table = table
         self._usage = usage_table
+        self._hot_window_days = hot_window_days
 
     def add_window(self, delta: WindowDelta, *, expires_at: int) -> WindowState:
         key = delta.key
@@ -157,7 +161,7 @@ class DynamoSharingStore:
                 self._ddb.transact_write_items(
                     TransactItems=[
                         {"Put": new_item(self._table, item, SK)},
-                        ledger_put(self._usage, record),
+                        ledger_put(self._usage, record, self._hot_window_days),
                     ]
                 )
             except ClientError as exc:
@@ -241,11 +245,20 @@ def _first_failed(exc: ClientError) -> bool:
 class DynamoContainmentStore:
     """The client's containment mode and the device's step-up flag."""
 
-    def __init__(self, dynamodb: Any, *, clients_table: str, devices_table: str, usage_table: str):
+    def __init__(
+        self,
+        dynamodb: Any,
+        *,
+        clients_table: str,
+        devices_table: str,
+        usage_table: str,
+        hot_window_days: int = HOT_WINDOW_DAYS,
+    ):
         self._ddb = dynamodb
         self._clients = clients_table
         self._devices = devices_table
         self._usage = usage_table
+        self._hot_window_days = hot_window_days
 
     def mode(self, client_id: str) -> str:
         """The client's mode; "" if none is set (then the deployment's default holds)."""
@@ -277,7 +290,7 @@ class DynamoContainmentStore:
                                 "ExpressionAttributeValues": {":m": {"S": mode}},
                             }
                         },
-                        ledger_put(self._usage, record),
+                        ledger_put(self._usage, record, self._hot_window_days),
                     ]
                 )
             except ClientError as exc:
@@ -309,7 +322,7 @@ class DynamoContainmentStore:
                                 },
                             }
                         },
-                        ledger_put(self._usage, record),
+                        ledger_put(self._usage, record, self._hot_window_days),
                     ]
                 )
             except ClientError as exc:

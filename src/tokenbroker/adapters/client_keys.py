@@ -24,6 +24,7 @@ from tokenbroker.adapters.dynamodb import (
     _is_cancellation,
     ledger_put,
 )
+from tokenbroker.adapters.ledger_items import HOT_WINDOW_DAYS
 from tokenbroker.domain.errors import NotFound
 from tokenbroker.domain.models import UsageRecord
 
@@ -34,11 +35,18 @@ NO_SECRET = "none"
 
 class DynamoClientKeys:
     def __init__(
-        self, dynamodb: Any, *, clients_table: str, usage_table: str, tokens_table: str = ""
+        self,
+        dynamodb: Any,
+        *,
+        clients_table: str,
+        usage_table: str,
+        tokens_table: str = "",
+        hot_window_days: int = HOT_WINDOW_DAYS,
     ) -> None:
         self._ddb = dynamodb
         self._clients = clients_table
         self._usage = usage_table
+        self._hot_window_days = hot_window_days
         self._tokens = tokens_table
 
     def set_jwk(
@@ -63,7 +71,7 @@ class DynamoClientKeys:
                     "ExpressionAttributeValues": values,
                 }
             },
-            ledger_put(self._usage, record),
+            ledger_put(self._usage, record, self._hot_window_days),
         ]
         with failing_closed("dynamodb:TransactWriteItems"):
             try:

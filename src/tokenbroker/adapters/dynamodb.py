@@ -19,6 +19,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from tokenbroker.adapters.aws import error_code, failing_closed, new_item
+from tokenbroker.adapters.ledger_items import HOT_WINDOW_DAYS
 from tokenbroker.adapters.ledger_items import ID as RECORD_ID
 from tokenbroker.adapters.ledger_items import to_item as usage_item
 from tokenbroker.domain.errors import (
@@ -125,9 +126,13 @@ def _is_cancellation(exc: ClientError) -> bool:
     return error_code(exc) == "TransactionCanceledException"
 
 
-def ledger_put(usage_table: str, record: UsageRecord) -> dict[str, Any]:
-    """The transaction item that writes ``record`` to the ledger (never overwrites)."""
-    return {"Put": new_item(usage_table, usage_item(record), RECORD_ID)}
+def ledger_put(
+    usage_table: str, record: UsageRecord, hot_window_days: int = HOT_WINDOW_DAYS
+) -> dict[str, Any]:
+    """The transaction item that writes ``record`` to the ledger (never overwrites);
+    the item expires from the table at the end of the hot window (the archive keeps it)."""
+    item = usage_item(record, hot_window_days=hot_window_days)
+    return {"Put": new_item(usage_table, item, RECORD_ID)}
 
 
 class DynamoClientDirectory:
@@ -138,6 +143,7 @@ class DynamoClientDirectory:
         clients_table: str,
         devices_table: str,
         usage_table: str,
+        hot_window_days: int = HOT_WINDOW_DAYS,
         people_table: str = "",
     ) -> None:
         """``people_table``: where a self-enrolled device's slot is counted (its
@@ -147,6 +153,7 @@ class DynamoClientDirectory:
         self._clients = clients_table
         self._devices = devices_table
         self._usage = usage_table
+        self._hot_window_days = hot_window_days
 
     # ---- hot path (token endpoint) -------------------------------------------------
     def get_client_and_device(
@@ -192,7 +199,7 @@ class DynamoClientDirectory:
         )
         transact = [
             {"Put": new_item(self._clients, item, CLIENT_ID)},
-            ledger_put(self._usage, record),
+            ledger_put(self._usage, record, self._hot_window_days),
         ]
         with failing_closed("dynamodb:TransactWriteItems"):
             try:
@@ -222,7 +229,7 @@ class DynamoClientDirectory:
                     "ExpressionAttributeValues": _item({":s": status, ":u": at}),
                 }
             },
-            ledger_put(self._usage, record),
+            ledger_put(self._usage, record, self._hot_window_days),
         ]
         with failing_closed("dynamodb:TransactWriteItems"):
             try:
@@ -272,7 +279,7 @@ class DynamoClientDirectory:
                     "ExpressionAttributeValues": _item({**assignments, ":u": at}),
                 }
             },
-            ledger_put(self._usage, record),
+            ledger_put(self._usage, record, self._hot_window_days),
         ]
         with failing_closed("dynamodb:TransactWriteItems"):
             try:
@@ -325,7 +332,7 @@ class DynamoClientDirectory:
                     JKT,
                 )
             },
-            ledger_put(self._usage, record),
+            ledger_put(self._usage, record, self._hot_window_days),
         ]
         with failing_closed("dynamodb:TransactWriteItems"):
             try:
@@ -389,7 +396,7 @@ class DynamoClientDirectory:
                     "ExpressionAttributeValues": _item({":one": 1, ":zero": 0}),
                 }
             },
-            ledger_put(self._usage, record),
+            ledger_put(self._usage, record, self._hot_window_days),
         ]
         with failing_closed("dynamodb:TransactWriteItems"):
             try:
@@ -452,17 +459,25 @@ def token_item(token: IssuedToken) -> dict[str, Any]:
 
 
 class DynamoTokenLedger:
-    def __init__(self, dynamodb: Any, *, tokens_table: str, usage_table: str) -> None:
+    def __init__(
+        self,
+        dynamodb: Any,
+        *,
+        tokens_table: str,
+        usage_table: str,
+        hot_window_days: int = HOT_WINDOW_DAYS,
+    ) -> None:
         self._ddb = dynamodb
         self._table = tokens_table
         self._usage = usage_table
+        self._hot_window_days = hot_window_days
 
     def record_refusal(self, record: UsageRecord) -> bool:
         # One conditional PutItem: the first refusal of its bucket writes, the rest of
         # the bucket's refusals find the id taken and add nothing.
         with failing_closed("dynamodb:PutItem"):
             try:
-                self._ddb.put_item(**ledger_put(self._usage, record)["Put"])
+                self._ddb.put_item(**ledger_put(self._usage, record, self._hot_window_days)["Put"])
             except ClientError as exc:
                 if error_code(exc) == "ConditionalCheckFailedException":
                     return False
@@ -475,7 +490,7 @@ class DynamoTokenLedger:
             # The jti is derived from the proof's (jkt, jti): if it exists, this proof
             # was already used to obtain a token (RFC 9449 §11.1).
             {"Put": new_item(self._table, item, JTI)},
-            ledger_put(self._usage, record),
+            ledger_put(self._usage, record, self._hot_window_days),
         ]
         with failing_closed("dynamodb:TransactWriteItems"):
             try:

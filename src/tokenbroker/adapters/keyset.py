@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tokenbroker.adapters.aws import error_code, failing_closed, new_item
 from tokenbroker.adapters.kms import KmsSigner, fetch_public_key
-from tokenbroker.adapters.ledger_items import ID, to_item
+from tokenbroker.adapters.ledger_items import HOT_WINDOW_DAYS, ID, to_item
 from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import ConfigurationError
 from tokenbroker.domain.keyset import KEYSET_MAX_AGE, KeySet, KeySetView
@@ -128,10 +128,15 @@ def _header_kid(signing_input: bytes) -> str:
 class DynamoKeyEvents:
     """Signing key events in the ledger (the usage table): one new item per event."""
 
-    def __init__(self, dynamodb: Any, usage_table: str) -> None:
+    def __init__(
+        self, dynamodb: Any, usage_table: str, *, hot_window_days: int = HOT_WINDOW_DAYS
+    ) -> None:
         self._ddb = dynamodb
         self._table = usage_table
+        self._hot_window_days = hot_window_days
 
     def record(self, record: UsageRecord) -> None:
         with failing_closed("dynamodb:PutItem"):
-            self._ddb.put_item(**new_item(self._table, to_item(record), ID))
+            self._ddb.put_item(
+                **new_item(self._table, to_item(record, hot_window_days=self._hot_window_days), ID)
+            )

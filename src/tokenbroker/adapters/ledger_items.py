@@ -51,6 +51,9 @@ TTL: Final = TTL_ATTRIBUTE
 ACTOR: Final = "actor"
 #: the evidence retention (epoch s) when it differs from ``ttl`` (the hot window's end)
 RETAIN_UNTIL: Final = "ru"
+#: the hot window (days) when a writer is not told the deployment's: template.yaml's
+#: HotWindowDays default and Settings.usage_hot_window_days' (a test checks all three)
+HOT_WINDOW_DAYS: Final = 30
 
 #: record field -> item attribute, for every field of UsageRecord (a test checks)
 ATTRIBUTES: Final[Mapping[str, str]] = {
@@ -94,18 +97,24 @@ _ser = TypeSerializer()
 _des = TypeDeserializer()
 
 
-def to_item(record: UsageRecord, *, hot_window_days: int | None = None) -> dict[str, Any]:
+def to_item(
+    record: UsageRecord, *, hot_window_days: int | None = HOT_WINDOW_DAYS
+) -> dict[str, Any]:
     """The item of a ledger record (DynamoDB JSON). Empty values are left out.
 
-    With ``hot_window_days`` the item's TTL is the end of the hot window (``at`` + the
-    window, never later than the record's retention), and the retention, if it differs,
-    is kept in ``ru``: DynamoDB holds the hot window, the archive the whole retention.
+    The item's TTL is the end of the hot window (``at`` + ``hot_window_days``, never
+    later than the record's retention), and the retention, if it differs, is kept in
+    ``ru``: DynamoDB holds the hot window, the archive the whole retention. Every writer
+    passes the deployment's window (``USAGE_HOT_WINDOW_DAYS``); ``None`` keeps the item
+    for the whole retention (no archive: tests and tools only).
     """
     values = item_values(record, hot_window_days=hot_window_days)
     return {k: _ser.serialize(v) for k, v in values.items() if v != ""}
 
 
-def item_values(record: UsageRecord, *, hot_window_days: int | None = None) -> dict[str, Any]:
+def item_values(
+    record: UsageRecord, *, hot_window_days: int | None = HOT_WINDOW_DAYS
+) -> dict[str, Any]:
     """The item's attributes as plain values (str/int; empty ones included): what
     :func:`to_item` serialises, and what the edge's lean writer spells as JSON itself."""
     values: dict[str, Any] = {

@@ -30,6 +30,7 @@ from tokenbroker.adapters.dynamodb import (
     _plain,
     ledger_put,
 )
+from tokenbroker.adapters.ledger_items import HOT_WINDOW_DAYS
 from tokenbroker.domain.errors import Conflict, DeviceLimitReached
 from tokenbroker.domain.models import Client, Device, PersonAccount, Status, UsageRecord
 
@@ -54,12 +55,14 @@ class DynamoPeopleDirectory:
         clients_table: str,
         devices_table: str,
         usage_table: str,
+        hot_window_days: int = HOT_WINDOW_DAYS,
     ) -> None:
         self._ddb = dynamodb
         self._people = people_table
         self._clients = clients_table
         self._devices = devices_table
         self._usage = usage_table
+        self._hot_window_days = hot_window_days
 
     def get_client_device_person(
         self, client_id: str, jkt: str, principal: str
@@ -131,7 +134,7 @@ class DynamoPeopleDirectory:
                     JKT,
                 )
             },
-            ledger_put(self._usage, record),
+            ledger_put(self._usage, record, self._hot_window_days),
         ]
         with failing_closed("dynamodb:TransactWriteItems"):
             try:
@@ -182,6 +185,6 @@ class DynamoPeopleDirectory:
         }
         transact = [{"Update": update}]
         if record is not None:
-            transact.append(ledger_put(self._usage, record))
+            transact.append(ledger_put(self._usage, record, self._hot_window_days))
         with failing_closed("dynamodb:TransactWriteItems"):
             self._ddb.transact_write_items(TransactItems=transact)

@@ -34,6 +34,7 @@ from tokenbroker.adapters.dynamodb import (
     ledger_put,
     token_item,
 )
+from tokenbroker.adapters.ledger_items import HOT_WINDOW_DAYS
 from tokenbroker.adapters.people import _person
 from tokenbroker.domain.errors import InvalidGrant
 from tokenbroker.domain.models import (
@@ -101,11 +102,13 @@ class DynamoRefreshStore:
         clients_table: str,
         devices_table: str,
         people_table: str,
+        hot_window_days: int = HOT_WINDOW_DAYS,
     ) -> None:
         self._ddb = dynamodb
         self._table = refresh_table
         self._tokens = tokens_table
         self._usage = usage_table
+        self._hot_window_days = hot_window_days
         self._clients = clients_table
         self._devices = devices_table
         self._people = people_table
@@ -113,7 +116,7 @@ class DynamoRefreshStore:
     def _issuance(self, token: IssuedToken, record: UsageRecord) -> list[dict[str, Any]]:
         return [
             {"Put": new_item(self._tokens, token_item(token), JTI)},
-            ledger_put(self._usage, record),
+            ledger_put(self._usage, record, self._hot_window_days),
         ]
 
     def start_family(self, grant: RefreshGrant, token: IssuedToken, record: UsageRecord) -> None:
@@ -210,7 +213,7 @@ class DynamoRefreshStore:
                     "ExpressionAttributeValues": _item({":revoked": REVOKED}),
                 }
             },
-            ledger_put(self._usage, record),
+            ledger_put(self._usage, record, self._hot_window_days),
         ]
         with failing_closed("dynamodb:TransactWriteItems"):
             self._ddb.transact_write_items(TransactItems=transact)

@@ -34,6 +34,7 @@ from tokenbroker.adapters.dynamodb import (
     _is_cancellation,
     ledger_put,
 )
+from tokenbroker.adapters.ledger_items import HOT_WINDOW_DAYS
 from tokenbroker.domain.errors import TemporarilyUnavailable
 from tokenbroker.domain.models import UsageRecord
 
@@ -42,10 +43,18 @@ _ATTEMPTS = 3
 
 
 class DynamoRevocations:
-    def __init__(self, dynamodb: Any, *, devices_table: str, usage_table: str) -> None:
+    def __init__(
+        self,
+        dynamodb: Any,
+        *,
+        devices_table: str,
+        usage_table: str,
+        hot_window_days: int = HOT_WINDOW_DAYS,
+    ) -> None:
         self._ddb = dynamodb
         self._devices = devices_table
         self._usage = usage_table
+        self._hot_window_days = hot_window_days
 
     def revoke_access_token(
         self, *, client_id: str, jkt: str, jti: str, exp: int, now: int, record: UsageRecord
@@ -99,7 +108,7 @@ class DynamoRevocations:
                         "ExpressionAttributeValues": values,
                     }
                 },
-                ledger_put(self._usage, record),
+                ledger_put(self._usage, record, self._hot_window_days),
             ]
             with failing_closed("dynamodb:TransactWriteItems"):
                 try:

@@ -15,7 +15,7 @@ from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from tokenbroker.adapters.aws import error_code, failing_closed, new_item
-from tokenbroker.adapters.ledger_items import ID, item_values, to_item
+from tokenbroker.adapters.ledger_items import HOT_WINDOW_DAYS, ID, item_values, to_item
 from tokenbroker.adapters.put_item import LeanPutItem
 from tokenbroker.domain.errors import ProofReplayed, TemporarilyUnavailable
 from tokenbroker.domain.liveness import Liveness
@@ -27,7 +27,7 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 _serializer = TypeSerializer()
 
 
-def usage_item_json(record: UsageRecord, *, hot_window_days: int | None = None) -> str:
+def usage_item_json(record: UsageRecord, *, hot_window_days: int | None = HOT_WINDOW_DAYS) -> str:
     """``to_item(record, hot_window_days=...)`` spelled directly as the members of a JSON
     object (without the braces), for the edge's one write per request: the same
     attributes from the same schema (``ledger_items.item_values``), typed as
@@ -75,7 +75,7 @@ class DynamoUsageLedger:
     before (the service's liveness view, see :mod:`tokenbroker.domain.liveness`)."""
 
     def __init__(
-        self, dynamodb: Any, *, usage_table: str, hot_window_days: int | None = None
+        self, dynamodb: Any, *, usage_table: str, hot_window_days: int | None = HOT_WINDOW_DAYS
     ) -> None:
         self._ddb = dynamodb
         self._usage = usage_table
