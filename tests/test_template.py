@@ -1300,3 +1300,37 @@ def test_gateway_responses_carry_dpop_challenges(template: Template) -> None:
         assert value == (
             f'\'DPoP error="invalid_token", algs="ES256 ES384 EdDSA", resource_metadata="{url}"\''
         )
+
+
+def _string_like(pattern: str, value: str) -> bool:
+    """IAM's StringLike: ``*`` any run of characters, ``?`` any one, case-sensitive."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, flags=re.DOTALL) is not None
+
+
+def test_the_archive_function_may_put_only_time_index_pages_in_the_aggregates_table(
+    resources: dict[str, Any],
+) -> None:
+    """``dynamodb:LeadingKeys`` is the partition key of the item put: every key the index
+    writer uses matches, an aggregate's (``P#<principal>``) or any other does not."""
+    from tokenbroker.adapters.archive_index import directory_key, page_key
+
+    statements = resources["ArchiveFunction"]["Properties"]["Policies"][0]["Statement"]
+    [put] = [s for s in statements if "dynamodb:PutItem" in _as_list(s["Action"])]
+    assert put["Resource"] == {"Fn::GetAtt": ["AggregatesTable", "Arn"]}
+    # ForAllValues: every leading key of the request must match one pattern
+    # (a PutItem always has exactly one: the item's partition key)
+    [(operator, condition)] = put["Condition"].items()
+    assert operator == "ForAllValues:StringLike"
+    patterns = _as_list(condition["dynamodb:LeadingKeys"])
+
+    def allowed(key: str) -> bool:
+        return any(_string_like(p, key) for p in patterns)
+
+    hours = ["2026-11-27T04", "2027-01-01T00", "2026-12-31T23"]
+    written = [directory_key(h) for h in hours] + [
+        page_key(h, f"{n:021d}-abc") for h in hours for n in range(50)
+    ]
+    assert all(allowed(key) for key in written)
+    for other in ["P#alice", "P#IX#x", "ix#2026-11", "XIX#2026-11", "IX", "Q#IXP#1", ""]:
+        assert not allowed(other), other

@@ -3,13 +3,21 @@ the bucket policy refuses plain HTTP, the archive function may only put under us
 
 from __future__ import annotations
 
+import gzip
+import json
 from typing import Any
 
 import pytest
+from boto3.dynamodb.types import TypeDeserializer
 
 from tokenbroker.adapters import archive
-from tokenbroker.adapters.ledger_items import ATTRIBUTES
+from tokenbroker.adapters.archive import StreamImage
+from tokenbroker.adapters.ledger_items import ATTRIBUTES, RETAIN_UNTIL, to_item
+from tokenbroker.domain.models import Decision, EventType, UsageRecord
 from tokenbroker.local.template import Template, load_template
+
+T0 = 1_796_000_000_000  # a ms time
+_des = TypeDeserializer()
 
 
 @pytest.fixture(scope="module")
@@ -19,13 +27,69 @@ def resources() -> dict[str, Any]:
     return found
 
 
-def test_the_glue_columns_are_the_usage_item_attributes(resources: dict[str, Any]) -> None:
+def _archived_lines() -> list[dict[str, Any]]:
+    """The lines the real ArchiveWriter puts in its objects, for a stream batch holding
+    every kind of record, each with every field set, as the real writers spell its item
+    (``to_item`` with the hot window: ``ttl`` the window's end, ``ru`` the retention)."""
+    records = [
+        UsageRecord(
+            record_id=f"r-{n}",
+            at_ms=T0 + n,
+            event=event,
+            decision=Decision.DENY if event is EventType.TOKEN_DENIED else Decision.ALLOW,
+            reason="why",
+            principal="arn:aws:iam::123456789012:role/p",
+            client_id="tbc_1",
+            jkt="j",
+            token_jti="t",
+            proof_jti_hash="h",
+            method="POST",
+            route="/v1/models/{model}/invoke",
+            resource="m",
+            source_ip="203.0.113.7",
+            user_agent="ua",
+            request_id="req",
+            retain_until=T0 // 1000 + 400 * 86_400,
+            actor="arn:aws:sts::123456789012:assumed-role/a",
+        )
+        for n, event in enumerate(EventType)
+    ]
+    images = [
+        StreamImage(
+            sequence_number=f"{n:021d}",
+            event_id=f"e{n}",
+            image={k: _des.deserialize(v) for k, v in to_item(r, hot_window_days=30).items()},
+        )
+        for n, r in enumerate(records)
+    ]
+    s3 = _RecordingS3()
+    result = archive.ArchiveWriter(s3, bucket="b").archive(images)
+    assert result.archived == len(records)
+    return [json.loads(line) for body in s3.bodies for line in gzip.decompress(body).splitlines()]
+
+
+class _RecordingS3:
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    def put_object(self, **params: Any) -> dict[str, Any]:
+        self.bodies.append(params["Body"])
+        return {}
+
+
+def test_the_glue_columns_are_exactly_the_fields_the_archive_objects_carry(
+    resources: dict[str, Any],
+) -> None:
     table = resources["UsageArchiveTable"]["Properties"]["TableInput"]
     columns = {c["Name"]: c["Type"] for c in table["StorageDescriptor"]["Columns"]}
-    # the archive stores the stream's images: the item's attribute names (the index
-    # keys aside, which Athena does not need)
-    assert set(columns) == set(ATTRIBUTES.values())
-    assert columns[ATTRIBUTES["at_ms"]] == columns[ATTRIBUTES["retain_until"]] == "bigint"
+    lines = _archived_lines()
+    carried: dict[str, set[str]] = {}
+    for line in lines:
+        for name, value in line.items():
+            carried.setdefault(name, set()).add("bigint" if isinstance(value, int) else "string")
+    assert {name: kinds.pop() for name, kinds in carried.items() if len(kinds) == 1} == columns
+    # the item's attributes (and the retention kept beside the hot-window TTL)
+    assert set(columns) == {*ATTRIBUTES.values(), RETAIN_UNTIL}
     assert table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"] == (
         "org.openx.data.jsonserde.JsonSerDe"
     )
@@ -87,6 +151,7 @@ def test_the_archive_function_writes_the_time_index_and_reads_nothing(
             "Effect": "Allow",
             "Action": "dynamodb:PutItem",
             "Resource": {"Fn::GetAtt": ["AggregatesTable", "Arn"]},
+            "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["IX#*", "IXP#*"]}},
         }
     ]
     env = resources["ArchiveFunction"]["Properties"]["Environment"]["Variables"]
