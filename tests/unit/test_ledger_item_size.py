@@ -102,3 +102,44 @@ def test_cap_never_splits_a_character() -> None:
     assert capped.endswith(TRUNCATED)
     assert set(capped.removesuffix(TRUNCATED)) == {"\U0001f600"}
     assert len(capped.encode()) <= MAX_FREE_TEXT_BYTES
+
+
+def _typical_edge_record() -> UsageRecord:
+    """An allowed request as the edge records it (benchmarks/ledger_cost.py's shape)."""
+    return UsageRecord(
+        record_id="r" * 43,
+        at_ms=1_796_000_000_000,
+        decision=Decision.ALLOW,
+        reason="",
+        principal="arn:aws:iam::123456789012:role/service-0001",
+        client_id="tbc_" + "f" * 24,
+        retain_until=1_796_000_000 + 400 * 86_400,
+        event=EventType.REQUEST,
+        jkt="j" * 43,
+        token_jti="t" * 43,
+        proof_jti_hash="h" * 43,
+        method="POST",
+        route="/v1/models/{model}/invoke",
+        resource="model-03",
+        source_ip="203.0.113.7",
+        user_agent="python-httpx/0.27.0",
+        request_id="12345678-1234-1234-1234-123456789012",
+    )
+
+
+def test_short_attribute_names_would_save_storage_only_and_little_of_it() -> None:
+    """Why the item keeps its long attribute names (issue 9, "slim item"): the item is
+    one write unit with either spelling, so short names would save hot storage only;
+    this pins that the saving stays under 100 B a record (< $0.03 per million requests
+    with the 30-day window at $0.25/GB-month), against a schema change every reader of
+    the archive (Athena's Glue columns, old objects) would have to span. If the names
+    ever grow past that, revisit."""
+    item = to_item(_typical_edge_record(), hot_window_days=30)
+    # the key (``id``), ``at`` and the TTL attribute are short already
+    names = sum(len(name) for name in item)
+    shortest = sum(min(len(name), 2) for name in item)
+    saved = names - shortest
+    assert 60 < saved < 100, saved
+    assert item_size(item) <= 1024  # one write unit: long names cost no write
+    dollars = saved / 1e9 * 0.25 * (30 / 30.4375) * 1e6
+    assert dollars < 0.03
