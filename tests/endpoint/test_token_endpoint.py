@@ -156,7 +156,9 @@ def test_each_issuance_writes_one_token_issued_ledger_record_from_the_request(
     assert record["source_ip"] == event["requestContext"]["identity"]["sourceIp"]
     assert record["user_agent"] == event["requestContext"]["identity"]["userAgent"]
     assert record["request_id"] == event["requestContext"]["requestId"]
-    assert record["ttl"] == broker.now + 400 * 86_400  # USAGE_RETENTION_DAYS default
+    # DynamoDB keeps it for the hot window (HotWindowDays), the archive for the retention
+    assert record["ttl"] == broker.now + 30 * 86_400
+    assert record["ru"] == broker.now + 400 * 86_400  # USAGE_RETENTION_DAYS default
     assert "actor" not in record
     # no index key at all: the usage table has no GSI (the time index is stream-built)
     assert not {"hour_shard", "principal_shard", "device_shard", "token_shard"} & set(record)
