@@ -97,5 +97,8 @@ def test_the_usage_item_expires_at_the_hot_window_and_keeps_the_retention() -> N
     assert int(item[RETAIN_UNTIL]["N"]) == request.retain_until
     assert from_item(item) == request  # the record is unchanged: only its TTL moved
     # a window past the retention changes nothing (TTL never later than the retention)
-    assert to_item(request, hot_window_days=10_000) == to_item(request)
-    assert RETAIN_UNTIL not in to_item(request)
+    # (None: no hot window, the item holds the retention)
+    assert to_item(request, hot_window_days=10_000) == to_item(request, hot_window_days=None)
+    assert RETAIN_UNTIL not in to_item(request, hot_window_days=None)
+    # every writer's default is the template's HotWindowDays (30)
+    assert to_item(request) == item

@@ -456,7 +456,11 @@ def _auditor_statements(template: Template) -> list[dict[str, Any]]:
 def _check_statement(where: str, statement: dict[str, Any], declared: set[str]) -> None:
     assert statement["Effect"] == "Allow"
     assert statement.get("Sid"), f"{where}: every statement says why (Sid + comment)"
-    assert not {"NotAction", "NotResource", "Principal", "Condition"} & set(statement)
+    assert not {"NotAction", "NotResource", "Principal"} & set(statement)
+    # a condition on an Allow only narrows it; the one kind used: DynamoDB partition keys
+    for operator, keys in statement.get("Condition", {}).items():
+        assert operator in {"ForAllValues:StringLike", "ForAllValues:StringEquals"}, where
+        assert set(keys) == {"dynamodb:LeadingKeys"}, where
     for action in _as_list(statement["Action"]):
         assert "*" not in action, f"{where}: wildcard action {action}"
     for resource in _as_list(statement["Resource"]):
