@@ -314,7 +314,8 @@ def fold(contributions: Iterable[Contribution]) -> list[Page]:
         for principal, own in sorted(by_principal.items()):
             own.sort(key=lambda c: (c.at_ms, c.record_id))
             for start in range(0, len(own), DELTA_RECORDS):
-                deltas.append(summarize(principal, own[start : start + DELTA_RECORDS]))
+                delta = summarize(principal, own[start : start + DELTA_RECORDS])
+                deltas.append(add_to(PrincipalSummary(principal, 0, 0), delta))  # IP cap
         ids = "\n".join(sorted(c.record_id for c in members))
         pages.append(
             Page(
