@@ -10,7 +10,11 @@ Measured, not estimated, where the code decides:
 - the aggregates: the real ``AggregatesService.count_batch`` over Zipf-skewed traffic
   (``benchmarks/ledger_partitions.py``'s load) in batches of the template's
   ``BatchSize``, against moto; every PutItem/UpdateItem/GetItem it makes is counted and
-  sized (write units are the larger of the item before and after, per 1 KB);
+  sized (write units are the larger of the item before and after, per 1 KB); the pages
+  it keeps are stored for ``UsageRetentionDays`` (their TTL is the records'), and the
+  real reader's pass over every principal of the range is counted (eventually
+  consistent Query, 4 KB units) and priced as ``--auditor-reads`` passes per page (an
+  assumption: e.g. daily anomaly runs over a week plus ad hoc summaries);
 - hot storage: the usage item's TTL is the end of ``HotWindowDays`` (``to_item`` with
   the template default), so DynamoDB keeps each copy (100 bytes of overhead per item
   per copy) for the hot window only;
