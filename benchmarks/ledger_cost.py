@@ -10,7 +10,11 @@ Measured, not estimated, where the code decides:
 - the aggregates: the real ``AggregatesService.count_batch`` over Zipf-skewed traffic
   (``benchmarks/ledger_partitions.py``'s load) in batches of the template's
   ``BatchSize``, against moto; every PutItem/UpdateItem/GetItem it makes is counted and
-  sized (write units are the larger of the item before and after, per 1 KB);
+  sized (write units are the larger of the item before and after, per 1 KB); the pages
+  it keeps are stored for ``UsageRetentionDays`` (their TTL is the records'), and the
+  real reader's pass over every principal of the range is counted (eventually
+  consistent Query, 4 KB units) and priced as ``--auditor-reads`` passes per page (an
+  assumption: e.g. daily anomaly runs over a week plus ad hoc summaries);
 - hot storage: the usage item's TTL is the end of ``HotWindowDays`` (``to_item`` with
   the template default), so DynamoDB keeps each copy (100 bytes of overhead per item
   per copy) for the hot window only;
@@ -244,6 +248,11 @@ def counting(client: Any, sizes: dict[tuple[str, str], int]) -> Iterator[Counted
             counted.read_units += units(item_size(item), 4096)
         if name == "UpdateItem":
             counted.writes += 1
+        if name == "Query":
+            # eventually consistent: half a unit per 4 KB of the items read, per call
+            size = sum(item_size(i) for i in parsed.get("Items", []))
+            counted.reads += 1
+            counted.read_units += units(size, 4096)
 
     def update_size(params: Mapping[str, Any], **kw: Any) -> None:
         key = key_of(params)
@@ -257,11 +266,30 @@ def counting(client: Any, sizes: dict[tuple[str, str], int]) -> Iterator[Counted
     events.register("provide-client-params.dynamodb.*", before)
     events.register("provide-client-params.dynamodb.UpdateItem", update_size)
     events.register("after-call.dynamodb.*", after)
-    yield counted
+    try:
+        yield counted
+    finally:  # a later counting (the auditor's pass) must not count into this one
+        events.unregister("provide-client-params.dynamodb.*", before)
+        events.unregister("provide-client-params.dynamodb.UpdateItem", update_size)
+        events.unregister("after-call.dynamodb.*", after)
 
 
-def count_aggregates(records: list[UsageRecord], batch_size: int) -> tuple[Counted, float]:
-    """Runs the real stream-side service over the records in batches, on moto."""
+@dataclasses.dataclass
+class Aggregates:
+    """The aggregates' counted writes, the bytes of the pages they keep, and what one
+    auditor pass over every principal of the whole range reads."""
+
+    counted: Counted
+    cpu_seconds: float
+    stored: dict[tuple[str, str], int]
+    auditor: Counted
+
+
+def count_aggregates(records: list[UsageRecord], batch_size: int) -> Aggregates:
+    """Runs the real stream-side service over the records in batches, on moto, then the
+    real reader once over the range (``audit summary`` of every principal)."""
+    from tokenbroker.adapters.aggregates import AggregatesReader
+
     with mock_aws():
         session = boto3.Session(region_name=REGION)
         deployment = provision(
@@ -279,7 +307,12 @@ def count_aggregates(records: list[UsageRecord], batch_size: int) -> tuple[Count
             for start in range(0, len(images), batch_size):
                 service.count_batch(images[start : start + batch_size])
             cpu = time.process_time() - started
-    return counted, cpu
+        reader = AggregatesReader(client, table=settings.aggregates_table)
+        since = min(r.at_ms for r in records)
+        until = max(r.at_ms for r in records) + 1
+        with counting(client, {}) as auditor:
+            reader.summaries(since, until)
+    return Aggregates(counted, cpu, sizes, auditor)
 
 
 def count_index(
@@ -381,9 +414,11 @@ def bill(args: argparse.Namespace) -> dict[str, Any]:
     request_wu, stored, index_costs = usage(deployed)
     base_bytes = sum(item_size(i) for i in items) / n
 
-    counted, agg_cpu = count_aggregates(records, d["batch_size"])
+    aggregates = count_aggregates(records, d["batch_size"])
+    counted, agg_cpu = aggregates.counted, aggregates.cpu_seconds
     round_trips = counted.calls["GetItem"] + counted.calls["PutItem"] + counted.calls["UpdateItem"]
     agg_seconds = agg_cpu + round_trips * args.round_trip_ms / 1000
+    agg_stored = sum(z + ITEM_OVERHEAD for z in aggregates.stored.values()) / n
 
     plain = [{k: _des.deserialize(v) for k, v in i.items()} for i in items]
     started = time.process_time()
@@ -404,6 +439,10 @@ def bill(args: argparse.Namespace) -> dict[str, Any]:
         / 1024
         * per_million
         * LAMBDA_GB_S,
+        "aggregates storage (pages, retention)": agg_stored / GB * GB_MONTH * months * 1e6,
+        f"aggregates auditor reads (every page read {args.auditor_reads} times)": (
+            aggregates.auditor.read_units / 2 * args.auditor_reads * per_million * READ_UNIT
+        ),
         "archive storage (S3 Standard, gzip, retention)": gz_per_record
         / GB
         * S3_GB_MONTH
@@ -470,6 +509,12 @@ def bill(args: argparse.Namespace) -> dict[str, Any]:
         "usage_cost_per_copy": {k: round(v, 4) for k, v in index_costs},
         "aggregates_write_units_per_request": round(counted.write_units / n, 4),
         "aggregates_calls": dict(counted.calls),
+        "aggregates_items": len(aggregates.stored),
+        "aggregates_bytes_stored_per_record": round(agg_stored, 1),
+        "aggregates_auditor_pass": {
+            "queries": aggregates.auditor.reads,
+            "read_units": aggregates.auditor.read_units / 2,
+        },
         "archive_objects": objects,
         "archive_gzip_bytes_per_record": round(gz_per_record, 1),
         "dollars_per_million": {k: round(v, 4) for k, v in rows.items()},
@@ -508,6 +553,13 @@ def print_report(report: dict[str, Any]) -> None:
         f"{report['index_write_units_per_record']} ({report['index_items']} items, "
         f"{report['index_bytes_stored_per_record']} B stored per record)"
     )
+    auditor = report["aggregates_auditor_pass"]
+    print(
+        f"aggregates: {report['aggregates_items']} page items, "
+        f"{report['aggregates_bytes_stored_per_record']} B stored per record; one auditor "
+        f"pass over every principal of the range: {auditor['queries']} queries, "
+        f"{auditor['read_units']} read units"
+    )
     print("levers, all-in (same measured item, archive, aggregates, sealing; arithmetic, $/M):")
     previous = None
     for name, dollars in report["levers_dollars_per_million"].items():
@@ -524,6 +576,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--round-trip-ms", type=float, default=5.0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--auditor-reads",
+        type=int,
+        default=30,
+        help="times an auditor (summary, anomalies) reads each aggregates page over its life",
+    )
     args = parser.parse_args(argv)
     report = bill(args)
     if args.json:

@@ -34,16 +34,24 @@ def test_an_allowed_request_is_copied_into_the_table_only() -> None:
     assert [where for where, _ in copies] == ["table"]
 
 
-def test_the_aggregates_are_written_once_per_principal_hour_and_batch() -> None:
+def test_the_aggregates_are_one_page_per_batch_hour_and_shard_with_no_read() -> None:
+    from tokenbroker.domain.aggregates import shard_of
+
     records = bench.edge_records(300, seed=2)
-    counted, _ = bench.count_aggregates(records, batch_size=100)
+    measured = bench.count_aggregates(records, batch_size=100)
     expected = sum(
-        len({(r.principal, hour_of(r.at_ms)) for r in records[start : start + 100]})
+        len({(hour_of(r.at_ms), shard_of(r.principal)) for r in records[start : start + 100]})
         for start in range(0, 300, 100)
     )
-    assert counted.calls["PutItem"] == counted.writes - counted.calls["UpdateItem"] == expected
-    assert counted.calls["GetItem"] == expected
+    counted = measured.counted
+    assert counted.calls["PutItem"] == counted.writes == expected
+    assert "GetItem" not in counted.calls
+    assert counted.read_units == 0
     assert counted.write_units >= expected
+    # the auditor's pass read the pages back: one Query per day and shard
+    days = len({r.at_ms // 86_400_000 for r in records})
+    assert measured.auditor.calls["Query"] >= 16 * days
+    assert measured.auditor.read_units > 0
 
 
 def test_an_allowed_request_costs_one_write_unit() -> None:

@@ -568,14 +568,13 @@ def test_the_aggregates_function_may_only_count_into_its_table_and_read_the_stre
     template: Template,
 ) -> None:
     assert _grants(template, "AggregatesFunction") == {
-        ("dynamodb:GetItem", "AggregatesTable.Arn"),
+        # one page per batch, hour and principal shard: a put, no read
         ("dynamodb:PutItem", "AggregatesTable.Arn"),
-        ("dynamodb:UpdateItem", "AggregatesTable.Arn"),
         ("dynamodb:DescribeStream", "UsageTable.StreamArn"),
         ("dynamodb:GetRecords", "UsageTable.StreamArn"),
         ("dynamodb:GetShardIterator", "UsageTable.StreamArn"),
         ("dynamodb:ListStreams", "UsageTable.StreamArn"),
-        # sharing rules in the same batch: the burst rule reads the hour buckets
+        # sharing rules in the same batch: the burst rule reads the hour pages
         ("dynamodb:Query", "AggregatesTable.Arn"),
         # window state and alerts
         ("dynamodb:GetItem", "SharingTable.Arn"),

@@ -1,11 +1,11 @@
-"""Usage ledger stream -> per-principal day and hour aggregates, one batch at a time.
+"""Usage ledger stream -> per-principal hour aggregates, one batch at a time.
 
-The whole batch is folded in memory and each principal's day and hour bucket is
-written once (``AggregatesService.count_batch``). A store failure raises, so Lambda
-delivers the same batch again; the buckets written before the failure recognise their
-batch key and are skipped, so nothing counts twice. A record that is not a ledger
-record is skipped and logged by its sequence number (the ledger holds ids and hashes
-only), never retried: one bad item must not stop a stream shard.
+The whole batch is folded in memory into one compressed page per UTC hour and
+principal shard, each written once with no read (``AggregatesService.count_batch``).
+A store failure raises, so Lambda delivers the same batch again; the pages written
+before the failure are recognised and skipped, so nothing counts twice. A record that
+is not a ledger record is skipped and logged by its sequence number (the ledger holds
+ids and hashes only), never retried: one bad item must not stop a stream shard.
 """
 
 from typing import Any
@@ -42,16 +42,16 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         )
     metrics.add_metric(name="RecordsCounted", unit=MetricUnit.Count, value=result.counted)
     metrics.add_metric(name="RecordsMalformed", unit=MetricUnit.Count, value=len(result.malformed))
-    metrics.add_metric(name="BucketsWritten", unit=MetricUnit.Count, value=result.written)
-    metrics.add_metric(name="BucketsRedelivered", unit=MetricUnit.Count, value=result.skipped)
+    metrics.add_metric(name="PagesWritten", unit=MetricUnit.Count, value=result.written)
+    metrics.add_metric(name="PagesRedelivered", unit=MetricUnit.Count, value=result.skipped)
     _detect_sharing(images, len(records))
     return {"batchItemFailures": []}
 
 
 def _detect_sharing(images: list[dict[str, Any]], records: int) -> None:
     """The sharing rules on the same batch, after the aggregates (the burst rule reads
-    this hour's counter). A failure fails the batch: its redelivery skips the buckets
-    already counted and finishes the alerts (services/sharing.py)."""
+    this hour's pages). A failure fails the batch: its redelivery skips the pages
+    already written and finishes the alerts (services/sharing.py)."""
     try:
         sharing = bootstrap.default().sharing
         if sharing is None:

@@ -37,6 +37,7 @@ from tokenbroker.services.aggregates import (
     PrincipalSummary,
     contribution,
     fold,
+    shard_of,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,13 +175,14 @@ def test_a_batch_of_records_becomes_day_and_hour_counters(stack: Stack, handler:
     assert alice.source_ips == {"10.0.0.0", "10.0.0.1", "198.51.100.7", "10.0.0.9"}
     assert (alice.first_seen_ms, alice.last_seen_ms) == (T0 + 1000, T0 + 9000)
     assert stack.summary("tbc_bob").requests == 1
-    # one hour bucket per principal (a day is the sum of its hours); each holds the
-    # newest record's TTL
+    # one page per hour and principal shard (a day is the sum of its hours); each
+    # holds the newest record's TTL
     keys = [(i["pk"]["S"], i["sk"]["S"]) for i in stack.aggregate_items()]
-    assert [k for k in keys if k[0].startswith("P#")] == [
-        ("P#tbc_alice", "H#2027-01-15T08"),
-        ("P#tbc_bob", "H#2027-01-15T08"),
+    assert [k[0] for k in keys if k[0].startswith("AG#")] == [
+        f"AG#2027-01-15#{shard_of('tbc_bob'):02d}",
+        f"AG#2027-01-15#{shard_of('tbc_alice'):02d}",
     ]
+    assert all(k[1].startswith("2027-01-15T08#") and k[1].endswith("#000") for k in keys)
     day = stack.reader.summaries(T0 - 8 * HOUR_MS, T0 + 16 * HOUR_MS, principal="tbc_alice")
     assert day == [
         PrincipalSummary(
@@ -190,7 +192,7 @@ def test_a_batch_of_records_becomes_day_and_hour_counters(stack: Stack, handler:
     assert all(
         i["ttl"]["N"] == str(RETAIN)
         for i in stack.aggregate_items()
-        if i["pk"]["S"].startswith("P#")
+        if i["pk"]["S"].startswith("AG#")
     )
 
 
@@ -209,7 +211,7 @@ def test_a_malformed_record_is_skipped_and_the_rest_of_the_batch_is_counted(
     assert stack.summary().requests == 3
 
 
-def test_a_batch_writes_each_bucket_once_whatever_its_size(stack: Stack, handler: Any) -> None:
+def test_a_batch_writes_each_page_once_whatever_its_size(stack: Stack, handler: Any) -> None:
     stack.write(*(stack.record(jkt=f"jkt-{i % 3}") for i in range(40)))
     stack.write(*(stack.record(principal="tbc_bob", client_id="tbc_bob") for _ in range(10)))
     records = stack.new_records()
@@ -217,13 +219,16 @@ def test_a_batch_writes_each_bucket_once_whatever_its_size(stack: Stack, handler
     client = bootstrap.default().client("dynamodb")
     client.meta.events.register(
         "before-call.dynamodb.PutItem",
-        lambda params, **kw: puts.append(json.loads(params["body"])["Item"]["sk"]["S"]),
+        lambda params, **kw: puts.append(json.loads(params["body"])["Item"]["pk"]["S"]),
     )
+    reads: list[str] = []
+    client.meta.events.register("before-call.dynamodb.GetItem", lambda **kw: reads.append("x"))
 
     handler({"Records": records}, context())
 
-    # 50 records, 2 principals in one hour: one bucket each, one write each
-    assert sorted(puts) == ["H#2027-01-15T08"] * 2
+    # 50 records, 2 principals in one hour and two shards: one page each, no read
+    assert sorted(puts) == sorted(f"AG#2027-01-15#{shard_of(p):02d}" for p in ALICE_BOB)
+    assert reads == []
     assert (stack.summary().requests, stack.summary("tbc_bob").requests) == (40, 10)
 
 
@@ -243,12 +248,19 @@ def test_a_redelivered_batch_leaves_the_aggregates_unchanged(stack: Stack, handl
 _THROTTLED = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "injected"}}
 
 
-def _fail_bucket(pk: str, sk: str) -> Any:
-    """A before-call hook throttling the PutItem of one bucket."""
+ALICE_BOB = ("tbc_alice", "tbc_bob")
+
+
+def _page_of(principal: str) -> str:
+    return f"AG#2027-01-15#{shard_of(principal):02d}"
+
+
+def _fail_bucket(pk: str) -> Any:
+    """A before-call hook throttling the PutItems of one page partition."""
 
     def fail(params: dict[str, Any], **kwargs: Any) -> Any:
         item = json.loads(params["body"])["Item"]  # before-call sees the serialised request
-        if (item["pk"]["S"], item["sk"]["S"]) != (pk, sk):
+        if item["pk"]["S"] != pk:
             return None
         parsed = {**_THROTTLED, "ResponseMetadata": {"HTTPStatusCode": 400}}
         return AWSResponse("https://dynamodb.us-east-1.amazonaws.com/", 400, {}, None), parsed
@@ -263,15 +275,14 @@ def test_a_batch_that_fails_half_way_is_retried_without_counting_twice(
     stack.write(*(stack.record(principal="tbc_bob", client_id="tbc_bob") for _ in range(2)))
     records = stack.new_records()
     client = bootstrap.default().client("dynamodb")
-    # alice's bucket is written first (sorted), then bob's fails
-    client.meta.events.register(
-        "before-call.dynamodb.PutItem", _fail_bucket("P#tbc_bob", "H#2027-01-15T08")
-    )
+    # bob's page is written first (sorted by shard), then alice's fails
+    assert shard_of("tbc_bob") < shard_of("tbc_alice")
+    client.meta.events.register("before-call.dynamodb.PutItem", _fail_bucket(_page_of("tbc_alice")))
 
     with pytest.raises(TemporarilyUnavailable):
         handler({"Records": records}, context())
-    assert stack.summary().requests == 3
-    assert stack.reader.summaries(T0, T0 + HOUR_MS, principal="tbc_bob") == []
+    assert stack.summary("tbc_bob").requests == 2
+    assert stack.reader.summaries(T0, T0 + HOUR_MS, principal="tbc_alice") == []
 
     bootstrap.default.cache_clear()  # a fresh client, without the fault
     assert handler({"Records": records}, context()) == {"batchItemFailures": []}  # the retry
@@ -280,28 +291,33 @@ def test_a_batch_that_fails_half_way_is_retried_without_counting_twice(
     assert day[0].requests == 3  # the day bucket too
 
 
-def test_two_writers_on_one_bucket_both_count(stack: Stack, handler: Any) -> None:
-    """Two stream shards folding the same principal: the second write sees the version
-    move and reads again, so neither batch is lost."""
+def test_two_stream_shards_on_one_principal_and_hour_keep_two_pages_that_sum(
+    stack: Stack, handler: Any
+) -> None:
+    """Two stream shards folding the same principal and hour name their pages after
+    their own first records: neither replaces the other, and the reader sums both."""
     store = DynamoAggregatesStore(stack.ddb, table=stack.deployment.refs["AggregatesTable"])
     first = fold([contribution(stack.record()), contribution(stack.record())])
     second = fold([contribution(stack.record())])
-    real_get = stack.ddb.get_item
-    interleaved = []
 
-    def get_item(**kw: Any) -> Any:
-        seen = real_get(**kw)  # read, then let the other writer in before our put
-        if not interleaved:
-            interleaved.append(True)
-            for delta in second:
-                assert DynamoAggregatesStore(stack.ddb, table=kw["TableName"]).apply(delta)
-        return seen
-
-    stack.ddb.get_item = get_item  # type: ignore[method-assign]
-    for delta in first:
-        assert store.apply(delta) is True
+    assert all(store.write(page) for page in [*second, *first])
 
     assert stack.summary().requests == 3
+    assert len(stack.aggregate_items()) == 2
+
+
+def test_a_retried_batch_with_more_records_replaces_its_page(stack: Stack) -> None:
+    store = DynamoAggregatesStore(stack.ddb, table=stack.deployment.refs["AggregatesTable"])
+    one, two = stack.record(), stack.record()
+    [short] = fold([contribution(one)])
+    [longer] = fold([contribution(one), contribution(two)])
+    assert store.write(short)
+
+    assert store.write(longer) is True
+    assert store.write(longer) is False  # the same batch again: kept already
+
+    assert stack.summary().requests == 2
+    assert len(stack.aggregate_items()) == 1
 
 
 def test_a_store_failure_fails_the_batch_so_lambda_retries_it_whole(
@@ -310,9 +326,7 @@ def test_a_store_failure_fails_the_batch_so_lambda_retries_it_whole(
     stack.write(stack.record())
     records = stack.new_records()
     client = bootstrap.default().client("dynamodb")
-    client.meta.events.register(
-        "before-call.dynamodb.PutItem", _fail_bucket("P#tbc_alice", "H#2027-01-15T08")
-    )
+    client.meta.events.register("before-call.dynamodb.PutItem", _fail_bucket(_page_of("tbc_alice")))
 
     with pytest.raises(TemporarilyUnavailable):
         handler({"Records": records}, context())
@@ -320,13 +334,14 @@ def test_a_store_failure_fails_the_batch_so_lambda_retries_it_whole(
 
 def test_a_batch_writes_no_hour_registry_any_more(stack: Stack, handler: Any) -> None:
     """The hot tier's time index (archive function) replaced the by_hour shard registry:
-    a batch writes its buckets only (the former ``HOURS`` items cost a write per hour)."""
+    a batch writes its pages only (the former ``HOURS`` items cost a write per hour)."""
     written = [stack.record(), stack.record(at_ms=T0 + 2 * HOUR_MS + 7)]
     stack.write(*written)
     handler({"Records": stack.new_records()}, context())
     items = stack.ddb.scan(TableName=stack.deployment.refs["AggregatesTable"])["Items"]
     assert items
-    assert {i["pk"]["S"] for i in items} == {"P#tbc_alice"}
+    assert {i["pk"]["S"] for i in items} == {_page_of("tbc_alice")}
+    assert len(items) == 2  # two hours
 
 
 def test_records_delivered_out_of_order_keep_exact_first_and_last_seen(
@@ -359,17 +374,15 @@ def test_source_ips_stop_growing_at_the_cap_and_flag_the_overflow(
 
 def test_the_newest_records_ttl_wins_whatever_the_order(stack: Stack) -> None:
     store = DynamoAggregatesStore(stack.ddb, table=stack.deployment.refs["AggregatesTable"])
+    batch = []
     for n, (at, ttl) in enumerate([(T0 + 1, 500), (T0 + 2, 900), (T0 + 3, 700)]):
         c = Contribution(f"r{n}", "tbc_alice", at, retain_until=ttl, requests=1)
-        for delta in fold([c]):
-            assert store.apply(delta) is True
+        batch.append(c)
+    for page in fold(batch):
+        assert store.write(page) is True
 
-    ttls = {
-        i["sk"]["S"]: i["ttl"]["N"]
-        for i in stack.aggregate_items()
-        if i["pk"]["S"] == "P#tbc_alice"
-    }
-    assert ttls == {"H#2027-01-15T08": "900"}
+    ttls = [i["ttl"]["N"] for i in stack.aggregate_items()]
+    assert ttls == ["900"]
 
 
 def test_summaries_without_a_principal_list_every_principal_in_the_range(

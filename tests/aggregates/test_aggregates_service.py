@@ -11,15 +11,16 @@ from typing import Any
 import pytest
 
 from tokenbroker.domain import aggregates as domain_aggregates
+from tokenbroker.domain.aggregates import DELTA_RECORDS
 from tokenbroker.domain.errors import TemporarilyUnavailable
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
 from tokenbroker.services.aggregates import (
     DAY_MS,
     HOUR_MS,
     AggregatesService,
-    BucketDelta,
     Contribution,
     MalformedRecord,
+    Page,
     PrincipalSummary,
     add_to,
     contribution,
@@ -28,6 +29,7 @@ from tokenbroker.services.aggregates import (
     fold,
     hour_start,
     merge,
+    shard_of,
 )
 
 #: 2027-01-15T08:00:00Z
@@ -144,25 +146,32 @@ def test_a_record_without_principal_or_client_is_malformed() -> None:
 
 
 class FakeStore:
-    """Sums deltas per bucket and remembers batch keys, like the DynamoDB store."""
+    """Keeps pages by (hour, shard, name) and skips a page of the same writer, like the
+    DynamoDB store; sums them per principal and hour like its reader."""
 
     def __init__(self, *, fail_on: int | None = None) -> None:
-        self.buckets: dict[tuple[str, str, str], PrincipalSummary] = {}
-        self._applied: set[tuple[str, str, str, str]] = set()
+        self.pages: dict[tuple[str, int, str], Page] = {}
         self._writes = 0
         self._fail_on = fail_on
 
-    def apply(self, delta: BucketDelta) -> bool:
-        key = (delta.principal, delta.period, delta.key)
-        if (*key, delta.batch_key) in self._applied:
+    def write(self, page: Page) -> bool:
+        key = (page.hour, page.shard, page.name)
+        held = self.pages.get(key)
+        if held is not None and held.writer == page.writer:
             return False
         self._writes += 1
         if self._writes == self._fail_on:
             raise TemporarilyUnavailable("injected")
-        old = self.buckets.get(key, PrincipalSummary(delta.principal, 0, 0))
-        self.buckets[key] = add_to(old, delta.summary)
-        self._applied.add((*key, delta.batch_key))
+        self.pages[key] = page
         return True
+
+    def bucket(self, principal: str, hour: str) -> PrincipalSummary:
+        total = PrincipalSummary(principal, 0, 0)
+        for (page_hour, _, _), page in sorted(self.pages.items()):
+            for delta in page.deltas:
+                if page_hour == hour and delta.principal == principal:
+                    total = add_to(total, delta)
+        return total
 
 
 def images(*records: UsageRecord) -> list[dict[str, Any]]:
@@ -175,33 +184,65 @@ def decode(image: Mapping[str, Any]) -> UsageRecord:
     return image["record"]  # type: ignore[no-any-return]
 
 
-def test_a_batch_folds_into_one_delta_per_principal_and_hour() -> None:
-    batch = [record(record_id=f"r{i}", at_ms=T0 + i) for i in range(10)]
-    batch.append(record(record_id="b1", principal="tbc_bob", client_id="tbc_bob"))
-    deltas = fold(contribution(r) for r in batch)
+HOUR = "2027-01-15T08"
+BOB = {"principal": "tbc_bob", "client_id": "tbc_bob"}
 
-    assert [(d.principal, d.period, d.key) for d in deltas] == [
-        ("tbc_alice", "hour", "2027-01-15T08"),
-        ("tbc_bob", "hour", "2027-01-15T08"),
+
+def test_a_batch_folds_into_one_page_per_hour_and_principal_shard() -> None:
+    batch = [record(record_id=f"r{i}", at_ms=T0 + i) for i in range(10)]
+    batch.append(record(record_id="b1", **BOB))
+    batch.append(record(record_id="n1", at_ms=T0 + HOUR_MS))
+    pages = fold(contribution(r) for r in batch)
+
+    assert [(p.hour, p.shard) for p in pages] == [
+        (HOUR, shard_of("tbc_bob")),
+        (HOUR, shard_of("tbc_alice")),
+        ("2027-01-15T09", shard_of("tbc_alice")),
     ]
-    alice = deltas[0].summary
+    alice = pages[1].deltas[0]
     assert (alice.requests, alice.first_seen_ms, alice.last_seen_ms) == (10, T0, T0 + 9)
-    assert deltas[0].batch_key != deltas[1].batch_key
+    assert len({p.name for p in pages}) == len({p.writer for p in pages}) == 3
+
+
+def test_principals_of_one_shard_share_a_page() -> None:
+    carol = {"principal": "p", "client_id": "p"}  # the same shard as tbc_carol
+    assert shard_of("p") == shard_of("tbc_carol")
+    other = {"principal": "tbc_carol", "client_id": "tbc_carol"}
+    [page] = fold([contribution(record(record_id="1", **carol)), contribution(record(**other))])
+    assert [d.principal for d in page.deltas] == ["p", "tbc_carol"]
+
+
+def test_a_principal_with_many_records_in_a_batch_gets_bounded_deltas_that_sum() -> None:
+    many = DELTA_RECORDS * 2 + 5
+    batch = [record(record_id=f"r{i}", jkt=f"jkt-{i}", at_ms=T0 + i) for i in range(many)]
+    [page] = fold(contribution(r) for r in batch)
+
+    assert [d.requests for d in page.deltas] == [DELTA_RECORDS, DELTA_RECORDS, 5]
+    total = merge("tbc_alice", 0, 0, page.deltas)
+    assert (total.requests, total.distinct_devices) == (many, many)
+    assert (total.first_seen_ms, total.last_seen_ms) == (T0, T0 + many - 1)
 
 
 def test_a_record_twice_in_one_batch_counts_once() -> None:
-    [hour] = fold([contribution(record()), contribution(record())])
-    assert hour.summary.requests == 1
+    [page] = fold([contribution(record()), contribution(record())])
+    assert page.deltas[0].requests == 1
 
 
-def test_the_service_writes_each_bucket_once_per_batch() -> None:
+def test_a_retry_with_more_records_names_the_same_page_with_a_new_writer() -> None:
+    first = fold([contribution(record(record_id="r1"))])
+    longer = fold([contribution(record(record_id="r1")), contribution(record(record_id="r2"))])
+    assert first[0].name == longer[0].name
+    assert first[0].writer != longer[0].writer
+
+
+def test_the_service_writes_one_page_per_hour_and_shard_per_batch() -> None:
     store = FakeStore()
     service = AggregatesService(store=store, decode=decode)
 
     result = service.count_batch(images(*(record(record_id=f"r{i}") for i in range(50))))
 
     assert (result.counted, result.written, result.skipped) == (50, 1, 0)
-    assert store.buckets[("tbc_alice", "hour", "2027-01-15T08")].requests == 50
+    assert store.bucket("tbc_alice", HOUR).requests == 50
 
 
 def test_a_redelivered_batch_adds_nothing() -> None:
@@ -213,22 +254,33 @@ def test_a_redelivered_batch_adds_nothing() -> None:
     again = service.count_batch(batch)
 
     assert (again.written, again.skipped) == (0, 1)
-    assert store.buckets[("tbc_alice", "hour", "2027-01-15T08")].requests == 2
+    assert store.bucket("tbc_alice", HOUR).requests == 2
 
 
 def test_a_batch_failing_half_way_counts_each_record_once_after_the_retry() -> None:
-    store = FakeStore(fail_on=2)  # alice's bucket is written, bob's fails
+    store = FakeStore(fail_on=2)  # bob's page is written, alice's fails
     service = AggregatesService(store=store, decode=decode)
-    bob = {"principal": "tbc_bob", "client_id": "tbc_bob"}
-    batch = images(record(record_id="r1"), record(record_id="r2", **bob))
+    batch = images(record(record_id="r1"), record(record_id="r2", **BOB))
 
     with pytest.raises(TemporarilyUnavailable):
         service.count_batch(batch)
     retry = service.count_batch(batch)
 
     assert (retry.written, retry.skipped) == (1, 1)
-    assert store.buckets[("tbc_alice", "hour", "2027-01-15T08")].requests == 1
-    assert store.buckets[("tbc_bob", "hour", "2027-01-15T08")].requests == 1
+    assert store.bucket("tbc_alice", HOUR).requests == 1
+    assert store.bucket("tbc_bob", HOUR).requests == 1
+
+
+def test_a_retried_batch_with_more_records_replaces_its_pages() -> None:
+    store = FakeStore()
+    service = AggregatesService(store=store, decode=decode)
+    service.count_batch(images(record(record_id="r1")))
+
+    retry = service.count_batch(images(record(record_id="r1"), record(record_id="r2")))
+
+    assert (retry.written, retry.skipped) == (1, 0)
+    assert len(store.pages) == 1
+    assert store.bucket("tbc_alice", HOUR).requests == 2
 
 
 def test_the_service_skips_and_reports_what_it_cannot_decode() -> None:
@@ -238,7 +290,7 @@ def test_the_service_skips_and_reports_what_it_cannot_decode() -> None:
     result = service.count_batch([{}, {"record": record()}, {"x": 1}])
 
     assert (result.counted, result.malformed) == (1, (0, 2))
-    assert store.buckets[("tbc_alice", "hour", "2027-01-15T08")].requests == 1
+    assert store.bucket("tbc_alice", HOUR).requests == 1
     with pytest.raises(MalformedRecord):
         service.count({})
 

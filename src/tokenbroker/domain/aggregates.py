@@ -1,11 +1,12 @@
 """Per-principal usage aggregates: the pure model (no AWS, no clock).
 
 What one ledger record adds to its principal's UTC day and UTC hour
-(:func:`contribution`), how a batch of them folds into ONE delta per bucket
-(:func:`fold`), which day and hour buckets cover a time range (:func:`cover`), and the
-auditors' view of the sums (:class:`PrincipalSummary`, :func:`merge`). The store
-(:mod:`tokenbroker.adapters.aggregates`) applies each batch's delta to a bucket exactly
-once, however often the stream delivers the batch.
+(:func:`contribution`), how a batch of them folds into ONE page per UTC hour and
+principal shard holding every principal's delta (:func:`fold`), which hours cover a
+time range (:func:`cover`), and the auditors' view of the sums
+(:class:`PrincipalSummary`, :func:`merge`, :func:`add_to`). The store
+(:mod:`tokenbroker.adapters.aggregates`) keeps each batch's page once, however often the
+stream delivers the batch; readers sum the pages of the hours they need.
 
 What a record counts, by event type:
 
@@ -255,52 +256,78 @@ def _extreme(pick: Callable[[int, int], int], a: int | None, b: int | None) -> i
     return pick(a, b)
 
 
-# ------------------------------------------------------------------ batches and buckets
+# -------------------------------------------------------------------- batches and pages
 
-DAY = "day"
-HOUR = "hour"
+#: principal shards of an hour's pages: one principal's reader reads 1/AGG_SHARDS of
+#: them, and at 100,000 requests/s the page writes spread over as many partitions
+AGG_SHARDS = 16
+#: records of one principal folded into one delta at most: bounds a delta's size (its
+#: device, address, model and reason strings) whatever the batch holds
+DELTA_RECORDS = 200
+
+
+def shard_of(principal: str) -> int:
+    """The page shard a principal's deltas live in (stable: SHA-256 of the name)."""
+    digest = hashlib.sha256(principal.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") % AGG_SHARDS
 
 
 @dataclass(frozen=True)
-class BucketDelta:
-    """What one stream batch adds to one bucket (a principal's UTC day or hour).
+class Page:
+    """What one stream batch adds to one UTC hour, for the principals of one shard.
 
-    ``batch_key`` identifies the batch's records in this bucket (a hash of their ids):
-    the store remembers the keys it applied, so a batch delivered again adds nothing.
+    ``name`` is derived from the group's first record id in batch order, so a retried
+    batch (the same records, or the same ones and later ones) names the same page and
+    replaces it instead of adding a second one; ``writer`` is a hash of all the page's
+    record ids (the same batch writes the same page: the store skips it).
+    ``deltas`` are sorted by principal; a principal with more than DELTA_RECORDS records
+    in the batch has several (they sum).
     """
 
-    principal: str
-    period: str  # DAY or HOUR
-    key: str  # "2026-11-27" or "2026-11-27T04"
-    summary: PrincipalSummary
-    #: the newest record's TTL (epoch seconds; 0: none): a bucket lives as long as it
+    hour: str
+    shard: int
+    name: str
+    writer: str
+    deltas: tuple[PrincipalSummary, ...]
+    #: the newest record's TTL (epoch seconds; 0: none): a page lives as long as it
     retain_until: int
-    batch_key: str
+
+    @property
+    def day(self) -> str:
+        return self.hour[:10]
 
 
-def fold(contributions: Iterable[Contribution]) -> list[BucketDelta]:
-    """One delta per (principal, UTC hour) the contributions touch, sorted by
-    (principal, hour); days are sums of hours, so a batch writes each principal's hour
-    once and nothing else. A record id seen twice in the batch (a redelivery inside one
-    batch) counts once."""
-    unique = {c.record_id: c for c in contributions}
-    groups: dict[tuple[str, str, str], list[Contribution]] = {}
+def fold(contributions: Iterable[Contribution]) -> list[Page]:
+    """One page per (UTC hour, principal shard) the batch touches, sorted by (hour,
+    shard). A record id seen twice in the batch (a redelivery inside one batch) counts
+    once."""
+    unique = {c.record_id: c for c in contributions}  # keeps the first position
+    groups: dict[tuple[str, int], list[Contribution]] = {}
     for c in unique.values():
-        groups.setdefault((c.principal, HOUR, c.hour), []).append(c)
-    deltas = []
-    for (principal, period, key), members in sorted(groups.items()):
+        groups.setdefault((c.hour, shard_of(c.principal)), []).append(c)
+    pages = []
+    for (hour, shard), members in sorted(groups.items()):
+        by_principal: dict[str, list[Contribution]] = {}
+        for c in members:
+            by_principal.setdefault(c.principal, []).append(c)
+        deltas = []
+        for principal, own in sorted(by_principal.items()):
+            own.sort(key=lambda c: (c.at_ms, c.record_id))
+            for start in range(0, len(own), DELTA_RECORDS):
+                delta = summarize(principal, own[start : start + DELTA_RECORDS])
+                deltas.append(add_to(PrincipalSummary(principal, 0, 0), delta))  # IP cap
         ids = "\n".join(sorted(c.record_id for c in members))
-        deltas.append(
-            BucketDelta(
-                principal=principal,
-                period=period,
-                key=key,
-                summary=summarize(principal, members),
+        pages.append(
+            Page(
+                hour=hour,
+                shard=shard,
+                name=hashlib.sha256(members[0].record_id.encode()).hexdigest()[:16],
+                writer=hashlib.sha256(ids.encode()).hexdigest()[:16],
+                deltas=tuple(deltas),
                 retain_until=max(c.retain_until for c in members),
-                batch_key=hashlib.sha256(ids.encode()).hexdigest()[:20],
             )
         )
-    return deltas
+    return pages
 
 
 def summarize(principal: str, contributions: Iterable[Contribution]) -> PrincipalSummary:

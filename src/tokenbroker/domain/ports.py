@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
-from tokenbroker.domain.aggregates import BucketDelta, PrincipalSummary
+from tokenbroker.domain.aggregates import Page, PrincipalSummary
 from tokenbroker.domain.digest_format import Ref, Version
 from tokenbroker.domain.models import Client, Device, IssuedToken, PublicJwk, UsageRecord
 
@@ -213,12 +213,12 @@ class DigestDispatcher(Protocol):
 
 
 class AggregatesStore(Protocol):
-    """Where a batch's bucket deltas are summed (the DynamoDB adapter; a fake in tests)."""
+    """Where a batch's pages are kept (the DynamoDB adapter; a fake in tests)."""
 
-    def apply(self, delta: BucketDelta) -> bool:
-        """Add ``delta`` to its bucket at most once per ``delta.batch_key``; False if
-        that key was applied before. Raises TemporarilyUnavailable if the store fails
-        (nothing of this delta is then added)."""
+    def write(self, page: Page) -> bool:
+        """Keep ``page`` in place of any page of the same hour, shard and name; False if
+        that page (same ``writer``) was kept before. Raises TemporarilyUnavailable if the
+        store fails (the retried batch writes the page again)."""
         ...
 
 

@@ -1,12 +1,13 @@
 """The stream function's use case: fold one batch of ledger records into aggregates.
 
 A batch (up to the event source mapping's ``BatchSize`` records of one stream shard) is
-decoded, folded in memory into ONE delta per principal and UTC day and per principal and
-UTC hour (:func:`tokenbroker.domain.aggregates.fold`), and each delta is written once;
-so the aggregates cost one write per bucket per batch instead of one transaction per
-record. Each delta carries a key naming the batch's records in its bucket: the store
-applies a key once, so a batch that failed half-way (some buckets written, then a
-throttle) is delivered again and adds only to the buckets it had not reached.
+decoded and folded in memory into ONE compressed page per UTC hour and principal shard,
+holding every principal's delta (:func:`tokenbroker.domain.aggregates.fold`); each
+page is written once, with no read: the aggregates cost the page's bytes, not one item
+per principal. A page is named after its first record, so a batch that failed half-way
+(some pages written, then a throttle) is delivered again and rewrites the same pages
+(the store skips the ones it holds already): nothing counts twice. Readers sum the
+pages of the hours they need.
 
 What a record counts is :func:`tokenbroker.domain.aggregates.contribution`. A record
 that is not a ledger record is skipped and reported (``BatchResult.malformed``): one
@@ -20,9 +21,9 @@ from dataclasses import dataclass
 
 from tokenbroker.domain.aggregates import (
     MAX_SOURCE_IPS,
-    BucketDelta,
     Contribution,
     Cover,
+    Page,
     PrincipalSummary,
     add_to,
     contribution,
@@ -31,6 +32,7 @@ from tokenbroker.domain.aggregates import (
     fold,
     hour_start,
     merge,
+    shard_of,
     summarize,
 )
 from tokenbroker.domain.errors import MalformedRecord
@@ -44,10 +46,10 @@ __all__ = [
     "MAX_SOURCE_IPS",
     "AggregatesService",
     "BatchResult",
-    "BucketDelta",
     "Contribution",
     "Cover",
     "MalformedRecord",
+    "Page",
     "PrincipalSummary",
     "RecordDecoder",
     "add_to",
@@ -57,6 +59,7 @@ __all__ = [
     "fold",
     "hour_start",
     "merge",
+    "shard_of",
     "summarize",
 ]
 
@@ -68,7 +71,7 @@ RecordDecoder = Callable[[Mapping[str, object]], UsageRecord]
 @dataclass(frozen=True)
 class BatchResult:
     """``counted``: records folded; ``malformed``: positions (0-based) of skipped
-    images; ``written``/``skipped``: bucket deltas applied now / applied before."""
+    images; ``written``/``skipped``: pages written now / kept before (a redelivery)."""
 
     counted: int
     malformed: tuple[int, ...]
@@ -98,8 +101,8 @@ class AggregatesService:
                 continue
             records.append(record)
         written = skipped = 0
-        for delta in fold(contributions):
-            if self._store.apply(delta):
+        for page in fold(contributions):
+            if self._store.write(page):
                 written += 1
             else:
                 skipped += 1
