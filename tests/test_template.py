@@ -1236,8 +1236,10 @@ def test_the_authorizer_may_only_check_liveness_record_usage_and_read_the_key(
         ("kms:GetPublicKey", "SigningKeyB.Arn"),
         ("ssm:GetParameter", KEY_SET_ARN),
         ("secretsmanager:GetSecretValue", "DpopNonceSecret"),
-        # quotas: the client's rules and one conditional UpdateItem per lease
-        ("dynamodb:Query", "QuotasTable.Arn"),
+        # quotas: the rules ride in the liveness read (GetItem: its fallback) and one
+        # conditional UpdateItem per lease
+        ("dynamodb:BatchGetItem", "QuotasTable.Arn"),
+        ("dynamodb:GetItem", "QuotasTable.Arn"),
         ("dynamodb:UpdateItem", "QuotasTable.Arn"),
     }
 

@@ -387,6 +387,7 @@ class Container:
                 self.client("dynamodb"),
                 clients_table=s.clients_table,
                 devices_table=s.devices_table,
+                riders=self._quota_riders(),
             )
             return LivenessView(source.fetch, clock=self.clock)
 
@@ -852,9 +853,23 @@ class Container:
             defaults = QuotaLimits(
                 s.default_requests_per_minute, s.default_requests_per_day, s.default_units_per_day
             )
-            return QuotaGate(self.quota_store, defaults=defaults, clock=self.clock)
+            # the rules ride in the liveness read (_quota_riders): they live as long
+            from tokenbroker.domain.liveness import MAX_AGE
+
+            return QuotaGate(
+                self.quota_store, defaults=defaults, clock=self.clock, config_ttl=MAX_AGE
+            )
 
         return self._once("quota_gate", make)  # type: ignore[no-any-return]
+
+    def _quota_riders(self) -> tuple[Any, ...]:
+        """The quota rules item, read inside the edge's liveness BatchGetItem."""
+        gate = self.quota_gate
+        if gate is None:
+            return ()
+        from tokenbroker.adapters.quotas import RulesRider
+
+        return (RulesRider(table=self.settings.quotas_table, deliver=gate.rules_read),)
 
     @property
     def units_reporter(self) -> UnitsReporter:

@@ -165,7 +165,7 @@ def _fail_with(client: Any, operation: str, code: str) -> None:
     [
         ("UpdateItem", "ProvisionedThroughputExceededException"),
         ("UpdateItem", "ThrottlingException"),
-        ("Query", "ResourceNotFoundException"),
+        ("GetItem", "ResourceNotFoundException"),
         ("UpdateItem", "AccessDeniedException"),
     ],
 )

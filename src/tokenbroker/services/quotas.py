@@ -136,9 +136,20 @@ class QuotaGate:
             ):
                 state.lease = lease.give_back()
 
+    def rules_read(self, client_id: str, rules: Mapping[str, QuotaLimits]) -> None:
+        """The client's rules as the edge's liveness read just brought them (the rules
+        item rides in its BatchGetItem: adapters/quotas.py::RulesRider). With
+        ``config_ttl`` = the liveness bound they live exactly as long as that view, so
+        a request whose liveness was just read or served from cache finds them here and
+        costs no rules read of its own."""
+        if len(self._rules) >= _MAX_ENTRIES and client_id not in self._rules:
+            self._rules.clear()
+        self._rules[client_id] = (self._clock(), rules)
+
     def _rules_of(self, client_id: str, now: float) -> Mapping[str, QuotaLimits]:
         cached = self._rules.get(client_id)
-        if cached is not None and 0 <= now - cached[0] < self._config_ttl:
+        # abs: the liveness read that delivered them ran after the request's ``now``
+        if cached is not None and abs(now - cached[0]) < self._config_ttl:
             return cached[1]
         self.calls += 1
         rules = self._store.rules(client_id)  # a failure propagates: fail closed
