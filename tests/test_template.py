@@ -1250,6 +1250,8 @@ def test_the_sample_protected_functions_have_no_aws_permissions(template: Templa
     assert _grants(template, "ModelInvokeFunction") == {
         ("dynamodb:PutItem", "QuotasTable.Arn"),
         ("dynamodb:UpdateItem", "QuotasTable.Arn"),
+        # the report's ledger event (services/quotas.py::UnitsReporter)
+        ("dynamodb:PutItem", "UsageTable.Arn"),
     }
 
 

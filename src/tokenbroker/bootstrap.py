@@ -835,7 +835,11 @@ class Container:
             from tokenbroker.adapters.quotas import DynamoQuotaStore
 
             self.settings.require("quotas_table")
-            return DynamoQuotaStore(self.client("dynamodb"), table=self.settings.quotas_table)
+            return DynamoQuotaStore(
+                self.client("dynamodb"),
+                table=self.settings.quotas_table,
+                usage_table=self.settings.usage_table,  # units reports' ledger events
+            )
 
         return self._once("quota_store", make)  # type: ignore[no-any-return]
 
@@ -876,7 +880,11 @@ class Container:
         def make() -> UnitsReporter:
             from tokenbroker.services.quotas import UnitsReporter
 
-            return UnitsReporter(self.quota_store, clock=self.clock)
+            return UnitsReporter(
+                self.quota_store,
+                clock=self.clock,
+                retention_days=self.settings.usage_retention_days,
+            )
 
         return self._once("units_reporter", make)  # type: ignore[no-any-return]
 

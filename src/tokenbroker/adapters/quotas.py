@@ -22,7 +22,9 @@ from typing import Any, Final
 from botocore.exceptions import ClientError
 
 from tokenbroker.adapters.aws import error_code, failing_closed
+from tokenbroker.adapters.dynamodb import ledger_put
 from tokenbroker.domain.errors import InvalidRequest, TemporarilyUnavailable
+from tokenbroker.domain.models import UsageRecord
 from tokenbroker.domain.quotas import CounterState, LeaseAsk, QuotaLimits
 
 PK: Final = "pk"
@@ -95,9 +97,11 @@ def _state(item: dict[str, Any] | None, day: int) -> CounterState:
 
 
 class DynamoQuotaStore:
-    def __init__(self, dynamodb: Any, *, table: str) -> None:
+    def __init__(self, dynamodb: Any, *, table: str, usage_table: str = "") -> None:
+        """``usage_table``: the ledger a units report's event goes to ("" = none)."""
         self._ddb = dynamodb
         self._table = table
+        self._usage = usage_table
 
     def counter_id(self, client_id: str, principal: str, model_key: str) -> str:
         return counter_pk(client_id, principal, model_key)
@@ -182,16 +186,31 @@ class DynamoQuotaStore:
 
     # ---- the protected function: units after the call --------------------------------
     def report_units(
-        self, *, usage_id: str, counter_id: str, day: int, model: str, units: int, at: int
+        self,
+        *,
+        usage_id: str,
+        counter_id: str,
+        day: int,
+        model: str,
+        units: int,
+        at: int,
+        event: UsageRecord | None = None,
     ) -> bool:
         """Count ``units`` toward the counter's day, once per usage record (atomically:
-        the report item and the counter move together). False if already reported."""
+        the report item, the counter and the ledger ``event`` move together, each put
+        conditional on its id being new). False if already reported."""
         if not usage_id or not counter_id.startswith("use#"):
             raise InvalidRequest("the grant carries no usage record or quota counter")
+        ledger = []
+        if event is not None:
+            if not self._usage:
+                raise TemporarilyUnavailable("no usage table is configured for units events")
+            ledger.append(ledger_put(self._usage, event))
         with failing_closed("dynamodb:TransactWriteItems"):
             try:
                 self._ddb.transact_write_items(
                     TransactItems=[
+                        *ledger,
                         {
                             "Put": {
                                 "TableName": self._table,

@@ -66,6 +66,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from tokenbroker.domain.errors import OAuthError
+from tokenbroker.domain.models import UsageRecord
 
 ALL_MODELS = "*"
 MAX_LEASE = 256
@@ -342,8 +343,19 @@ class QuotaStore(Protocol):
     def lease(self, counter_id: str, day: int, a: LeaseAsk) -> tuple[bool, CounterState]: ...
 
     def report_units(
-        self, *, usage_id: str, counter_id: str, day: int, model: str, units: int, at: int
-    ) -> bool: ...
+        self,
+        *,
+        usage_id: str,
+        counter_id: str,
+        day: int,
+        model: str,
+        units: int,
+        at: int,
+        event: UsageRecord | None = None,
+    ) -> bool:
+        """Count ``units`` once per usage record, with ``event`` (the report's ledger
+        record) written in the same transaction; False if reported before."""
+        ...
 
 
 class QuotaCheck(Protocol):

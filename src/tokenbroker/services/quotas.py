@@ -19,6 +19,7 @@ from typing import Protocol
 
 from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import InvalidRequest, TemporarilyUnavailable
+from tokenbroker.domain.models import EventType, UsageRecord
 from tokenbroker.domain.quotas import (
     ALL_MODELS,
     CONFIG_TTL_SECONDS,
@@ -202,13 +203,24 @@ def check_units(units: object) -> int:
     return units
 
 
+#: the ledger event of a units report: ``units:<usage record id>`` (one per usage record)
+UNITS_EVENT_PREFIX = "units:"
+UNITS_ACTOR = "tokenbroker:report_usage"
+
+
 class UnitsReporter:
     """The protected function's side: count model units against the grant's quota
-    counter, once per usage record. Enforced on the next lease (domain/quotas.py)."""
+    counter, once per usage record. Enforced on the next lease (domain/quotas.py).
 
-    def __init__(self, store: QuotaStore, *, clock: Clock) -> None:
+    Each report is also a ledger event (``units_reported``, id ``units:<usage id>``,
+    reason ``units:<n>``, resource the model) written in the same transaction as the
+    counter, with a condition, so digests seal it, ``audit usage`` lists it and a retried
+    report is neither counted nor recorded twice."""
+
+    def __init__(self, store: QuotaStore, *, clock: Clock, retention_days: int = 400) -> None:
         self._store = store
         self._clock = clock
+        self._retention_days = retention_days
 
     def report(self, context: Mapping[str, object], *, units: int, model: str = "") -> bool:
         """``context``: the authorizer context. False if this usage was reported before."""
@@ -223,13 +235,28 @@ class UnitsReporter:
             day, counter_id = parse_quota_reference(reference)
         except ValueError as exc:
             raise InvalidRequest("the authorizer context's quota reference is invalid") from exc
+        now = self._clock()
+        event = UsageRecord.build(
+            at=now,
+            retention_days=self._retention_days,
+            record_id=UNITS_EVENT_PREFIX + usage_id,
+            principal=str(context.get("principal") or ""),
+            client_id=str(context.get("client_id") or ""),
+            jkt=str(context.get("jkt") or ""),
+            token_jti=str(context.get("token_jti") or ""),
+            reason=f"units:{units}",
+            event=EventType.UNITS_REPORTED,
+            resource=model,
+            actor=UNITS_ACTOR,
+        )
         return self._store.report_units(
             usage_id=usage_id,
             counter_id=counter_id,
             day=day,
             model=model,
             units=units,
-            at=int(self._clock()),
+            at=int(now),
+            event=event,
         )
 
 
