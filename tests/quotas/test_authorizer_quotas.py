@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,16 +14,58 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from botocore.awsrequest import AWSResponse
 
 from edge import _support as s
-from edge.test_authorizer_faults import Stack, app, no_backoff, stack
+from edge.test_authorizer_faults import SERVICES, STACK, Stack, app, no_backoff
+from quotas.module_aws import clear_table, module_aws
 from support.dpop import DeviceKey
 from tokenbroker import bootstrap
+from tokenbroker.adapters.aws import client as aws_client
 from tokenbroker.adapters.quotas import rules_key
+from tokenbroker.domain.clock import FixedClock
 from tokenbroker.domain.errors import TemporarilyUnavailable
 from tokenbroker.domain.liveness import MAX_AGE
 from tokenbroker.domain.quotas import QuotaLimits
+from tokenbroker.local import load_template
+from tokenbroker.local.provision import Deployment, provision
+from tokenbroker.settings import Settings
 from tokenbroker.web import protected
 
-__all__ = ["app", "no_backoff", "stack"]
+__all__ = ["app", "no_backoff"]
+
+
+@pytest.fixture(scope="module")
+def _deployment() -> Iterator[Deployment]:
+    """The edge stack of tests/edge/test_authorizer_faults.py, provisioned once per module
+    (provisioning is most of a test's time); ``stack`` resets what a test changes."""
+    with module_aws():
+        clients = {name: aws_client(name) for name in SERVICES}
+        yield provision(
+            load_template(), session_or_clients=clients, stack_name=STACK, region=s.REGION
+        )
+
+
+@pytest.fixture
+def stack(_deployment: Deployment, fixed_clock: FixedClock) -> Stack:
+    """Per test: fresh clients (a test's injected faults stay with it), empty usage and
+    quota tables, a new client with a new device, the fixed clock."""
+    clients = {name: aws_client(name) for name in SERVICES}
+    refs = _deployment.refs
+    clear_table(clients["dynamodb"], refs["UsageTable"], ("id",))
+    clear_table(clients["dynamodb"], refs["QuotasTable"], ("pk", "sk"))
+    config = Settings.from_mapping(_deployment.environment("AuthorizerFunction"))
+    admin = bootstrap.build(config, aws=lambda service: clients[service], clock=fixed_clock).admin
+    created = admin.create_client(name="edge tests", scope=f"{s.DEFAULT_SCOPE} model:x:invoke")
+    device = DeviceKey.generate("ES256")
+    admin.enroll_device(client_id=created.client.client_id, jkt=device.jkt, label="laptop")
+    return Stack(
+        clock=fixed_clock,
+        clients=clients,
+        deployment=_deployment,
+        config=config,
+        admin=admin,
+        client_id=created.client.client_id,
+        device=device,
+        issuer=s.Issuer(client_id=created.client.client_id),
+    )
 
 
 def _event(stack: Stack, device: DeviceKey | None = None) -> dict[str, Any]:
