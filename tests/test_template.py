@@ -1229,8 +1229,10 @@ def test_the_authorizer_may_only_check_liveness_record_usage_and_read_the_key(
         ("kms:GetPublicKey", "SigningKeyB.Arn"),
         ("ssm:GetParameter", KEY_SET_ARN),
         ("secretsmanager:GetSecretValue", "DpopNonceSecret"),
-        # quotas: the client's rules and one conditional UpdateItem per lease
-        ("dynamodb:Query", "QuotasTable.Arn"),
+        # quotas: the rules ride in the liveness read (GetItem: its fallback) and one
+        # conditional UpdateItem per lease
+        ("dynamodb:BatchGetItem", "QuotasTable.Arn"),
+        ("dynamodb:GetItem", "QuotasTable.Arn"),
         ("dynamodb:UpdateItem", "QuotasTable.Arn"),
     }
 
@@ -1241,6 +1243,8 @@ def test_the_sample_protected_functions_have_no_aws_permissions(template: Templa
     assert _grants(template, "ModelInvokeFunction") == {
         ("dynamodb:PutItem", "QuotasTable.Arn"),
         ("dynamodb:UpdateItem", "QuotasTable.Arn"),
+        # the report's ledger event (services/quotas.py::UnitsReporter)
+        ("dynamodb:PutItem", "UsageTable.Arn"),
     }
 
 

@@ -391,6 +391,7 @@ class Container:
                 self.client("dynamodb"),
                 clients_table=s.clients_table,
                 devices_table=s.devices_table,
+                riders=self._quota_riders(),
             )
             return LivenessView(source.fetch, clock=self.clock)
 
@@ -845,7 +846,11 @@ class Container:
             from tokenbroker.adapters.quotas import DynamoQuotaStore
 
             self.settings.require("quotas_table")
-            return DynamoQuotaStore(self.client("dynamodb"), table=self.settings.quotas_table)
+            return DynamoQuotaStore(
+                self.client("dynamodb"),
+                table=self.settings.quotas_table,
+                usage_table=self.settings.usage_table,  # units reports' ledger events
+            )
 
         return self._once("quota_store", make)  # type: ignore[no-any-return]
 
@@ -863,16 +868,34 @@ class Container:
             defaults = QuotaLimits(
                 s.default_requests_per_minute, s.default_requests_per_day, s.default_units_per_day
             )
-            return QuotaGate(self.quota_store, defaults=defaults, clock=self.clock)
+            # the rules ride in the liveness read (_quota_riders): they live as long
+            from tokenbroker.domain.liveness import MAX_AGE
+
+            return QuotaGate(
+                self.quota_store, defaults=defaults, clock=self.clock, config_ttl=MAX_AGE
+            )
 
         return self._once("quota_gate", make)  # type: ignore[no-any-return]
+
+    def _quota_riders(self) -> tuple[Any, ...]:
+        """The quota rules item, read inside the edge's liveness BatchGetItem."""
+        gate = self.quota_gate
+        if gate is None:
+            return ()
+        from tokenbroker.adapters.quotas import RulesRider
+
+        return (RulesRider(table=self.settings.quotas_table, deliver=gate.rules_read),)
 
     @property
     def units_reporter(self) -> UnitsReporter:
         def make() -> UnitsReporter:
             from tokenbroker.services.quotas import UnitsReporter
 
-            return UnitsReporter(self.quota_store, clock=self.clock)
+            return UnitsReporter(
+                self.quota_store,
+                clock=self.clock,
+                retention_days=self.settings.usage_retention_days,
+            )
 
         return self._once("units_reporter", make)  # type: ignore[no-any-return]
 

@@ -134,8 +134,8 @@ def test_the_scopes_and_not_before_come_in_the_one_liveness_read(stack: Stack, a
     for _ in range(3):
         assert app(container, stack.event()) == "allow"
 
-    # (and the client's quota rules, read once per 30 s: services/quotas.py)
-    assert sent == {"BatchGetItem": 1, "Query": 1, "PutItem": 3}
+    # (the client's quota rules ride in that read: adapters/quotas.py::RulesRider)
+    assert sent == {"BatchGetItem": 1, "PutItem": 3}
     (body,) = bodies
     clients = body["RequestItems"][stack.deployment.refs["ClientsTable"]]
     projected = {

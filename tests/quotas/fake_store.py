@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 
+from tokenbroker.domain.models import UsageRecord
 from tokenbroker.domain.quotas import CounterState, LeaseAsk, QuotaLimits, apply, fits
 
 
@@ -15,6 +16,7 @@ class FakeQuotaStore:
         self.counters: dict[tuple[str, int], CounterState] = {}
         self.rule_items: dict[str, dict[str, QuotaLimits]] = {}
         self.reports: dict[str, int] = {}
+        self.events: dict[str, UsageRecord] = {}
         self.calls = 0
         self.fail: Exception | None = None
         self._lock = threading.Lock()
@@ -36,13 +38,23 @@ class FakeQuotaStore:
             return True, new
 
     def report_units(
-        self, *, usage_id: str, counter_id: str, day: int, model: str, units: int, at: int
+        self,
+        *,
+        usage_id: str,
+        counter_id: str,
+        day: int,
+        model: str,
+        units: int,
+        at: int,
+        event: UsageRecord | None = None,
     ) -> bool:
         with self._lock:
             self._call()
-            if usage_id in self.reports:
+            if usage_id in self.reports or (event is not None and event.record_id in self.events):
                 return False
             self.reports[usage_id] = units
+            if event is not None:
+                self.events[event.record_id] = event
             old = self.counters.get((counter_id, day), CounterState())
             self.counters[(counter_id, day)] = CounterState(
                 minutes=old.minutes, day_count=old.day_count, units=old.units + units

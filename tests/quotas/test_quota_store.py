@@ -23,14 +23,17 @@ from moto import mock_aws
 
 from quotas.fake_store import FakeQuotaStore
 from tokenbroker.adapters.aws import client as aws_client
+from tokenbroker.adapters.ledger_items import from_item
 from tokenbroker.adapters.quotas import DynamoQuotaStore
 from tokenbroker.domain.clock import FixedClock
 from tokenbroker.domain.errors import TemporarilyUnavailable
+from tokenbroker.domain.models import Decision, EventType, UsageRecord
 from tokenbroker.domain.quotas import ALL_MODELS, QuotaExceeded, QuotaLimits, ask
 from tokenbroker.local import load_template
 from tokenbroker.services.quotas import QuotaGate, UnitsReporter
 
 TABLE = "quotas-test"
+USAGE = "usage-test"
 T0 = 1_800_000_000 - 1_800_000_000 % 86_400 + 7
 CLIENT = "tbc_client"
 
@@ -40,6 +43,7 @@ def ddb() -> Iterator[Any]:
     with mock_aws():
         client = aws_client("dynamodb")
         client.create_table(**load_template().create_table_kwargs("QuotasTable", TABLE))
+        client.create_table(**load_template().create_table_kwargs("UsageTable", USAGE))
         yield client
 
 
@@ -117,7 +121,7 @@ def test_the_fake_and_the_adapter_agree_on_the_lease_condition(backend: str, ddb
 
 
 def test_units_count_once_per_usage_record_and_stop_the_next_lease(ddb: Any) -> None:
-    store = DynamoQuotaStore(ddb, table=TABLE)
+    store = DynamoQuotaStore(ddb, table=TABLE, usage_table=USAGE)
     store.set_rule(CLIENT, "big", QuotaLimits(units_per_day=100), at=T0)
     clock = FixedClock(T0)
     g = QuotaGate(store, defaults=QuotaLimits(), clock=clock)
@@ -165,7 +169,7 @@ def _fail_with(client: Any, operation: str, code: str) -> None:
     [
         ("UpdateItem", "ProvisionedThroughputExceededException"),
         ("UpdateItem", "ThrottlingException"),
-        ("Query", "ResourceNotFoundException"),
+        ("GetItem", "ResourceNotFoundException"),
         ("UpdateItem", "AccessDeniedException"),
     ],
 )
@@ -195,3 +199,95 @@ def test_a_missing_table_fails_closed(ddb: Any) -> None:
     store = DynamoQuotaStore(ddb, table="no-such-table")
     with pytest.raises(TemporarilyUnavailable, match="ResourceNotFoundException"):
         QuotaGate(store, defaults=QuotaLimits(5), clock=FixedClock(T0)).admit(CLIENT, "a", "", T0)
+
+
+def _units_events(ddb: Any) -> list[UsageRecord]:
+    items = ddb.scan(TableName=USAGE)["Items"]
+    return sorted(
+        (r for r in map(from_item, items) if r.event is EventType.UNITS_REPORTED),
+        key=lambda r: r.record_id,
+    )
+
+
+def test_each_units_report_is_a_ledger_event_linked_to_its_usage_record(ddb: Any) -> None:
+    store = DynamoQuotaStore(ddb, table=TABLE, usage_table=USAGE)
+    store.set_rule(CLIENT, ALL_MODELS, QuotaLimits(units_per_day=1000), at=T0)
+    clock = FixedClock(T0)
+    reference = QuotaGate(store, defaults=QuotaLimits(), clock=clock).admit(CLIENT, "al", "", T0)
+    reporter = UnitsReporter(store, clock=clock, retention_days=30)
+    context = {
+        "usage_id": "rec-1",
+        "quota": reference,
+        "principal": "al",
+        "client_id": CLIENT,
+        "jkt": "jkt-1",
+        "token_jti": "jti-1",
+    }
+    assert reporter.report(context, units=60, model="llama3:8b") is True
+    [event] = _units_events(ddb)
+    assert event.record_id == "units:rec-1"  # the usage record it reports on
+    assert (event.decision, event.reason, event.resource) == (
+        Decision.ALLOW,
+        "units:60",
+        "llama3:8b",
+    )
+    assert (event.principal, event.client_id, event.jkt, event.token_jti) == (
+        "al",
+        CLIENT,
+        "jkt-1",
+        "jti-1",
+    )
+    assert (event.at_ms, event.retain_until) == (T0 * 1000, T0 + 30 * 86_400)
+
+
+def test_a_duplicate_report_is_refused_and_records_no_second_event(ddb: Any) -> None:
+    store = DynamoQuotaStore(ddb, table=TABLE, usage_table=USAGE)
+    store.set_rule(CLIENT, ALL_MODELS, QuotaLimits(units_per_day=1000), at=T0)
+    clock = FixedClock(T0)
+    reference = QuotaGate(store, defaults=QuotaLimits(), clock=clock).admit(CLIENT, "al", "", T0)
+    reporter = UnitsReporter(store, clock=clock)
+    context = {"usage_id": "rec-1", "quota": reference, "principal": "al", "client_id": CLIENT}
+    assert reporter.report(context, units=60) is True
+    clock.advance(5)
+    assert reporter.report(context, units=99) is False  # a retry, even with other units
+    assert [e.reason for e in _units_events(ddb)] == ["units:60"]
+    day, counter = reference.split("/", 1)
+    assert store.counter(counter, int(day)).units == 60
+
+
+def test_an_existing_event_alone_refuses_the_report_and_counts_nothing(ddb: Any) -> None:
+    """The ledger put's own condition (not only the report item's): nothing overwrites a
+    ledger record, and the three writes move together."""
+    store = DynamoQuotaStore(ddb, table=TABLE, usage_table=USAGE)
+    store.set_rule(CLIENT, ALL_MODELS, QuotaLimits(units_per_day=1000), at=T0)
+    clock = FixedClock(T0)
+    reference = QuotaGate(store, defaults=QuotaLimits(), clock=clock).admit(CLIENT, "al", "", T0)
+    UnitsReporter(store, clock=clock).report({"usage_id": "r1", "quota": reference}, units=7)
+    ddb.delete_item(TableName=TABLE, Key={"pk": {"S": "report#r1"}, "sk": {"S": "units"}})
+    assert (
+        UnitsReporter(store, clock=clock).report({"usage_id": "r1", "quota": reference}, units=8)
+        is False
+    )
+    day, counter = reference.split("/", 1)
+    assert store.counter(counter, int(day)).units == 7
+    assert [e.reason for e in _units_events(ddb)] == ["units:7"]
+
+
+def test_a_failed_units_transaction_fails_closed_and_writes_nothing(ddb: Any) -> None:
+    store = DynamoQuotaStore(ddb, table=TABLE, usage_table=USAGE)
+    store.set_rule(CLIENT, ALL_MODELS, QuotaLimits(units_per_day=1000), at=T0)
+    clock = FixedClock(T0)
+    reference = QuotaGate(store, defaults=QuotaLimits(), clock=clock).admit(CLIENT, "al", "", T0)
+    _fail_with(ddb, "TransactWriteItems", "ThrottlingException")
+    with pytest.raises(TemporarilyUnavailable, match="ThrottlingException"):
+        UnitsReporter(store, clock=clock).report({"usage_id": "r1", "quota": reference}, units=7)
+    assert _units_events(ddb) == []
+
+
+def test_a_store_without_a_ledger_refuses_units_events_rather_than_drop_them(ddb: Any) -> None:
+    store = DynamoQuotaStore(ddb, table=TABLE)
+    store.set_rule(CLIENT, ALL_MODELS, QuotaLimits(units_per_day=1000), at=T0)
+    clock = FixedClock(T0)
+    reference = QuotaGate(store, defaults=QuotaLimits(), clock=clock).admit(CLIENT, "al", "", T0)
+    with pytest.raises(TemporarilyUnavailable, match="no usage table"):
+        UnitsReporter(store, clock=clock).report({"usage_id": "r1", "quota": reference}, units=7)

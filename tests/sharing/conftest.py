@@ -14,8 +14,8 @@ import boto3
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
-from moto import mock_aws
 
+from quotas.module_aws import clear_table, module_aws
 from tokenbroker import bootstrap
 from tokenbroker.adapters.usage import usage_item
 from tokenbroker.domain.models import Decision, UsageRecord
@@ -118,20 +118,23 @@ class Stack:
         )["Item"]
 
 
-@pytest.fixture
-def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    with mock_aws():
+@dataclass
+class _Provisioned:
+    deployment: Deployment
+    session: Any
+    queue_url: str
+    stream_position: list[str | None]  # where the last test left the usage stream
+
+
+@pytest.fixture(scope="module")
+def _provisioned() -> Iterator[_Provisioned]:
+    """The stack, provisioned once per module (most of a test's time); ``stack`` resets
+    what a test changes."""
+    with module_aws():
         session = boto3.Session(region_name=REGION)
         deployment = provision(
             load_template(), session_or_clients=session, stack_name=STACK, region=REGION
         )
-        for name, value in deployment.environment("AggregatesFunction").items():
-            monkeypatch.setenv(name, value)
-        bootstrap.default.cache_clear()
-        container = bootstrap.default()
-        client = container.admin.create_client(name="relay", scope="model:chat:invoke").client
-        jkt = new_jkt()
-        container.admin.enroll_device(client_id=client.client_id, jkt=jkt)
         # the platform team's subscription: an SQS queue on the alerts topic
         sqs = session.client("sqs")
         queue = sqs.create_queue(QueueName="alerts")["QueueUrl"]
@@ -142,10 +145,38 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
             Endpoint=queue_arn["Attributes"]["QueueArn"],
             Attributes={"RawMessageDelivery": "true"},
         )
-        stack = Stack(deployment, session, session.client("dynamodb"), make_streams_client(REGION))
-        stack.client_id, stack.jkt, stack.queue_url = client.client_id, jkt, queue
-        stack.new_records()  # past the admin events
-        yield stack
+        yield _Provisioned(deployment, session, queue, [None])
+    bootstrap.default.cache_clear()
+
+
+@pytest.fixture
+def stack(_provisioned: _Provisioned, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """Per test: empty usage, sharing and aggregates tables, no queued alert, the stream
+    read past everything before, a fresh container, a new client with a new device."""
+    deployment, session = _provisioned.deployment, _provisioned.session
+    for name, value in deployment.environment("AggregatesFunction").items():
+        monkeypatch.setenv(name, value)
+    ddb = session.client("dynamodb")
+    clear_table(ddb, deployment.refs["UsageTable"], ("id",))
+    clear_table(ddb, deployment.refs["SharingTable"], ("pk", "sk"))
+    clear_table(ddb, deployment.refs["AggregatesTable"], ("pk", "sk"))
+    sqs = session.client("sqs")
+    while sqs.receive_message(QueueUrl=_provisioned.queue_url, MaxNumberOfMessages=10).get(
+        "Messages"
+    ):
+        pass
+    bootstrap.default.cache_clear()
+    container = bootstrap.default()
+    client = container.admin.create_client(name="relay", scope="model:chat:invoke").client
+    jkt = new_jkt()
+    container.admin.enroll_device(client_id=client.client_id, jkt=jkt)
+    stack = Stack(deployment, session, ddb, make_streams_client(REGION))
+    stack.client_id, stack.jkt, stack.queue_url = client.client_id, jkt, _provisioned.queue_url
+    stack._position = _provisioned.stream_position[0]
+    while stack.new_records():  # past the earlier tests' and the admin events
+        pass
+    yield stack
+    _provisioned.stream_position[0] = stack._position
     bootstrap.default.cache_clear()
 
 

@@ -2,7 +2,10 @@
 quota items' attribute names. The design and its bounds: :mod:`tokenbroker.domain.quotas`.
 
 Items (``pk``, ``sk``):
-- a rule: ``rule#<client_id>``, ``<model or *>`` with ``rpm``, ``rpd``, ``upd``;
+- a client's rules: ``rule#<client_id>``, ``rules``, ONE item per client holding every
+  model's limits as ``rpm:<model or *>``, ``rpd:<model>``, ``upd:<model>``: one key, so
+  the edge reads it inside the liveness BatchGetItem it makes anyway (:class:`RulesRider`,
+  no round trip of its own; a Query cannot ride in a BatchGetItem);
 - a counter: ``use#<json [client, principal, model key]>``, ``<UTC day>`` with
   ``m<minute of the day>`` (requests leased in that minute; the last two minutes),
   ``d`` (requests leased today), ``u`` (model units reported today), ``ttl`` (2 days on);
@@ -13,12 +16,15 @@ Items (``pk``, ``sk``):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
 from tokenbroker.adapters.aws import error_code, failing_closed
-from tokenbroker.domain.errors import InvalidRequest
+from tokenbroker.adapters.dynamodb import ledger_put
+from tokenbroker.domain.errors import InvalidRequest, TemporarilyUnavailable
+from tokenbroker.domain.models import UsageRecord
 from tokenbroker.domain.quotas import CounterState, LeaseAsk, QuotaLimits
 
 PK: Final = "pk"
@@ -35,6 +41,31 @@ EXPIRES_AT: Final = "ttl"
 MODEL: Final = "model"
 AT: Final = "at"
 _LIMITS: Final = ((RPM, "requests_per_minute"), (RPD, "requests_per_day"), (UPD, "units_per_day"))
+RULES_SK: Final = "rules"
+#: ``<limit>:<model>`` (a model may hold ":", the limit names do not)
+RULE_SEPARATOR: Final = ":"
+
+
+def rules_key(client_id: str) -> dict[str, Any]:
+    return {PK: {"S": "rule#" + client_id}, SK: {"S": RULES_SK}}
+
+
+def parse_rules(item: Mapping[str, Any] | None) -> dict[str, QuotaLimits]:
+    """The rules item (None = the client has none) as model -> limits. A value we never
+    write (not a non-negative integer) is TemporarilyUnavailable: refuse, never guess."""
+    found: dict[str, dict[str, int]] = {}
+    for name, value in (item or {}).items():
+        attr, sep, model = name.partition(RULE_SEPARATOR)
+        if not sep or attr not in (RPM, RPD, UPD) or not model:
+            continue
+        number = value.get("N") if isinstance(value, Mapping) else None
+        if number is None or not number.isdigit():
+            raise TemporarilyUnavailable("a quota rule holds an invalid limit")
+        found.setdefault(model, {})[attr] = int(number)
+    return {
+        model: QuotaLimits(*(limits.get(attr) for attr, _ in _LIMITS))
+        for model, limits in found.items()
+    }
 
 
 def counter_pk(client_id: str, principal: str, model_key: str) -> str:
@@ -66,49 +97,43 @@ def _state(item: dict[str, Any] | None, day: int) -> CounterState:
 
 
 class DynamoQuotaStore:
-    def __init__(self, dynamodb: Any, *, table: str) -> None:
+    def __init__(self, dynamodb: Any, *, table: str, usage_table: str = "") -> None:
+        """``usage_table``: the ledger a units report's event goes to ("" = none)."""
         self._ddb = dynamodb
         self._table = table
+        self._usage = usage_table
 
     def counter_id(self, client_id: str, principal: str, model_key: str) -> str:
         return counter_pk(client_id, principal, model_key)
 
     # ---- rules (admin plane writes, the edge reads through a cache) ------------------
     def rules(self, client_id: str) -> dict[str, QuotaLimits]:
-        with failing_closed("dynamodb:Query"):
-            response = self._ddb.query(
-                TableName=self._table,
-                KeyConditionExpression="#pk = :pk",
-                ExpressionAttributeNames={"#pk": PK},
-                ExpressionAttributeValues={":pk": {"S": "rule#" + client_id}},
-                ConsistentRead=True,
-            )
-        rules = {}
-        for item in response.get("Items", []):
-            rules[item[SK]["S"]] = QuotaLimits(
-                *(int(item[a]["N"]) if a in item else None for a, _ in _LIMITS)
-            )
-        return rules
+        """A direct read (the admin plane; the edge reads the item with the liveness)."""
+        with failing_closed("dynamodb:GetItem"):
+            item = self._ddb.get_item(
+                TableName=self._table, Key=rules_key(client_id), ConsistentRead=True
+            ).get("Item")
+        return parse_rules(item)
 
     def set_rule(self, client_id: str, model: str, limits: QuotaLimits, at: int) -> QuotaLimits:
-        """Merge the given limits into the rule; returns the rule as stored."""
+        """Merge the given limits into the model's rule; returns the rule as stored."""
         sets, values = ["#at = :at"], {":at": {"N": str(at)}}
         names = {"#at": AT}
-        for (attr, _), value in zip(_LIMITS, limits.astuple(), strict=True):
+        for i, ((attr, _), value) in enumerate(zip(_LIMITS, limits.astuple(), strict=True)):
             if value is not None:
-                sets.append(f"#{attr} = :{attr}")
-                names[f"#{attr}"] = attr
-                values[f":{attr}"] = {"N": str(value)}
+                sets.append(f"#l{i} = :l{i}")
+                names[f"#l{i}"] = attr + RULE_SEPARATOR + model
+                values[f":l{i}"] = {"N": str(value)}
         with failing_closed("dynamodb:UpdateItem"):
             item = self._ddb.update_item(
                 TableName=self._table,
-                Key={PK: {"S": "rule#" + client_id}, SK: {"S": model}},
+                Key=rules_key(client_id),
                 UpdateExpression="SET " + ", ".join(sets),
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
             )["Attributes"]
-        return QuotaLimits(*(int(item[a]["N"]) if a in item else None for a, _ in _LIMITS))
+        return parse_rules(item).get(model, QuotaLimits())
 
     # ---- the edge: one conditional UpdateItem per lease ------------------------------
     def lease(self, counter_id: str, day: int, a: LeaseAsk) -> tuple[bool, CounterState]:
@@ -161,16 +186,31 @@ class DynamoQuotaStore:
 
     # ---- the protected function: units after the call --------------------------------
     def report_units(
-        self, *, usage_id: str, counter_id: str, day: int, model: str, units: int, at: int
+        self,
+        *,
+        usage_id: str,
+        counter_id: str,
+        day: int,
+        model: str,
+        units: int,
+        at: int,
+        event: UsageRecord | None = None,
     ) -> bool:
         """Count ``units`` toward the counter's day, once per usage record (atomically:
-        the report item and the counter move together). False if already reported."""
+        the report item, the counter and the ledger ``event`` move together, each put
+        conditional on its id being new). False if already reported."""
         if not usage_id or not counter_id.startswith("use#"):
             raise InvalidRequest("the grant carries no usage record or quota counter")
+        ledger = []
+        if event is not None:
+            if not self._usage:
+                raise TemporarilyUnavailable("no usage table is configured for units events")
+            ledger.append(ledger_put(self._usage, event))
         with failing_closed("dynamodb:TransactWriteItems"):
             try:
                 self._ddb.transact_write_items(
                     TransactItems=[
+                        *ledger,
                         {
                             "Put": {
                                 "TableName": self._table,
@@ -216,3 +256,24 @@ class DynamoQuotaStore:
                 TableName=self._table, Key=counter_key(counter_id, day), ConsistentRead=True
             ).get("Item")
         return _state(item, day)
+
+
+class RulesRider:
+    """The client's rules item, read inside the edge's liveness BatchGetItem
+    (adapters/usage.py::DynamoLiveness ``riders``): no round trip of its own, read as
+    often as the liveness (at most once per (client, device) per ``liveness.MAX_AGE``).
+    ``deliver(client_id, rules)`` hands them to the quota gate; an absent item is "no
+    rules" (the template defaults apply); a throttled or unprocessed read fails the
+    whole BatchGetItem closed, exactly as the liveness read does."""
+
+    def __init__(
+        self, *, table: str, deliver: Callable[[str, dict[str, QuotaLimits]], None]
+    ) -> None:
+        self.table = table
+        self._deliver = deliver
+
+    def key(self, client_id: str, jkt: str) -> dict[str, Any]:
+        return rules_key(client_id)
+
+    def found(self, client_id: str, jkt: str, item: Mapping[str, Any] | None) -> None:
+        self._deliver(client_id, parse_rules(item))

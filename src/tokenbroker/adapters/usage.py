@@ -8,8 +8,9 @@ sharding are defined in :mod:`tokenbroker.domain.ledger`.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii as _json_string
-from typing import Any
+from typing import Any, Protocol
 
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
@@ -128,11 +129,31 @@ class DynamoUsageLedger:
         return True
 
 
+class LivenessRider(Protocol):
+    """One more item read in the liveness BatchGetItem (same round trip, same cache
+    life; e.g. adapters/quotas.py::RulesRider). ``found`` gets the item (None = absent)
+    after every key was processed; what it raises fails the read closed."""
+
+    table: str
+
+    def key(self, client_id: str, jkt: str) -> dict[str, Any]: ...
+
+    def found(self, client_id: str, jkt: str, item: Mapping[str, Any] | None) -> None: ...
+
+
 class DynamoLiveness:
     """Reads a client and a device in one consistent BatchGetItem round trip: the
-    client's status, scopes and tokens-not-before, the device's status and client."""
+    client's status, scopes and tokens-not-before, the device's status and client
+    (plus one item per rider, on a table of its own)."""
 
-    def __init__(self, dynamodb: Any, *, clients_table: str, devices_table: str) -> None:
+    def __init__(
+        self,
+        dynamodb: Any,
+        *,
+        clients_table: str,
+        devices_table: str,
+        riders: Sequence[LivenessRider] = (),
+    ) -> None:
         from tokenbroker.adapters import dynamodb as names  # imports this module
 
         self._ddb = dynamodb
@@ -146,11 +167,18 @@ class DynamoLiveness:
         self._revoked = names.REVOKED_JTIS
         self._device_not_before = names.DEVICE_TOKENS_NOT_BEFORE
         self._step_up = names.STEP_UP_AT
+        if len({clients_table, devices_table, *(r.table for r in riders)}) != 2 + len(riders):
+            raise ValueError("each liveness rider reads a table of its own")
+        self._riders = tuple(riders)
 
     def fetch(self, client_id: str, jkt: str) -> Liveness:
+        rides = {
+            r.table: {"Keys": [r.key(client_id, jkt)], "ConsistentRead": True} for r in self._riders
+        }
         with failing_closed("dynamodb:BatchGetItem"):
             response = self._ddb.batch_get_item(
                 RequestItems={
+                    **rides,
                     self._clients: {
                         "Keys": [{self._client_id: {"S": client_id}}],
                         "ConsistentRead": True,
@@ -192,6 +220,8 @@ class DynamoLiveness:
             device_not_before = int(device.get(self._device_not_before, {}).get("N", "0"))
         except ValueError as exc:
             raise TemporarilyUnavailable("the device's tokens_not_before is invalid") from exc
+        for rider in self._riders:
+            rider.found(client_id, jkt, (found.get(rider.table) or [None])[0])
         return Liveness(
             revoked_jtis=frozenset(revoked) if isinstance(revoked, dict) else frozenset(),
             device_tokens_not_before=device_not_before,

@@ -129,6 +129,8 @@ class EventType(StrEnum):
     #: containment step_up: the device must pass a fresh identity check first
     DEVICE_STEP_UP_REQUIRED = "device_step_up_required"
     CLIENT_CONTAINMENT_CHANGED = "client_containment_changed"
+    #: a protected function reported model units against a usage record (report_usage)
+    UNITS_REPORTED = "units_reported"
 
 
 @dataclass(frozen=True, kw_only=True)

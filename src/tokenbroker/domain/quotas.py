@@ -49,13 +49,13 @@ Bounds (proved in tests/quotas):
 - **Units per day** are reported after the call, so they are enforced on the next lease:
   a principal may run over ``upd`` by the units of the requests already allowed (in flight
   and the rest of each environment's lease, <= n - 1 requests per environment).
-- Round trips per allowed request: 1 (the usage write) + 1/n (the lease) + one config
-  read per client per ``CONFIG_TTL_SECONDS`` per environment. A hot principal: ~1.007
-  (benchmarks/quotas.py). The Zipf tail is not amortised: a principal an environment
-  sees less than every 2 s costs it a lease per request, and each (environment, client)
-  pair a rules read per 30 s (fleet-wide 1.9 at 100,000 req/s over 1,000 environments
-  and 2,000 clients in the benchmark's first 8 s; folding the rules into the liveness
-  read would remove the latter).
+- Round trips per allowed request: 1 (the usage write) + 1/n (the lease). The client's
+  rules are one item read inside the edge's liveness BatchGetItem (adapters/quotas.py::
+  RulesRider), cached as long as that view: no round trip of their own. A hot
+  principal: ~1.005 (benchmarks/quotas.py). The Zipf tail is not amortised: a principal
+  an environment sees less than every 2 s costs it a lease per request (fleet-wide
+  1.526 at 100,000 req/s over 1,000 environments and 2,000 principals; the benchmark's
+  docstring says why the design stays strict rather than admit the tail unsynced).
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from tokenbroker.domain.errors import OAuthError
+from tokenbroker.domain.models import UsageRecord
 
 ALL_MODELS = "*"
 MAX_LEASE = 256
@@ -342,8 +343,19 @@ class QuotaStore(Protocol):
     def lease(self, counter_id: str, day: int, a: LeaseAsk) -> tuple[bool, CounterState]: ...
 
     def report_units(
-        self, *, usage_id: str, counter_id: str, day: int, model: str, units: int, at: int
-    ) -> bool: ...
+        self,
+        *,
+        usage_id: str,
+        counter_id: str,
+        day: int,
+        model: str,
+        units: int,
+        at: int,
+        event: UsageRecord | None = None,
+    ) -> bool:
+        """Count ``units`` once per usage record, with ``event`` (the report's ledger
+        record) written in the same transaction; False if reported before."""
+        ...
 
 
 class QuotaCheck(Protocol):

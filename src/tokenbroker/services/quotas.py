@@ -19,6 +19,7 @@ from typing import Protocol
 
 from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import InvalidRequest, TemporarilyUnavailable
+from tokenbroker.domain.models import EventType, UsageRecord
 from tokenbroker.domain.quotas import (
     ALL_MODELS,
     CONFIG_TTL_SECONDS,
@@ -136,9 +137,20 @@ class QuotaGate:
             ):
                 state.lease = lease.give_back()
 
+    def rules_read(self, client_id: str, rules: Mapping[str, QuotaLimits]) -> None:
+        """The client's rules as the edge's liveness read just brought them (the rules
+        item rides in its BatchGetItem: adapters/quotas.py::RulesRider). With
+        ``config_ttl`` = the liveness bound they live exactly as long as that view, so
+        a request whose liveness was just read or served from cache finds them here and
+        costs no rules read of its own."""
+        if len(self._rules) >= _MAX_ENTRIES and client_id not in self._rules:
+            self._rules.clear()
+        self._rules[client_id] = (self._clock(), rules)
+
     def _rules_of(self, client_id: str, now: float) -> Mapping[str, QuotaLimits]:
         cached = self._rules.get(client_id)
-        if cached is not None and 0 <= now - cached[0] < self._config_ttl:
+        # abs: the liveness read that delivered them ran after the request's ``now``
+        if cached is not None and abs(now - cached[0]) < self._config_ttl:
             return cached[1]
         self.calls += 1
         rules = self._store.rules(client_id)  # a failure propagates: fail closed
@@ -191,13 +203,24 @@ def check_units(units: object) -> int:
     return units
 
 
+#: the ledger event of a units report: ``units:<usage record id>`` (one per usage record)
+UNITS_EVENT_PREFIX = "units:"
+UNITS_ACTOR = "tokenbroker:report_usage"
+
+
 class UnitsReporter:
     """The protected function's side: count model units against the grant's quota
-    counter, once per usage record. Enforced on the next lease (domain/quotas.py)."""
+    counter, once per usage record. Enforced on the next lease (domain/quotas.py).
 
-    def __init__(self, store: QuotaStore, *, clock: Clock) -> None:
+    Each report is also a ledger event (``units_reported``, id ``units:<usage id>``,
+    reason ``units:<n>``, resource the model) written in the same transaction as the
+    counter, with a condition, so digests seal it, ``audit usage`` lists it and a retried
+    report is neither counted nor recorded twice."""
+
+    def __init__(self, store: QuotaStore, *, clock: Clock, retention_days: int = 400) -> None:
         self._store = store
         self._clock = clock
+        self._retention_days = retention_days
 
     def report(self, context: Mapping[str, object], *, units: int, model: str = "") -> bool:
         """``context``: the authorizer context. False if this usage was reported before."""
@@ -212,13 +235,28 @@ class UnitsReporter:
             day, counter_id = parse_quota_reference(reference)
         except ValueError as exc:
             raise InvalidRequest("the authorizer context's quota reference is invalid") from exc
+        now = self._clock()
+        event = UsageRecord.build(
+            at=now,
+            retention_days=self._retention_days,
+            record_id=UNITS_EVENT_PREFIX + usage_id,
+            principal=str(context.get("principal") or ""),
+            client_id=str(context.get("client_id") or ""),
+            jkt=str(context.get("jkt") or ""),
+            token_jti=str(context.get("token_jti") or ""),
+            reason=f"units:{units}",
+            event=EventType.UNITS_REPORTED,
+            resource=model,
+            actor=UNITS_ACTOR,
+        )
         return self._store.report_units(
             usage_id=usage_id,
             counter_id=counter_id,
             day=day,
             model=model,
             units=units,
-            at=int(self._clock()),
+            at=int(now),
+            event=event,
         )
 
 
