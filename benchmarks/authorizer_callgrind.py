@@ -55,26 +55,55 @@ def child(loop: str, serve: int, sign: int) -> None:
 
 
 def _instructions(loop: str, serve: int, sign: int, valgrind: str) -> int:
+    cmd = [
+        sys.executable, "-m", "benchmarks.authorizer_callgrind",
+        "--child", loop, "--serve", str(serve), "--sign", str(sign),
+    ]  # fmt: skip
+    return _callgrind_total(cmd, valgrind, {**bench.child_env(), "PYTHONHASHSEED": "0"})
+
+
+def _callgrind_total(cmd: Sequence[str], valgrind: str, env: dict[str, str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
-        cmd = [
-            valgrind, "--tool=callgrind", f"--callgrind-out-file={out}",
-            sys.executable, "-m", "benchmarks.authorizer_callgrind",
-            "--child", loop, "--serve", str(serve), "--sign", str(sign),
-        ]  # fmt: skip
-        env = {**bench.child_env(), "PYTHONHASHSEED": "0"}
+        full = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", *cmd]
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, env=env, cwd=bench.ROOT, check=False
+            full, capture_output=True, text=True, env=env, cwd=bench.ROOT, check=False
         )
         if proc.returncode != 0:
-            raise RuntimeError(f"{loop} under callgrind failed:\n{proc.stderr[-2000:]}")
+            raise RuntimeError(f"{cmd[-1][:40]!r} under callgrind failed:\n{proc.stderr[-2000:]}")
         match = re.search(r"^summary:\s+(\d+)", out.read_text(), re.MULTILINE)
         if match is None:
             raise RuntimeError("no summary line in the callgrind output")
         return int(match.group(1))
 
 
-def run(small: int, large: int, *, valgrind: str = "valgrind") -> dict[str, Any]:
+#: the cold-init children of benchmarks/authorizer.py, and the prelude alone (the
+#: interpreter's start-up and the timing set-up, the same in both: subtracted)
+COLD_KINDS = ("prelude", "baseline", "authorizer", "authorizer_no_kms")
+
+
+def cold_init(valgrind: str = "valgrind") -> dict[str, Any]:
+    """Cold init in instructions: the children ``benchmarks/authorizer.py`` times
+    (``import boto3`` + a DynamoDB client vs importing the authorizer +
+    ``bootstrap.default()`` + its clients), each minus the prelude's instructions."""
+    env = {**bench.child_env(), "PYTHONHASHSEED": "0"}
+    totals = {}
+    for kind in COLD_KINDS:
+        if kind == "prelude":
+            code = f"APP = ''\nWITH_KMS = False\nREQUESTS = 0\n{bench._PRELUDE}"
+        else:
+            code = bench._script(kind)
+        totals[kind] = _callgrind_total([sys.executable, "-c", code], valgrind, env)
+    net = {k: totals[k] - totals["prelude"] for k in COLD_KINDS if k != "prelude"}
+    return {
+        "instructions": net,
+        "prelude_instructions": totals["prelude"],
+        "ratio": round(net["authorizer"] / net["baseline"], 3),
+        "ratio_no_kms": round(net["authorizer_no_kms"] / net["baseline"], 3),
+    }
+
+
+def run(small: int, large: int, *, valgrind: str = "valgrind", cold: bool = True) -> dict[str, Any]:
     if shutil.which(valgrind) is None:
         return {"skipped": f"valgrind not found ({valgrind!r} is not on PATH)"}
     per_request = {}
@@ -83,11 +112,14 @@ def run(small: int, large: int, *, valgrind: str = "valgrind") -> dict[str, Any]
         high = _instructions(loop, large, large, valgrind)
         per_request[loop] = (high - low) / (large - small)
     base = per_request["baseline"]
-    return {
+    report: dict[str, Any] = {
         "requests": [small, large],
         "instructions_per_request": {k: round(v) for k, v in per_request.items()},
         "ratio": {k: round(v / base, 3) for k, v in per_request.items() if k != "baseline"},
     }
+    if cold:
+        report["cold_init"] = cold_init(valgrind)
+    return report
 
 
 def render(report: dict[str, Any]) -> str:
@@ -100,6 +132,15 @@ def render(report: dict[str, Any]) -> str:
         "ratio to 2 direct P-256 verifies: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratio.items()),
         f"  targets: handler <= {bench.CPU_TARGET}x, service <= {bench.SERVICE_TARGET}x",
     ]
+    cold = report.get("cold_init")
+    if cold:
+        net = cold["instructions"]
+        lines.append(
+            f"cold init instructions (prelude {cold['prelude_instructions']:,} subtracted): "
+            + ", ".join(f"{k} {v:,}" for k, v in net.items())
+            + f"; authorizer / (boto3 + DynamoDB client) {cold['ratio']:.2f}x "
+            f"(target <= {bench.COLD_TARGET}x), without the KMS client {cold['ratio_no_kms']:.2f}x"
+        )
     return "\n".join(lines)
 
 
@@ -111,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=60)
     parser.add_argument("--valgrind", default="valgrind")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold-init counts")
     parser.add_argument("--child", choices=LOOPS, help=argparse.SUPPRESS)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sign", type=int, help=argparse.SUPPRESS)
@@ -118,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         child(args.child, args.serve, args.sign)
         return 0
-    report = run(args.small, args.large, valgrind=args.valgrind)
+    report = run(args.small, args.large, valgrind=args.valgrind, cold=not args.no_cold)
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0
 

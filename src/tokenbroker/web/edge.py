@@ -40,7 +40,7 @@ from tokenbroker.domain.errors import (
 from tokenbroker.domain.nonces import NonceChallenge
 from tokenbroker.domain.quotas import QuotaExceeded
 from tokenbroker.services.authorization import Grant, ResourceRequest
-from tokenbroker.web.events import raw_header_values, raw_request_url
+from tokenbroker.web.events import raw_headers, raw_request_url
 from tokenbroker.web.quota_responses import quota_body, quota_context, quota_response
 
 if TYPE_CHECKING:
@@ -200,15 +200,19 @@ def _denied(
 # ---- API Gateway REST API REQUEST authorizer ---------------------------------------
 
 
+_REST_HEADERS = ("Authorization", "DPoP", "X-Forwarded-Proto", "Host")
+
+
 def rest_request(event: Mapping[str, Any]) -> tuple[ResourceRequest, str]:
     raw = _raw(event)
-    url, issuer = raw_request_url(raw)
+    headers = raw_headers(raw, _REST_HEADERS)  # one pass over the headers for all four
+    url, issuer = raw_request_url(raw, headers)
     ctx = _mapping(raw.get("requestContext"))
     identity = _mapping(ctx.get("identity"))
     params = _mapping(raw.get("pathParameters"))
     return ResourceRequest(
-        authorization=tuple(raw_header_values(raw, "Authorization")),
-        dpop=tuple(raw_header_values(raw, "DPoP")),
+        authorization=tuple(headers["authorization"]),
+        dpop=tuple(headers["dpop"]),
         method=str(raw.get("httpMethod") or ""),
         url=url,
         route=str(raw.get("resource") or ""),

@@ -29,7 +29,31 @@ def raw_header_values(raw: Mapping[str, Any], name: str) -> list[str]:
     return values
 
 
-def raw_request_url(raw: Mapping[str, Any]) -> tuple[str, str]:
+def raw_headers(raw: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, list[str]]:
+    """``raw_header_values`` for several headers in one pass over the event's headers
+    (the edge reads four per request): lower-cased name -> its values."""
+    wanted: dict[str, list[str]] = {name.lower(): [] for name in names}
+    multi = raw.get("multiValueHeaders")
+    if (type(multi) is dict or isinstance(multi, Mapping)) and multi:
+        for key, vals in multi.items():
+            if type(key) is str and isinstance(vals, list):
+                found = wanted.get(key.lower())
+                if found is not None:
+                    found.extend(v for v in vals if isinstance(v, str))
+        return wanted
+    single = raw.get("headers")
+    if type(single) is dict or isinstance(single, Mapping):
+        for key, val in single.items():
+            if isinstance(key, str) and isinstance(val, str):
+                found = wanted.get(key.lower())
+                if found is not None:
+                    found.append(val)
+    return wanted
+
+
+def raw_request_url(
+    raw: Mapping[str, Any], headers: Mapping[str, list[str]] | None = None
+) -> tuple[str, str]:
     """(URL the client called, without query; the external base URL = issuer) from a
     REST API proxy or REQUEST-authorizer event.
 
@@ -39,11 +63,14 @@ def raw_request_url(raw: Mapping[str, Any]) -> tuple[str, str]:
     """
     ctx = raw.get("requestContext")
     ctx = ctx if isinstance(ctx, Mapping) else {}
-    protos = raw_header_values(raw, "X-Forwarded-Proto")
+    # ``headers``: raw_headers(raw, (...)) with at least x-forwarded-proto and host
+    if headers is None:
+        headers = raw_headers(raw, ("X-Forwarded-Proto", "Host"))
+    protos = headers["x-forwarded-proto"]
     proto = protos[0].split(",")[0].strip().lower() if len(protos) == 1 else "https"
     if proto not in ("http", "https"):
         proto = "https"
-    hosts = raw_header_values(raw, "Host")
+    hosts = headers["host"]
     host = str(ctx.get("domainName") or (hosts[0] if len(hosts) == 1 else ""))
     route_path = str(raw.get("path") or "")
     called = str(ctx.get("path") or route_path or "/")
