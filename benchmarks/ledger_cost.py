@@ -22,6 +22,11 @@ Measured, not estimated, where the code decides:
   JSONL, one object per batch and UTC hour (``usage/hour=YYYY-MM-DDTHH/...``); the
   compressed size is measured by gzip of real ``to_item`` records in batches of
   ``BatchSize``, stored over ``UsageRetentionDays``; one PUT per (batch, hour) object;
+  priced object by object from ``template.yaml``'s lifecycle rule on ``usage/`` (S3
+  Standard until the transition, then the rule's storage class with its minimum days and
+  bytes; objects under the rule's size stay in Standard), plus one lifecycle request per
+  tiered object and the retrieval fee for ``--archive-reads`` reads of each tiered byte
+  (an assumption: how often auditors read old periods);
 - the sealing: reads the archive objects (one S3 GET per object) and hashes the records
   (``record_hash``, timed here).
 
@@ -74,6 +79,7 @@ from moto import mock_aws
 
 from benchmarks.ledger_partitions import build_load, generate_second, to_record
 from tokenbroker import bootstrap
+from tokenbroker.adapters.archive import PREFIX as ARCHIVE_PREFIX
 from tokenbroker.adapters.ledger_items import to_item
 from tokenbroker.domain.ledger import hour_of, record_hash
 from tokenbroker.domain.models import UsageRecord
@@ -88,6 +94,13 @@ S3_PUT = 0.005 / 1000
 S3_GET = 0.0004 / 1000
 GLACIER_IR_GB_MONTH = 0.004
 GLACIER_IR_PUT = 0.02 / 1000
+# the storage classes a lifecycle rule may move the archive to: $ per GB-month, $ per
+# transition (lifecycle request), $ per GB retrieved, minimum days billed, minimum bytes
+# billed per object (us-east-1 list prices)
+STORAGE_CLASSES: dict[str, tuple[float, float, float, int, int]] = {
+    "STANDARD_IA": (0.0125, 0.01 / 1000, 0.01, 30, 128 * 1024),
+    "GLACIER_IR": (GLACIER_IR_GB_MONTH, GLACIER_IR_PUT, 0.03, 90, 128 * 1024),
+}
 LAMBDA_GB_S = 0.0000166667
 CLOUDTRAIL = 1.00  # $ per million data events
 API_GATEWAY = 3.50  # $ per million REST requests
@@ -366,19 +379,81 @@ def template_defaults(template: Any) -> dict[str, Any]:
     }
 
 
-def archive_objects(plain: list[dict[str, Any]], batch_size: int) -> tuple[int, int]:
-    """(objects, gzip bytes) of the archive tier for these records: per stream batch, one
+def archive_objects(plain: list[dict[str, Any]], batch_size: int) -> list[int]:
+    """The gzip size of each archive object for these records: per stream batch, one
     gzip JSONL object per UTC hour the batch touches (as the stream writes them)."""
-    objects = size = 0
+    sizes: list[int] = []
     for start in range(0, len(plain), batch_size):
         hours: dict[str, list[dict[str, Any]]] = {}
         for p in plain[start : start + batch_size]:
             hours.setdefault(hour_of(int(p["at"])), []).append(p)
         for members in hours.values():
             body = "\n".join(json.dumps(p, sort_keys=True, default=str) for p in members)
-            size += len(gzip.compress(body.encode(), 6))
-            objects += 1
-    return objects, size
+            sizes.append(len(gzip.compress(body.encode(), 6)))
+    return sizes
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiering:
+    """The template's lifecycle transition of the archive (``usage/`` in DigestBucket):
+    objects larger than ``min_bytes`` move to ``storage_class`` after ``after_days``."""
+
+    storage_class: str
+    after_days: int
+    min_bytes: int
+
+
+def archive_tiering(template: Any) -> Tiering | None:
+    """The one transition rule on the archive's prefix, as template.yaml declares it
+    (``Ref`` s resolved to the parameters' defaults); None if the archive stays put."""
+    defaults = template.parameters_defaults()
+
+    def value(v: Any) -> int:
+        return int(defaults[v["Ref"]]) if isinstance(v, dict) else int(v)
+
+    bucket = template.resources("AWS::S3::Bucket")["DigestBucket"]
+    rules = [
+        r
+        for r in bucket.get("LifecycleConfiguration", {}).get("Rules", [])
+        if r.get("Status") == "Enabled"
+        and r.get("Prefix") == ARCHIVE_PREFIX
+        and r.get("Transitions")
+    ]
+    if not rules:
+        return None
+    [rule] = rules
+    [transition] = rule["Transitions"]
+    return Tiering(
+        storage_class=transition["StorageClass"],
+        after_days=value(transition["TransitionInDays"]),
+        min_bytes=value(rule.get("ObjectSizeGreaterThan", 0)),
+    )
+
+
+def archive_bill(
+    sizes: list[int], tiering: Tiering | None, retention_days: int, reads: float
+) -> tuple[float, float, float]:
+    """$ (storage, transitions, retrievals) of these archive objects over the retention,
+    object by object: S3 Standard until the transition, then the class's price for the
+    rest (at least its minimum days, each object at least its minimum bytes); objects
+    at or under the rule's size stay in Standard. ``reads``: how many times an auditor
+    reads each tiered byte (an assumption, stated in the report)."""
+    storage = transitions = retrievals = 0.0
+    for size in sizes:
+        moves = (
+            tiering is not None and size > tiering.min_bytes and tiering.after_days < retention_days
+        )
+        if not moves:
+            storage += size / GB * S3_GB_MONTH * retention_days / DAYS_PER_MONTH
+            continue
+        assert tiering is not None
+        price, transition, retrieval, min_days, min_bytes = STORAGE_CLASSES[tiering.storage_class]
+        rest = max(retention_days - tiering.after_days, min_days)
+        storage += size / GB * S3_GB_MONTH * tiering.after_days / DAYS_PER_MONTH
+        storage += max(size, min_bytes) / GB * price * rest / DAYS_PER_MONTH
+        transitions += transition
+        retrievals += size / GB * retrieval * reads
+    return storage, transitions, retrievals
 
 
 def bill(args: argparse.Namespace) -> dict[str, Any]:
@@ -425,8 +500,19 @@ def bill(args: argparse.Namespace) -> dict[str, Any]:
     for item in plain:
         record_hash(item)
     hash_seconds = time.process_time() - started
-    objects, gz_bytes = archive_objects(plain, d["batch_size"])
+    object_sizes = archive_objects(plain, d["batch_size"])
+    objects, gz_bytes = len(object_sizes), sum(object_sizes)
     gz_per_record = gz_bytes / n
+    tiering = archive_tiering(template)
+    tier_storage, tier_moves, tier_reads = archive_bill(
+        object_sizes, tiering, d["retention_days"], args.archive_reads
+    )
+    tier_name = (
+        f"S3 Standard {tiering.after_days} days, then {tiering.storage_class} "
+        f"(objects > {tiering.min_bytes // 1024} KB)"
+        if tiering
+        else "S3 Standard"
+    )
     indexed, page_sizes = count_index(plain, d["batch_size"])
     index_stored = sum(z + ITEM_OVERHEAD for z in page_sizes.values()) / n
     index_months = (d["hot_window_days"] + 1) / DAYS_PER_MONTH
@@ -443,12 +529,11 @@ def bill(args: argparse.Namespace) -> dict[str, Any]:
         f"aggregates auditor reads (every page read {args.auditor_reads} times)": (
             aggregates.auditor.read_units / 2 * args.auditor_reads * per_million * READ_UNIT
         ),
-        "archive storage (S3 Standard, gzip, retention)": gz_per_record
-        / GB
-        * S3_GB_MONTH
-        * months
-        * 1e6,
+        f"archive storage (gzip, retention: {tier_name})": tier_storage * per_million,
         "archive PUTs (one per batch and hour)": objects * per_million * S3_PUT,
+        "archive lifecycle transitions (one per tiered object)": tier_moves * per_million,
+        f"archive retrievals (each tiered byte read {args.archive_reads:g} times)": tier_reads
+        * per_million,
         "hot time index writes (counted, off the request path)": indexed.write_units
         * per_million
         * WRITE_UNIT,
@@ -472,10 +557,11 @@ def bill(args: argparse.Namespace) -> dict[str, Any]:
     legacy_gsis = 5  # the four per-record GSIs removed, plus by_hour (issue 9)
     before = (1 + legacy_gsis) * WRITE_UNIT * 1e6 + (1 + legacy_gsis) * full_store * months
     no_gsis = WRITE_UNIT * 1e6 + full_store * months
+    standard_archive = archive_bill(object_sizes, None, d["retention_days"], 0)[0] * per_million
     hot = (
         WRITE_UNIT * 1e6
         + full_store * hot_months
-        + shared["archive storage (S3 Standard, gzip, retention)"]
+        + standard_archive
         + shared["archive PUTs (one per batch and hour)"]
     )
     glacier = (
@@ -488,8 +574,8 @@ def bill(args: argparse.Namespace) -> dict[str, Any]:
         "usage table, 6 full copies for the retention (issue 9 start)": before + rest,
         "- per-record GSIs (5 copies) off the request path": no_gsis + rest,
         "- 30-day hot window, gzip archive in S3 Standard for the retention": hot + rest,
-        "- archive in Glacier Instant Retrieval instead of S3 Standard": hot
-        - shared["archive storage (S3 Standard, gzip, retention)"]
+        "- archive in Glacier Instant Retrieval from the first day": hot
+        - standard_archive
         - shared["archive PUTs (one per batch and hour)"]
         + glacier
         + rest,
@@ -581,6 +667,13 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=30,
         help="times an auditor (summary, anomalies) reads each aggregates page over its life",
+    )
+    parser.add_argument(
+        "--archive-reads",
+        type=float,
+        default=1.0,
+        help="times an auditor reads each archived byte after it left S3 Standard "
+        "(audit usage/export/verify over old periods, Athena scans); retrievals are billed",
     )
     args = parser.parse_args(argv)
     report = bill(args)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `benchmarks` is a top-level directory, not installed
     sys.path.insert(0, str(ROOT))
@@ -85,12 +87,13 @@ def test_the_archive_is_one_gzip_object_per_batch_and_hour() -> None:
     des = TypeDeserializer()
     records = bench.edge_records(50, seed=4)
     plain = [{k: des.deserialize(v) for k, v in to_item(r).items()} for r in records]
-    objects, size = bench.archive_objects(plain, batch_size=20)
+    sizes = bench.archive_objects(plain, batch_size=20)
     hours = sum(
         len({hour_of(r.at_ms) for r in records[start : start + 20]}) for start in (0, 20, 40)
     )
-    assert objects == hours
-    assert 0 < size < sum(bench.item_size(to_item(r)) for r in records)  # it compresses
+    assert len(sizes) == hours
+    assert all(s > 0 for s in sizes)
+    assert sum(sizes) < sum(bench.item_size(to_item(r)) for r in records)  # it compresses
 
 
 # ---------------------------------------------------------------------- the usage item
@@ -110,3 +113,29 @@ def test_the_usage_item_expires_at_the_hot_window_and_keeps_the_retention() -> N
     assert RETAIN_UNTIL not in to_item(request, hot_window_days=None)
     # every writer's default is the template's HotWindowDays (30)
     assert to_item(request) == item
+
+
+def test_the_archive_is_priced_from_the_templates_lifecycle_rule() -> None:
+    tiering = bench.archive_tiering(load_template())
+    assert tiering == bench.Tiering(storage_class="GLACIER_IR", after_days=30, min_bytes=131072)
+
+
+def test_archive_pricing_object_by_object() -> None:
+    gb = int(bench.GB)
+    month = bench.DAYS_PER_MONTH
+    tier = bench.Tiering(storage_class="GLACIER_IR", after_days=30, min_bytes=128 * 1024)
+    # a small object stays in Standard for the whole retention: no transition, no retrieval
+    small = bench.archive_bill([100_000], tier, 400, reads=1)
+    assert small == pytest.approx((100_000 / gb * 0.023 * 400 / month, 0.0, 0.0))
+    # a large one: 30 days Standard, 370 days Glacier IR, one transition, one read billed
+    storage, moves, reads = bench.archive_bill([gb], tier, 400, reads=1)
+    assert storage == pytest.approx(0.023 * 30 / month + 0.004 * 370 / month)
+    assert moves == pytest.approx(0.02 / 1000)
+    assert reads == pytest.approx(0.03)
+    # a short retention is billed the class's 90-day minimum after the move
+    storage, _, _ = bench.archive_bill([gb], tier, 60, reads=0)
+    assert storage == pytest.approx(0.023 * 30 / month + 0.004 * 90 / month)
+    # no rule: Standard for the retention
+    assert bench.archive_bill([gb], None, 400, reads=5) == pytest.approx(
+        (0.023 * 400 / month, 0.0, 0.0)
+    )

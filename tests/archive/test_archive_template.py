@@ -114,16 +114,28 @@ def test_the_bucket_refuses_requests_without_tls(resources: dict[str, Any]) -> N
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_the_archive_is_locked_and_moves_to_infrequent_access(resources: dict[str, Any]) -> None:
+def test_the_archive_is_locked_and_large_objects_move_to_glacier_instant_retrieval(
+    resources: dict[str, Any],
+) -> None:
     bucket = resources["DigestBucket"]["Properties"]
     assert bucket["ObjectLockConfiguration"]["Rule"]["DefaultRetention"] == {
         "Mode": "COMPLIANCE",
         "Days": {"Ref": "UsageRetentionDays"},
     }
-    [rule] = bucket["LifecycleConfiguration"]["Rules"]
-    assert rule["Prefix"] == archive.PREFIX
-    assert rule["Transitions"] == [{"StorageClass": "STANDARD_IA", "TransitionInDays": 30}]
-    assert rule["ExpirationInDays"] == {"Ref": "UsageRetentionDays"}
+    expire, tier = bucket["LifecycleConfiguration"]["Rules"]
+    # every archive object expires with the retention (when its lock ends), whatever its size
+    assert expire["Prefix"] == archive.PREFIX
+    assert "ObjectSizeGreaterThan" not in expire
+    assert expire["ExpirationInDays"] == {"Ref": "UsageRetentionDays"}
+    assert expire["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+    # only objects above the 128 KB minimum the class bills move, when the hot window ends;
+    # Instant Retrieval keeps GetObject working (audit usage, Athena): never Flexible/Deep
+    assert tier["Prefix"] == archive.PREFIX
+    assert int(tier["ObjectSizeGreaterThan"]) == 128 * 1024
+    assert tier["Transitions"] == [
+        {"StorageClass": "GLACIER_IR", "TransitionInDays": {"Ref": "HotWindowDays"}}
+    ]
+    assert "ExpirationInDays" not in tier
 
 
 def test_the_archive_function_may_only_put_under_usage(resources: dict[str, Any]) -> None:
