@@ -245,9 +245,13 @@ class AggregatesReader:
         sums: dict[tuple[str, str], PrincipalSummary] = {}
         for (hour, _name), parts in sorted(pages.items()):
             for delta in self._deltas(hour, parts):
-                if principal is not None and delta["p"] != principal:
-                    continue
-                summary = decode_delta(delta, 0, 0)
+                try:
+                    if principal is not None and delta["p"] != principal:
+                        continue
+                    summary = decode_delta(delta, 0, 0)
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    why = f"a page does not decode ({type(exc).__name__})"
+                    raise _unreadable(hour, why) from exc
                 key = (summary.principal, hour)
                 sums[key] = summary if key not in sums else add_to(sums[key], summary)
         return list(sums.items())
