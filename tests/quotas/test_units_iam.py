@@ -1,0 +1,53 @@
+"""The protected function's write to the usage ledger (its units events) is confined
+by IAM to units events: the function that serves model calls must not be able to put
+any other ledger record (a forged "allow"/admin event the digests would then seal, or
+an edge usage record id taken first so the real request is refused as a replay)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tokenbroker.domain.rfc9449 import replay_key
+from tokenbroker.local.template import load_template
+from tokenbroker.services.quotas import UNITS_EVENT_PREFIX
+
+
+def _string_like(pattern: str, value: str) -> bool:
+    """IAM StringLike: ``*`` any run, ``?`` one character, everything else literal."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, flags=re.DOTALL) is not None
+
+
+def _usage_puts() -> list[dict[str, Any]]:
+    function = load_template().resources("AWS::Serverless::Function")["ModelInvokeFunction"]
+    statements = function["Policies"][0]["Statement"]
+    return [s for s in statements if s["Resource"] == {"Fn::GetAtt": ["UsageTable", "Arn"]}]
+
+
+def test_the_protected_function_may_put_only_units_events_in_the_ledger() -> None:
+    [put] = _usage_puts()
+    assert put["Action"] == "dynamodb:PutItem"
+    # a PutItem (also inside TransactWriteItems) has exactly one leading key: the id
+    [(operator, condition)] = put.get("Condition", {}).items()
+    assert operator == "ForAllValues:StringLike"
+    patterns = condition["dynamodb:LeadingKeys"]
+    patterns = patterns if isinstance(patterns, list) else [patterns]
+
+    def allowed(key: str) -> bool:
+        return any(_string_like(p, key) for p in patterns)
+
+    assert allowed(UNITS_EVENT_PREFIX + replay_key("jkt-1", "jti-1"))
+    assert allowed(UNITS_EVENT_PREFIX + "iss:abc")
+    others = [
+        replay_key("jkt-1", "jti-1"),  # the edge's usage record (the replay guard)
+        "iss:abc",
+        "adm:client.create:1",
+        "rvk:jti",
+        "tden:reason:who",
+        "xunits:1",
+        "UNITS:1",
+        "units",
+        "",
+    ]
+    assert [k for k in others if allowed(k)] == []
