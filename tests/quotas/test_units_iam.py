@@ -1,7 +1,8 @@
 """The protected function's write to the usage ledger (its units events) is confined
 by IAM to units events: the function that serves model calls must not be able to put
 any other ledger record (a forged "allow"/admin event the digests would then seal, or
-an edge usage record id taken first so the real request is refused as a replay)."""
+an edge usage record id taken first so the real request is refused as a replay); its
+quota writes are confined to the units report and counter items (not the rules)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,28 @@ def test_the_protected_function_may_put_only_units_events_in_the_ledger() -> Non
         "",
     ]
     assert [k for k in others if allowed(k)] == []
+
+
+def test_the_protected_function_cannot_rewrite_a_clients_quota_rules() -> None:
+    """Its quota writes are the units report and the counter; the rules item
+    (``rule#<client>``) in the same table must stay out of reach, or the function could
+    set any client's limits to 0 (= unlimited) with one UpdateItem."""
+    from tokenbroker.adapters.quotas import counter_pk, rules_key
+    from tokenbroker.domain.quotas import shard_counter_id
+
+    function = load_template().resources("AWS::Serverless::Function")["ModelInvokeFunction"]
+    statements = function["Policies"][0]["Statement"]
+    [put] = [s for s in statements if s["Resource"] == {"Fn::GetAtt": ["QuotasTable", "Arn"]}]
+    [(operator, condition)] = put.get("Condition", {}).items()
+    assert operator == "ForAllValues:StringLike"
+    patterns = condition["dynamodb:LeadingKeys"]
+
+    def allowed(key: str) -> bool:
+        return any(_string_like(p, key) for p in patterns)
+
+    counter = counter_pk("tbc_c", "alice", "*")
+    assert allowed(counter)
+    assert allowed(shard_counter_id(counter, 3, 8))
+    assert allowed("report#" + replay_key("jkt-1", "jti-1"))
+    assert not allowed(rules_key("tbc_c")["pk"]["S"])
+    assert [k for k in ("rule#tbc_c", "RULE#x", "xuse#1", "") if allowed(k)] == []
