@@ -77,3 +77,46 @@ def test_the_protected_function_cannot_rewrite_a_clients_quota_rules() -> None:
     assert allowed("report#" + replay_key("jkt-1", "jti-1"))
     assert not allowed(rules_key("tbc_c")["pk"]["S"])
     assert [k for k in ("rule#tbc_c", "RULE#x", "xuse#1", "") if allowed(k)] == []
+
+
+def _edges() -> dict[str, list[dict[str, Any]]]:
+    functions = load_template().resources("AWS::Serverless::Function")
+    return {
+        name: props["Policies"][0]["Statement"]
+        for name, props in functions.items()
+        if "Policies" in props
+        and any(s.get("Sid") == "LeaseQuota" for s in props["Policies"][0]["Statement"])
+    }
+
+
+def test_the_edges_may_write_only_quota_counters() -> None:
+    """The authorizers lease from the counters; their UpdateItem (which creates items)
+    must not reach a client's rules (set to 0 = unlimited) or a units report
+    (``report#<usage id>`` taken first: the real report is refused as a retry and its
+    units never counted)."""
+    from tokenbroker.adapters.quotas import counter_pk, rules_key
+    from tokenbroker.domain.quotas import shard_counter_id
+
+    edges = _edges()
+    assert sorted(edges) == ["AuthorizerFunction", "HttpApiAuthorizerFunction"]
+    counter = counter_pk("tbc_c", "alice", "*")
+    for name, statements in edges.items():
+        writes = [
+            s
+            for s in statements
+            if s["Resource"] == {"Fn::GetAtt": ["QuotasTable", "Arn"]}
+            and set(s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+            - {"dynamodb:GetItem", "dynamodb:BatchGetItem"}
+        ]
+        [write] = writes
+        [(operator, condition)] = write.get("Condition", {}).items()
+        assert operator == "ForAllValues:StringLike", name
+        patterns = condition["dynamodb:LeadingKeys"]
+
+        def allowed(key: str, patterns: list[str] = patterns) -> bool:
+            return any(_string_like(p, key) for p in patterns)
+
+        assert allowed(counter), name
+        assert allowed(shard_counter_id(counter, 3, 8)), name
+        refused = [rules_key("tbc_c")["pk"]["S"], "report#abc", "xuse#1", "USE#1", ""]
+        assert [k for k in refused if allowed(k)] == [], name
