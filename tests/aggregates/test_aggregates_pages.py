@@ -345,3 +345,16 @@ def test_a_page_whose_deltas_are_malformed_fails_closed_naming_its_hour(
 
     with pytest.raises(TemporarilyUnavailable, match="hour 2027-01-15T08: a page does not decode"):
         AggregatesReader(ddb, table=table).summaries(T0, T0 + HOUR_MS)
+
+
+@pytest.mark.parametrize("drop", ["w", "n"])
+def test_a_page_without_its_writer_or_part_count_fails_closed_naming_its_hour(
+    aws: tuple[Any, str], drop: str
+) -> None:
+    ddb, table = aws
+    _one_page(ddb, table)
+    [item] = ddb.scan(TableName=table)["Items"]
+    ddb.put_item(TableName=table, Item={k: v for k, v in item.items() if k != drop})
+
+    with pytest.raises(TemporarilyUnavailable, match="hour 2027-01-15T08: a page does not decode"):
+        AggregatesReader(ddb, table=table).summaries(T0, T0 + HOUR_MS)
