@@ -850,6 +850,7 @@ class Container:
                 self.client("dynamodb"),
                 table=self.settings.quotas_table,
                 usage_table=self.settings.usage_table,  # units reports' ledger events
+                hot_window_days=self.settings.usage_hot_window_days,
             )
 
         return self._once("quota_store", make)  # type: ignore[no-any-return]

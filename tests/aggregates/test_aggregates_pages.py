@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import calendar
 import random
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -325,3 +326,35 @@ def test_pages_live_in_the_principals_shard_partition_of_the_day(aws: tuple[Any,
     [item] = ddb.scan(TableName=table)["Items"]
     assert item["pk"]["S"] == page_pk("2027-01-15", shard_of("tbc_alice"))
     assert item["sk"]["S"].startswith(hour_of(T0) + "#")
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [b'[{"r": 3}]', b'[{"p": "tbc_alice", "r": "many"}]', b'{"p": "tbc_alice"}', b"[7]"],
+    ids=["no-principal", "not-a-count", "not-a-list", "not-a-delta"],
+)
+def test_a_page_whose_deltas_are_malformed_fails_closed_naming_its_hour(
+    aws: tuple[Any, str], entries: bytes
+) -> None:
+    """Valid zlib and JSON, but not deltas we write: the read refuses the hour
+    (TemporarilyUnavailable), never a KeyError/TypeError traceback in `audit summary`."""
+    ddb, table = aws
+    _one_page(ddb, table)
+    [item] = ddb.scan(TableName=table)["Items"]
+    ddb.put_item(TableName=table, Item={**item, "e": {"B": zlib.compress(entries)}})
+
+    with pytest.raises(TemporarilyUnavailable, match="hour 2027-01-15T08: a page does not decode"):
+        AggregatesReader(ddb, table=table).summaries(T0, T0 + HOUR_MS)
+
+
+@pytest.mark.parametrize("drop", ["w", "n"])
+def test_a_page_without_its_writer_or_part_count_fails_closed_naming_its_hour(
+    aws: tuple[Any, str], drop: str
+) -> None:
+    ddb, table = aws
+    _one_page(ddb, table)
+    [item] = ddb.scan(TableName=table)["Items"]
+    ddb.put_item(TableName=table, Item={k: v for k, v in item.items() if k != drop})
+
+    with pytest.raises(TemporarilyUnavailable, match="hour 2027-01-15T08: a page does not decode"):
+        AggregatesReader(ddb, table=table).summaries(T0, T0 + HOUR_MS)

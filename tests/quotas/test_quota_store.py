@@ -291,3 +291,32 @@ def test_a_store_without_a_ledger_refuses_units_events_rather_than_drop_them(ddb
     reference = QuotaGate(store, defaults=QuotaLimits(), clock=clock).admit(CLIENT, "al", "", T0)
     with pytest.raises(TemporarilyUnavailable, match="no usage table"):
         UnitsReporter(store, clock=clock).report({"usage_id": "r1", "quota": reference}, units=7)
+
+
+def test_a_units_event_stays_in_the_table_for_the_deployments_hot_window(ddb: Any) -> None:
+    """Audits read the usage table for the whole hot window (services/audit_tiers.py):
+    an event expiring at the default 30 days under a 90-day window would vanish from
+    ``audit usage`` for days 30-90, hiding the units a principal used."""
+    store = DynamoQuotaStore(ddb, table=TABLE, usage_table=USAGE, hot_window_days=90)
+    store.set_rule(CLIENT, ALL_MODELS, QuotaLimits(units_per_day=1000), at=T0)
+    clock = FixedClock(T0)
+    reference = QuotaGate(store, defaults=QuotaLimits(), clock=clock).admit(CLIENT, "al", "", T0)
+    reporter = UnitsReporter(store, clock=clock, retention_days=400)
+    assert reporter.report({"usage_id": "r1", "quota": reference}, units=7) is True
+    [item] = ddb.scan(TableName=USAGE)["Items"]
+    assert (item["ttl"]["N"], item["ru"]["N"]) == (str(T0 + 90 * 86_400), str(T0 + 400 * 86_400))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review finding, not fixed: rules stored before quota12 (one item per model, "
+    "sk=<model>) are not read or migrated; after an upgrade the client's limits silently "
+    "fall back to the template defaults (0 = unlimited)",
+)
+def test_a_rule_stored_by_the_previous_version_is_still_enforced(ddb: Any) -> None:
+    ddb.put_item(
+        TableName=TABLE,
+        Item={"pk": {"S": "rule#" + CLIENT}, "sk": {"S": ALL_MODELS}, "rpm": {"N": "5"}},
+    )
+    store = DynamoQuotaStore(ddb, table=TABLE, usage_table=USAGE)
+    assert store.rules(CLIENT) == {ALL_MODELS: QuotaLimits(requests_per_minute=5)}

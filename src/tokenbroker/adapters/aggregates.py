@@ -245,22 +245,30 @@ class AggregatesReader:
         sums: dict[tuple[str, str], PrincipalSummary] = {}
         for (hour, _name), parts in sorted(pages.items()):
             for delta in self._deltas(hour, parts):
-                if principal is not None and delta["p"] != principal:
-                    continue
-                summary = decode_delta(delta, 0, 0)
+                try:
+                    if principal is not None and delta["p"] != principal:
+                        continue
+                    summary = decode_delta(delta, 0, 0)
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    why = f"a page does not decode ({type(exc).__name__})"
+                    raise _unreadable(hour, why) from exc
                 key = (summary.principal, hour)
                 sums[key] = summary if key not in sums else add_to(sums[key], summary)
         return list(sums.items())
 
     def _deltas(self, hour: str, parts: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """The deltas of one page's parts (those of part 0's writer, all of them)."""
-        by_number = {int(p[SK]["S"].rsplit("#", 1)[1]): p for p in parts}
-        head = by_number.get(0)
-        if head is None:
-            raise _unreadable(hour, "a page has no part 0")
-        writer, count = head[WRITER]["S"], int(head[PARTS]["N"])
-        own = [by_number.get(n) for n in range(count)]
-        if any(p is None or p[WRITER]["S"] != writer for p in own):
+        try:
+            by_number = {int(p[SK]["S"].rsplit("#", 1)[1]): p for p in parts}
+            head = by_number.get(0)
+            if head is None:
+                raise _unreadable(hour, "a page has no part 0")
+            writer, count = head[WRITER]["S"], int(head[PARTS]["N"])
+            own = [by_number.get(n) for n in range(count)]
+            torn = any(p is None or p[WRITER]["S"] != writer for p in own)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise _unreadable(hour, f"a page does not decode ({type(exc).__name__})") from exc
+        if torn:
             raise _unreadable(hour, "a page is half rewritten (its stream batch is retrying)")
         for part in own:
             assert part is not None

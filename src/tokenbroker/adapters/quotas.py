@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 
 from tokenbroker.adapters.aws import error_code, failing_closed
 from tokenbroker.adapters.dynamodb import ledger_put
+from tokenbroker.adapters.ledger_items import HOT_WINDOW_DAYS
 from tokenbroker.domain.errors import InvalidRequest, TemporarilyUnavailable
 from tokenbroker.domain.models import UsageRecord
 from tokenbroker.domain.quotas import CounterState, LeaseAsk, QuotaLimits
@@ -97,11 +98,20 @@ def _state(item: dict[str, Any] | None, day: int) -> CounterState:
 
 
 class DynamoQuotaStore:
-    def __init__(self, dynamodb: Any, *, table: str, usage_table: str = "") -> None:
-        """``usage_table``: the ledger a units report's event goes to ("" = none)."""
+    def __init__(
+        self,
+        dynamodb: Any,
+        *,
+        table: str,
+        usage_table: str = "",
+        hot_window_days: int = HOT_WINDOW_DAYS,
+    ) -> None:
+        """``usage_table``: the ledger a units report's event goes to ("" = none), its
+        item kept there for the deployment's hot window (``USAGE_HOT_WINDOW_DAYS``)."""
         self._ddb = dynamodb
         self._table = table
         self._usage = usage_table
+        self._hot_window_days = hot_window_days
 
     def counter_id(self, client_id: str, principal: str, model_key: str) -> str:
         return counter_pk(client_id, principal, model_key)
@@ -205,7 +215,7 @@ class DynamoQuotaStore:
         if event is not None:
             if not self._usage:
                 raise TemporarilyUnavailable("no usage table is configured for units events")
-            ledger.append(ledger_put(self._usage, event))
+            ledger.append(ledger_put(self._usage, event, self._hot_window_days))
         with failing_closed("dynamodb:TransactWriteItems"):
             try:
                 self._ddb.transact_write_items(

@@ -1,0 +1,122 @@
+"""The protected function's write to the usage ledger (its units events) is confined
+by IAM to units events: the function that serves model calls must not be able to put
+any other ledger record (a forged "allow"/admin event the digests would then seal, or
+an edge usage record id taken first so the real request is refused as a replay); its
+quota writes are confined to the units report and counter items (not the rules)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tokenbroker.domain.rfc9449 import replay_key
+from tokenbroker.local.template import load_template
+from tokenbroker.services.quotas import UNITS_EVENT_PREFIX
+
+
+def _string_like(pattern: str, value: str) -> bool:
+    """IAM StringLike: ``*`` any run, ``?`` one character, everything else literal."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, flags=re.DOTALL) is not None
+
+
+def _usage_puts() -> list[dict[str, Any]]:
+    function = load_template().resources("AWS::Serverless::Function")["ModelInvokeFunction"]
+    statements = function["Policies"][0]["Statement"]
+    return [s for s in statements if s["Resource"] == {"Fn::GetAtt": ["UsageTable", "Arn"]}]
+
+
+def test_the_protected_function_may_put_only_units_events_in_the_ledger() -> None:
+    [put] = _usage_puts()
+    assert put["Action"] == "dynamodb:PutItem"
+    # a PutItem (also inside TransactWriteItems) has exactly one leading key: the id
+    [(operator, condition)] = put.get("Condition", {}).items()
+    assert operator == "ForAllValues:StringLike"
+    patterns = condition["dynamodb:LeadingKeys"]
+    patterns = patterns if isinstance(patterns, list) else [patterns]
+
+    def allowed(key: str) -> bool:
+        return any(_string_like(p, key) for p in patterns)
+
+    assert allowed(UNITS_EVENT_PREFIX + replay_key("jkt-1", "jti-1"))
+    assert allowed(UNITS_EVENT_PREFIX + "iss:abc")
+    others = [
+        replay_key("jkt-1", "jti-1"),  # the edge's usage record (the replay guard)
+        "iss:abc",
+        "adm:client.create:1",
+        "rvk:jti",
+        "tden:reason:who",
+        "xunits:1",
+        "UNITS:1",
+        "units",
+        "",
+    ]
+    assert [k for k in others if allowed(k)] == []
+
+
+def test_the_protected_function_cannot_rewrite_a_clients_quota_rules() -> None:
+    """Its quota writes are the units report and the counter; the rules item
+    (``rule#<client>``) in the same table must stay out of reach, or the function could
+    set any client's limits to 0 (= unlimited) with one UpdateItem."""
+    from tokenbroker.adapters.quotas import counter_pk, rules_key
+    from tokenbroker.domain.quotas import shard_counter_id
+
+    function = load_template().resources("AWS::Serverless::Function")["ModelInvokeFunction"]
+    statements = function["Policies"][0]["Statement"]
+    [put] = [s for s in statements if s["Resource"] == {"Fn::GetAtt": ["QuotasTable", "Arn"]}]
+    [(operator, condition)] = put.get("Condition", {}).items()
+    assert operator == "ForAllValues:StringLike"
+    patterns = condition["dynamodb:LeadingKeys"]
+
+    def allowed(key: str) -> bool:
+        return any(_string_like(p, key) for p in patterns)
+
+    counter = counter_pk("tbc_c", "alice", "*")
+    assert allowed(counter)
+    assert allowed(shard_counter_id(counter, 3, 8))
+    assert allowed("report#" + replay_key("jkt-1", "jti-1"))
+    assert not allowed(rules_key("tbc_c")["pk"]["S"])
+    assert [k for k in ("rule#tbc_c", "RULE#x", "xuse#1", "") if allowed(k)] == []
+
+
+def _edges() -> dict[str, list[dict[str, Any]]]:
+    functions = load_template().resources("AWS::Serverless::Function")
+    return {
+        name: props["Policies"][0]["Statement"]
+        for name, props in functions.items()
+        if "Policies" in props
+        and any(s.get("Sid") == "LeaseQuota" for s in props["Policies"][0]["Statement"])
+    }
+
+
+def test_the_edges_may_write_only_quota_counters() -> None:
+    """The authorizers lease from the counters; their UpdateItem (which creates items)
+    must not reach a client's rules (set to 0 = unlimited) or a units report
+    (``report#<usage id>`` taken first: the real report is refused as a retry and its
+    units never counted)."""
+    from tokenbroker.adapters.quotas import counter_pk, rules_key
+    from tokenbroker.domain.quotas import shard_counter_id
+
+    edges = _edges()
+    assert sorted(edges) == ["AuthorizerFunction", "HttpApiAuthorizerFunction"]
+    counter = counter_pk("tbc_c", "alice", "*")
+    for name, statements in edges.items():
+        writes = [
+            s
+            for s in statements
+            if s["Resource"] == {"Fn::GetAtt": ["QuotasTable", "Arn"]}
+            and set(s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+            - {"dynamodb:GetItem", "dynamodb:BatchGetItem"}
+        ]
+        [write] = writes
+        [(operator, condition)] = write.get("Condition", {}).items()
+        assert operator == "ForAllValues:StringLike", name
+        patterns = condition["dynamodb:LeadingKeys"]
+
+        def allowed(key: str, patterns: list[str] = patterns) -> bool:
+            return any(_string_like(p, key) for p in patterns)
+
+        assert allowed(counter), name
+        assert allowed(shard_counter_id(counter, 3, 8)), name
+        refused = [rules_key("tbc_c")["pk"]["S"], "report#abc", "xuse#1", "USE#1", ""]
+        assert [k for k in refused if allowed(k)] == [], name
