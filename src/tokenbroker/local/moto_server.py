@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+from collections.abc import Iterable
+from typing import Any
 
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -54,6 +57,27 @@ def _why(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
+class _OneRequestAtATime:
+    """moto's WSGI app, serving one request at a time.
+
+    moto is not safe under concurrent requests: ``TransactWriteItems`` deep-copies each
+    table it touches and, when the transaction is cancelled, puts the copies back, so a
+    write another thread made in between is lost while its stream record has already
+    been read (seen: the archive index held a usage record the usage table no longer
+    had), and its conditional writes are check-then-act. In AWS, DynamoDB serialises
+    those itself. The local stack's callers (the functions, their event sources, the
+    admin CLI and tests) therefore see moto one request at a time."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        with self._lock:
+            # the whole answer is produced under the lock (moto builds it eagerly)
+            return list(self._app(environ, start_response))
+
+
 class _QuietMotoHandler(MotoRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         return None
@@ -74,7 +98,7 @@ class MotoServer(ThreadedMotoServer):
             self._server = make_server(
                 self._ip_address,
                 self._port,
-                DomainDispatcherApplication(create_backend_app),
+                _OneRequestAtATime(DomainDispatcherApplication(create_backend_app)),
                 True,
                 request_handler=_QuietMotoHandler,
                 fd=self._socket.fileno(),
