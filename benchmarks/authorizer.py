@@ -15,7 +15,9 @@ as ratios within one run, so a noisy shared machine moves both sides of each rat
    first (cold) request.
 3. Cold init in fresh interpreters (median of K, interleaved): ``import boto3`` + one
    DynamoDB client vs importing the authorizer + ``bootstrap.default()`` + the clients
-   the first request needs.
+   the first request needs, configured as template.yaml configures the function
+   (``BOTOCORE_DATA``: the botocore data the layer build cuts, here cut from this
+   venv's botocore into a temporary directory first, as src/Makefile does).
 4. Peak RSS of a process that does (3) and then serves N stubbed requests.
 
 Every measured request must be ALLOWED (counted): a benchmark that measured denials
@@ -896,12 +898,30 @@ result["ru_maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 _EMIT = "_out.write(json.dumps(result))\n_out.flush()\n"
 
 
+@functools.cache
+def botocore_data() -> str:
+    """The layer's cut botocore data (``make layer-data``), from this venv's botocore,
+    in a temporary directory removed at exit: the cold-init children's BOTOCORE_DATA."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from tokenbroker.adapters.aws_models import generate
+
+    target = tempfile.mkdtemp(prefix="tokenbroker-botocore-data-")
+    atexit.register(shutil.rmtree, target, True)
+    generate(Path(target))
+    return target
+
+
 def child_env() -> dict[str, str]:
     """The parent's environment minus anything AWS/Powertools/Python-tuning, plus the
-    authorizer's (fake) environment."""
+    authorizer's (fake) environment and its cut botocore data (template.yaml's
+    ``BOTOCORE_DATA: edge``, here a generated copy)."""
     drop = ("AWS_", "POWERTOOLS_", "PYTHONDONTWRITEBYTECODE", "PYTHONPROFILEIMPORTTIME")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(AUTHORIZER_ENV)
+    env["BOTOCORE_DATA"] = botocore_data()
     return env
 
 
