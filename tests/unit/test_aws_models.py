@@ -253,7 +253,8 @@ def test_stale_or_absent_data_is_never_used(data: Path, tmp_path: Path) -> None:
     (stale / "manifest.json").write_text("not json")
     assert aws_models.edge_loader(stale) is None
     loader = aws_models.edge_loader(data)
-    assert loader is not None and loader.search_paths == [str(data)]
+    assert loader is not None
+    assert loader.search_paths == [str(data)]
     assert botocore.__version__ == json.loads((data / "manifest.json").read_text())["botocore"]
 
 

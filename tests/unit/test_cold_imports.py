@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from benchmarks import authorizer as bench
+
 from tokenbroker.adapters.aws_models import EDGE_OPERATIONS
 
 ROOT = Path(__file__).resolve().parents[2]
