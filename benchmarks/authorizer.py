@@ -935,11 +935,20 @@ def _script(kind: str, requests: int = 0) -> str:
     return head + _PRELUDE + _AUTHORIZER + _EPILOGUE + _EMIT
 
 
+def cold_env(kind: str) -> dict[str, str]:
+    """A child's environment; ``authorizer_full_data``: without BOTOCORE_DATA (botocore's
+    full models, as every other function builds its clients)."""
+    env = child_env()
+    if kind == "authorizer_full_data":
+        del env["BOTOCORE_DATA"]
+    return env
+
+
 def run_child(kind: str, *, requests: int = 0, flags: Sequence[str] = ()) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, *flags, "-c", _script(kind, requests)],
         cwd=ROOT,
-        env=child_env(),
+        env=cold_env(kind),
         capture_output=True,
         text=True,
         timeout=300,
@@ -952,7 +961,7 @@ def run_child(kind: str, *, requests: int = 0, flags: Sequence[str] = ()) -> dic
     return result
 
 
-COLD_KINDS = ("baseline", "authorizer", "authorizer_no_kms")
+COLD_KINDS = ("baseline", "authorizer", "authorizer_no_kms", "authorizer_full_data")
 
 
 def measure_cold_init(runs: int = 7, *, warmup: bool = True) -> dict[str, Any]:
@@ -981,6 +990,7 @@ def measure_cold_init(runs: int = 7, *, warmup: bool = True) -> dict[str, Any]:
         "cpu_ms": {k: round(v * 1e3, 1) for k, v in med_cpu.items()},
         "ratio": round(med["authorizer"] / med["baseline"], 3),
         "ratio_no_kms": round(med["authorizer_no_kms"] / med["baseline"], 3),
+        "ratio_full_data": round(med["authorizer_full_data"] / med["baseline"], 3),
         "ratio_cpu": round(med_cpu["authorizer"] / med_cpu["baseline"], 3),
         "authorizer_phases_ms_cumulative": phases,
     }
@@ -1119,6 +1129,8 @@ def render(report: dict[str, Any]) -> str:
          f"<= {COLD_TARGET}x", _verdict(cold["ratio"] <= COLD_TARGET)),
         ("  same, without the KMS client", f"{cold['ratio_no_kms']:.2f}x", "info", ""),
         ("  same, CPU time", f"{cold['ratio_cpu']:.2f}x", "info", ""),
+        ("  same, botocore's full models (no BOTOCORE_DATA)", f"{cold['ratio_full_data']:.2f}x",
+         "info", ""),
         (f"peak RSS, cold init + {rss['served']} requests", f"{rss_mib} MiB",
          f"<= {RSS_TARGET_MIB} MiB (of {LAMBDA_MIB})", _verdict(rss_mib <= RSS_TARGET_MIB)),
     ]  # fmt: skip
