@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 from botocore.awsrequest import AWSResponse
 
 REGION = "us-east-1"
@@ -65,6 +64,8 @@ class AwsStub:
 
     def __call__(self, service: str) -> Any:
         """A ``ClientFactory``: real clients (production Config), fake credentials."""
+        import boto3  # here: the cold-init children attach to botocore-only clients
+
         client = boto3.client(
             service,
             region_name=REGION,

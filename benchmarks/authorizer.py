@@ -15,7 +15,9 @@ as ratios within one run, so a noisy shared machine moves both sides of each rat
    first (cold) request.
 3. Cold init in fresh interpreters (median of K, interleaved): ``import boto3`` + one
    DynamoDB client vs importing the authorizer + ``bootstrap.default()`` + the clients
-   the first request needs.
+   the first request needs, configured as template.yaml configures the function
+   (``BOTOCORE_DATA``: the botocore data the layer build cuts, here cut from this
+   venv's botocore into a temporary directory first, as src/Makefile does).
 4. Peak RSS of a process that does (3) and then serves N stubbed requests.
 
 Every measured request must be ALLOWED (counted): a benchmark that measured denials
@@ -896,12 +898,30 @@ result["ru_maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 _EMIT = "_out.write(json.dumps(result))\n_out.flush()\n"
 
 
+@functools.cache
+def botocore_data() -> str:
+    """The layer's cut botocore data (``make layer-data``), from this venv's botocore,
+    in a temporary directory removed at exit: the cold-init children's BOTOCORE_DATA."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from tokenbroker.adapters.aws_models import generate
+
+    target = tempfile.mkdtemp(prefix="tokenbroker-botocore-data-")
+    atexit.register(shutil.rmtree, target, True)
+    generate(Path(target))
+    return target
+
+
 def child_env() -> dict[str, str]:
     """The parent's environment minus anything AWS/Powertools/Python-tuning, plus the
-    authorizer's (fake) environment."""
+    authorizer's (fake) environment and its cut botocore data (template.yaml's
+    ``BOTOCORE_DATA: edge``, here a generated copy)."""
     drop = ("AWS_", "POWERTOOLS_", "PYTHONDONTWRITEBYTECODE", "PYTHONPROFILEIMPORTTIME")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(AUTHORIZER_ENV)
+    env["BOTOCORE_DATA"] = botocore_data()
     return env
 
 
@@ -915,11 +935,20 @@ def _script(kind: str, requests: int = 0) -> str:
     return head + _PRELUDE + _AUTHORIZER + _EPILOGUE + _EMIT
 
 
+def cold_env(kind: str) -> dict[str, str]:
+    """A child's environment; ``authorizer_full_data``: without BOTOCORE_DATA (botocore's
+    full models, as every other function builds its clients)."""
+    env = child_env()
+    if kind == "authorizer_full_data":
+        del env["BOTOCORE_DATA"]
+    return env
+
+
 def run_child(kind: str, *, requests: int = 0, flags: Sequence[str] = ()) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, *flags, "-c", _script(kind, requests)],
         cwd=ROOT,
-        env=child_env(),
+        env=cold_env(kind),
         capture_output=True,
         text=True,
         timeout=300,
@@ -932,7 +961,7 @@ def run_child(kind: str, *, requests: int = 0, flags: Sequence[str] = ()) -> dic
     return result
 
 
-COLD_KINDS = ("baseline", "authorizer", "authorizer_no_kms")
+COLD_KINDS = ("baseline", "authorizer", "authorizer_no_kms", "authorizer_full_data")
 
 
 def measure_cold_init(runs: int = 7, *, warmup: bool = True) -> dict[str, Any]:
@@ -961,6 +990,7 @@ def measure_cold_init(runs: int = 7, *, warmup: bool = True) -> dict[str, Any]:
         "cpu_ms": {k: round(v * 1e3, 1) for k, v in med_cpu.items()},
         "ratio": round(med["authorizer"] / med["baseline"], 3),
         "ratio_no_kms": round(med["authorizer_no_kms"] / med["baseline"], 3),
+        "ratio_full_data": round(med["authorizer_full_data"] / med["baseline"], 3),
         "ratio_cpu": round(med_cpu["authorizer"] / med_cpu["baseline"], 3),
         "authorizer_phases_ms_cumulative": phases,
     }
@@ -1099,6 +1129,8 @@ def render(report: dict[str, Any]) -> str:
          f"<= {COLD_TARGET}x", _verdict(cold["ratio"] <= COLD_TARGET)),
         ("  same, without the KMS client", f"{cold['ratio_no_kms']:.2f}x", "info", ""),
         ("  same, CPU time", f"{cold['ratio_cpu']:.2f}x", "info", ""),
+        ("  same, botocore's full models (no BOTOCORE_DATA)", f"{cold['ratio_full_data']:.2f}x",
+         "info", ""),
         (f"peak RSS, cold init + {rss['served']} requests", f"{rss_mib} MiB",
          f"<= {RSS_TARGET_MIB} MiB (of {LAMBDA_MIB})", _verdict(rss_mib <= RSS_TARGET_MIB)),
     ]  # fmt: skip

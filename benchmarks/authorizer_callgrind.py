@@ -79,16 +79,16 @@ def _callgrind_total(cmd: Sequence[str], valgrind: str, env: dict[str, str]) -> 
 
 #: the cold-init children of benchmarks/authorizer.py, and the prelude alone (the
 #: interpreter's start-up and the timing set-up, the same in both: subtracted)
-COLD_KINDS = ("prelude", "baseline", "authorizer", "authorizer_no_kms")
+COLD_KINDS = ("prelude", "baseline", "authorizer", "authorizer_no_kms", "authorizer_full_data")
 
 
 def cold_init(valgrind: str = "valgrind") -> dict[str, Any]:
     """Cold init in instructions: the children ``benchmarks/authorizer.py`` times
     (``import boto3`` + a DynamoDB client vs importing the authorizer +
     ``bootstrap.default()`` + its clients), each minus the prelude's instructions."""
-    env = {**bench.child_env(), "PYTHONHASHSEED": "0"}
     totals = {}
     for kind in COLD_KINDS:
+        env = {**bench.cold_env(kind), "PYTHONHASHSEED": "0"}
         if kind == "prelude":
             code = f"APP = ''\nWITH_KMS = False\nREQUESTS = 0\n{bench._PRELUDE}"
         else:
@@ -100,6 +100,7 @@ def cold_init(valgrind: str = "valgrind") -> dict[str, Any]:
         "prelude_instructions": totals["prelude"],
         "ratio": round(net["authorizer"] / net["baseline"], 3),
         "ratio_no_kms": round(net["authorizer_no_kms"] / net["baseline"], 3),
+        "ratio_full_data": round(net["authorizer_full_data"] / net["baseline"], 3),
     }
 
 
@@ -140,6 +141,7 @@ def render(report: dict[str, Any]) -> str:
             + ", ".join(f"{k} {v:,}" for k, v in net.items())
             + f"; authorizer / (boto3 + DynamoDB client) {cold['ratio']:.2f}x "
             f"(target <= {bench.COLD_TARGET}x), without the KMS client {cold['ratio_no_kms']:.2f}x"
+            f", with botocore's full models (no BOTOCORE_DATA) {cold['ratio_full_data']:.2f}x"
         )
     return "\n".join(lines)
 

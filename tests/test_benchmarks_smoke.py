@@ -70,6 +70,7 @@ def test_report_shape(report: dict[str, Any]) -> None:
     assert all(v > 0 for v in cold["wall_ms"].values())
     assert cold["ratio"] > 0
     assert cold["ratio_no_kms"] > 0
+    assert cold["ratio_full_data"] > 0
     assert "kms_client" in cold["authorizer_phases_ms_cumulative"]
     json.dumps(report)  # --json
     table = bench.render(report)

@@ -46,11 +46,11 @@ def _pins(lines: list[str]) -> dict[str, str]:
     return pins
 
 
-def _make(target: str, artifacts: Path) -> None:
+def _make(target: str, artifacts: Path, *extra: str) -> None:
     # The host's wheels (PIP_PLATFORM empty): the same pins, importable on this machine.
     subprocess.run(
         ["make", "--no-print-directory", "-f", str(MAKEFILE), target,
-         f"ARTIFACTS_DIR={artifacts}", f"PYTHON={sys.executable}", "PIP_PLATFORM="],
+         f"ARTIFACTS_DIR={artifacts}", f"PYTHON={sys.executable}", "PIP_PLATFORM=", *extra],
         cwd=SRC,
         check=True,
         capture_output=True,
@@ -73,10 +73,12 @@ def layer_deps() -> Path:
 
 
 @pytest.fixture(scope="session")
-def layer_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The package's files exactly as the layer ships them."""
+def layer_package(tmp_path_factory: pytest.TempPathFactory, layer_deps: Path) -> Path:
+    """The package's files exactly as the layer ships them, with the authorizers' cut
+    botocore data (``layer-data``: from the layer's botocore, here in ``layer_deps``)."""
     artifacts = tmp_path_factory.mktemp("layer")
     _make("layer-package", artifacts)
+    _make("layer-data", artifacts, f"LAYER_DEPS={layer_deps}")
     return artifacts / "python"
 
 
@@ -153,6 +155,68 @@ def test_every_handler_imports_from_the_layer_alone(
     assert not any(re.search(r"tokenbroker/(cli|local|client)/", f) for f in loaded)
 
 
+_COLD = """
+import json, sys
+import app
+from tokenbroker import bootstrap
+container = bootstrap.default()
+ddb, kms = container.client("dynamodb"), container.client("kms")
+print(json.dumps({
+    "search_paths": [ddb._loader.search_paths, kms._loader.search_paths],
+    "operations": sorted(ddb.meta.service_model.operation_names),
+    "boto3": "boto3" in sys.modules,
+}))
+"""
+
+
+@pytest.mark.parametrize("name", ["authorizer", "http_api_authorizer"])
+def test_the_authorizers_build_their_clients_from_the_layers_cut_data_without_boto3(
+    name: str, layer_deps: Path, layer_package: Path
+) -> None:
+    from tokenbroker.local.template import load_template
+
+    data = layer_package / "tokenbroker" / "_botocore_data"
+    manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
+    pins = _pins(REQUIREMENTS.read_text(encoding="utf-8").splitlines())
+    assert manifest["botocore"] == pins["botocore"]  # cut from the layer's own botocore
+    functions = load_template(ROOT / "template.yaml").document()["Resources"]
+    function = {
+        "authorizer": "AuthorizerFunction",
+        "http_api_authorizer": "HttpApiAuthorizerFunction",
+    }[name]
+    variables = functions[function]["Properties"]["Environment"]["Variables"]
+    assert variables["BOTOCORE_DATA"] == "edge"
+    task_root = ROOT / "functions" / name
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "BOTOCORE_DATA": "edge",
+        "PYTHONPATH": os.pathsep.join(map(str, (task_root, layer_package, layer_deps))),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", _COLD],
+        cwd=task_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.strip().splitlines()[-1:]
+    loaded = json.loads(result.stdout)
+    assert loaded["search_paths"] == [[str(data)], [str(data)]]
+    assert "Query" not in loaded["operations"]
+    assert "PutItem" in loaded["operations"]
+    assert loaded["boto3"] is False
+
+
 @pytest.fixture(scope="module")
 def sam_build() -> Path:
     built = os.environ.get("TOKENBROKER_SAM_BUILD")
@@ -172,6 +236,12 @@ def test_sam_build_made_the_layer_for_python313_on_arm64_without_cli_local_or_sd
     assert all("x86_64" not in name for name in binaries)
     assert any("cpython-313-aarch64" in name for name in binaries)  # cffi's backend
     assert "aws_xray_sdk" not in {p.name for p in python.iterdir()}
+    # the authorizers' cut botocore data, from the layer's own botocore (make layer-data)
+    manifest = json.loads((python / "tokenbroker" / "_botocore_data" / "manifest.json").read_text())
+    assert (
+        manifest["botocore"]
+        == _pins(REQUIREMENTS.read_text(encoding="utf-8").splitlines())["botocore"]
+    )
     for name in _pins(REQUIREMENTS.read_text(encoding="utf-8").splitlines()):
         assert list(python.glob(f"{name.replace('-', '_')}-*.dist-info")), name
 

@@ -943,6 +943,23 @@ def regional_clients(region: str, *, config: Any = None) -> ClientFactory:
     return make
 
 
+def edge_clients(data: str) -> ClientFactory:
+    """The authorizers' clients (``BOTOCORE_DATA``): those of the services the cut
+    botocore data holds read it (adapters/aws_models.py: one fifth of the full models'
+    client cost), every other one botocore's full data; all with Lambda's config."""
+
+    def make(service: str) -> Any:
+        from tokenbroker.adapters.aws import client, edge_session
+        from tokenbroker.adapters.aws_models import DEFAULT_DIR, EDGE_SERVICES
+
+        session = None
+        if service in EDGE_SERVICES:
+            session = edge_session(str(DEFAULT_DIR) if data == "edge" else data)
+        return client(service, session=session)
+
+    return make
+
+
 def build(settings: Settings, *, aws: ClientFactory = lambda_clients, **kw: Any) -> Container:
     return Container(settings, aws=aws, **kw)
 
@@ -950,4 +967,7 @@ def build(settings: Settings, *, aws: ClientFactory = lambda_clients, **kw: Any)
 @functools.cache
 def default() -> Container:
     """The execution environment's container, from ``os.environ`` (read once)."""
-    return build(Settings.from_mapping(os.environ))
+    settings = Settings.from_mapping(os.environ)
+    if settings.botocore_data:
+        return build(settings, aws=edge_clients(settings.botocore_data))
+    return build(settings)

@@ -92,6 +92,9 @@ class Settings:
     sharing_topic_arn: str = field(default="", metadata=_env("SHARING_TOPIC_ARN"))
     #: containment of clients without their own mode: audit | step_up | revoke
     containment_default: str = field(default="audit", metadata=_env("CONTAINMENT_DEFAULT"))
+    #: the authorizers' cut botocore data (adapters/aws_models.py): "edge" = the layer's
+    #: copy beside the package, else a directory; "" = botocore's full models
+    botocore_data: str = field(default="", metadata=_env("BOTOCORE_DATA"))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:

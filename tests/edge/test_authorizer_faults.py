@@ -757,3 +757,49 @@ def test_the_composition_root_uses_the_usage_ledger_and_key_cache_it_is_given(
 
     assert container.usage is usage
     assert container.key_cache is key_cache
+
+
+# ------------------------------------------- the authorizers' cut botocore data (issue 13)
+
+
+@pytest.fixture
+def cut_ddb(tmp_path: Any) -> Any:
+    """A DynamoDB client as the authorizers build it (BOTOCORE_DATA: the layer's data cut
+    to their operations, adapters/aws_models.py), on moto like the stack's."""
+    from tokenbroker.adapters.aws import edge_session
+    from tokenbroker.adapters.aws_models import generate
+
+    generate(tmp_path)
+    session = edge_session.__wrapped__(str(tmp_path))  # new: moto's send hook registered
+    assert session is not None
+    made = aws_client("dynamodb", session=session)
+    assert "Query" not in made.meta.service_model.operation_names
+    return made
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "sends"),
+    [
+        pytest.param("ThrottlingException", 400, 2, id="throttling"),
+        pytest.param("ServiceUnavailable", 503, 2, id="unavailable"),
+        pytest.param("AccessDeniedException", 400, 1, id="access-denied"),
+        pytest.param("ResourceNotFoundException", 400, 1, id="missing-table"),
+    ],
+)
+def test_the_cut_data_client_fails_closed_like_the_full_one(
+    stack: Stack,
+    app: Any,
+    no_lean_backoff: list[float],
+    cut_ddb: Any,
+    code: str,
+    status: int,
+    sends: int,
+) -> None:
+    assert app(stack.container(dynamodb=cut_ddb), stack.event()) == "allow"
+    assert stack.decisions() == [("allow", "ok")]
+
+    fault = SendFault(lambda: _wire_error(code, status)).on(cut_ddb)
+    assert app(stack.container(dynamodb=cut_ddb), stack.event()) == "401"
+    assert stack.decisions() == [("allow", "ok")]  # the denied request wrote nothing
+    assert fault.sends == sends
+    assert len(no_lean_backoff) == sends - 1

@@ -1,4 +1,10 @@
-"""boto3 client construction and the one place AWS failures become domain errors."""
+"""botocore client construction and the one place AWS failures become domain errors.
+
+Clients come from a botocore session, not boto3: a boto3 client *is* a botocore client
+(for the services the functions call boto3 adds nothing to it), and ``import boto3`` costs
+~77M instructions of the authorizer's cold init (benchmarks/authorizer_callgrind.py).
+Callers that hold a ``boto3.Session`` (the CLI, the local stack) pass it as ``session``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -34,24 +40,45 @@ CLI_CONFIG = Config(
 def client(
     service: str,
     *,
-    session: boto3.Session | None = None,
+    session: Any = None,
     config: Config = LAMBDA_CONFIG,
     region: str | None = None,
 ) -> Any:
-    """A boto3 client from the standard configuration chain (AWS_ENDPOINT_URL included),
-    in ``region`` if given (else the chain's region)."""
+    """A client from the standard configuration chain (AWS_ENDPOINT_URL included), in
+    ``region`` if given (else the chain's region). ``session``: a botocore session (the
+    process's own by default) or a ``boto3.Session``."""
+    chosen = _default_session() if session is None else session
     with _CLIENT_LOCK:  # creating clients from one session is not thread-safe
-        return (session or _default_session()).client(service, config=config, region_name=region)
+        if isinstance(chosen, botocore.session.Session):
+            return chosen.create_client(service, config=config, region_name=region)
+        return chosen.client(service, config=config, region_name=region)
 
 
 _CLIENT_LOCK = threading.Lock()
 
 
 @functools.cache
-def _default_session() -> boto3.Session:
+def _default_session() -> botocore.session.Session:
     """One session per process: its loaders and endpoint data are shared by every client
     (a second client then costs ~9 ms instead of ~50 ms at cold start)."""
-    return boto3.Session()
+    return botocore.session.Session()
+
+
+@functools.cache
+def edge_session(directory: str) -> botocore.session.Session | None:
+    """A session whose loader reads only the authorizer's cut botocore data in
+    ``directory`` (adapters/aws_models.py); None when that data is absent or was cut
+    from another botocore version (the caller then uses the full models)."""
+    from pathlib import Path
+
+    from tokenbroker.adapters.aws_models import edge_loader
+
+    loader = edge_loader(Path(directory))
+    if loader is None:
+        return None
+    session = botocore.session.Session()
+    session.register_component("data_loader", loader)
+    return session
 
 
 def error_code(exc: ClientError) -> str:

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from tokenbroker.adapters.attribute_values import deserialize, serialize
 from tokenbroker.adapters.aws import error_code, failing_closed, new_item
 from tokenbroker.adapters.ledger_items import HOT_WINDOW_DAYS
 from tokenbroker.adapters.ledger_items import ID as RECORD_ID
@@ -68,16 +68,13 @@ ISSUED_AT = "issued_at"
 EXPIRES_AT = "expires_at"
 TTL = "ttl"
 
-_ser = TypeSerializer()
-_de = TypeDeserializer()
-
 
 def _item(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _ser.serialize(v) for k, v in values.items() if v is not None}
+    return {k: serialize(v) for k, v in values.items() if v is not None}
 
 
 def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _de.deserialize(v) for k, v in item.items()}
+    return {k: deserialize(v) for k, v in item.items()}
 
 
 def _client(item: Mapping[str, Any]) -> Client:

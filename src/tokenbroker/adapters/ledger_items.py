@@ -21,8 +21,7 @@ from dataclasses import fields
 from decimal import Decimal
 from typing import Any, Final
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
+from tokenbroker.adapters.attribute_values import deserialize, serialize
 from tokenbroker.domain.errors import MalformedRecord
 from tokenbroker.domain.ledger import SORT_KEY, TTL_ATTRIBUTE
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
@@ -93,9 +92,6 @@ TRUNCATED: Final = "...[truncated]"
 #: the record's fields in declaration order (what the CLI renders)
 RECORD_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in fields(UsageRecord))
 
-_ser = TypeSerializer()
-_des = TypeDeserializer()
-
 
 def to_item(
     record: UsageRecord, *, hot_window_days: int | None = HOT_WINDOW_DAYS
@@ -109,7 +105,7 @@ def to_item(
     for the whole retention (no archive: tests and tools only).
     """
     values = item_values(record, hot_window_days=hot_window_days)
-    return {k: _ser.serialize(v) for k, v in values.items() if v != ""}
+    return {k: serialize(v) for k, v in values.items() if v != ""}
 
 
 def item_values(
@@ -147,7 +143,7 @@ def _value(value: Any) -> Any:
 def from_item(item: Mapping[str, Any]) -> UsageRecord:
     """A usage item in DynamoDB JSON (as Query/GetItem return it) as a record."""
     try:
-        plain = {k: _des.deserialize(v) for k, v in item.items() if k in _KNOWN}
+        plain = {k: deserialize(v) for k, v in item.items() if k in _KNOWN}
     except (TypeError, ValueError, AttributeError) as exc:
         raise MalformedRecord(f"not a DynamoDB item: {exc}") from exc
     return from_plain(plain)

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any, Protocol
 
-from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
+from tokenbroker.adapters.attribute_values import serialize
 from tokenbroker.adapters.aws import error_code, failing_closed, new_item
 from tokenbroker.adapters.ledger_items import HOT_WINDOW_DAYS, ID, item_values, to_item
 from tokenbroker.adapters.put_item import LeanPutItem
@@ -25,7 +25,6 @@ from tokenbroker.domain.models import Status, UsageRecord
 #: the item of a ledger record (the schema lives in :mod:`tokenbroker.adapters.ledger_items`)
 usage_item = to_item
 _encode = json.JSONEncoder(separators=(",", ":")).encode
-_serializer = TypeSerializer()
 
 
 def usage_item_json(record: UsageRecord, *, hot_window_days: int | None = HOT_WINDOW_DAYS) -> str:
@@ -49,7 +48,7 @@ def usage_item_json(record: UsageRecord, *, hot_window_days: int | None = HOT_WI
         elif isinstance(value, str):  # the StrEnums (event, decision)
             members.append(f'{name}{{"S":{_json_string(str(value))}}}')
         else:  # nothing a record holds today: TypeSerializer decides
-            members.append(f"{name}{_encode(_serializer.serialize(value))}")
+            members.append(f"{name}{_encode(serialize(value))}")
     return ",".join(members)
 
 
