@@ -169,7 +169,7 @@ def _fail_with(client: Any, operation: str, code: str) -> None:
     [
         ("UpdateItem", "ProvisionedThroughputExceededException"),
         ("UpdateItem", "ThrottlingException"),
-        ("GetItem", "ResourceNotFoundException"),
+        ("Query", "ResourceNotFoundException"),  # the rules read (both formats)
         ("UpdateItem", "AccessDeniedException"),
     ],
 )
