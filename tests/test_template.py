@@ -1229,10 +1229,11 @@ def test_the_authorizer_may_only_check_liveness_record_usage_and_read_the_key(
         ("kms:GetPublicKey", "SigningKeyB.Arn"),
         ("ssm:GetParameter", KEY_SET_ARN),
         ("secretsmanager:GetSecretValue", "DpopNonceSecret"),
-        # quotas: the rules ride in the liveness read (GetItem: its fallback) and one
-        # conditional UpdateItem per lease
+        # quotas: the rules ride in the liveness read (Query of the client's rule#
+        # partition: its fallback, and the read of both formats before the migration)
+        # and one conditional UpdateItem per lease
         ("dynamodb:BatchGetItem", "QuotasTable.Arn"),
-        ("dynamodb:GetItem", "QuotasTable.Arn"),
+        ("dynamodb:Query", "QuotasTable.Arn"),
         ("dynamodb:UpdateItem", "QuotasTable.Arn"),
     }
 

@@ -307,12 +307,6 @@ def test_a_units_event_stays_in_the_table_for_the_deployments_hot_window(ddb: An
     assert (item["ttl"]["N"], item["ru"]["N"]) == (str(T0 + 90 * 86_400), str(T0 + 400 * 86_400))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review finding, not fixed: rules stored before quota12 (one item per model, "
-    "sk=<model>) are not read or migrated; after an upgrade the client's limits silently "
-    "fall back to the template defaults (0 = unlimited)",
-)
 def test_a_rule_stored_by_the_previous_version_is_still_enforced(ddb: Any) -> None:
     ddb.put_item(
         TableName=TABLE,
@@ -320,3 +314,8 @@ def test_a_rule_stored_by_the_previous_version_is_still_enforced(ddb: Any) -> No
     )
     store = DynamoQuotaStore(ddb, table=TABLE, usage_table=USAGE)
     assert store.rules(CLIENT) == {ALL_MODELS: QuotaLimits(requests_per_minute=5)}
+    g = QuotaGate(store, defaults=QuotaLimits(0, 0, 0), clock=FixedClock(T0))
+    assert Counter(_admit(g) for _ in range(7)) == {
+        "allowed": 5,
+        "quota_exceeded:requests_per_minute": 2,
+    }
