@@ -232,6 +232,21 @@ class DynamoQuotaStore:
                 raise
         return True
 
+    def record_units(self, event: UsageRecord) -> bool:
+        """A grant no quota applies to: its units report is the ledger event alone (no
+        counter to count against), a conditional put (False if reported before)."""
+        if not self._usage:
+            raise TemporarilyUnavailable("no usage table is configured for units events")
+        put = ledger_put(self._usage, event, self._hot_window_days)["Put"]
+        with failing_closed("dynamodb:PutItem"):
+            try:
+                self._ddb.put_item(**put)
+            except ClientError as exc:
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    return False
+                raise
+        return True
+
     def counter(self, counter_id: str, day: int) -> CounterState:
         with failing_closed("dynamodb:GetItem"):
             item = self._ddb.get_item(

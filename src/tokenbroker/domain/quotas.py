@@ -357,6 +357,11 @@ class QuotaStore(Protocol):
         record) written in the same transaction; False if reported before."""
         ...
 
+    def record_units(self, event: UsageRecord) -> bool:
+        """The units event of a grant no quota applies to (nothing to count against):
+        written once per usage record; False if reported before."""
+        ...
+
 
 class QuotaCheck(Protocol):
     """What the edge calls (services/quotas.py::QuotaGate): admit one request or raise

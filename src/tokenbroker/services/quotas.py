@@ -224,18 +224,18 @@ class UnitsReporter:
         self._retention_days = retention_days
 
     def report(self, context: Mapping[str, object], *, units: int, model: str = "") -> bool:
-        """``context``: the authorizer context. False if this usage was reported before."""
+        """``context``: the authorizer context. False if this usage was reported before.
+        A grant with no quota (no ``quota`` reference) records its units event alone."""
         check_units(units)
         usage_id = str(context.get("usage_id") or "")
         reference = str(context.get("quota") or "")
         if not usage_id:
             raise InvalidRequest("the authorizer context names no usage record")
-        if not reference:
-            return False  # no quota applies to this grant: nothing to count against
-        try:
-            day, counter_id = parse_quota_reference(reference)
-        except ValueError as exc:
-            raise InvalidRequest("the authorizer context's quota reference is invalid") from exc
+        if reference:
+            try:
+                day, counter_id = parse_quota_reference(reference)
+            except ValueError as exc:
+                raise InvalidRequest("the authorizer context's quota reference is invalid") from exc
         now = self._clock()
         event = UsageRecord.build(
             at=now,
@@ -250,6 +250,10 @@ class UnitsReporter:
             resource=model,
             actor=UNITS_ACTOR,
         )
+        if not reference:
+            # no quota applies to this grant: nothing to count against, but the units
+            # are still recorded in the ledger against the usage record (issue 12)
+            return self._store.record_units(event)
         return self._store.report_units(
             usage_id=usage_id,
             counter_id=counter_id,
