@@ -574,9 +574,8 @@ def test_the_aggregates_function_may_only_count_into_its_table_and_read_the_stre
         ("dynamodb:GetRecords", "UsageTable.StreamArn"),
         ("dynamodb:GetShardIterator", "UsageTable.StreamArn"),
         ("dynamodb:ListStreams", "UsageTable.StreamArn"),
-        # sharing rules in the same batch: the burst rule reads the hour pages
-        ("dynamodb:Query", "AggregatesTable.Arn"),
-        # window state and alerts
+        # sharing rules in the same batch: window state, the burst rule's own hourly
+        # counts (it reads no aggregates) and alerts
         ("dynamodb:GetItem", "SharingTable.Arn"),
         ("dynamodb:PutItem", "SharingTable.Arn"),
         ("dynamodb:UpdateItem", "SharingTable.Arn"),
