@@ -98,6 +98,9 @@ class CountingStore:
     def report_units(self, **_: Any) -> bool:
         return True
 
+    def record_units(self, event: Any) -> bool:
+        return True
+
 
 def _zipf_cum(n: int, s: float) -> list[float]:
     weights = [1 / (k**s) for k in range(1, n + 1)]
