@@ -390,6 +390,16 @@ def test_the_edge_allows_fresh_proofs_and_refuses_replays_other_keys_and_revoked
     )
     for item in items:
         assert token not in json.dumps(item)
+    # no quota applies to this client, yet the model's units are in the ledger against
+    # the request's usage record (issue 12: report_usage records them either way)
+    units = [
+        i
+        for i in _usage_items(stack, client["client_id"])
+        if i["id"]["S"] == ("units:" + model.json()["usage_id"])
+    ]
+    assert [(i["event"]["S"], i["reason"]["S"]) for i in units] == [
+        ("units_reported", f"units:{model.json()['units']}")
+    ]
     log = stack.log.read_text()
     assert token not in log
     assert proof not in log

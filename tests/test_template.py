@@ -574,9 +574,8 @@ def test_the_aggregates_function_may_only_count_into_its_table_and_read_the_stre
         ("dynamodb:GetRecords", "UsageTable.StreamArn"),
         ("dynamodb:GetShardIterator", "UsageTable.StreamArn"),
         ("dynamodb:ListStreams", "UsageTable.StreamArn"),
-        # sharing rules in the same batch: the burst rule reads the hour pages
-        ("dynamodb:Query", "AggregatesTable.Arn"),
-        # window state and alerts
+        # sharing rules in the same batch: window state, the burst rule's own hourly
+        # counts (it reads no aggregates) and alerts
         ("dynamodb:GetItem", "SharingTable.Arn"),
         ("dynamodb:PutItem", "SharingTable.Arn"),
         ("dynamodb:UpdateItem", "SharingTable.Arn"),
@@ -1229,10 +1228,11 @@ def test_the_authorizer_may_only_check_liveness_record_usage_and_read_the_key(
         ("kms:GetPublicKey", "SigningKeyB.Arn"),
         ("ssm:GetParameter", KEY_SET_ARN),
         ("secretsmanager:GetSecretValue", "DpopNonceSecret"),
-        # quotas: the rules ride in the liveness read (GetItem: its fallback) and one
-        # conditional UpdateItem per lease
+        # quotas: the rules ride in the liveness read (Query of the client's rule#
+        # partition: its fallback, and the read of both formats before the migration)
+        # and one conditional UpdateItem per lease
         ("dynamodb:BatchGetItem", "QuotasTable.Arn"),
-        ("dynamodb:GetItem", "QuotasTable.Arn"),
+        ("dynamodb:Query", "QuotasTable.Arn"),
         ("dynamodb:UpdateItem", "QuotasTable.Arn"),
     }
 

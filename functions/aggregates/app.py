@@ -8,7 +8,8 @@ is not a ledger record is skipped and logged by its sequence number (the ledger 
 ids and hashes only), never retried: one bad item must not stop a stream shard.
 """
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -16,6 +17,9 @@ from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tokenbroker import bootstrap
+
+if TYPE_CHECKING:
+    from tokenbroker.domain.aggregates import Page
 
 logger = Logger()
 metrics = Metrics()
@@ -44,19 +48,21 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="RecordsMalformed", unit=MetricUnit.Count, value=len(result.malformed))
     metrics.add_metric(name="PagesWritten", unit=MetricUnit.Count, value=result.written)
     metrics.add_metric(name="PagesRedelivered", unit=MetricUnit.Count, value=result.skipped)
-    _detect_sharing(images, len(records))
+    _detect_sharing(images, len(records), result.new_pages)
     return {"batchItemFailures": []}
 
 
-def _detect_sharing(images: list[dict[str, Any]], records: int) -> None:
-    """The sharing rules on the same batch, after the aggregates (the burst rule reads
-    this hour's pages). A failure fails the batch: its redelivery skips the pages
-    already written and finishes the alerts (services/sharing.py)."""
+def _detect_sharing(
+    images: list[dict[str, Any]], records: int, new_pages: "Sequence[Page]"
+) -> None:
+    """The sharing rules on the same batch, after the aggregates (the burst rule counts
+    the requests of the pages written now). A failure fails the batch: its redelivery
+    skips the pages already written and finishes the alerts (services/sharing.py)."""
     try:
         sharing = bootstrap.default().sharing
         if sharing is None:
             return
-        result = sharing.evaluate_batch(images)
+        result = sharing.evaluate_batch(images, new_pages=new_pages)
     except Exception:
         logger.exception(
             "sharing rules failed; Lambda delivers the batch again", extra={"records": records}

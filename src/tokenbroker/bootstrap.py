@@ -561,7 +561,6 @@ class Container:
         """The stream's sharing rules (None when the deployment has no sharing table)."""
 
         def make() -> SharingService | None:
-            from tokenbroker.adapters.aggregates import AggregatesReader
             from tokenbroker.adapters.alerts import AlertPublisher, DynamoSharingStore
             from tokenbroker.adapters.ledger_items import from_plain
             from tokenbroker.domain.sharing import parse_rules
@@ -572,7 +571,6 @@ class Container:
                 return None
             s.require("usage_table")
             ddb = self.client("dynamodb")
-            reader = AggregatesReader(ddb, table=s.aggregates_table) if s.aggregates_table else None
             return SharingService(
                 store=DynamoSharingStore(
                     ddb,
@@ -589,7 +587,6 @@ class Container:
                 decode=from_plain,
                 rules=parse_rules(s.sharing_rules),
                 clock=self.clock,
-                aggregates=reader,
                 retention_days=s.usage_retention_days,
             )
 

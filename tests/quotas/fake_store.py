@@ -61,6 +61,14 @@ class FakeQuotaStore:
             )
             return True
 
+    def record_units(self, event: UsageRecord) -> bool:
+        with self._lock:
+            self._call()
+            if event.record_id in self.events:
+                return False
+            self.events[event.record_id] = event
+            return True
+
     def _call(self) -> None:
         self.calls += 1
         if self.fail is not None:

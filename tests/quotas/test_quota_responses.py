@@ -68,10 +68,11 @@ def test_no_refusal_for_a_grant() -> None:
     assert quota_refusal(None) is None
 
 
-def test_report_usage_reads_the_authorizer_context_and_needs_no_aws_without_a_quota() -> None:
+def test_report_usage_reads_the_authorizer_context_and_checks_units_before_any_aws() -> None:
+    """(A grant without a quota records its units event too: tests/quotas/
+    test_quota_store.py::test_a_grant_without_a_quota_still_records_its_units_event.)"""
     event: dict[str, Any] = {"requestContext": {"authorizer": {"usage_id": "u1"}}}
     assert authorizer_context(event) == {"usage_id": "u1"}
-    assert report_usage(event, units=5) is False  # no quota reference: nothing to count
     with pytest.raises(InvalidRequest):
         authorizer_context({"requestContext": {}})
     with pytest.raises(InvalidRequest):

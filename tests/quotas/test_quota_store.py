@@ -169,7 +169,7 @@ def _fail_with(client: Any, operation: str, code: str) -> None:
     [
         ("UpdateItem", "ProvisionedThroughputExceededException"),
         ("UpdateItem", "ThrottlingException"),
-        ("GetItem", "ResourceNotFoundException"),
+        ("Query", "ResourceNotFoundException"),  # the rules read (both formats)
         ("UpdateItem", "AccessDeniedException"),
     ],
 )
@@ -307,12 +307,6 @@ def test_a_units_event_stays_in_the_table_for_the_deployments_hot_window(ddb: An
     assert (item["ttl"]["N"], item["ru"]["N"]) == (str(T0 + 90 * 86_400), str(T0 + 400 * 86_400))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review finding, not fixed: rules stored before quota12 (one item per model, "
-    "sk=<model>) are not read or migrated; after an upgrade the client's limits silently "
-    "fall back to the template defaults (0 = unlimited)",
-)
 def test_a_rule_stored_by_the_previous_version_is_still_enforced(ddb: Any) -> None:
     ddb.put_item(
         TableName=TABLE,
@@ -320,3 +314,42 @@ def test_a_rule_stored_by_the_previous_version_is_still_enforced(ddb: Any) -> No
     )
     store = DynamoQuotaStore(ddb, table=TABLE, usage_table=USAGE)
     assert store.rules(CLIENT) == {ALL_MODELS: QuotaLimits(requests_per_minute=5)}
+    g = QuotaGate(store, defaults=QuotaLimits(0, 0, 0), clock=FixedClock(T0))
+    assert Counter(_admit(g) for _ in range(7)) == {
+        "allowed": 5,
+        "quota_exceeded:requests_per_minute": 2,
+    }
+
+
+def test_a_grant_without_a_quota_still_records_its_units_event(ddb: Any) -> None:
+    """Issue 12: units are "recorded in the ledger against the usage record" whether or
+    not a quota counts them; no counter or report item is written (there is none to
+    count toward), and a retry records nothing twice."""
+    store = DynamoQuotaStore(ddb, table=TABLE, usage_table=USAGE)
+    clock = FixedClock(T0)
+    g = QuotaGate(store, defaults=QuotaLimits(0, 0, 0), clock=clock)
+    assert g.admit(CLIENT, "al", "llama3:8b", T0) == ""  # no limit applies: no reference
+    reporter = UnitsReporter(store, clock=clock)
+    context = {"usage_id": "rec-9", "quota": "", "principal": "al", "client_id": CLIENT}
+    assert reporter.report(context, units=33, model="llama3:8b") is True
+    assert reporter.report(context, units=33, model="llama3:8b") is False  # a retry
+    [event] = _units_events(ddb)
+    assert (event.record_id, event.reason, event.resource, event.principal) == (
+        "units:rec-9",
+        "units:33",
+        "llama3:8b",
+        "al",
+    )
+    assert ddb.scan(TableName=TABLE)["Items"] == []  # no counter, no report item
+
+
+def test_a_units_event_without_a_quota_fails_closed(ddb: Any) -> None:
+    store = DynamoQuotaStore(ddb, table=TABLE, usage_table=USAGE)
+    _fail_with(ddb, "PutItem", "ThrottlingException")
+    reporter = UnitsReporter(store, clock=FixedClock(T0))
+    with pytest.raises(TemporarilyUnavailable, match="ThrottlingException"):
+        reporter.report({"usage_id": "rec-9", "quota": ""}, units=3)
+    with pytest.raises(TemporarilyUnavailable, match="no usage table"):
+        UnitsReporter(DynamoQuotaStore(ddb, table=TABLE), clock=FixedClock(T0)).report(
+            {"usage_id": "rec-9"}, units=3
+        )

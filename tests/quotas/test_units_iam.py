@@ -106,7 +106,7 @@ def test_the_edges_may_write_only_quota_counters() -> None:
             for s in statements
             if s["Resource"] == {"Fn::GetAtt": ["QuotasTable", "Arn"]}
             and set(s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
-            - {"dynamodb:GetItem", "dynamodb:BatchGetItem"}
+            - {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"}
         ]
         [write] = writes
         [(operator, condition)] = write.get("Condition", {}).items()
@@ -120,3 +120,20 @@ def test_the_edges_may_write_only_quota_counters() -> None:
         assert allowed(shard_counter_id(counter, 3, 8)), name
         refused = [rules_key("tbc_c")["pk"]["S"], "report#abc", "xuse#1", "USE#1", ""]
         assert [k for k in refused if allowed(k)] == [], name
+
+
+def test_the_edges_rules_query_reaches_rule_items_only() -> None:
+    """The authorizers read a client's rules with a Query of its ``rule#`` partition
+    (both formats, until ``quotas migrate`` marked the table: adapters/quota_rules.py);
+    it must not read counters or units reports."""
+    from tokenbroker.adapters.quota_rules import rules_key
+
+    for name, statements in _edges().items():
+        [query] = [s for s in statements if s["Action"] == "dynamodb:Query"]
+        assert query["Resource"] == {"Fn::GetAtt": ["QuotasTable", "Arn"]}, name
+        [(operator, condition)] = query["Condition"].items()
+        assert operator == "ForAllValues:StringLike", name
+        patterns = condition["dynamodb:LeadingKeys"]
+        assert [_string_like(p, rules_key("tbc_c")["pk"]["S"]) for p in patterns] == [True]
+        refused = ["use#x", "report#abc", "meta#quota-rules", "RULE#x", ""]
+        assert [k for k in refused if any(_string_like(p, k) for p in patterns)] == [], name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -189,31 +190,35 @@ def test_a_publish_failure_fails_the_batch_and_the_retry_delivers_the_alert(
 def test_writes_per_batch_are_per_window_not_per_record(stack: Stack, handler: Any) -> None:
     for i in range(200):
         stack.use(f"198.51.100.{i % 3}", at_ms=T0 + i)
-    writes: list[str] = []
-    ddb = bootstrap.default().client("dynamodb")
-    ddb.meta.events.register(
-        "provide-client-params.dynamodb.UpdateItem",
-        lambda params, **_: writes.append(params["TableName"]),
-    )
+    writes = _sharing_writes(stack)
     handler({"Records": stack.new_records()}, context())
-    sharing = [t for t in writes if t == stack.table("SharingTable")]
-    # device networks + distant networks + the principal's devices: 3 windows
-    assert len(sharing) == 3
+    # device networks + distant networks + the principal's devices: 3 windows, and the
+    # burst rule's one hourly-counts update for the principal
+    assert writes == {"win": 3, "burst": 1}
 
 
 def test_a_steady_device_costs_no_window_writes_after_its_first_batch(
     stack: Stack, handler: Any
 ) -> None:
-    writes: list[str] = []
-    ddb = bootstrap.default().client("dynamodb")
-    ddb.meta.events.register(
-        "provide-client-params.dynamodb.UpdateItem",
-        lambda params, **_: writes.append(params["TableName"]),
-    )
+    writes = _sharing_writes(stack)
     for batch in range(3):  # the same device and network, three batches, one window
         for i in range(10):
             stack.use("198.51.100.7", at_ms=T0 + batch * 100 + i)
         handler({"Records": stack.new_records()}, context())
-    sharing = [t for t in writes if t == stack.table("SharingTable")]
-    assert len(sharing) == 3  # the first batch's three windows; then nothing new
+    # the first batch's three windows, then nothing new; the principal's hourly
+    # counts (the burst rule) take one update per batch
+    assert writes == {"win": 3, "burst": 3}
     assert stack.alert_items() == []
+
+
+def _sharing_writes(stack: Stack) -> Counter[str]:
+    """UpdateItems on the sharing table by item kind (``win#``, ``burst#``...)."""
+    writes: Counter[str] = Counter()
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        if params["TableName"] == stack.table("SharingTable"):
+            writes[params["Key"]["pk"]["S"].partition("#")[0]] += 1
+
+    ddb = bootstrap.default().client("dynamodb")
+    ddb.meta.events.register("provide-client-params.dynamodb.UpdateItem", count)
+    return writes

@@ -8,6 +8,12 @@ holds two kinds of item:
   (rule, subject, window) per batch; ``ADD`` of a set is a union, so a retried batch
   adds nothing twice. The set stops growing at ``MAX_SET`` members (the condition):
   items stay small whatever a flood looks like, and the window then counts as over.
+- the burst rule's hourly counts, ``pk = "burst#<principal>"``, ``sk = "hours"``: one
+  number ``h<epoch hour>`` per hour of the principal's baseline and the current hour
+  (at most 169, under 2 KB), ADDed by one UpdateItem per principal per batch that
+  returns the whole item (ALL_NEW): the rule reads nothing else. Hours before the
+  baseline are REMOVEd (the one that just fell out in the same update; older ones,
+  left by an idle principal, in a cleanup update when seen); TTL after the baseline.
 - alerts, ``pk = "alert#<YYYYMMDD>"``, ``sk = <alert id>``: written once (a conditional
   put in the same transaction as the finding's ledger record), so a retried batch
   neither duplicates an alert nor its ledger event. ``delivered`` says whether it was
@@ -54,6 +60,8 @@ ACKED_BY = "acked_by"
 ACKED_AT = "acked_at_ms"
 # on the clients table: the client's containment mode; on the devices table: step-up
 CLIENT_CONTAINMENT = "containment"
+#: the burst counts: ``h<epoch hour>`` (requests in that hour)
+HOUR_PREFIX = "h"
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -65,6 +73,10 @@ def _item(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _de.deserialize(v) for k, v in item.items()}
+
+
+def _burst_key(principal: str) -> dict[str, Any]:
+    return {PK: {"S": "burst#" + principal}, SK: {"S": "hours"}}
 
 
 def _alert_key(alert_id: str) -> dict[str, Any]:
@@ -136,6 +148,65 @@ class DynamoSharingStore:
                 raise
         members = response.get("Attributes", {}).get(MEMBERS, {}).get("SS", [])
         return WindowState(delta, frozenset(members) | delta.members)
+
+    # ---- the burst rule's own hourly counts (services/sharing.py::_bursts) ---------
+    def add_hours(
+        self, principal: str, counts: Mapping[int, int], *, keep_from: int, expires_at: int
+    ) -> dict[int, int]:
+        """ADD ``counts`` (epoch hour -> requests, hours >= ``keep_from``) to the
+        principal's hours; returns its hours from ``keep_from`` on, after the update."""
+        adds = {hour: n for hour, n in counts.items() if hour >= keep_from and n > 0}
+        names = {"#t": TTL}
+        values: dict[str, Any] = {":t": {"N": str(expires_at)}}
+        added = []
+        for i, (hour, n) in enumerate(sorted(adds.items())):
+            names[f"#h{i}"] = f"{HOUR_PREFIX}{hour}"
+            values[f":h{i}"] = {"N": str(n)}
+            added.append(f"#h{i} :h{i}")
+        update = (f"ADD {', '.join(added)} " if added else "") + "SET #t = :t REMOVE #old"
+        names["#old"] = f"{HOUR_PREFIX}{keep_from - 1}"  # the hour that just fell out
+        with failing_closed("dynamodb:UpdateItem"):
+            item = self._ddb.update_item(
+                TableName=self._table,
+                Key=_burst_key(principal),
+                UpdateExpression=update,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            ).get("Attributes", {})
+        return self._kept(principal, item, keep_from)
+
+    def hours(self, principal: str, *, keep_from: int) -> dict[int, int]:
+        """The principal's hours from ``keep_from`` on (a redelivered batch adds
+        nothing, but its principals are evaluated again: a consistent GetItem)."""
+        with failing_closed("dynamodb:GetItem"):
+            item = self._ddb.get_item(
+                TableName=self._table, Key=_burst_key(principal), ConsistentRead=True
+            ).get("Item", {})
+        return self._kept(principal, item, keep_from)
+
+    def _kept(self, principal: str, item: Mapping[str, Any], keep_from: int) -> dict[int, int]:
+        hours: dict[int, int] = {}
+        for name, value in item.items():
+            if name.startswith(HOUR_PREFIX) and name[1:].isdigit():
+                try:
+                    hours[int(name[1:])] = int(value["N"])
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise TemporarilyUnavailable(
+                        f"the burst counts of a principal hold an invalid count ({name})"
+                    ) from exc
+        stale = sorted(h for h in hours if h < keep_from)[:100]
+        if stale:  # left by a principal idle when its hour fell out: one cleanup write
+            with failing_closed("dynamodb:UpdateItem"):
+                self._ddb.update_item(
+                    TableName=self._table,
+                    Key=_burst_key(principal),
+                    UpdateExpression="REMOVE " + ", ".join(f"#s{i}" for i in range(len(stale))),
+                    ExpressionAttributeNames={
+                        f"#s{i}": f"{HOUR_PREFIX}{h}" for i, h in enumerate(stale)
+                    },
+                )
+        return {h: n for h, n in hours.items() if h >= keep_from}
 
     def put_alert(self, alert: Alert, record: UsageRecord, *, expires_at: int) -> bool:
         """Write the alert and its ledger record, both or neither; False if the alert

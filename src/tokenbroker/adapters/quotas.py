@@ -2,10 +2,8 @@
 quota items' attribute names. The design and its bounds: :mod:`tokenbroker.domain.quotas`.
 
 Items (``pk``, ``sk``):
-- a client's rules: ``rule#<client_id>``, ``rules``, ONE item per client holding every
-  model's limits as ``rpm:<model or *>``, ``rpd:<model>``, ``upd:<model>``: one key, so
-  the edge reads it inside the liveness BatchGetItem it makes anyway (:class:`RulesRider`,
-  no round trip of its own; a Query cannot ride in a BatchGetItem);
+- a client's rules (both formats, the previous version's too, and their migration):
+  adapters/quota_rules.py, which alone knows their attributes;
 - a counter: ``use#<json [client, principal, model key]>``, ``<UTC day>`` with
   ``m<minute of the day>`` (requests leased in that minute; the last two minutes),
   ``d`` (requests leased today), ``u`` (model units reported today), ``ttl`` (2 days on);
@@ -16,7 +14,6 @@ Items (``pk``, ``sk``):
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from botocore.exceptions import ClientError
@@ -24,9 +21,15 @@ from botocore.exceptions import ClientError
 from tokenbroker.adapters.aws import error_code, failing_closed
 from tokenbroker.adapters.dynamodb import ledger_put
 from tokenbroker.adapters.ledger_items import HOT_WINDOW_DAYS
+from tokenbroker.adapters.quota_rules import (
+    DynamoQuotaRules,
+    RulesRider,
+    parse_rules,
+    rules_key,
+)
 from tokenbroker.domain.errors import InvalidRequest, TemporarilyUnavailable
 from tokenbroker.domain.models import UsageRecord
-from tokenbroker.domain.quotas import CounterState, LeaseAsk, QuotaLimits
+from tokenbroker.domain.quotas import CounterState, LeaseAsk, LegacyRule, QuotaLimits
 
 PK: Final = "pk"
 SK: Final = "sk"
@@ -42,31 +45,6 @@ EXPIRES_AT: Final = "ttl"
 MODEL: Final = "model"
 AT: Final = "at"
 _LIMITS: Final = ((RPM, "requests_per_minute"), (RPD, "requests_per_day"), (UPD, "units_per_day"))
-RULES_SK: Final = "rules"
-#: ``<limit>:<model>`` (a model may hold ":", the limit names do not)
-RULE_SEPARATOR: Final = ":"
-
-
-def rules_key(client_id: str) -> dict[str, Any]:
-    return {PK: {"S": "rule#" + client_id}, SK: {"S": RULES_SK}}
-
-
-def parse_rules(item: Mapping[str, Any] | None) -> dict[str, QuotaLimits]:
-    """The rules item (None = the client has none) as model -> limits. A value we never
-    write (not a non-negative integer) is TemporarilyUnavailable: refuse, never guess."""
-    found: dict[str, dict[str, int]] = {}
-    for name, value in (item or {}).items():
-        attr, sep, model = name.partition(RULE_SEPARATOR)
-        if not sep or attr not in (RPM, RPD, UPD) or not model:
-            continue
-        number = value.get("N") if isinstance(value, Mapping) else None
-        if number is None or not number.isdigit():
-            raise TemporarilyUnavailable("a quota rule holds an invalid limit")
-        found.setdefault(model, {})[attr] = int(number)
-    return {
-        model: QuotaLimits(*(limits.get(attr) for attr, _ in _LIMITS))
-        for model, limits in found.items()
-    }
 
 
 def counter_pk(client_id: str, principal: str, model_key: str) -> str:
@@ -112,38 +90,32 @@ class DynamoQuotaStore:
         self._table = table
         self._usage = usage_table
         self._hot_window_days = hot_window_days
+        self._rules = DynamoQuotaRules(dynamodb, table=table)
 
     def counter_id(self, client_id: str, principal: str, model_key: str) -> str:
         return counter_pk(client_id, principal, model_key)
 
     # ---- rules (admin plane writes, the edge reads through a cache) ------------------
     def rules(self, client_id: str) -> dict[str, QuotaLimits]:
-        """A direct read (the admin plane; the edge reads the item with the liveness)."""
-        with failing_closed("dynamodb:GetItem"):
-            item = self._ddb.get_item(
-                TableName=self._table, Key=rules_key(client_id), ConsistentRead=True
-            ).get("Item")
-        return parse_rules(item)
+        """A direct read of both formats (the admin plane, and the edge until the table
+        is migrated; after it the edge reads the rules item with the liveness)."""
+        return self._rules.rules(client_id)
 
     def set_rule(self, client_id: str, model: str, limits: QuotaLimits, at: int) -> QuotaLimits:
         """Merge the given limits into the model's rule; returns the rule as stored."""
-        sets, values = ["#at = :at"], {":at": {"N": str(at)}}
-        names = {"#at": AT}
-        for i, ((attr, _), value) in enumerate(zip(_LIMITS, limits.astuple(), strict=True)):
-            if value is not None:
-                sets.append(f"#l{i} = :l{i}")
-                names[f"#l{i}"] = attr + RULE_SEPARATOR + model
-                values[f":l{i}"] = {"N": str(value)}
-        with failing_closed("dynamodb:UpdateItem"):
-            item = self._ddb.update_item(
-                TableName=self._table,
-                Key=rules_key(client_id),
-                UpdateExpression="SET " + ", ".join(sets),
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )["Attributes"]
-        return parse_rules(item).get(model, QuotaLimits())
+        return self._rules.set_rule(client_id, model, limits, at)
+
+    def legacy_clients(self) -> list[str]:
+        return self._rules.legacy_clients()
+
+    def migrate_client(self, client_id: str, *, dry_run: bool = False) -> list[LegacyRule]:
+        return self._rules.migrate_client(client_id, dry_run=dry_run)
+
+    def mark_migrated(self, at: int) -> None:
+        self._rules.mark_migrated(at)
+
+    def migrated(self) -> bool:
+        return self._rules.migrated()
 
     # ---- the edge: one conditional UpdateItem per lease ------------------------------
     def lease(self, counter_id: str, day: int, a: LeaseAsk) -> tuple[bool, CounterState]:
@@ -260,6 +232,21 @@ class DynamoQuotaStore:
                 raise
         return True
 
+    def record_units(self, event: UsageRecord) -> bool:
+        """A grant no quota applies to: its units report is the ledger event alone (no
+        counter to count against), a conditional put (False if reported before)."""
+        if not self._usage:
+            raise TemporarilyUnavailable("no usage table is configured for units events")
+        put = ledger_put(self._usage, event, self._hot_window_days)["Put"]
+        with failing_closed("dynamodb:PutItem"):
+            try:
+                self._ddb.put_item(**put)
+            except ClientError as exc:
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    return False
+                raise
+        return True
+
     def counter(self, counter_id: str, day: int) -> CounterState:
         with failing_closed("dynamodb:GetItem"):
             item = self._ddb.get_item(
@@ -268,22 +255,4 @@ class DynamoQuotaStore:
         return _state(item, day)
 
 
-class RulesRider:
-    """The client's rules item, read inside the edge's liveness BatchGetItem
-    (adapters/usage.py::DynamoLiveness ``riders``): no round trip of its own, read as
-    often as the liveness (at most once per (client, device) per ``liveness.MAX_AGE``).
-    ``deliver(client_id, rules)`` hands them to the quota gate; an absent item is "no
-    rules" (the template defaults apply); a throttled or unprocessed read fails the
-    whole BatchGetItem closed, exactly as the liveness read does."""
-
-    def __init__(
-        self, *, table: str, deliver: Callable[[str, dict[str, QuotaLimits]], None]
-    ) -> None:
-        self.table = table
-        self._deliver = deliver
-
-    def key(self, client_id: str, jkt: str) -> dict[str, Any]:
-        return rules_key(client_id)
-
-    def found(self, client_id: str, jkt: str, item: Mapping[str, Any] | None) -> None:
-        self._deliver(client_id, parse_rules(item))
+__all__ = ["DynamoQuotaStore", "RulesRider", "counter_pk", "parse_rules", "rules_key"]

@@ -129,15 +129,16 @@ class DynamoUsageLedger:
 
 
 class LivenessRider(Protocol):
-    """One more item read in the liveness BatchGetItem (same round trip, same cache
-    life; e.g. adapters/quotas.py::RulesRider). ``found`` gets the item (None = absent)
-    after every key was processed; what it raises fails the read closed."""
+    """More items read in the liveness BatchGetItem (same round trip, same cache life;
+    e.g. adapters/quota_rules.py::RulesRider). ``found`` gets the items of its table that
+    exist (in any order: match them by key) after every key was processed; what it
+    raises fails the read closed."""
 
     table: str
 
-    def key(self, client_id: str, jkt: str) -> dict[str, Any]: ...
+    def keys(self, client_id: str, jkt: str) -> list[dict[str, Any]]: ...
 
-    def found(self, client_id: str, jkt: str, item: Mapping[str, Any] | None) -> None: ...
+    def found(self, client_id: str, jkt: str, items: Sequence[Mapping[str, Any]]) -> None: ...
 
 
 class DynamoLiveness:
@@ -172,7 +173,7 @@ class DynamoLiveness:
 
     def fetch(self, client_id: str, jkt: str) -> Liveness:
         rides = {
-            r.table: {"Keys": [r.key(client_id, jkt)], "ConsistentRead": True} for r in self._riders
+            r.table: {"Keys": r.keys(client_id, jkt), "ConsistentRead": True} for r in self._riders
         }
         with failing_closed("dynamodb:BatchGetItem"):
             response = self._ddb.batch_get_item(
@@ -220,7 +221,7 @@ class DynamoLiveness:
         except ValueError as exc:
             raise TemporarilyUnavailable("the device's tokens_not_before is invalid") from exc
         for rider in self._riders:
-            rider.found(client_id, jkt, (found.get(rider.table) or [None])[0])
+            rider.found(client_id, jkt, found.get(rider.table) or [])
         return Liveness(
             revoked_jtis=frozenset(revoked) if isinstance(revoked, dict) else frozenset(),
             device_tokens_not_before=device_not_before,

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import click
 
+from tokenbroker.adapters.quota_rules import REASON_INVALID
 from tokenbroker.cli.admin import _admin, _emit, _state, client_id_option, output_option
+from tokenbroker.cli.errors import BadInput
 from tokenbroker.cli.output import Field
+from tokenbroker.domain.errors import TemporarilyUnavailable
 from tokenbroker.domain.quotas import MAX_LIMIT, QuotaLimits
 
 RULE_FIELDS = (
@@ -17,6 +20,7 @@ RULE_FIELDS = (
     Field("units_per_day", "int"),
 )
 _LIMIT = click.IntRange(0, MAX_LIMIT)
+MIGRATION_FIELDS = (*RULE_FIELDS, Field("result"), Field("superseded"))
 
 
 @click.group()
@@ -34,6 +38,7 @@ def quotas() -> None:
       tokenbroker quotas set --client-id tbc_... --requests-per-minute 50
       tokenbroker quotas set --client-id tbc_... --model gpt-secret --units-per-day 100000
       tokenbroker quotas list --client-id tbc_... --output json
+      tokenbroker quotas migrate --dry-run
     """
 
 
@@ -77,3 +82,40 @@ def list_quotas(client_id: str, output: str | None) -> None:
     _admin().get_client(client_id)
     rules = _state().container().quota_admin.list(client_id)
     _emit([r.asdict() for r in rules], RULE_FIELDS, output, many=True)
+
+
+@quotas.command("migrate")
+@click.option("--dry-run", is_flag=True, help="List what would be migrated; change nothing.")
+@output_option
+def migrate_quotas(dry_run: bool, output: str | None) -> None:
+    """Move rules stored by the previous version into the current format.
+
+    The previous version stored one item per (client, model); this one keeps one rules
+    item per client, read by the edge inside its liveness read. Until this command has
+    run once against a deployment, the edge reads each client's rules in both formats
+    with a query of its own (enforced, but one more round trip per client per 5 s):
+    run it after deploying this version, fresh installs too.
+
+    Each legacy rule is folded into its client's rules item (a limit that item already
+    sets wins, listed as superseded) and deleted in the same transaction; then the table
+    is marked migrated. Safe to run again or twice at once; a failure leaves the rules
+    not yet moved in place and still enforced: run it again. Stop using the previous
+    version's CLI first.
+
+    \b
+    Example:
+      tokenbroker quotas migrate --dry-run --output json
+      tokenbroker quotas migrate
+    """
+    try:
+        report = _state().container().quota_admin.migrate(dry_run=dry_run)
+    except TemporarilyUnavailable as exc:
+        if exc.reason != REASON_INVALID:
+            raise  # an AWS failure: exit 1 (cli/main.py), the unmoved rules stay enforced
+        # a legacy item this version cannot read: nothing of its client moved; the
+        # command cannot run until an admin fixes or deletes it
+        raise BadInput(f"{exc.description}; nothing of that client was migrated") from exc
+    _emit(report.rows(), MIGRATION_FIELDS, output, many=True)
+    state = "the table is marked migrated" if report.marked else "the table is not marked migrated"
+    verb = "would migrate" if dry_run else "migrated"
+    click.echo(f"{verb} {len(report.rules)} legacy rule(s); {state}", err=True)

@@ -357,6 +357,11 @@ class QuotaStore(Protocol):
         record) written in the same transaction; False if reported before."""
         ...
 
+    def record_units(self, event: UsageRecord) -> bool:
+        """The units event of a grant no quota applies to (nothing to count against):
+        written once per usage record; False if reported before."""
+        ...
+
 
 class QuotaCheck(Protocol):
     """What the edge calls (services/quotas.py::QuotaGate): admit one request or raise
@@ -383,3 +388,15 @@ def parse_quota_reference(reference: str) -> tuple[int, str]:
     if not day.isdigit() or not counter_id:
         raise ValueError("not a quota reference")
     return int(day), counter_id
+
+
+@dataclass(frozen=True)
+class LegacyRule:
+    """A rule stored in the previous version's format (one item per model), and what
+    migrating it does (adapters/quota_rules.py): its limits are folded into the client's
+    rules item, except those the item already sets (``superseded``: they win)."""
+
+    client_id: str
+    model: str
+    limits: QuotaLimits
+    superseded: tuple[str, ...] = ()

@@ -14,7 +14,8 @@ declared in configuration (:func:`parse_rules`, the ``SHARING_RULES`` JSON param
   that see roaming raise ``max_regions``.
 - ``principal_burst``: the principal's requests in the current UTC hour exceed
   ``factor`` times its own baseline (mean requests per hour over the previous
-  ``baseline_hours``, from the aggregates' hour buckets) and at least ``min_requests``.
+  ``baseline_hours``, from the stream's own per-principal hourly counts: services/sharing.py)
+  and at least ``min_requests``.
 - ``concurrent_devices``: one principal using more than ``max_devices`` distinct
   devices within ``window_seconds``.
 

@@ -129,6 +129,13 @@ def provision(
                 PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
             )
 
+    if "QuotasTable" in refs:
+        # A table created just now holds no quota rule of the previous format: mark it
+        # migrated, as `tokenbroker quotas migrate` would (it finds nothing to move).
+        from tokenbroker.adapters.quota_rules import DynamoQuotaRules
+
+        DynamoQuotaRules(ddb, table=refs["QuotasTable"]).mark_migrated(0)
+
     for logical_id, props in template.resources(KMS_KEY).items():
         # The key policy is not applied: nothing local evaluates IAM, and the template's
         # policy is the default one (the account root, so IAM policies decide).

@@ -77,6 +77,8 @@ class BatchResult:
     malformed: tuple[int, ...]
     written: int
     skipped: int
+    #: the pages written now (the sharing burst rule counts their requests)
+    new_pages: tuple[Page, ...] = ()
 
 
 class AggregatesService:
@@ -100,13 +102,16 @@ class AggregatesService:
                 malformed.append(position)
                 continue
             records.append(record)
-        written = skipped = 0
+        new_pages: list[Page] = []
+        skipped = 0
         for page in fold(contributions):
             if self._store.write(page):
-                written += 1
+                new_pages.append(page)
             else:
                 skipped += 1
-        return BatchResult(len(contributions), tuple(malformed), written, skipped)
+        return BatchResult(
+            len(contributions), tuple(malformed), len(new_pages), skipped, tuple(new_pages)
+        )
 
     def count(self, new_image: Mapping[str, object]) -> bool:
         """One record as a batch of one (True if it was counted now)."""

@@ -25,6 +25,7 @@ from tokenbroker.domain.quotas import (
     CONFIG_TTL_SECONDS,
     Lease,
     LeaseSizer,
+    LegacyRule,
     QuotaExceeded,
     QuotaLimits,
     QuotaStore,
@@ -223,18 +224,18 @@ class UnitsReporter:
         self._retention_days = retention_days
 
     def report(self, context: Mapping[str, object], *, units: int, model: str = "") -> bool:
-        """``context``: the authorizer context. False if this usage was reported before."""
+        """``context``: the authorizer context. False if this usage was reported before.
+        A grant with no quota (no ``quota`` reference) records its units event alone."""
         check_units(units)
         usage_id = str(context.get("usage_id") or "")
         reference = str(context.get("quota") or "")
         if not usage_id:
             raise InvalidRequest("the authorizer context names no usage record")
-        if not reference:
-            return False  # no quota applies to this grant: nothing to count against
-        try:
-            day, counter_id = parse_quota_reference(reference)
-        except ValueError as exc:
-            raise InvalidRequest("the authorizer context's quota reference is invalid") from exc
+        if reference:
+            try:
+                day, counter_id = parse_quota_reference(reference)
+            except ValueError as exc:
+                raise InvalidRequest("the authorizer context's quota reference is invalid") from exc
         now = self._clock()
         event = UsageRecord.build(
             at=now,
@@ -249,6 +250,10 @@ class UnitsReporter:
             resource=model,
             actor=UNITS_ACTOR,
         )
+        if not reference:
+            # no quota applies to this grant: nothing to count against, but the units
+            # are still recorded in the ledger against the usage record (issue 12)
+            return self._store.record_units(event)
         return self._store.report_units(
             usage_id=usage_id,
             counter_id=counter_id,
@@ -299,15 +304,66 @@ class QuotaAdmin:
             limits.validate()
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
+        # the previous version's items of this client are folded in first, so what this
+        # sets is never read beside an item an admin would not see changing
+        self._store.migrate_client(client_id)
         stored = self._store.set_rule(client_id, model, limits, int(self._clock()))
         return QuotaRule(client_id, model, stored)
+
+    def migrate(self, *, dry_run: bool = False) -> MigrationReport:
+        """``tokenbroker quotas migrate``: fold every rule stored in the previous
+        version's format (one item per model) into its client's rules item, delete it,
+        then mark the table migrated so the edge reads the rules item alone (until then
+        it reads both formats with a Query per client: adapters/quota_rules.py).
+        Idempotent; safe to run twice at once; a failure leaves the unmigrated items in
+        place (still enforced) and the marker unwritten: run it again."""
+        found: list[LegacyRule] = []
+        for client_id in self._store.legacy_clients():
+            found += self._store.migrate_client(client_id, dry_run=dry_run)
+        if dry_run:
+            return MigrationReport(tuple(found), dry_run=True, marked=self._store.migrated())
+        left = self._store.legacy_clients()
+        if left:
+            raise TemporarilyUnavailable(
+                f"rules of the previous format appeared during the migration ({len(left)} "
+                "clients; is the previous version's CLI still in use?): run it again"
+            )
+        self._store.mark_migrated(int(self._clock()))
+        return MigrationReport(tuple(found), dry_run=False, marked=True)
 
     def list(self, client_id: str) -> list[QuotaRule]:
         rules = self._store.rules(client_id)
         return [QuotaRule(client_id, model, rules[model]) for model in sorted(rules)]
 
 
+@dataclass(frozen=True)
+class MigrationReport:
+    rules: tuple[LegacyRule, ...]  # found (and, unless dry_run, migrated)
+    dry_run: bool
+    #: the table is marked migrated: the edge reads each client's rules item alone
+    marked: bool
+
+    def rows(self) -> list[dict[str, object]]:
+        done = "would migrate" if self.dry_run else "migrated"
+        return [
+            {
+                **QuotaRule(r.client_id, r.model, r.limits).asdict(),
+                "result": done,
+                "superseded": " ".join(r.superseded),
+            }
+            for r in self.rules
+        ]
+
+
 class QuotaRuleStore(Protocol):
     def rules(self, client_id: str) -> dict[str, QuotaLimits]: ...
 
     def set_rule(self, client_id: str, model: str, limits: QuotaLimits, at: int) -> QuotaLimits: ...
+
+    def legacy_clients(self) -> list[str]: ...
+
+    def migrate_client(self, client_id: str, *, dry_run: bool = False) -> list[LegacyRule]: ...
+
+    def mark_migrated(self, at: int) -> None: ...
+
+    def migrated(self) -> bool: ...

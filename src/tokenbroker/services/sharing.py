@@ -1,11 +1,22 @@
 """Sharing detection on the ledger stream: one batch in, findings -> alerts -> containment.
 
-Runs inside the aggregates function's batch (after the aggregates were counted, so the
-burst rule reads the current hour's counter including this batch), off the request
-path. Per batch: fold the records into one delta per (rule, subject, window)
+Runs inside the aggregates function's batch (after the aggregates were counted), off
+the request path. Per batch: fold the records into one delta per (rule, subject, window)
 (:func:`tokenbroker.domain.sharing.fold`), write each once (the store returns the
 window's union), evaluate, and for each finding write the alert and its ledger event
 (once per alert id), publish it (EventBridge + SNS) and apply the client's containment.
+
+The burst rule keeps its own per-principal hourly counts (adapters/alerts.py): one
+UpdateItem per principal per batch that returns the principal's baseline hours, so it
+reads nothing (it read the principal's aggregates shard partition for 25 hours, two
+Queries per principal per batch: benchmarks/sharing_burst.py prints both). The counts
+come from the aggregates pages this batch wrote *now*: a redelivered batch's pages are
+skipped by the aggregates store, so it adds nothing twice (its principals are read with
+a GetItem and evaluated again, so an undelivered finding is still delivered). Stated
+bounds: a retry that carries later records too rewrites its pages and adds them again
+(an over-count of at most that batch's records of the principal, BatchSize 2,500); a
+failure after a page was written but before its counts were added loses those counts
+(an under-count of at most one batch).
 
 Idempotent on a retried batch: windows are set unions, alerts are keyed by a hash of
 (rule, subject, window), and an alert written but not yet delivered (the publish or the
@@ -19,10 +30,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from tokenbroker.domain.aggregates import Page, hour_start
 from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import MalformedRecord
 from tokenbroker.domain.models import Decision, EventType, UsageRecord
-from tokenbroker.domain.ports import AggregateSource
 from tokenbroker.domain.sharing import (
     DEVICE_RULES,
     Alert,
@@ -62,6 +73,12 @@ class SharingStore(Protocol):
 
     def mark_delivered(self, alert_id: str) -> None: ...
 
+    def add_hours(
+        self, principal: str, counts: Mapping[int, int], *, keep_from: int, expires_at: int
+    ) -> dict[int, int]: ...
+
+    def hours(self, principal: str, *, keep_from: int) -> dict[int, int]: ...
+
 
 class Publisher(Protocol):
     def publish(self, alert: Alert) -> None: ...
@@ -85,7 +102,6 @@ class SharingService:
         decode: RecordDecoder,
         rules: Rules,
         clock: Clock,
-        aggregates: AggregateSource | None = None,
         retention_days: int = 400,
     ) -> None:
         self._store = store
@@ -94,12 +110,20 @@ class SharingService:
         self._decode = decode
         self._rules = rules
         self._clock = clock
-        self._aggregates = aggregates
         self._retention_days = retention_days
         #: per execution environment: what each window is known to hold in the store
         self._known: dict[WindowKey, frozenset[str]] = {}
 
-    def evaluate_batch(self, images: Sequence[Mapping[str, object]]) -> SharingResult:
+    def evaluate_batch(
+        self,
+        images: Sequence[Mapping[str, object]],
+        *,
+        new_pages: Sequence[Page] | None = None,
+    ) -> SharingResult:
+        """``new_pages``: the aggregates pages the batch wrote now (none skipped as
+        already held), whose request counts feed the burst rule; None: no aggregates
+        ran, so the burst rule counts the batch's own requests (a redelivery counts
+        them again)."""
         records: list[UsageRecord] = []
         for image in images:
             try:
@@ -123,7 +147,7 @@ class SharingService:
             finding = evaluate_window(state, self._rules)
             if finding is not None:
                 findings.append(finding)
-        findings.extend(self._bursts(records))
+        findings.extend(self._bursts(records, new_pages))
         new = redelivered = 0
         for finding in findings:
             fresh, late = self._deliver(finding)
@@ -136,21 +160,35 @@ class SharingService:
         self._known.update(learned)
         return SharingResult(written, len(findings), new, redelivered)
 
-    def _bursts(self, records: Sequence[UsageRecord]) -> list[Finding]:
-        if self._aggregates is None or not self._rules.enabled(Rule.PRINCIPAL_BURST):
+    def _bursts(
+        self, records: Sequence[UsageRecord], new_pages: Sequence[Page] | None
+    ) -> list[Finding]:
+        if not self._rules.enabled(Rule.PRINCIPAL_BURST):
             return []
         hours = self._rules.get(Rule.PRINCIPAL_BURST).baseline_hours
+        added = _hourly_requests(records, new_pages)
         out = []
         for principal, (client_id, at_ms) in principals(records).items():
-            current = at_ms - at_ms % HOUR_MS
-            summaries = self._aggregates.hourly(
-                principal, current - hours * HOUR_MS, current + HOUR_MS - 1
-            )
-            hourly = [(s.since_ms, s.requests) for s in summaries]
-            finding = evaluate_burst(principal, client_id, at_ms, hourly, self._rules)
+            current = at_ms // HOUR_MS
+            adds = added.pop(principal, {})
+            current = max([current, *adds])
+            counted = self._count(principal, adds, current - hours, hours)
+            hourly = [(hour * HOUR_MS, n) for hour, n in sorted(counted.items())]
+            finding = evaluate_burst(principal, client_id, current * HOUR_MS, hourly, self._rules)
             if finding is not None:
                 out.append(finding)
+        for principal, adds in sorted(added.items()):  # requests but no counted use here
+            self._count(principal, adds, max(adds) - hours, hours)
         return out
+
+    def _count(
+        self, principal: str, adds: Mapping[int, int], keep_from: int, baseline_hours: int
+    ) -> dict[int, int]:
+        if not adds:  # a redelivered batch: counted before, evaluated again
+            return self._store.hours(principal, keep_from=keep_from)
+        # kept until its newest hour has left every later hour's baseline
+        expires = (max(adds) + 1 + baseline_hours) * HOUR_MS // 1000
+        return self._store.add_hours(principal, adds, keep_from=keep_from, expires_at=expires)
 
     def _deliver(self, finding: Finding) -> tuple[int, int]:
         """(1, 0) for a new alert, (0, 1) for one a failed try left undelivered."""
@@ -236,3 +274,25 @@ class AlertsService:
         if not day_of_alert(alert_id):
             raise InvalidInput("an alert id looks like YYYYMMDD-<20 hex digits>")
         return self._store.ack(alert_id, actor=self._actor, at_ms=int(self._clock() * 1000))
+
+
+def _hourly_requests(
+    records: Sequence[UsageRecord], new_pages: Sequence[Page] | None
+) -> dict[str, dict[int, int]]:
+    """principal -> epoch hour -> requests this batch adds: from the aggregates pages
+    written now (their ``requests``: every request record, as the aggregates count
+    them), or from the records when no aggregates ran."""
+    out: dict[str, dict[int, int]] = {}
+    if new_pages is None:
+        for r in records:
+            if r.event is EventType.REQUEST:
+                hours = out.setdefault(r.principal or r.client_id, {})
+                hours[r.at_ms // HOUR_MS] = hours.get(r.at_ms // HOUR_MS, 0) + 1
+        return out
+    for page in new_pages:
+        hour = hour_start(page.hour) // HOUR_MS
+        for delta in page.deltas:
+            if delta.requests:
+                hours = out.setdefault(delta.principal, {})
+                hours[hour] = hours.get(hour, 0) + delta.requests
+    return out

@@ -32,12 +32,12 @@ def authorizer_context(event_or_context: Any) -> Mapping[str, Any]:
 
 def report_usage(event_or_context: Any, *, units: int, model: str = "") -> bool:
     """Count ``units`` of ``model`` for the request behind ``event_or_context``. True if
-    counted, False if this usage record was reported already (or no quota applies).
-    Raises InvalidRequest (bad input) or TemporarilyUnavailable (the store failed)."""
+    recorded, False if this usage record was reported already. A grant no quota applies
+    to still records its units event in the ledger (there is no counter to count them
+    toward). Raises InvalidRequest (bad input) or TemporarilyUnavailable (the store
+    failed)."""
     context = authorizer_context(event_or_context)
-    if not context.get("quota"):
-        check_units(units)
-        return False  # no quota applies to this grant: nothing to count against
+    check_units(units)
     from tokenbroker.bootstrap import default
 
     return default().units_reporter.report(context, units=units, model=model)
