@@ -61,7 +61,7 @@ Bounds (proved in tests/quotas):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
@@ -368,6 +368,9 @@ class LeaseClaim:
     limits: QuotaLimits
     minute: int
     wanted: int
+    #: a shard's claim: the whole window's counter id and limits ("" = not split)
+    window: str = ""
+    window_limits: QuotaLimits | None = None
 
 
 @dataclass(frozen=True)
@@ -439,9 +442,16 @@ class QuotaCheck(Protocol):
         """``admit``, or a lease left for the usage write to take (``Admission.claim``)."""
         ...
 
-    def record_claimed(self, claim: LeaseClaim, record: UsageRecord, now: float) -> None:
+    def record_claimed(
+        self,
+        claim: LeaseClaim,
+        record: UsageRecord,
+        now: float,
+        plain: Callable[[UsageRecord], None] | None = None,
+    ) -> None:
         """Write the usage ``record`` and take ``claim``'s lease in one round trip, or
-        raise (QuotaExceeded, ProofReplayed, TemporarilyUnavailable: nothing written)."""
+        raise (QuotaExceeded, ProofReplayed, TemporarilyUnavailable: nothing written).
+        ``plain``: the usage write alone, for a split window whose shard was spent."""
         ...
 
     def release(self, reference: str, now: float) -> None:

@@ -277,7 +277,7 @@ class AuthorizationService:
                 response = respond(grant)  # everything is decided and built: now the write
                 if claim is not None and self._quotas is not None:
                     # the lease rides in the usage write: one TransactWriteItems (issue 12)
-                    self._quotas.record_claimed(claim, record, now)
+                    self._quotas.record_claimed(claim, record, now, self._usage.record_use)
                 else:
                     self._usage.record_use(record)
             except ProofReplayed:

@@ -15,8 +15,8 @@ import math
 import random
 import re
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from tokenbroker.domain.clock import Clock
@@ -96,8 +96,9 @@ class QuotaGate:
     def admission(self, client_id: str, principal: str, model: str, now: float) -> Admission:
         """:meth:`admit`, except that a lease the fold policy folds is not taken here:
         it comes back as ``claim``, for :meth:`record_claimed` to execute together with
-        the request's usage record (one round trip). A window split over shards keeps
-        the separate lease (its shards are tried in turn, each an UpdateItem)."""
+        the request's usage record (one round trip). A window split over shards folds
+        the lease of this environment's shard; if that shard turns out spent, the
+        others are tried with separate leases (``record_claimed``'s ``plain``)."""
         if self._fold is FoldPolicy.NEVER:
             return Admission(self.admit(client_id, principal, model, now))
         with self._lock:
@@ -106,19 +107,37 @@ class QuotaGate:
                 return Admission("")
             counter_id = self._store.counter_id(client_id, principal, quota.model_key)
             day = day_of(now)
-            if shard_count(quota.limits) > 1:
-                shard_id = self._admit_sharded(counter_id, quota.limits, day, now)
-                return Admission(quota_reference(day, shard_id))
-            claim = self._admit(counter_id, quota.limits, day, now, fold=True)
-            return Admission(quota_reference(day, counter_id), claim)
+            shard_id, claim = self._admit_sharded(counter_id, quota.limits, day, now, fold=True)
+            return Admission(quota_reference(day, shard_id), claim)
 
-    def record_claimed(self, claim: LeaseClaim, record: UsageRecord, now: float) -> None:
+    def record_claimed(
+        self,
+        claim: LeaseClaim,
+        record: UsageRecord,
+        now: float,
+        plain: Callable[[UsageRecord], None] | None = None,
+    ) -> None:
         """Write ``record`` and take ``claim``'s lease in ONE transaction (the store's
         ``lease_with_use``). The lease's condition refusing it re-plans from the counter's
         old values (QuotaExceeded when nothing is left: recorded by the edge as a denial,
         and remembered as :meth:`admit` remembers it), a conflict retries; both within
         MAX_ATTEMPTS, then fail closed. ProofReplayed (the record's id exists) and
-        TemporarilyUnavailable propagate: nothing was written, no unit was spent."""
+        TemporarilyUnavailable propagate: nothing was written, no unit was spent.
+
+        A claim on one shard of a split window whose shard is spent moves on as
+        :meth:`admit` does: the other shards with separate leases, then ``plain(record)``
+        (the usage write alone; without ``plain`` the QuotaExceeded propagates)."""
+        try:
+            self._record_claimed(claim, record, now)
+        except QuotaExceeded:
+            if not claim.window or plain is None:
+                raise
+            with self._lock:  # this shard is spent; the others, as admit tries them
+                assert claim.window_limits is not None
+                self._admit_sharded(claim.window, claim.window_limits, claim.day, now)
+            plain(record)
+
+    def _record_claimed(self, claim: LeaseClaim, record: UsageRecord, now: float) -> None:
         attempt = claim.ask
         for i in range(MAX_ATTEMPTS):
             with self._lock:
@@ -146,18 +165,20 @@ class QuotaGate:
                 return ""
             counter_id = self._store.counter_id(client_id, principal, quota.model_key)
             day = day_of(now)
-            shard_id = self._admit_sharded(counter_id, quota.limits, day, now)
+            shard_id, _ = self._admit_sharded(counter_id, quota.limits, day, now)
             return quota_reference(day, shard_id)
 
-    def _admit_sharded(self, counter_id: str, limits: QuotaLimits, day: int, now: float) -> str:
+    def _admit_sharded(
+        self, counter_id: str, limits: QuotaLimits, day: int, now: float, *, fold: bool = False
+    ) -> tuple[str, LeaseClaim | None]:
         """A hot principal's window is split over ``shard_count`` items, each with its
         part of every limit (the parts sum to the limit: no overshoot). This environment
         stays on one shard (picked at random) and moves on only when that one is spent;
-        the request is denied only when every shard is. Returns the shard's item id."""
+        the request is denied only when every shard is. Returns the shard's item id and,
+        with ``fold``, the claim of its lease (None: no lease to take, or taken here)."""
         shards = shard_count(limits)
         if shards == 1:
-            self._admit(counter_id, limits, day, now)
-            return counter_id
+            return counter_id, self._admit(counter_id, limits, day, now, fold=fold)
         if len(self._shard_of) >= _MAX_ENTRIES:
             self._shard_of.clear()
         first = self._shard_of.setdefault(counter_id, self._rng.randrange(shards))
@@ -166,12 +187,16 @@ class QuotaGate:
             shard = (first + i) % shards
             shard_id = shard_counter_id(counter_id, shard, shards)
             try:
-                self._admit(shard_id, shard_limits(limits, shard, shards), day, now)
+                claim = self._admit(
+                    shard_id, shard_limits(limits, shard, shards), day, now, fold=fold
+                )
             except QuotaExceeded as spent:
                 exceeded = exceeded or spent
                 continue
             self._shard_of[counter_id] = shard
-            return shard_id
+            if claim is not None:
+                claim = replace(claim, window=counter_id, window_limits=limits)
+            return shard_id, claim
         assert exceeded is not None
         raise exceeded
 
