@@ -26,6 +26,7 @@ from quotas.test_quota_store import CLIENT, T0, TABLE, USAGE, Serialised
 from tokenbroker.adapters.aws import client as aws_client
 from tokenbroker.adapters.quotas import DynamoQuotaStore, counter_key
 from tokenbroker.adapters.usage import usage_item
+from tokenbroker.domain import quotas as domain_quotas
 from tokenbroker.domain.clock import FixedClock
 from tokenbroker.domain.errors import ProofReplayed, TemporarilyUnavailable
 from tokenbroker.domain.models import Decision, UsageRecord
@@ -343,3 +344,30 @@ def test_the_counter_item_key_is_the_lease_path_s(ddb: Any) -> None:
     store.lease(counter_id, DAY, a)
     item = ddb.get_item(TableName=TABLE, Key=counter_key(counter_id, DAY))["Item"]
     assert item["d"] == {"N": "4"}
+
+
+def test_a_split_window_folds_its_shard_and_moves_on_when_that_shard_is_spent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A window over 2 shards of 2 requests each: the environment's shard is folded; when
+    it is spent, the transaction's refusal moves on to the other shard (a separate lease,
+    then the plain usage write); exactly 4 allowed, never more."""
+    monkeypatch.setattr(domain_quotas, "SHARD_REQUESTS_PER_MINUTE", 2)
+    store = FakeQuotaStore()
+    g = _gate(store, QuotaLimits(requests_per_minute=4))
+    plain: list[str] = []
+    outcomes = []
+    for n in range(7):
+        try:
+            admission = g.admission(CLIENT, "alice", "", T0)
+            if admission.claim is None:
+                outcomes.append("lease")
+                continue
+            g.record_claimed(admission.claim, record(n), T0, lambda r: plain.append(r.record_id))
+            outcomes.append("plain" if plain and plain[-1] == f"rk-{n}" else "transaction")
+        except QuotaExceeded as exc:
+            outcomes.append(exc.reason)
+    assert outcomes.count("quota_exceeded:requests_per_minute") == 3
+    assert "plain" in outcomes  # the spent shard's refusal moved on to the other one
+    assert sum(state.count(MINUTE) for state in store.counters.values()) == 4
+    assert len(store.uses) + len(plain) == 4  # every allowed request has its record
