@@ -49,13 +49,23 @@ Bounds (proved in tests/quotas):
 - **Units per day** are reported after the call, so they are enforced on the next lease:
   a principal may run over ``upd`` by the units of the requests already allowed (in flight
   and the rest of each environment's lease, <= n - 1 requests per environment).
-- Round trips per allowed request: 1 (the usage write) + 1/n (the lease). The client's
+- Round trips per allowed request: 1 (the usage write) + 1/n (the lease), or exactly 1
+  when the lease rides in the usage write (:class:`FoldPolicy`: ONE TransactWriteItems of
+  the usage Put and the counter Update, both conditions, all or nothing; deployed for
+  leases of one, which are where the 1/n is a whole round trip). The client's
   rules are one item read inside the edge's liveness BatchGetItem (adapters/quotas.py::
   RulesRider), cached as long as that view: no round trip of their own. A hot
   principal: ~1.005 (benchmarks/quotas.py). The Zipf tail is not amortised: a principal
   an environment sees less than every 2 s costs it a lease per request (fleet-wide
   1.526 at 100,000 req/s over 1,000 environments and 2,000 principals; the benchmark's
-  docstring says why the design stays strict rather than admit the tail unsynced).
+  docstring says why the design stays strict rather than admit the tail unsynced). With
+  leases of one folded into the usage write (``FoldPolicy.SINGLE``): 1.143, at 4 write
+  units instead of 2 for each folded request; every lease folded: 1.000 (benchmarks/
+  quotas.py prints round trips, write units and dollars for each).
+- A folded lease keeps every bound above: its Update carries the lease's condition, and
+  a cancelled transaction writes neither the record nor the lease (a replay spends no
+  unit, and none is given back); tests/quotas/test_folded_lease.py runs the concurrency
+  cases on the new path (overshoot 0).
 """
 
 from __future__ import annotations
