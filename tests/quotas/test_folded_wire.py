@@ -171,3 +171,16 @@ def test_any_other_cancellation_fails_closed(
     assert not isinstance(failed.value, QuotaContended)
     assert failed.value.reason == "dependency_failure"
     assert "TransactionCanceledException" in str(failed.value)
+
+
+def test_another_request_with_the_same_record_id_and_token_is_a_replay(
+    dynamodb_server: FakeDynamoDB, ddb: Callable[..., Any]
+) -> None:
+    """The token derives from the record id (the proof's replay key): a replayed proof
+    within DynamoDB's 10 minutes sends the first request's token with other parameters
+    (another request id, time), which DynamoDB refuses as a parameter mismatch."""
+    mismatch = "com.amazonaws.dynamodb.v20120810#IdempotentParameterMismatchException"
+    dynamodb_server.script = [(400, {"__type": mismatch, "message": "mismatch"}, 0.0)]
+    with pytest.raises(ProofReplayed) as replayed:
+        _store(ddb).lease_with_use(record(1, request_id="replay"), COUNTER, DAY, ASK, 0)
+    assert replayed.value.reason == "proof_replayed"

@@ -230,6 +230,11 @@ class DynamoQuotaStore:
                     record, lease_update(self._table, counter_id, day, a), attempt
                 )
             except ClientError as exc:
+                if error_code(exc) == "IdempotentParameterMismatchException":
+                    # the token derives from the record id: another request carried this
+                    # record id (the proof's replay key) within DynamoDB's 10 minutes with
+                    # other parameters: a replay (nothing written by this one)
+                    raise ProofReplayed("the DPoP proof has already been used") from exc
                 if error_code(exc) != "TransactionCanceledException":
                     raise
                 reasons = exc.response.get("CancellationReasons") or []
