@@ -1,17 +1,28 @@
-"""Quotas at the edge (issue 12): AWS round trips per allowed request with quotas on, and
-the hottest quota counter's writes/s at a given total rate (Zipf principals, as
+"""Quotas at the edge (issue 12): AWS round trips and write units per allowed request with
+quotas on, for each lease design (domain/quotas.py::FoldPolicy: ``never`` = every lease an
+UpdateItem of its own; ``single`` = a lease of one rides in the usage write as ONE
+TransactWriteItems, the deployed design; ``always`` = every lease rides in it), and the
+hottest quota counter's writes/s at a given total rate (Zipf principals, as
 benchmarks/ledger_partitions.py loads the ledger).
 
     .venv/bin/python -m benchmarks.quotas [--rate 100000] [--seconds 10]
-        [--environments 1000] [--principals 2000] [--zipf 1.1] [--seed 1] [--json]
+        [--environments 1000] [--principals 2000] [--zipf 1.1] [--seed 1]
+        [--conflict-ms 10] [--json]
 
-1. Round trips: the real QuotaGate on the real DynamoQuotaStore against moto (in process),
-   every ``before-send`` counted, for one hot principal served by one environment at
-   ``--env-rate`` req/s (the clock steps 1/env-rate per request; nothing sleeps), with
-   the production wiring of the rules: the real DynamoLiveness with the RulesRider, its
-   BatchGetItem once per 5 s (the liveness read the edge makes anyway; counted apart).
-   Printed as quota round trips per allowed request; the edge's total is 1 (the usage
-   write) + that figure (the lease, amortised; the rules cost none of their own).
+Write units: the usage item's size is measured (``ledger_cost.edge_records`` through
+``to_item``, sized by DynamoDB's rules: ``ledger_cost.item_size``; the largest of the
+sample decides) and so is the counter item's (read back from moto after the run); a
+standard write costs 1 unit per KB, a transactional write 2 per item per KB (AWS: a
+transaction performs two underlying writes of each item, prepare and commit). Priced at
+on-demand $0.625 per million write units (us-east-1).
+
+1. One environment: the real QuotaGate (each policy in turn) on the real DynamoQuotaStore
+   and the real usage ledger against moto (in process), every ``before-send`` counted,
+   for one hot principal served by one environment at ``--env-rate`` req/s (the clock
+   steps 1/env-rate per request; nothing sleeps): the edge's admission, then its write
+   (the plain usage PutItem, or the claim's TransactWriteItems), with the production
+   wiring of the rules: the real DynamoLiveness with the RulesRider, its BatchGetItem
+   once per 5 s (the liveness read the edge makes anyway; counted apart).
 2. Hot partition: ``--rate`` req/s for ``--seconds`` simulated seconds (every request
    simulated), principals Zipf(``--zipf``) over ``--principals``, each request served by
    a uniformly random one of ``--environments`` execution environments (a Lambda
@@ -26,6 +37,16 @@ benchmarks/ledger_partitions.py loads the ledger).
    liveness reads (not a quota cost: the edge makes them with quotas off too). Lease
    writes are split between principals every environment sees at least once per lease
    target (rate >= environments / 2 s: leases amortise) and the Zipf tail.
+   The fleet runs once, with separate leases (``never``), and records each lease's size:
+   the gate's decisions do not depend on the policy (a folded lease is planned, sized and
+   granted on the same condition at the same moment; limits here never refuse), so each
+   policy is priced from the same leases: a lease the policy folds costs no round trip of
+   its own and turns its request's PutItem into a transaction. (tests/quotas/
+   test_quotas_benchmark_smoke.py runs the fleet with each policy for real and checks
+   the derivation.) Transaction conflicts cannot be simulated: the run counts folded
+   writes that met another write of the same counter item within ``--conflict-ms`` (an
+   assumption, not a measured latency), the writes DynamoDB could cancel as
+   TransactionConflict (retried by the gate, then fail closed).
    Exit 1 if the hottest counter exceeds 1,000 writes/s.
 
 Why the tail keeps a lease write per request (a strict design, by choice): a lease is
@@ -36,7 +57,9 @@ sees less than once per 2 s costs it a write per request. Admitting such request
 later by the stream) would bring the fleet near 1 round trip but overshoots by up to
 the number of environments x their unsynced allowance per window, and Lambda's
 recycling of environments leaves that count unbounded within a window, so no bound
-could be proved; the design stays exact (64 concurrent vs 50/min -> exactly 50).
+could be proved; the design stays exact (64 concurrent vs 50/min -> exactly 50). The
+tail's lease write is instead folded into the usage write's round trip (``single``):
+still exact, at 4 write units (a transaction of two items) instead of 2 (two writes).
 """
 
 from __future__ import annotations
@@ -53,16 +76,22 @@ from typing import Any
 
 from tokenbroker.domain.clock import FixedClock
 from tokenbroker.domain.liveness import MAX_AGE
+from tokenbroker.domain.models import Decision, UsageRecord
 from tokenbroker.domain.quotas import (
     ALL_MODELS,
     LEASE_TARGET_SECONDS,
     CounterState,
+    FoldPolicy,
     LeaseAsk,
     QuotaLimits,
     apply,
     fits,
+    parse_quota_reference,
 )
 from tokenbroker.services.quotas import QuotaGate
+
+WRITE_UNIT_DOLLARS = 0.625 / 1e6
+POLICIES = (FoldPolicy.NEVER, FoldPolicy.SINGLE, FoldPolicy.ALWAYS)
 
 PARTITION_LIMIT = 1000
 #: every environment starts cold (leases of 1, doubling): the first seconds are reported
@@ -74,11 +103,27 @@ HIGH = QuotaLimits(requests_per_minute=10**9, requests_per_day=10**11)
 class CountingStore:
     """In-memory counters with the adapter's condition, counting writes per item-second."""
 
-    def __init__(self) -> None:
+    def __init__(self, conflict_window: float = 0.0) -> None:
         self.counters: dict[tuple[str, int], CounterState] = {}
         self.writes: Counter[tuple[str, int]] = Counter()
         self.second = 0
+        self.now = 0.0
         self.rule_reads = 0
+        #: lease size -> separate lease UpdateItems / folded transactions
+        self.leases: Counter[int] = Counter()
+        self.folded: Counter[int] = Counter()
+        #: (this lease's size, the previous write's size on the same item) for writes
+        #: within ``conflict_window`` of that previous write
+        self.near: Counter[tuple[int, int]] = Counter()
+        self._conflict_window = conflict_window
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def _write(self, counter_id: str, size: int) -> None:
+        self.writes[(counter_id, self.second)] += 1
+        last = self._last.get(counter_id)
+        if last is not None and self.now - last[0] < self._conflict_window:
+            self.near[(size, last[1])] += 1
+        self._last[counter_id] = (self.now, size)
 
     def counter_id(self, client_id: str, principal: str, model_key: str) -> str:
         return f"{client_id}/{principal}/{model_key}"
@@ -88,12 +133,20 @@ class CountingStore:
         return {ALL_MODELS: HIGH}
 
     def lease(self, counter_id: str, day: int, a: LeaseAsk) -> tuple[bool, CounterState]:
-        self.writes[(counter_id, self.second)] += 1
+        self._write(counter_id, a.size)
+        self.leases[a.size] += 1
         old = self.counters.get((counter_id, day), CounterState())
         if not fits(a, old):
             return False, old
         new = self.counters[(counter_id, day)] = apply(a, old)
         return True, new
+
+    def lease_with_use(
+        self, record: UsageRecord, counter_id: str, day: int, a: LeaseAsk, attempt: int
+    ) -> tuple[bool, CounterState]:
+        self.leases[a.size] -= 1  # counted as a lease by lease(), then as folded
+        self.folded[a.size] += 1
+        return self.lease(counter_id, day, a)
 
     def report_units(self, **_: Any) -> bool:
         return True
@@ -107,13 +160,33 @@ def _zipf_cum(n: int, s: float) -> list[float]:
     return list(itertools.accumulate(weights))
 
 
+#: the record a simulated request writes (the in-memory store does not look at it)
+_RECORD = UsageRecord.build(
+    at=0,
+    retention_days=1,
+    record_id="r",
+    decision=Decision.ALLOW,
+    reason="ok",
+    principal="p",
+    client_id="c",
+)
+
+
 def hot_partition(
-    *, rate: int, seconds: int, environments: int, principals: int, zipf: float, seed: int
+    *,
+    rate: int,
+    seconds: int,
+    environments: int,
+    principals: int,
+    zipf: float,
+    seed: int,
+    policy: FoldPolicy = FoldPolicy.NEVER,
+    conflict_ms: float = 10.0,
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     cum = _zipf_cum(principals, zipf)
     total = cum[-1]
-    store = CountingStore()
+    store = CountingStore(conflict_window=conflict_ms / 1000)
     start = 1_800_000_000.0
     clock = FixedClock(start)
     gates = [
@@ -123,6 +196,7 @@ def hot_partition(
             clock=clock,
             config_ttl=MAX_AGE,
             rng=random.Random(seed * 100_003 + e),
+            fold=policy,
         )
         for e in range(environments)
     ]
@@ -134,7 +208,7 @@ def hot_partition(
     for second in range(seconds):
         store.second = second
         for i in range(rate):
-            now = clock.now = start + second + i / rate
+            now = clock.now = store.now = start + second + i / rate
             principal = bisect.bisect_left(cum, rng.random() * total)
             per_principal[principal] += 1
             e = rng.randrange(environments)
@@ -143,7 +217,9 @@ def hot_partition(
                 liveness_reads += 1  # the rules item rides in it (RulesRider)
                 liveness[e][principal] = now
                 gates[e].rules_read(f"c{principal}", rules)
-            gates[e].admit(f"c{principal}", f"p{principal}", "", now)
+            admission = gates[e].admission(f"c{principal}", f"p{principal}", "", now)
+            if admission.claim is not None:
+                gates[e].record_claimed(admission.claim, _RECORD, now)
     ((hottest, writes),) = store.writes.most_common(1)
     steady = [w for (_, sec), w in store.writes.items() if sec >= WARM_UP_SECONDS]
     requests = rate * seconds
@@ -181,26 +257,48 @@ def hot_partition(
         ),
         "partition_limit": PARTITION_LIMIT,
         "ok": max(steady, default=writes) <= PARTITION_LIMIT,
+        "requests": requests,
+        "policy": str(policy),
+        "conflict_ms": conflict_ms,
+        "lease_updates_by_size": dict(sorted((k, v) for k, v in store.leases.items() if v)),
+        "folded_by_size": dict(sorted(store.folded.items())),
+        "near_writes": {f"{a},{b}": n for (a, b), n in sorted(store.near.items())},
     }
 
 
-def round_trips(*, requests: int, env_rate: float, migrated: bool = True) -> dict[str, Any]:
-    """The real adapters on moto: quota sends per allowed request for one hot principal,
-    the rules riding in the real liveness BatchGetItem (counted apart)."""
+def usage_write_units(sample: int = 2000, seed: int = 1) -> int:
+    """Write units of the edge's usage item (the largest of a production-shaped sample,
+    measured as benchmarks/ledger_cost.py measures it; 1 KB per unit)."""
+    from benchmarks.ledger_cost import edge_records, item_size, units
+    from tokenbroker.adapters.usage import usage_item
+
+    return max(units(item_size(usage_item(r)), 1024) for r in edge_records(sample, seed))
+
+
+def one_environment(
+    *, requests: int, env_rate: float, policy: FoldPolicy, migrated: bool = True
+) -> tuple[dict[str, Any], int]:
+    """The real adapters on moto: sends per allowed request for one hot principal (the
+    usage write and the leases, by operation), the rules riding in the real liveness
+    BatchGetItem (counted apart); ``migrated``: ``quotas migrate`` ran (else the rules
+    fallback Query of both formats is counted too). Also returns the counter item's
+    write units."""
     from moto import mock_aws
 
+    from benchmarks.ledger_cost import item_size, units
     from tokenbroker.adapters.aws import client as aws_client
-    from tokenbroker.adapters.quotas import DynamoQuotaStore, RulesRider
-    from tokenbroker.adapters.usage import DynamoLiveness
+    from tokenbroker.adapters.quotas import DynamoQuotaStore, RulesRider, counter_key
+    from tokenbroker.adapters.usage import DynamoLiveness, DynamoUsageLedger
     from tokenbroker.domain.liveness import LivenessView
     from tokenbroker.local import load_template
 
     with mock_aws():
         ddb = aws_client("dynamodb", region="us-east-1")
         template = load_template()
-        for logical_id in ("QuotasTable", "ClientsTable", "DevicesTable"):
+        for logical_id in ("QuotasTable", "ClientsTable", "DevicesTable", "UsageTable"):
             ddb.create_table(**template.create_table_kwargs(logical_id, f"bench-{logical_id}"))
-        store = DynamoQuotaStore(ddb, table="bench-QuotasTable")
+        store = DynamoQuotaStore(ddb, table="bench-QuotasTable", usage_table="bench-UsageTable")
+        ledger = DynamoUsageLedger(ddb, usage_table="bench-UsageTable")
         store.set_rule("c", ALL_MODELS, QuotaLimits(10**9, 10**11, 0), at=0)
         if migrated:  # `quotas migrate` ran: the rules item alone rides in the liveness read
             store.mark_migrated(0)
@@ -212,7 +310,9 @@ def round_trips(*, requests: int, env_rate: float, migrated: bool = True) -> dic
         ddb.meta.events.register("before-send", count)
         start = 1_800_000_000.0
         clock = FixedClock(start)
-        gate = QuotaGate(store, defaults=QuotaLimits(0, 0, 0), clock=clock, config_ttl=MAX_AGE)
+        gate = QuotaGate(
+            store, defaults=QuotaLimits(0, 0, 0), clock=clock, config_ttl=MAX_AGE, fold=policy
+        )
         source = DynamoLiveness(
             ddb,
             clients_table="bench-ClientsTable",
@@ -221,56 +321,145 @@ def round_trips(*, requests: int, env_rate: float, migrated: bool = True) -> dic
         )
         view = LivenessView(source.fetch, clock=clock)
         for i in range(requests):
-            clock.now = start + i / env_rate
+            now = clock.now = start + i / env_rate
             view.current("c", "device")  # as the authorizer, before the quotas
-            gate.admit("c", "p", "", clock.now)
+            admission = gate.admission("c", "p", "", now)
+            record = UsageRecord.build(
+                at=now,
+                retention_days=400,
+                record_id=f"rk-{i}",
+                decision=Decision.ALLOW,
+                reason="ok",
+                principal="p",
+                client_id="c",
+                request_id=f"req-{i}",
+            )
+            if admission.claim is not None:
+                gate.record_claimed(admission.claim, record, now)
+            else:
+                ledger.record_use(record)
+        ddb.meta.events.unregister("before-send", count)
+        day, counter_id = parse_quota_reference(admission.reference)  # the shard's item
+        counter = ddb.get_item(TableName="bench-QuotasTable", Key=counter_key(counter_id, day))[
+            "Item"
+        ]
     liveness_sends = sent.pop("BatchGetItem", 0)
-    quota_sends = sum(sent.values())
+    return (
+        {
+            "policy": str(policy),
+            "requests": requests,
+            "env_rate": env_rate,
+            "sends": dict(sent),
+            "liveness_reads_with_rules_inside": liveness_sends,
+        },
+        units(item_size(counter), 1024),
+    )
+
+
+def price(
+    *,
+    requests: int,
+    puts: int,
+    updates: int,
+    transactions: int,
+    usage_wu: int,
+    counter_wu: int,
+) -> dict[str, float]:
+    """Round trips, write units and dollars per allowed request (every allowed request
+    has exactly one usage write: a PutItem or a transaction)."""
+    assert puts + transactions == requests, (puts, transactions, requests)
+    wu = puts * usage_wu + updates * counter_wu + transactions * 2 * (usage_wu + counter_wu)
     return {
-        "requests": requests,
-        "env_rate": env_rate,
-        "sends": dict(sent),
-        "liveness_reads_with_rules_inside": liveness_sends,
-        "quota_round_trips_per_allowed_request": round(quota_sends / requests, 5),
-        "total_round_trips_per_allowed_request": round(1 + quota_sends / requests, 5),
+        "round_trips_per_allowed_request": round((puts + updates + transactions) / requests, 5),
+        "write_units_per_allowed_request": round(wu / requests, 5),
+        "dollars_per_million_allowed_requests": round(wu / requests * 1e6 * WRITE_UNIT_DOLLARS, 4),
     }
 
 
+def fleet_prices(
+    hot: dict[str, Any], usage_wu: int, counter_wu: int
+) -> dict[str, dict[str, float]]:
+    """Each policy priced from one fleet run's leases (the module docstring says why the
+    leases are the same under every policy)."""
+    sizes: Counter[int] = Counter(hot["lease_updates_by_size"])
+    sizes.update(hot["folded_by_size"])
+    requests = hot["requests"]
+    out = {}
+    for policy in POLICIES:
+        folded = sum(n for size, n in sizes.items() if policy.folds(size))
+        separate = sum(sizes.values()) - folded
+        conflicts = sum(
+            n
+            for pair, n in hot["near_writes"].items()
+            if any(policy.folds(int(size)) for size in pair.split(","))
+        )
+        out[str(policy)] = {
+            **price(
+                requests=requests,
+                puts=requests - folded,
+                updates=separate,
+                transactions=folded,
+                usage_wu=usage_wu,
+                counter_wu=counter_wu,
+            ),
+            "transactions_per_request": round(folded / requests, 5),
+            "transactions_near_another_write_per_request": round(conflicts / requests, 5),
+        }
+    return out
+
+
 def render(report: dict[str, Any]) -> str:
-    rt, hot = report["round_trips"], report["hot_partition"]
-    return "\n".join(
-        [
-            "quotas at the edge",
-            f"  round trips per allowed request (1 usage write + quota): "
-            f"{rt['total_round_trips_per_allowed_request']} "
-            f"(quota {rt['quota_round_trips_per_allowed_request']}: {rt['sends']} over "
-            f"{rt['requests']} requests at {rt['env_rate']:g} req/s in one environment; "
-            f"{rt['liveness_reads_with_rules_inside']} liveness reads carried the rules)",
-            f"  hottest quota counter at {hot['rate']:,} req/s "
-            f"({hot['environments']} environments, Zipf {hot['zipf']} over "
-            f"{hot['principals']} principals; hottest principal "
-            f"{hot['hottest_principal_rate']:,} req/s): "
-            f"{hot['hottest_counter_writes_per_second_after_warm_up']} writes/s after "
-            f"{WARM_UP_SECONDS} s of warm-up, {hot['hottest_counter_writes_per_second']} at "
-            f"the cold start (second {hot['hottest_counter_second']}; limit "
-            f"{hot['partition_limit']}) -> {'ok' if hot['ok'] else 'OVER'}",
-            f"  the whole fleet at that rate: {hot['lease_writes_per_request']} lease writes and "
-            f"{hot['rule_reads_per_request']} rules reads of their own per request (the rules "
-            "ride in the liveness read), i.e. "
-            f"{1 + hot['lease_writes_per_request'] + hot['rule_reads_per_request']:.3f} round "
-            "trips per allowed request",
-            f"    principals every environment sees at least once per "
-            f"{LEASE_TARGET_SECONDS:g} s "
-            f"({hot['amortised_principals']}, {hot['amortised_request_share']:.1%} of requests): "
-            f"{hot['amortised_lease_writes_per_request']} lease writes per request; the Zipf "
-            f"tail: {hot['tail_lease_writes_per_request']} (strict leases by design: a lease "
-            "grows only while spent within the lease target, so a principal an environment "
-            "sees less often costs it a write; unsynced admission would overshoot by an "
-            "unprovable bound, see this module's docstring)",
-            f"    (not quota cost: the edge's liveness reads, one per (client, device) per "
-            f"{MAX_AGE:g} s per environment, {hot['liveness_reads_per_request']} per request)",
-        ]
-    )
+    hot, wu = report["hot_partition"], report["write_units"]
+    lines = [
+        "quotas at the edge",
+        f"  write units: usage item {wu['usage_item']} (standard write), counter item "
+        f"{wu['counter_item']}; a transaction costs 2 per item per KB; "
+        f"${WRITE_UNIT_DOLLARS * 1e6:.3f} per million write units",
+        f"  one environment, one hot principal at {report['env_rate']:g} req/s over "
+        f"{report['requests']} requests (real gate, store and ledger on moto):",
+    ]
+    for policy in POLICIES:
+        one = report["one_environment"][str(policy)]
+        lines.append(
+            f"    {policy!s:<6} {one['round_trips_per_allowed_request']:.5f} round trips, "
+            f"{one['write_units_per_allowed_request']:.5f} WU, "
+            f"${one['dollars_per_million_allowed_requests']:.4f}/M per allowed request "
+            f"(sends {one['sends']}; {one['liveness_reads_with_rules_inside']} liveness "
+            "reads carried the rules)"
+        )
+    lines += [
+        f"  the fleet: {hot['rate']:,} req/s, {hot['environments']} environments, Zipf "
+        f"{hot['zipf']} over {hot['principals']} principals, {hot['seconds']} s "
+        f"(hottest principal {hot['hottest_principal_rate']:,} req/s):",
+    ]
+    for policy in POLICIES:
+        fleet = report["fleet"][str(policy)]
+        lines.append(
+            f"    {policy!s:<6} {fleet['round_trips_per_allowed_request']:.5f} round trips, "
+            f"{fleet['write_units_per_allowed_request']:.5f} WU, "
+            f"${fleet['dollars_per_million_allowed_requests']:.4f}/M per allowed request; "
+            f"{fleet['transactions_per_request']:.5f} transactions per request, "
+            f"{fleet['transactions_near_another_write_per_request']:.5f} within "
+            f"{hot['conflict_ms']:g} ms of another write of their counter"
+        )
+    lines += [
+        f"    (the deployed policy is single; lease writes of their own under never: "
+        f"{hot['lease_writes_per_request']} per request, "
+        f"{hot['amortised_lease_writes_per_request']} for the "
+        f"{hot['amortised_principals']} principals every environment sees at least "
+        f"once per {LEASE_TARGET_SECONDS:g} s ({hot['amortised_request_share']:.1%} of "
+        f"requests), {hot['tail_lease_writes_per_request']} in the Zipf tail; "
+        f"{hot['rule_reads_per_request']} rules reads of their own per request)",
+        f"  hottest quota counter: {hot['hottest_counter_writes_per_second_after_warm_up']} "
+        f"writes/s after {WARM_UP_SECONDS} s of warm-up, "
+        f"{hot['hottest_counter_writes_per_second']} at the cold start (second "
+        f"{hot['hottest_counter_second']}; limit {hot['partition_limit']}; the same under "
+        f"every policy: a folded lease writes the counter as the UpdateItem would) -> "
+        f"{'ok' if hot['ok'] else 'OVER'}",
+        f"    (not quota cost: the edge's liveness reads, one per (client, device) per "
+        f"{MAX_AGE:g} s per environment, {hot['liveness_reads_per_request']} per request)",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -283,21 +472,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--env-rate", type=float, default=100.0)
+    parser.add_argument("--conflict-ms", type=float, default=10.0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    usage_wu = usage_write_units()
+    one: dict[str, Any] = {}
+    counter_wu = 1
+    for policy in POLICIES:
+        run, counter_wu = one_environment(
+            requests=args.requests, env_rate=args.env_rate, policy=policy
+        )
+        sent = run["sends"]
+        run.update(
+            price(
+                requests=args.requests,
+                puts=sent.get("PutItem", 0),
+                updates=sent.get("UpdateItem", 0),
+                transactions=sent.get("TransactWriteItems", 0),
+                usage_wu=usage_wu,
+                counter_wu=counter_wu,
+            )
+        )
+        one[str(policy)] = run
+    hot = hot_partition(
+        rate=args.rate,
+        seconds=args.seconds,
+        environments=args.environments,
+        principals=args.principals,
+        zipf=args.zipf,
+        seed=args.seed,
+        conflict_ms=args.conflict_ms,
+    )
     report = {
-        "round_trips": round_trips(requests=args.requests, env_rate=args.env_rate),
-        "hot_partition": hot_partition(
-            rate=args.rate,
-            seconds=args.seconds,
-            environments=args.environments,
-            principals=args.principals,
-            zipf=args.zipf,
-            seed=args.seed,
-        ),
+        "requests": args.requests,
+        "env_rate": args.env_rate,
+        "write_units": {"usage_item": usage_wu, "counter_item": counter_wu},
+        "one_environment": one,
+        "fleet": fleet_prices(hot, usage_wu, counter_wu),
+        "hot_partition": hot,
     }
     print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0 if report["hot_partition"]["ok"] else 1
+    return 0 if hot["ok"] else 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 
+from tokenbroker.domain.errors import ProofReplayed
 from tokenbroker.domain.models import UsageRecord
 from tokenbroker.domain.quotas import CounterState, LeaseAsk, QuotaLimits, apply, fits
 
@@ -17,6 +18,9 @@ class FakeQuotaStore:
         self.rule_items: dict[str, dict[str, QuotaLimits]] = {}
         self.reports: dict[str, int] = {}
         self.events: dict[str, UsageRecord] = {}
+        #: usage records written with a folded lease (``lease_with_use``)
+        self.uses: dict[str, UsageRecord] = {}
+        self.transactions = 0
         self.calls = 0
         self.fail: Exception | None = None
         self._lock = threading.Lock()
@@ -34,6 +38,23 @@ class FakeQuotaStore:
             old = self.counters.get((counter_id, day), CounterState())
             if not fits(a, old):
                 return False, old
+            new = self.counters[(counter_id, day)] = apply(a, old)
+            return True, new
+
+    def lease_with_use(
+        self, record: UsageRecord, counter_id: str, day: int, a: LeaseAsk, attempt: int
+    ) -> tuple[bool, CounterState]:
+        """The adapter's transaction: the record (new id only) and the lease, or
+        neither."""
+        with self._lock:
+            self._call()
+            self.transactions += 1
+            if record.record_id in self.uses:
+                raise ProofReplayed("the DPoP proof has already been used")
+            old = self.counters.get((counter_id, day), CounterState())
+            if not fits(a, old):
+                return False, old
+            self.uses[record.record_id] = record
             new = self.counters[(counter_id, day)] = apply(a, old)
             return True, new
 

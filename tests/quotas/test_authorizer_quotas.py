@@ -14,7 +14,16 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from botocore.awsrequest import AWSResponse
 
 from edge import _support as s
-from edge.test_authorizer_faults import SERVICES, STACK, Stack, app, no_backoff
+from edge.test_authorizer_faults import (
+    SERVICES,
+    STACK,
+    SendFault,
+    Stack,
+    _wire_error,
+    app,
+    no_backoff,
+    no_lean_backoff,
+)
 from quotas.module_aws import clear_table, module_aws
 from support.dpop import DeviceKey
 from tokenbroker import bootstrap
@@ -29,7 +38,7 @@ from tokenbroker.local.provision import Deployment, provision
 from tokenbroker.settings import Settings
 from tokenbroker.web import protected
 
-__all__ = ["app", "no_backoff"]
+__all__ = ["app", "no_backoff", "no_lean_backoff"]
 
 
 @pytest.fixture(scope="module")
@@ -148,9 +157,32 @@ def test_a_throttled_quota_store_is_a_401_and_no_allow_record(
 ) -> None:
     container = stack.container()
     container.quota_admin.set(stack.client_id, "*", QuotaLimits(requests_per_minute=50))
+    if operation == "UpdateItem":
+        # a lease of one rides in the usage write (FoldPolicy.SINGLE): the environment's
+        # second lease (of 2, its first spent within 2 s) is the UpdateItem of its own
+        assert app(container, _event(stack)) == "allow"
     stack.ddb.meta.events.register(f"before-call.dynamodb.{operation}", _throttle)
+    decided = stack.decisions()
     assert app(container, _event(stack)) == "401"
-    assert stack.decisions() == []  # fail closed: no record, never an unmetered Allow
+    assert stack.decisions() == decided  # fail closed: no record, never an unmetered Allow
+
+
+def test_a_throttled_folded_lease_is_a_401_and_writes_neither_record_nor_lease(
+    stack: Stack, app: Any, no_lean_backoff: list[float]
+) -> None:
+    """The first request's lease (of one) and its usage record are ONE TransactWriteItems;
+    throttled on the wire (every attempt), the edge fails closed: Deny, no record, and
+    the counter untouched (a later request still finds the whole minute)."""
+    container = stack.container()
+    container.quota_admin.set(stack.client_id, "*", QuotaLimits(requests_per_minute=1))
+    fault = SendFault(lambda: _wire_error("ThrottlingException", 400))
+    stack.ddb.meta.events.register("before-send.dynamodb.TransactWriteItems", fault)
+    assert app(container, _event(stack)) == "401"
+    assert fault.sends >= 2  # botocore's standard retries, then fail closed
+    assert stack.decisions() == []
+    fault.active = False
+    assert app(container, _event(stack)) == "allow"  # the minute's one unit was never spent
+    assert stack.decisions() == [("allow", "ok")]
 
 
 def test_a_replayed_proof_spends_no_quota_unit(
@@ -195,7 +227,12 @@ def test_the_rules_ride_in_the_liveness_read_and_cost_no_round_trip(stack: Stack
     # one liveness read (rules inside), the leases, the usage writes: no rules read
     assert sent["BatchGetItem"] == 1
     assert sent["GetItem"] == sent["Query"] == 0
-    assert sent["PutItem"] == 3  # two allowed records and the quota denial
+    # each lease (of one: the limit is 2) rides in its request's usage write, ONE
+    # TransactWriteItems per allowed request; the third's was refused by the counter's
+    # condition (nothing written), then its denial record is a plain PutItem
+    assert sent["TransactWriteItems"] == 3
+    assert sent["UpdateItem"] == 0
+    assert sent["PutItem"] == 1
     assert stack.decisions()[-1] == ("deny", "quota_exceeded:requests_per_minute")
 
 

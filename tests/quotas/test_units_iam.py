@@ -137,3 +137,37 @@ def test_the_edges_rules_query_reaches_rule_items_only() -> None:
         assert [_string_like(p, rules_key("tbc_c")["pk"]["S"]) for p in patterns] == [True]
         refused = ["use#x", "report#abc", "meta#quota-rules", "RULE#x", ""]
         assert [k for k in refused if any(_string_like(p, k) for p in patterns)] == [], name
+
+
+def test_the_edges_folded_lease_needs_no_grant_beyond_its_items_actions() -> None:
+    """The folded lease is ONE TransactWriteItems [Put usage record, Update counter].
+    DynamoDB authorizes each item by its underlying action (AWS: "Permissions for Put,
+    Update, Delete, and Get actions are governed by the permissions used for the
+    underlying PutItem, UpdateItem, DeleteItem, and GetItem operations"), so the edges'
+    existing grants must cover both items: PutItem of the edge's record id on the usage
+    table, UpdateItem of a counter key (``use#``, condition LeadingKeys) on the quotas
+    table; the rules item stays out of reach inside a transaction too."""
+    from tokenbroker.adapters.quotas import counter_pk, rules_key
+
+    record_id = replay_key("jkt-1", "jti-1")
+    for name, statements in _edges().items():
+
+        def granted(action: str, table: str, key: str, statements: Any = statements) -> bool:
+            for s in statements:
+                actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+                if s.get("Effect", "Allow") != "Allow" or action not in actions:
+                    continue
+                if s["Resource"] != {"Fn::GetAtt": [table, "Arn"]}:
+                    continue
+                leading = s.get("Condition", {}).get("ForAllValues:StringLike", {})
+                patterns = leading.get("dynamodb:LeadingKeys")
+                if patterns is None:
+                    return True
+                patterns = patterns if isinstance(patterns, list) else [patterns]
+                if any(_string_like(p, key) for p in patterns):
+                    return True
+            return False
+
+        assert granted("dynamodb:PutItem", "UsageTable", record_id), name
+        assert granted("dynamodb:UpdateItem", "QuotasTable", counter_pk("c", "p", "*")), name
+        assert not granted("dynamodb:UpdateItem", "QuotasTable", rules_key("c")["pk"]["S"])

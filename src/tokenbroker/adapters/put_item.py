@@ -95,6 +95,10 @@ class LeanPutItem:
     connection pool and configuration stay exactly the client's; tests pin both.
     """
 
+    #: the operation sent (a subclass sends another one: :class:`LeanTransactWriteItems`)
+    operation_name = OPERATION
+    target = _TARGET
+
     def __init__(self, client: BaseClient) -> None:
         meta = client.meta
         # the request path is "/" (as botocore joins endpoint_url and the model's path)
@@ -105,9 +109,10 @@ class LeanPutItem:
         self._key: tuple[str, str, bytes] | None = None
         self._http = client._endpoint.http_session
         self._events = meta.events
-        self._event = f"before-send.{meta.service_model.service_id.hyphenize()}.{OPERATION}"
+        service_id = meta.service_model.service_id.hyphenize()
+        self._event = f"before-send.{service_id}.{self.operation_name}"
         self._signing_name = meta.service_model.signing_name or "dynamodb"
-        self._operation = meta.service_model.operation_model(OPERATION)
+        self._operation = meta.service_model.operation_model(self.operation_name)
         self._parser = ResponseParserFactory().create_parser(meta.service_model.protocol)
         self._max_attempts = _max_attempts(client)
         self._conditions = standard.StandardRetryConditions(max_attempts=self._max_attempts)
@@ -174,13 +179,13 @@ class LeanPutItem:
             parsed.setdefault("ResponseMetadata", {})["RetryAttempts"] = attempt - 1
             code = str(parsed.get("Error", {}).get("Code", ""))
             error_class: type[ClientError] = self._exceptions.from_code(code)  # as botocore
-            raise error_class(parsed, OPERATION)
+            raise error_class(parsed, self.operation_name)
 
     def _attempt(self, body: bytes, invocation: str, attempt: int) -> tuple[Any, Exception | None]:
         """One signed send: (response, None) or (None, the exception botocore's HTTP
         layer raised)."""
         headers = {
-            "X-Amz-Target": _TARGET,
+            "X-Amz-Target": self.target,
             "Content-Type": _CONTENT_TYPE,
             "Content-Length": str(len(body)),
             "User-Agent": _USER_AGENT,
@@ -221,7 +226,7 @@ class LeanPutItem:
             signed = _SIGNED_WITH_TOKEN
         else:
             signed = _SIGNED
-        canonical.append(f"x-amz-target:{_TARGET}")
+        canonical.append(f"x-amz-target:{self.target}")
         request = "\n".join(
             ["POST", "/", "", *canonical, "", signed, hashlib.sha256(body).hexdigest()]
         )
@@ -257,3 +262,27 @@ class LeanPutItem:
         if shape is not None:
             parsed.update(self._parser.parse(response, shape))
         return parsed
+
+
+class LeanTransactWriteItems(LeanPutItem):
+    """``client.transact_write_items(**kwargs)`` the lean way: the same signing, sending,
+    retries and error parsing as :class:`LeanPutItem` (only the operation differs), for
+    the edge's folded lease (the usage record and the quota counter in one round trip:
+    adapters/usage.py::LeaseTransactions). Retrying is safe: the body carries a
+    ``ClientRequestToken``, so DynamoDB runs a repeated identical transaction once; a
+    cancelled one (``TransactionCanceledException``, not retried) wrote nothing. Its
+    ``CancellationReasons`` (with each refused item's old values) are parsed as
+    botocore parses them."""
+
+    operation_name = "TransactWriteItems"
+    target = "DynamoDB_20120810.TransactWriteItems"
+
+    @classmethod
+    def body_sender(cls, client: Any) -> Callable[[bytes], dict[str, Any]] | None:
+        """The lean sender of an encoded request body for a botocore DynamoDB client;
+        None for anything else (a wrapper, a fake: it keeps ``transact_write_items``)."""
+        if isinstance(client, BaseClient) and client.meta.service_model.service_name == (
+            "dynamodb"
+        ):
+            return cls(client).put_body
+        return None

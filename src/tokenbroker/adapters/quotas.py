@@ -27,9 +27,16 @@ from tokenbroker.adapters.quota_rules import (
     parse_rules,
     rules_key,
 )
-from tokenbroker.domain.errors import InvalidRequest, TemporarilyUnavailable
+from tokenbroker.adapters.usage import LeaseTransactions
+from tokenbroker.domain.errors import InvalidRequest, ProofReplayed, TemporarilyUnavailable
 from tokenbroker.domain.models import UsageRecord
-from tokenbroker.domain.quotas import CounterState, LeaseAsk, LegacyRule, QuotaLimits
+from tokenbroker.domain.quotas import (
+    CounterState,
+    LeaseAsk,
+    LegacyRule,
+    QuotaContended,
+    QuotaLimits,
+)
 
 PK: Final = "pk"
 SK: Final = "sk"
@@ -54,6 +61,49 @@ def counter_pk(client_id: str, principal: str, model_key: str) -> str:
 
 def counter_key(counter_id: str, day: int) -> dict[str, Any]:
     return {PK: {"S": counter_id}, SK: {"S": str(day)}}
+
+
+def lease_update(table: str, counter_id: str, day: int, a: LeaseAsk) -> dict[str, Any]:
+    """The conditional update that leases ``a`` (UpdateItem's keyword arguments, or a
+    transaction's ``Update``): ADD the size to the minute and the day, REMOVE the minute
+    before last, on the condition that the leased sum stays within every limit
+    (``domain.quotas.fits`` is the same condition in Python)."""
+    base = day * MINUTES_PER_DAY
+    names = {
+        "#cur": _minute_name(a.minute - base),
+        "#n1": _minute_name(a.minute + 1 - base),
+        "#n2": _minute_name(a.minute + 2 - base),
+        "#d": DAY_COUNT,
+        "#x": EXPIRES_AT,
+    }
+    values: dict[str, Any] = {":n": {"N": str(a.size)}, ":x": {"N": str((day + 2) * 86_400)}}
+    update = "ADD #cur :n, #d :n SET #x = :x"
+    if a.minute - 2 >= base:
+        # the minute before last is over for every clock the condition admits: drop
+        # it, so the item holds two minutes and stays small (1 write unit)
+        update += " REMOVE #old"
+        names["#old"] = _minute_name(a.minute - 2 - base)
+    # Refused if the item holds a later minute: that environment's clock is ahead,
+    # and a lease at minute+2 removed ours; re-planned into the later minute.
+    conditions = ["attribute_not_exists(#n1)", "attribute_not_exists(#n2)"]
+    if a.max_minute_count is not None:
+        conditions.append("(attribute_not_exists(#cur) OR #cur <= :mmax)")
+        values[":mmax"] = {"N": str(a.max_minute_count)}
+    if a.max_day_count is not None:
+        conditions.append("(attribute_not_exists(#d) OR #d <= :dmax)")
+        values[":dmax"] = {"N": str(a.max_day_count)}
+    if a.max_units is not None:
+        conditions.append("(attribute_not_exists(#u) OR #u <= :umax)")
+        names["#u"] = UNITS
+        values[":umax"] = {"N": str(a.max_units)}
+    return {
+        "TableName": table,
+        "Key": counter_key(counter_id, day),
+        "UpdateExpression": update,
+        "ConditionExpression": " AND ".join(conditions),
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }
 
 
 def _n(item: dict[str, Any], name: str, default: int = 0) -> int:
@@ -91,6 +141,8 @@ class DynamoQuotaStore:
         self._usage = usage_table
         self._hot_window_days = hot_window_days
         self._rules = DynamoQuotaRules(dynamodb, table=table)
+        #: the folded leases' transaction writer (adapters/usage.py), built on first use
+        self._transactions: LeaseTransactions | None = None
 
     def counter_id(self, client_id: str, principal: str, model_key: str) -> str:
         return counter_pk(client_id, principal, model_key)
@@ -120,43 +172,10 @@ class DynamoQuotaStore:
     # ---- the edge: one conditional UpdateItem per lease ------------------------------
     def lease(self, counter_id: str, day: int, a: LeaseAsk) -> tuple[bool, CounterState]:
         """(granted, the counter after it) or (False, the counter as it was)."""
-        base = day * MINUTES_PER_DAY
-        names = {
-            "#cur": _minute_name(a.minute - base),
-            "#n1": _minute_name(a.minute + 1 - base),
-            "#n2": _minute_name(a.minute + 2 - base),
-            "#d": DAY_COUNT,
-            "#x": EXPIRES_AT,
-        }
-        values: dict[str, Any] = {":n": {"N": str(a.size)}, ":x": {"N": str((day + 2) * 86_400)}}
-        update = "ADD #cur :n, #d :n SET #x = :x"
-        if a.minute - 2 >= base:
-            # the minute before last is over for every clock the condition admits: drop
-            # it, so the item holds two minutes and stays small (1 write unit)
-            update += " REMOVE #old"
-            names["#old"] = _minute_name(a.minute - 2 - base)
-        # Refused if the item holds a later minute: that environment's clock is ahead,
-        # and a lease at minute+2 removed ours; re-planned into the later minute.
-        conditions = ["attribute_not_exists(#n1)", "attribute_not_exists(#n2)"]
-        if a.max_minute_count is not None:
-            conditions.append("(attribute_not_exists(#cur) OR #cur <= :mmax)")
-            values[":mmax"] = {"N": str(a.max_minute_count)}
-        if a.max_day_count is not None:
-            conditions.append("(attribute_not_exists(#d) OR #d <= :dmax)")
-            values[":dmax"] = {"N": str(a.max_day_count)}
-        if a.max_units is not None:
-            conditions.append("(attribute_not_exists(#u) OR #u <= :umax)")
-            names["#u"] = UNITS
-            values[":umax"] = {"N": str(a.max_units)}
         with failing_closed("dynamodb:UpdateItem"):
             try:
                 response = self._ddb.update_item(
-                    TableName=self._table,
-                    Key=counter_key(counter_id, day),
-                    UpdateExpression=update,
-                    ConditionExpression=" AND ".join(conditions),
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
+                    **lease_update(self._table, counter_id, day, a),
                     ReturnValues="ALL_NEW",
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
@@ -165,6 +184,57 @@ class DynamoQuotaStore:
                     return False, _state(exc.response.get("Item"), day)
                 raise
         return True, _state(response.get("Attributes"), day)
+
+    def lease_with_use(
+        self, record: UsageRecord, counter_id: str, day: int, a: LeaseAsk, attempt: int
+    ) -> tuple[bool, CounterState]:
+        """The usage record and the lease in ONE TransactWriteItems (QuotaStore port):
+        item 0 the usage Put (its condition: the record id is new, the replay guard), item
+        1 the counter Update (the lease's condition, :func:`lease_update`), sent the lean
+        way (adapters/put_item.py). ``ClientRequestToken`` derives from the record id and
+        ``attempt``: a retry of the same attempt after a lost answer is idempotent
+        within DynamoDB's 10 minutes; a re-planned attempt (another ask) gets its own.
+        DynamoDB authorizes each item's action (PutItem on the usage table, UpdateItem on
+        the quota counter ``use#``), so the template's existing grants cover it."""
+        if not self._usage:
+            raise TemporarilyUnavailable("no usage table is configured for folded leases")
+        if self._transactions is None:
+            self._transactions = LeaseTransactions(
+                self._ddb, usage_table=self._usage, hot_window_days=self._hot_window_days
+            )
+        with failing_closed("dynamodb:TransactWriteItems"):
+            try:
+                self._transactions.send(
+                    record, lease_update(self._table, counter_id, day, a), attempt
+                )
+            except ClientError as exc:
+                if error_code(exc) == "IdempotentParameterMismatchException":
+                    # the token derives from the record id: another request carried this
+                    # record id (the proof's replay key) within DynamoDB's 10 minutes with
+                    # other parameters: a replay (nothing written by this one)
+                    raise ProofReplayed("the DPoP proof has already been used") from exc
+                if error_code(exc) != "TransactionCanceledException":
+                    raise
+                reasons = exc.response.get("CancellationReasons") or []
+                use, counter = [*reasons, {}, {}][:2]
+                if use.get("Code") == "ConditionalCheckFailed":
+                    # our own earlier attempt (its answer lost) left the very item we
+                    # send, and took the lease with it (one transaction); anything else
+                    # is another request's record: a replay, nothing written
+                    if self._transactions.own_item(record, use.get("Item")):
+                        return True, CounterState()
+                    raise ProofReplayed("the DPoP proof has already been used") from exc
+                codes = {r.get("Code") for r in reasons}
+                if counter.get("Code") == "ConditionalCheckFailed" and codes <= {
+                    "ConditionalCheckFailed",
+                    "None",
+                    None,
+                }:
+                    return False, _state(counter.get("Item"), day)
+                if "TransactionConflict" in codes:
+                    raise QuotaContended() from exc
+                raise
+        return True, CounterState()
 
     # ---- the protected function: units after the call --------------------------------
     def report_units(

@@ -7,6 +7,8 @@ sharding are defined in :mod:`tokenbroker.domain.ledger`.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii as _json_string
@@ -17,7 +19,7 @@ from botocore.exceptions import ClientError
 from tokenbroker.adapters.attribute_values import serialize
 from tokenbroker.adapters.aws import error_code, failing_closed, new_item
 from tokenbroker.adapters.ledger_items import HOT_WINDOW_DAYS, ID, item_values, to_item
-from tokenbroker.adapters.put_item import LeanPutItem
+from tokenbroker.adapters.put_item import LeanPutItem, LeanTransactWriteItems
 from tokenbroker.domain.errors import ProofReplayed, TemporarilyUnavailable
 from tokenbroker.domain.liveness import Liveness
 from tokenbroker.domain.models import Status, UsageRecord
@@ -126,6 +128,64 @@ class DynamoUsageLedger:
                     return bool(record.request_id) and exc.response.get("Item") == item
                 raise
         return True
+
+
+class LeaseTransactions:
+    """The usage record and a quota lease in ONE TransactWriteItems (the folded lease of
+    domain/quotas.py::FoldPolicy; the quota store maps its outcome). Item 0 is the
+    record's Put with the ledger's own condition (its id is new: the replay guard) and
+    ``ReturnValuesOnConditionCheckFailure`` (so a refused Put tells our own earlier
+    attempt from a replay, as :class:`DynamoUsageLedger` does); item 1 is the caller's
+    ``Update``. The body is spelled as JSON directly (``usage_item_json``, the same item
+    as ``to_item``) and sent by :class:`LeanTransactWriteItems`; a client that is not
+    botocore's (a fake, a wrapper) gets ``transact_write_items`` with the same items."""
+
+    def __init__(
+        self, dynamodb: Any, *, usage_table: str, hot_window_days: int | None = HOT_WINDOW_DAYS
+    ) -> None:
+        self._ddb = dynamodb
+        self._usage = usage_table
+        self._hot_window_days = hot_window_days
+        self._send = LeanTransactWriteItems.body_sender(dynamodb)
+        self._put_prefix = '{"TransactItems":[{"Put":' + put_body_prefix(usage_table)
+
+    def send(self, record: UsageRecord, update: Mapping[str, Any], attempt: int) -> None:
+        """Raises ClientError (``TransactionCanceledException`` with its reasons) or
+        BotoCoreError, as ``transact_write_items`` does."""
+        token = client_request_token(record.record_id, attempt)
+        counter = {**update, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+        if self._send is not None:
+            members = usage_item_json(record, hot_window_days=self._hot_window_days)
+            body = (
+                f"{self._put_prefix}{members}}}}}}},"
+                f'{{"Update":{_encode(counter)}}}],"ClientRequestToken":"{token}"}}'
+            )
+            self._send(body.encode())
+            return
+        put = {
+            **new_item(self._usage, self.item(record), ID),
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        self._ddb.transact_write_items(
+            TransactItems=[{"Put": put}, {"Update": counter}], ClientRequestToken=token
+        )
+
+    def item(self, record: UsageRecord) -> dict[str, Any]:
+        return usage_item(record, hot_window_days=self._hot_window_days)
+
+    def own_item(self, record: UsageRecord, found: Mapping[str, Any] | None) -> bool:
+        """The refused Put found the very item it sends (our own earlier attempt landed,
+        its answer was lost): this request's record, not a replay. A record without a
+        request id cannot tell the two apart: a replay."""
+        return bool(record.request_id) and found == self.item(record)
+
+
+def client_request_token(record_id: str, attempt: int) -> str:
+    """TransactWriteItems' idempotency token (1-36 characters): one per record and
+    attempt, so a resend of the same attempt runs once and a re-planned attempt (another
+    lease ask) is not refused as a mismatch of the first."""
+    digest = hashlib.sha256(f"{record_id}\x00{attempt}".encode()).digest()
+    return base64.urlsafe_b64encode(digest[:27]).decode()
 
 
 class LivenessRider(Protocol):

@@ -49,23 +49,34 @@ Bounds (proved in tests/quotas):
 - **Units per day** are reported after the call, so they are enforced on the next lease:
   a principal may run over ``upd`` by the units of the requests already allowed (in flight
   and the rest of each environment's lease, <= n - 1 requests per environment).
-- Round trips per allowed request: 1 (the usage write) + 1/n (the lease). The client's
+- Round trips per allowed request: 1 (the usage write) + 1/n (the lease), or exactly 1
+  when the lease rides in the usage write (:class:`FoldPolicy`: ONE TransactWriteItems of
+  the usage Put and the counter Update, both conditions, all or nothing; deployed for
+  leases of one, which are where the 1/n is a whole round trip). The client's
   rules are one item read inside the edge's liveness BatchGetItem (adapters/quotas.py::
   RulesRider), cached as long as that view: no round trip of their own. A hot
   principal: ~1.005 (benchmarks/quotas.py). The Zipf tail is not amortised: a principal
   an environment sees less than every 2 s costs it a lease per request (fleet-wide
   1.526 at 100,000 req/s over 1,000 environments and 2,000 principals; the benchmark's
-  docstring says why the design stays strict rather than admit the tail unsynced).
+  docstring says why the design stays strict rather than admit the tail unsynced). With
+  leases of one folded into the usage write (``FoldPolicy.SINGLE``): 1.143, at 4 write
+  units instead of 2 for each folded request; every lease folded: 1.000 (benchmarks/
+  quotas.py prints round trips, write units and dollars for each).
+- A folded lease keeps every bound above: its Update carries the lease's condition, and
+  a cancelled transaction writes neither the record nor the lease (a replay spends no
+  unit, and none is given back); tests/quotas/test_folded_lease.py runs the concurrency
+  cases on the new path (overshoot 0).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Protocol
 
-from tokenbroker.domain.errors import OAuthError
+from tokenbroker.domain.errors import OAuthError, TemporarilyUnavailable
 from tokenbroker.domain.models import UsageRecord
 
 ALL_MODELS = "*"
@@ -333,6 +344,56 @@ class Lease:
         return replace(self, remaining=self.remaining + 1)
 
 
+class FoldPolicy(StrEnum):
+    """When a lease rides in the usage write's round trip (ONE TransactWriteItems: the
+    usage Put with its replay condition + the counter Update with the lease's condition)
+    instead of a conditional UpdateItem of its own before it.
+
+    ``never``: every lease is its own UpdateItem (1 + 1/n round trips, 1 + 1/n write
+    units per request). ``single``: a lease of ONE request is folded (it would cost a
+    round trip per request; folded: 1 round trip, 4 write units, as a transaction costs 2
+    per item), a larger lease stays an UpdateItem (amortised over n requests, and a hot
+    counter written by many environments is not exposed to transaction conflicts).
+    ``always``: every lease is folded (1 round trip per request, 1 + 3/n write units).
+    benchmarks/quotas.py prints all three; the deployment uses ``single``."""
+
+    NEVER = "never"
+    SINGLE = "single"
+    ALWAYS = "always"
+
+    def folds(self, size: int) -> bool:
+        return self is FoldPolicy.ALWAYS or (self is FoldPolicy.SINGLE and size == 1)
+
+
+@dataclass(frozen=True)
+class LeaseClaim:
+    """A lease the gate did not take itself: it is executed together with the request's
+    usage record (``QuotaGate.record_claimed``), so admission and record are one round
+    trip. ``wanted``: the lease size the gate would have asked for (re-plans start from
+    it); ``minute``: the clock minute the ask was planned in."""
+
+    counter_id: str
+    day: int
+    ask: LeaseAsk
+    limits: QuotaLimits
+    minute: int
+    wanted: int
+    #: a shard's claim: the whole window's counter id and limits ("" = not split)
+    window: str = ""
+    window_limits: QuotaLimits | None = None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the gate decided for one request: ``reference`` as ``admit`` returns it ("" =
+    no limit applies) and, when no local lease unit was left and the policy folds, the
+    ``claim`` to execute with the usage write (None: a lease unit was spent locally, the
+    usage write is the plain PutItem)."""
+
+    reference: str
+    claim: LeaseClaim | None = None
+
+
 class QuotaStore(Protocol):
     """Port: the quota table (adapters/quotas.py; an in-memory fake in tests/quotas)."""
 
@@ -341,6 +402,19 @@ class QuotaStore(Protocol):
     def rules(self, client_id: str) -> dict[str, QuotaLimits]: ...
 
     def lease(self, counter_id: str, day: int, a: LeaseAsk) -> tuple[bool, CounterState]: ...
+
+    def lease_with_use(
+        self, record: UsageRecord, counter_id: str, day: int, a: LeaseAsk, attempt: int
+    ) -> tuple[bool, CounterState]:
+        """ONE transaction: the usage ``record`` (new id only) and the lease ``a``.
+        (True, state) when both were written (state may be empty: the adapter does not
+        read the counter back); (False, the counter's old values) when the lease's
+        condition refused it and nothing was written. Raises ProofReplayed when the
+        record's id exists (another request's record: nothing written),
+        TemporarilyUnavailable on any other failure, :class:`QuotaContended` on a
+        transaction conflict (nothing written; may be retried). ``attempt`` (0, 1, ...)
+        tells the idempotency token of each re-planned attempt apart."""
+        ...
 
     def report_units(
         self,
@@ -363,12 +437,37 @@ class QuotaStore(Protocol):
         ...
 
 
+class QuotaContended(TemporarilyUnavailable):
+    """A transaction on the counter met another one on the same item (DynamoDB cancels
+    one): nothing was written; the gate retries within its bounded attempts, then fails
+    closed with this error."""
+
+    def __init__(self, description: str = "the quota counter is contended") -> None:
+        super().__init__(description, reason="quota_contention")
+
+
 class QuotaCheck(Protocol):
     """What the edge calls (services/quotas.py::QuotaGate): admit one request or raise
     QuotaExceeded / TemporarilyUnavailable. Returns the grant's quota reference
     ("" when no limit applies), which the protected function reports units against."""
 
     def admit(self, client_id: str, principal: str, model: str, now: float) -> str: ...
+
+    def admission(self, client_id: str, principal: str, model: str, now: float) -> Admission:
+        """``admit``, or a lease left for the usage write to take (``Admission.claim``)."""
+        ...
+
+    def record_claimed(
+        self,
+        claim: LeaseClaim,
+        record: UsageRecord,
+        now: float,
+        plain: Callable[[UsageRecord], None] | None = None,
+    ) -> None:
+        """Write the usage ``record`` and take ``claim``'s lease in one round trip, or
+        raise (QuotaExceeded, ProofReplayed, TemporarilyUnavailable: nothing written).
+        ``plain``: the usage write alone, for a split window whose shard was spent."""
+        ...
 
     def release(self, reference: str, now: float) -> None:
         """Give back the unit ``admit`` spent for a request that was then refused without

@@ -58,7 +58,7 @@ from tokenbroker.domain.token_cache import VerifiedTokens
 if TYPE_CHECKING:  # annotations only: domain.ports imports every record type (aggregates,
     # digests), ~7 % of the authorizer's cold init (benchmarks/authorizer_callgrind.py)
     from tokenbroker.domain.ports import UsageLedger
-    from tokenbroker.domain.quotas import QuotaCheck
+    from tokenbroker.domain.quotas import Admission, QuotaCheck
 
 _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 MAX_HEADER = MAX_TOKEN_LENGTH + 16
@@ -252,7 +252,8 @@ class AuthorizationService:
                 jti=claims.jti,  # RFC 7009 revocations (services/revocation.py)
             )
             # quotas last: a request denied for any other reason spends none of them
-            quota = self._admit_quota(request, claims, now)
+            admission = self._admit_quota(request, claims, now)
+            quota, claim = (admission.reference, admission.claim) if admission else ("", None)
             record = self._record(
                 request,
                 claims,
@@ -274,11 +275,16 @@ class AuthorizationService:
             )
             try:
                 response = respond(grant)  # everything is decided and built: now the write
-                self._usage.record_use(record)
+                if claim is not None and self._quotas is not None:
+                    # the lease rides in the usage write: one TransactWriteItems (issue 12)
+                    self._quotas.record_claimed(claim, record, now, self._usage.record_use)
+                else:
+                    self._usage.record_use(record)
             except ProofReplayed:
                 # the usage write's condition refused it: nothing was written, so the
-                # replay spends no quota unit (issue 12; services/quotas.py::release)
-                if self._quotas is not None:
+                # replay spends no quota unit (issue 12; services/quotas.py::release; a
+                # folded lease was cancelled with the record: nothing to give back)
+                if self._quotas is not None and claim is None:
                     self._quotas.release(quota, now)
                 raise
         except TemporarilyUnavailable:
@@ -288,13 +294,16 @@ class AuthorizationService:
             raise
         return response
 
-    def _admit_quota(self, request: ResourceRequest, claims: AccessTokenClaims, now: float) -> str:
+    def _admit_quota(
+        self, request: ResourceRequest, claims: AccessTokenClaims, now: float
+    ) -> Admission | None:
         """Requests per minute/day and the day's model units (services/quotas.py):
-        QuotaExceeded (a recorded denial), TemporarilyUnavailable (fail closed)."""
+        QuotaExceeded (a recorded denial), TemporarilyUnavailable (fail closed); a lease
+        left to the usage write comes back as the admission's claim."""
         if self._quotas is None:
-            return ""
+            return None
         model = request.path_parameters.get("model", "")
-        return self._quotas.admit(claims.client_id, claims.sub, model, now)
+        return self._quotas.admission(claims.client_id, claims.sub, model, now)
 
     def _record(
         self,

@@ -1,5 +1,7 @@
-"""Quotas: the edge's gate (leases spent locally, one conditional UpdateItem per lease),
-the protected function's units report, and the admin use cases. Design and bounds:
+"""Quotas: the edge's gate (leases spent locally, one conditional UpdateItem per lease,
+or, when the policy folds it, the lease executed with the usage record as ONE
+TransactWriteItems: :meth:`QuotaGate.admission` / :meth:`QuotaGate.record_claimed`), the
+protected function's units report, and the admin use cases. Design and bounds:
 :mod:`tokenbroker.domain.quotas`.
 
 The gate holds one lock per execution environment while it leases: Lambda runs one
@@ -13,8 +15,8 @@ import math
 import random
 import re
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from tokenbroker.domain.clock import Clock
@@ -23,9 +25,15 @@ from tokenbroker.domain.models import EventType, UsageRecord
 from tokenbroker.domain.quotas import (
     ALL_MODELS,
     CONFIG_TTL_SECONDS,
+    Admission,
+    CounterState,
+    FoldPolicy,
     Lease,
+    LeaseAsk,
+    LeaseClaim,
     LeaseSizer,
     LegacyRule,
+    QuotaContended,
     QuotaExceeded,
     QuotaLimits,
     QuotaStore,
@@ -69,7 +77,11 @@ class QuotaGate:
         clock: Clock,
         config_ttl: float = CONFIG_TTL_SECONDS,
         rng: random.Random | None = None,
+        fold: FoldPolicy = FoldPolicy.SINGLE,
     ) -> None:
+        """``fold``: which leases :meth:`admission` hands to the usage write as a claim
+        (domain/quotas.py::FoldPolicy); :meth:`admit` always leases by itself."""
+        self._fold = fold
         self._store = store
         self._defaults = defaults
         self._clock = clock
@@ -82,6 +94,71 @@ class QuotaGate:
         #: AWS calls made (the benchmark prints round trips per allowed request)
         self.calls = 0
 
+    def admission(self, client_id: str, principal: str, model: str, now: float) -> Admission:
+        """:meth:`admit`, except that a lease the fold policy folds is not taken here:
+        it comes back as ``claim``, for :meth:`record_claimed` to execute together with
+        the request's usage record (one round trip). A window split over shards folds
+        the lease of this environment's shard; if that shard turns out spent, the
+        others are tried with separate leases (``record_claimed``'s ``plain``)."""
+        if self._fold is FoldPolicy.NEVER:
+            return Admission(self.admit(client_id, principal, model, now))
+        with self._lock:
+            quota = effective_quota(self._rules_of(client_id, now), self._defaults, model)
+            if quota.limits.unlimited():
+                return Admission("")
+            counter_id = self._store.counter_id(client_id, principal, quota.model_key)
+            day = day_of(now)
+            shard_id, claim = self._admit_sharded(counter_id, quota.limits, day, now, fold=True)
+            return Admission(quota_reference(day, shard_id), claim)
+
+    def record_claimed(
+        self,
+        claim: LeaseClaim,
+        record: UsageRecord,
+        now: float,
+        plain: Callable[[UsageRecord], None] | None = None,
+    ) -> None:
+        """Write ``record`` and take ``claim``'s lease in ONE transaction (the store's
+        ``lease_with_use``). The lease's condition refusing it re-plans from the counter's
+        old values (QuotaExceeded when nothing is left: recorded by the edge as a denial,
+        and remembered as :meth:`admit` remembers it), a conflict retries; both within
+        MAX_ATTEMPTS, then fail closed. ProofReplayed (the record's id exists) and
+        TemporarilyUnavailable propagate: nothing was written, no unit was spent.
+
+        A claim on one shard of a split window whose shard is spent moves on as
+        :meth:`admit` does: the other shards with separate leases, then ``plain(record)``
+        (the usage write alone; without ``plain`` the QuotaExceeded propagates)."""
+        try:
+            self._record_claimed(claim, record, now)
+        except QuotaExceeded:
+            if not claim.window or plain is None:
+                raise
+            with self._lock:  # this shard is spent; the others, as admit tries them
+                assert claim.window_limits is not None
+                self._admit_sharded(claim.window, claim.window_limits, claim.day, now)
+            plain(record)
+
+    def _record_claimed(self, claim: LeaseClaim, record: UsageRecord, now: float) -> None:
+        attempt = claim.ask
+        for i in range(MAX_ATTEMPTS):
+            with self._lock:
+                self.calls += 1
+            try:
+                granted, counter = self._store.lease_with_use(
+                    record, claim.counter_id, claim.day, attempt, i
+                )
+            except QuotaContended:
+                continue  # cancelled, nothing written: the next attempt may pass
+            with self._lock:
+                state = self._counters.setdefault(claim.counter_id, _Counter())
+                if granted:
+                    self._install(state, claim.day, attempt, now)
+                    return
+                attempt = self._replan(
+                    state, claim.limits, claim.day, claim.minute, claim.wanted, counter, now
+                )
+        raise QuotaContended()
+
     def admit(self, client_id: str, principal: str, model: str, now: float) -> str:
         with self._lock:
             quota = effective_quota(self._rules_of(client_id, now), self._defaults, model)
@@ -89,18 +166,20 @@ class QuotaGate:
                 return ""
             counter_id = self._store.counter_id(client_id, principal, quota.model_key)
             day = day_of(now)
-            shard_id = self._admit_sharded(counter_id, quota.limits, day, now)
+            shard_id, _ = self._admit_sharded(counter_id, quota.limits, day, now)
             return quota_reference(day, shard_id)
 
-    def _admit_sharded(self, counter_id: str, limits: QuotaLimits, day: int, now: float) -> str:
+    def _admit_sharded(
+        self, counter_id: str, limits: QuotaLimits, day: int, now: float, *, fold: bool = False
+    ) -> tuple[str, LeaseClaim | None]:
         """A hot principal's window is split over ``shard_count`` items, each with its
         part of every limit (the parts sum to the limit: no overshoot). This environment
         stays on one shard (picked at random) and moves on only when that one is spent;
-        the request is denied only when every shard is. Returns the shard's item id."""
+        the request is denied only when every shard is. Returns the shard's item id and,
+        with ``fold``, the claim of its lease (None: no lease to take, or taken here)."""
         shards = shard_count(limits)
         if shards == 1:
-            self._admit(counter_id, limits, day, now)
-            return counter_id
+            return counter_id, self._admit(counter_id, limits, day, now, fold=fold)
         if len(self._shard_of) >= _MAX_ENTRIES:
             self._shard_of.clear()
         first = self._shard_of.setdefault(counter_id, self._rng.randrange(shards))
@@ -109,12 +188,16 @@ class QuotaGate:
             shard = (first + i) % shards
             shard_id = shard_counter_id(counter_id, shard, shards)
             try:
-                self._admit(shard_id, shard_limits(limits, shard, shards), day, now)
+                claim = self._admit(
+                    shard_id, shard_limits(limits, shard, shards), day, now, fold=fold
+                )
             except QuotaExceeded as spent:
                 exceeded = exceeded or spent
                 continue
             self._shard_of[counter_id] = shard
-            return shard_id
+            if claim is not None:
+                claim = replace(claim, window=counter_id, window_limits=limits)
+            return shard_id, claim
         assert exceeded is not None
         raise exceeded
 
@@ -160,7 +243,12 @@ class QuotaGate:
         self._rules[client_id] = (now, rules)
         return rules
 
-    def _admit(self, counter_id: str, limits: QuotaLimits, day: int, now: float) -> None:
+    def _admit(
+        self, counter_id: str, limits: QuotaLimits, day: int, now: float, *, fold: bool = False
+    ) -> LeaseClaim | None:
+        """Spend a unit of this environment's lease, or lease anew (an UpdateItem), or,
+        with ``fold`` and a policy that folds this lease's size, return the lease as a
+        claim for the usage write to take (nothing sent here)."""
         if len(self._counters) >= _MAX_ENTRIES and counter_id not in self._counters:
             self._counters.clear()  # bounded memory: forgetting a lease only under-uses
         state = self._counters.setdefault(counter_id, _Counter())
@@ -168,32 +256,58 @@ class QuotaGate:
             raise QuotaExceeded(state.blocked_limit, math.ceil(state.retry_at - now))
         if state.lease is not None and state.lease.day == day and state.lease.usable(now):
             state.lease = state.lease.spend()
-            return
+            return None
         minute = minute_of(now)
         size = state.sizer.next_size(limits, now)
         attempt = ask(limits, minute, size)
+        if fold and self._fold.folds(attempt.size):
+            return LeaseClaim(counter_id, day, attempt, limits, minute, size)
         for _ in range(MAX_ATTEMPTS):
             self.calls += 1
             granted, counter = self._store.lease(counter_id, day, attempt)
             if granted:
-                state.lease = Lease(day=day, minute=attempt.minute, remaining=attempt.size - 1)
-                state.sizer.granted(now)
-                return
-            try:
-                attempt = plan_after_refusal(limits, minute, size, counter, now)
-            except QuotaExceeded as exceeded:
-                # remembered: denied requests cost no AWS call until the window ends (or
-                # the rules are read again, so a raised limit applies within the TTL)
-                if exceeded.limit == "requests_per_minute":
-                    window_end = (max(minute, counter.latest()) + 1) * 60.0
-                else:
-                    window_end = (day + 1) * 86_400.0
-                state.lease = None
-                state.blocked_limit = exceeded.limit
-                state.retry_at = window_end
-                state.blocked_until = min(window_end, now + self._config_ttl)
-                raise
+                self._install(state, day, attempt, now)
+                return None
+            attempt = self._replan(state, limits, day, minute, size, counter, now)
         raise TemporarilyUnavailable("the quota counter is contended", reason="quota_contention")
+
+    @staticmethod
+    def _install(state: _Counter, day: int, granted: LeaseAsk, now: float) -> None:
+        """A granted lease of ``granted.size``: one unit is this request's, the rest is
+        kept. Units still left of a lease for the same minute are kept too (two claims of
+        one environment granted concurrently: neither one's units are lost)."""
+        remaining = granted.size
+        old = state.lease
+        if old is not None and old.day == day and old.minute == granted.minute:
+            remaining += max(0, old.remaining)
+        state.lease = Lease(day=day, minute=granted.minute, remaining=remaining - 1)
+        state.sizer.granted(now)
+
+    def _replan(
+        self,
+        state: _Counter,
+        limits: QuotaLimits,
+        day: int,
+        minute: int,
+        size: int,
+        counter: CounterState,
+        now: float,
+    ) -> LeaseAsk:
+        """The next ask after a refusal, or QuotaExceeded (remembered: denied requests
+        cost no AWS call until the window ends, or the rules are read again, so a raised
+        limit applies within the TTL)."""
+        try:
+            return plan_after_refusal(limits, minute, size, counter, now)
+        except QuotaExceeded as exceeded:
+            if exceeded.limit == "requests_per_minute":
+                window_end = (max(minute, counter.latest()) + 1) * 60.0
+            else:
+                window_end = (day + 1) * 86_400.0
+            state.lease = None
+            state.blocked_limit = exceeded.limit
+            state.retry_at = window_end
+            state.blocked_until = min(window_end, now + self._config_ttl)
+            raise
 
 
 def check_units(units: object) -> int:
