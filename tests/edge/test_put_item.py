@@ -13,6 +13,7 @@ import json
 import threading
 import time
 import types
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -233,6 +234,39 @@ def test_rotated_credentials_from_the_environment_sign_the_next_put(
         "ASIASECOND",
         "token-second",
     )
+
+
+def test_a_new_day_signs_with_the_new_days_scope_and_key(
+    dynamodb_server: FakeDynamoDB, ddb: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The date string is kept for its second and the keyed HMAC for its day: a put on
+    the next day (or a second later) must not sign with the cached ones."""
+    put = LeanPutItem.for_client(ddb())
+    start = 1_800_000_000.5  # 2027-01-15T08:00:00Z
+    for now in (start, start + 1, start + 86_400):
+        monkeypatch.setattr(put_item, "_wall_clock", lambda now=now: now)
+        put(**PARAMS)
+
+    dates = [s.headers["X-Amz-Date"] for s in dynamodb_server.seen]
+    assert dates == ["20270115T080000Z", "20270115T080001Z", "20270116T080000Z"]
+    scopes = [s.headers["Authorization"].split("/")[1] for s in dynamodb_server.seen]
+    assert scopes == ["20270115", "20270115", "20270116"]
+    for each in dynamodb_server.seen:
+        _verify_signature(each, dynamodb_server.url, "testing")
+
+
+def test_each_put_carries_its_own_version_4_invocation_id(
+    dynamodb_server: FakeDynamoDB, ddb: Callable[..., Any]
+) -> None:
+    put = LeanPutItem.for_client(ddb())
+    put(**PARAMS)
+    put(**PARAMS)
+
+    ids = [s.headers["amz-sdk-invocation-id"] for s in dynamodb_server.seen]
+    parsed = [uuid.UUID(i) for i in ids]
+    assert [str(p) for p in parsed] == ids  # canonical text, as str(uuid.uuid4())
+    assert {(p.version, p.variant) for p in parsed} == {(4, uuid.RFC_4122)}
+    assert ids[0] != ids[1]
 
 
 def test_throttling_is_retried_once_with_backoff_then_succeeds(
