@@ -9,6 +9,7 @@ standard retry policy, and botocore's error parser. The server records every req
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -408,6 +409,22 @@ def test_the_lean_usage_body_holds_exactly_to_items_item(index: int) -> None:
 
     record = _records()[index]
     assert json.loads("{" + usage_item_json(record) + "}") == to_item(record)
+
+
+def test_the_lean_usage_body_spells_odd_values_as_to_item_does() -> None:
+    """No retention (no TTL), a value of a type no record holds today (TypeSerializer's
+    spelling), empty text left out."""
+    from decimal import Decimal
+
+    from tokenbroker.adapters.ledger_items import to_item
+    from tokenbroker.adapters.usage import usage_item_json
+
+    odd = dataclasses.replace(_records()[0], retain_until=0, reason=Decimal("5"), route="")
+    for window in (None, 30):
+        body = json.loads("{" + usage_item_json(odd, hot_window_days=window) + "}")
+        assert body == to_item(odd, hot_window_days=window)
+        assert body["reason"] == {"N": "5"}
+        assert "route" not in body
 
 
 def test_the_usage_ledger_sends_new_items_put_with_to_items_item_on_the_lean_path(
