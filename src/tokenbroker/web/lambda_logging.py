@@ -41,7 +41,8 @@ def inject_lambda_context(logger: Logger) -> Callable[[H], H]:
         @functools.wraps(handler)
         def wrapper(event: Any, context: Any) -> Any:
             keys = known.get("keys")
-            if keys is not None and frozenset(logger.get_current_keys()) == keys:
+            # a keys view compares with the set as it is (no frozenset built per call)
+            if keys is not None and logger.get_current_keys().keys() == keys:
                 logger.append_keys(function_request_id=context.aws_request_id, cold_start=False)
                 return handler(event, context)
             return first(event, context)
