@@ -66,7 +66,7 @@ def raw_request_url(
     (which may be decoded); the base is the difference.
     """
     ctx = raw.get("requestContext")
-    ctx = ctx if isinstance(ctx, Mapping) else {}
+    ctx = ctx if type(ctx) is dict or isinstance(ctx, Mapping) else {}
     # ``headers``: raw_headers(raw, (...)) with at least x-forwarded-proto and host
     if headers is None:
         headers = raw_headers(raw, ("X-Forwarded-Proto", "Host"))
