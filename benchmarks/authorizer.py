@@ -761,7 +761,8 @@ def measure_glue(repeat: int = 2000, rounds: int = 5) -> dict[str, Any]:
     )
 
     from tokenbroker.adapters.aws import new_item
-    from tokenbroker.adapters.usage import ID, usage_item, usage_item_json
+    from tokenbroker.adapters.ledger_items import ID
+    from tokenbroker.adapters.usage import put_body_prefix, usage_item, usage_item_json
     from tokenbroker.services.authorization import Grant
     from tokenbroker.web import edge
 
@@ -778,6 +779,11 @@ def measure_glue(repeat: int = 2000, rounds: int = 5) -> dict[str, Any]:
         service.authorize(item.request, request_issuer=ISSUER)
 
         params = new_item(bench.settings.usage_table, usage_item(record[0]), ID)
+        # the container's ledger writes through LeanPutItem on the stubbed client
+        ledger: Any = bench.container.usage
+        body = f"{put_body_prefix(bench.settings.usage_table)}{usage_item_json(record[0])}}}}}"
+        put_body = ledger._put_body
+        assert put_body is not None, "the container's ledger writes through LeanPutItem"
 
         def flush() -> None:
             app.metrics.add_metric(name="RequestsAllowed", unit=MetricUnit.Count, value=1)
@@ -791,6 +797,9 @@ def measure_glue(repeat: int = 2000, rounds: int = 5) -> dict[str, Any]:
             "edge.rest_response (policy)": lambda: edge.rest_response(Event(event), outcome),
             "dropped: metrics add + EMF flush per allowed request": flush,
             "lean usage body (usage_item_json)": lambda: usage_item_json(record[0]),
+            "lean PutItem send (put_body: sign, before-send, stub answer)": lambda: put_body(
+                body.encode()
+            ),
             "before: usage_item (TypeSerializer)": lambda: usage_item(record[0]),
             "before: its PutItem body JSON": lambda: json.dumps(params),
         }

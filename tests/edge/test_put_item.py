@@ -9,10 +9,12 @@ standard retry policy, and botocore's error parser. The server records every req
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
 import types
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -235,6 +237,39 @@ def test_rotated_credentials_from_the_environment_sign_the_next_put(
     )
 
 
+def test_a_new_day_signs_with_the_new_days_scope_and_key(
+    dynamodb_server: FakeDynamoDB, ddb: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The date string is kept for its second and the keyed HMAC for its day: a put on
+    the next day (or a second later) must not sign with the cached ones."""
+    put = LeanPutItem.for_client(ddb())
+    start = 1_800_000_000.5  # 2027-01-15T08:00:00Z
+    for now in (start, start + 1, start + 86_400):
+        monkeypatch.setattr(put_item, "_wall_clock", lambda now=now: now)
+        put(**PARAMS)
+
+    dates = [s.headers["X-Amz-Date"] for s in dynamodb_server.seen]
+    assert dates == ["20270115T080000Z", "20270115T080001Z", "20270116T080000Z"]
+    scopes = [s.headers["Authorization"].split("/")[1] for s in dynamodb_server.seen]
+    assert scopes == ["20270115", "20270115", "20270116"]
+    for each in dynamodb_server.seen:
+        _verify_signature(each, dynamodb_server.url, "testing")
+
+
+def test_each_put_carries_its_own_version_4_invocation_id(
+    dynamodb_server: FakeDynamoDB, ddb: Callable[..., Any]
+) -> None:
+    put = LeanPutItem.for_client(ddb())
+    put(**PARAMS)
+    put(**PARAMS)
+
+    ids = [s.headers["amz-sdk-invocation-id"] for s in dynamodb_server.seen]
+    parsed = [uuid.UUID(i) for i in ids]
+    assert [str(p) for p in parsed] == ids  # canonical text, as str(uuid.uuid4())
+    assert {(p.version, p.variant) for p in parsed} == {(4, uuid.RFC_4122)}
+    assert ids[0] != ids[1]
+
+
 def test_throttling_is_retried_once_with_backoff_then_succeeds(
     dynamodb_server: FakeDynamoDB, ddb: Callable[..., Any], sleeps: list[float]
 ) -> None:
@@ -374,6 +409,22 @@ def test_the_lean_usage_body_holds_exactly_to_items_item(index: int) -> None:
 
     record = _records()[index]
     assert json.loads("{" + usage_item_json(record) + "}") == to_item(record)
+
+
+def test_the_lean_usage_body_spells_odd_values_as_to_item_does() -> None:
+    """No retention (no TTL), a value of a type no record holds today (TypeSerializer's
+    spelling), empty text left out."""
+    from decimal import Decimal
+
+    from tokenbroker.adapters.ledger_items import to_item
+    from tokenbroker.adapters.usage import usage_item_json
+
+    odd = dataclasses.replace(_records()[0], retain_until=0, reason=Decimal("5"), route="")
+    for window in (None, 30):
+        body = json.loads("{" + usage_item_json(odd, hot_window_days=window) + "}")
+        assert body == to_item(odd, hot_window_days=window)
+        assert body["reason"] == {"N": "5"}
+        assert "route" not in body
 
 
 def test_the_usage_ledger_sends_new_items_put_with_to_items_item_on_the_lean_path(

@@ -84,6 +84,9 @@ _KNOWN: Final = frozenset({*ATTRIBUTES.values(), RETAIN_UNTIL})
 _MAX_TEXT = 500
 _MAX_FREE_TEXT = 64 * 1024
 _FREE_TEXT: Final = frozenset({"user_agent", "actor"})
+#: the numeric and the free-text record fields, for the edge's lean writer (usage.py)
+NUMBER_FIELDS: Final = _NUMBERS
+FREE_TEXT_FIELDS: Final = _FREE_TEXT
 #: free text is capped at the writers to this many UTF-8 bytes (marker included) so that
 #: every item stays within one write unit (1 KB); a capped value ends in TRUNCATED
 MAX_FREE_TEXT_BYTES: Final = 128

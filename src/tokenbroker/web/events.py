@@ -35,11 +35,15 @@ def raw_headers(raw: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, lis
     wanted: dict[str, list[str]] = {name.lower(): [] for name in names}
     multi = raw.get("multiValueHeaders")
     if (type(multi) is dict or isinstance(multi, Mapping)) and multi:
+        get = wanted.get
         for key, vals in multi.items():
-            if type(key) is str and isinstance(vals, list):
-                found = wanted.get(key.lower())
-                if found is not None:
-                    found.extend(v for v in vals if isinstance(v, str))
+            # the name first: most headers are not wanted (no generator per header:
+            # ~2 us of the edge's ~5 us here, benchmarks/authorizer.py glue)
+            found = get(key.lower()) if type(key) is str else None
+            if found is not None and isinstance(vals, list):
+                for value in vals:
+                    if isinstance(value, str):
+                        found.append(value)
         return wanted
     single = raw.get("headers")
     if type(single) is dict or isinstance(single, Mapping):
@@ -62,7 +66,7 @@ def raw_request_url(
     (which may be decoded); the base is the difference.
     """
     ctx = raw.get("requestContext")
-    ctx = ctx if isinstance(ctx, Mapping) else {}
+    ctx = ctx if type(ctx) is dict or isinstance(ctx, Mapping) else {}
     # ``headers``: raw_headers(raw, (...)) with at least x-forwarded-proto and host
     if headers is None:
         headers = raw_headers(raw, ("X-Forwarded-Proto", "Host"))

@@ -41,8 +41,11 @@ def inject_lambda_context(logger: Logger) -> Callable[[H], H]:
         @functools.wraps(handler)
         def wrapper(event: Any, context: Any) -> Any:
             keys = known.get("keys")
-            if keys is not None and frozenset(logger.get_current_keys()) == keys:
-                logger.append_keys(function_request_id=context.aws_request_id, cold_start=False)
+            # the formatter once (Logger's methods each look it up through two
+            # properties, ~1 us a time); a keys view compares with the set as it is
+            formatter = logger.registered_formatter
+            if keys is not None and formatter.get_current_keys().keys() == keys:
+                formatter.append_keys(function_request_id=context.aws_request_id, cold_start=False)
                 return handler(event, context)
             return first(event, context)
 
