@@ -19,7 +19,7 @@ import binascii
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidSignature
@@ -97,7 +97,8 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_unique_members, parse_constant=_r
 # its C scanner, called directly: JSONDecoder.decode adds two whitespace regex matches
 # and two Python calls around it (~1 us a payload); a text with whitespace around the
 # value, or trailing data, takes the full decode (and its errors)
-_SCAN = _DECODER.scan_once
+# (typeshed does not declare the attribute JSONDecoder.__init__ sets)
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
