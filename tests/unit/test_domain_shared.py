@@ -3,8 +3,10 @@ tree's audit reasons, and the one rule against repeated keys."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+from typing import Any
 
 import pytest
 
@@ -38,6 +40,22 @@ def test_a_record_is_built_with_its_retention_and_request_fields_cut_to_the_ledg
     assert len(record.source_ip) == 64
     assert (record.jkt, record.token_jti, record.actor) == ("k", "", "")
     assert MAX_LEDGER_FIELD == 256
+
+
+def test_a_built_record_equals_the_constructors_field_for_field_and_stays_frozen() -> None:
+    # build() fills the instance dict directly (speed, issue 13): every field must be set
+    values: dict[str, Any] = {f.name: f"v-{f.name}" for f in dataclasses.fields(UsageRecord)}
+    values.update(at_ms=1_800_000_000_000, retain_until=1_800_000_000 + 30 * DAY_SECONDS)
+    values.update(decision=Decision.DENY, event=EventType.REQUEST)
+    built = UsageRecord.build(
+        at=1_800_000_000,
+        retention_days=30,
+        **{k: v for k, v in values.items() if k not in ("at_ms", "retain_until")},
+    )
+    assert built == UsageRecord(**values)
+    assert vars(built) == vars(UsageRecord(**values))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.reason = "changed"  # type: ignore[misc]
 
 
 def test_units_agree_with_each_other() -> None:

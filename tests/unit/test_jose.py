@@ -6,7 +6,7 @@ import base64
 import json
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed448
+from cryptography.hazmat.primitives.asymmetric import ec, ed448
 from joserfc.jwk import OKPKey
 
 from support.dpop import DeviceKey, b64url, b64url_json, raw_jws
@@ -88,8 +88,19 @@ def test_non_canonical_trailing_bits_are_rejected() -> None:
 
 @pytest.mark.parametrize(
     "segment",
-    ["abcde", "ab cd", "ab\ncd", "ab.cd", "ab=c", "é", "ab+/"],
-    ids=["length-mod-4-is-1", "space", "newline", "dot", "inner-pad", "non-ascii", "std"],
+    ["abcde", "ab cd", "ab\ncd", "ab.cd", "ab=c", "é", "ab+/", "abc=", "ab==", "abé"],
+    ids=[
+        "length-mod-4-is-1",
+        "space",
+        "newline",
+        "dot",
+        "inner-pad",
+        "non-ascii",
+        "std",
+        "padded-3",
+        "padded-2",
+        "non-ascii-last",
+    ],
 )
 def test_characters_outside_base64url_are_rejected(segment: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the documented contract
@@ -163,6 +174,37 @@ def test_strict_json_object_accepts_a_plain_object() -> None:
         "a": [1, {"b": None}],
         "c": "é",
     }
+
+
+def test_whitespace_around_the_object_takes_the_full_decoder_and_is_accepted() -> None:
+    # the C scanner's fast path needs the value to start at offset 0 and end the text
+    assert strict_json_object(b' {"a":1}\n') == {"a": 1}
+    assert strict_json_object(b'\t{"a":{"b":2}} ') == {"a": {"b": 2}}
+
+
+@pytest.mark.parametrize("raw", [b'{"a":1} x', b'{"a":1},', b' {"a":1,"a":2}', b'{"a":1}]'])
+def test_trailing_data_or_a_repeat_behind_whitespace_is_still_refused(raw: bytes) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - the documented contract
+        strict_json_object(raw)
+
+
+def test_a_non_ec_key_is_refused_for_es256_after_an_ec_key_was_accepted() -> None:
+    # verify_signature remembers the EC key *types* it has seen (an ABC isinstance is
+    # slow): another type must still go through the full check and be refused
+    device = DeviceKey.generate()
+    value = raw_jws({"alg": "ES256"}, CLAIMS, sign_with=device)
+    jws = parse_compact(value, max_length=4096, error=InvalidToken, what="token")
+    assert verify_signature(jws, "ES256", load_public_jwk(device.public_jwk, "ES256"))
+    ed = load_public_jwk(DeviceKey.generate("EdDSA").public_jwk, "EdDSA")
+    assert not verify_signature(jws, "ES256", ed)
+
+    class Impostor:  # duck-types verify() and accepts everything
+        curve = ec.SECP256R1()
+
+        def verify(self, *args: object) -> None:
+            return None
+
+    assert not verify_signature(jws, "ES256", Impostor())
 
 
 # ---- structure -------------------------------------------------------------------------

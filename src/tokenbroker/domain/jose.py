@@ -15,14 +15,12 @@ public key from its coordinates and checking an r||s signature are a few calls i
 
 from __future__ import annotations
 
-import base64
 import binascii
 import functools
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -47,36 +45,47 @@ _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 _ECDSA = {alg: ec.ECDSA(digest) for alg, (_, _, digest) in _EC.items()}
 
 
-def b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _VALUE = {c: i for i, c in enumerate(_ALPHABET)}
-_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+# the url alphabet to the standard one; "+", "/" and "=" to "!", which strict base64
+# rejects: one translate pass checks the alphabet and converts it (issue 13: the old
+# three ``in`` scans and an extra copy cost ~0.5 us a segment, 4 segments a request)
+_URL_TO_STD = bytes.maketrans(b"-_+/=", b"+/!!!")
+_STD_TO_URL = bytes.maketrans(b"+/", b"-_")
 # bits of the last character that encode no data, by len % 4 (RFC 4648 §3.5)
 _UNUSED_BITS = {0: 0, 2: 0b1111, 3: 0b11}
+_PADDING = {0: b"", 2: b"==", 3: b"="}
+
+
+def b64url_encode(data: bytes) -> str:
+    encoded = binascii.b2a_base64(data, newline=False).translate(_STD_TO_URL)
+    return encoded.rstrip(b"=").decode("ascii")
 
 
 def b64url_decode(segment: str) -> bytes:
     """Strict RFC 7515 §2 base64url: url alphabet, no padding, canonical trailing bits
     (non-zero unused bits would be a second spelling of the same bytes)."""
     rem = len(segment) % 4
-    if rem == 1 or not segment.isascii() or "+" in segment or "/" in segment or "=" in segment:
+    if rem == 1:
         raise ValueError("not base64url")
     if rem and _VALUE.get(segment[-1], 0) & _UNUSED_BITS[rem]:
         raise ValueError("non-canonical base64url")
     try:
         # strict_mode: anything outside the (translated) alphabet is an error
         return binascii.a2b_base64(
-            segment.encode("ascii").translate(_URL_TO_STD) + b"=" * (-rem % 4), strict_mode=True
+            segment.encode("ascii").translate(_URL_TO_STD) + _PADDING[rem], strict_mode=True
         )
-    except binascii.Error as exc:
+    except (binascii.Error, UnicodeEncodeError) as exc:
         raise ValueError("not base64url") from exc
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    return unique_mapping(pairs, lambda key: ValueError(f"duplicate member {key!r}"))
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # the JSON decoder's object_pairs_hook (it passes a list): the common case is one
+    # C-level dict() and a length compare; a repeat is named by the shared rule
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        unique_mapping(pairs, lambda key: ValueError(f"duplicate member {key!r}"))
+    return obj
 
 
 def _reject_constant(name: str) -> Any:
@@ -84,15 +93,26 @@ def _reject_constant(name: str) -> Any:
 
 
 # One decoder for every call (json.loads with hooks builds a new one each time).
-_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_members, parse_constant=_reject_constant)
+# its C scanner, called directly: JSONDecoder.decode adds two whitespace regex matches
+# and two Python calls around it (~1 us a payload); a text with whitespace around the
+# value, or trailing data, takes the full decode (and its errors)
+# (typeshed does not declare the attribute JSONDecoder.__init__ sets)
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def strict_json_object(raw: bytes) -> dict[str, Any]:
     """RFC 7159 object, UTF-8, no duplicate members (RFC 7515 §5.2 step 4), no NaN,
     no lone surrogates (which would later fail to encode)."""
-    value = _DECODER.decode(raw.decode("utf-8"))
-    if _SURROGATE_ESCAPE.search(raw):  # rare: only then pay for the full check
+    text = raw.decode("utf-8")
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:  # not a value at offset 0 (e.g. leading whitespace)
+        end = -1
+    if end != len(text):
+        value = _DECODER.decode(text)
+    if b"\\u" in raw and _SURROGATE_ESCAPE.search(raw):  # rare: only then the full check
         json.dumps(value, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
@@ -111,8 +131,9 @@ def _header(segment: str) -> dict[str, Any]:
 decoded_header = _header
 
 
-@dataclass(frozen=True)
-class CompactJws:
+class CompactJws(NamedTuple):
+    # a NamedTuple, not a frozen dataclass: built for every token and proof, and a
+    # frozen dataclass's __init__ (object.__setattr__ per field) costs ~1 us more
     header: Mapping[str, Any]
     payload: Mapping[str, Any]
     signing_input: bytes
@@ -192,6 +213,11 @@ def _public_key(alg: str, kty: str, crv: str, x: str, y: str | None) -> Any:
         raise ValueError("jwk is not a valid public key") from exc
 
 
+# key types seen to be EllipticCurvePublicKey: an ABC isinstance costs ~0.6 us a call,
+# and the answer for a type never changes (ABC registration cannot be undone)
+_EC_KEY_TYPES: set[type] = set()
+
+
 def verify_signature(jws: CompactJws, alg: str, key: Any) -> bool:
     """True iff ``jws.signature`` is a valid ``alg`` signature by ``key`` (JWS
     signatures are raw r||s for ECDSA, RFC 7518 §3.4)."""
@@ -204,11 +230,11 @@ def verify_signature(jws: CompactJws, alg: str, key: Any) -> bool:
             return True
         _, curve, _ = _EC[alg]
         size = _COORDINATE_BYTES[alg]
-        if (
-            not isinstance(key, ec.EllipticCurvePublicKey)
-            or key.curve.name != curve.name
-            or len(signature) != 2 * size
-        ):
+        if type(key) not in _EC_KEY_TYPES:
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                return False
+            _EC_KEY_TYPES.add(type(key))
+        if key.curve.name != curve.name or len(signature) != 2 * size:
             return False
         r = int.from_bytes(signature[:size], "big")
         s = int.from_bytes(signature[size:], "big")

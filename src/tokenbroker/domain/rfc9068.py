@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from tokenbroker.domain.errors import InvalidToken
 from tokenbroker.domain.jose import (
@@ -27,8 +26,10 @@ MAX_LIFETIME = 900  # hard cap, seconds (ARCHITECTURE: 15 min)
 TOKEN_TYPES = ("at+jwt", "application/at+jwt")  # RFC 9068 §4 step 1
 
 
-@dataclass(frozen=True)
-class AccessTokenClaims:
+class AccessTokenClaims(NamedTuple):
+    # a NamedTuple (immutable, like the frozen dataclass it was): built for every new
+    # token at the edge, ~1.5 us cheaper (issue 13; a frozen dataclass's __init__ sets
+    # each of its 11 fields with object.__setattr__)
     iss: str
     sub: str
     aud: str

@@ -14,7 +14,7 @@ import re
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from tokenbroker.domain.errors import InvalidDpopProof
@@ -56,8 +56,9 @@ class ProofPolicy:
         return self.max_age + 2 * self.skew
 
 
-@dataclass(frozen=True)
-class DpopProof:
+class DpopProof(NamedTuple):
+    # a NamedTuple (immutable, like the frozen dataclass it was): built on every request,
+    # ~0.7 us cheaper (a frozen dataclass's __init__ sets each field with object.__setattr__)
     jkt: str  # RFC 7638 thumbprint of the proof key
     jti: str
     iat: int

@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from tokenbroker.domain.clock import Clock
 from tokenbroker.domain.errors import (
@@ -60,7 +59,6 @@ if TYPE_CHECKING:  # annotations only: domain.ports imports every record type (a
     from tokenbroker.domain.ports import UsageLedger
     from tokenbroker.domain.quotas import Admission, QuotaCheck
 
-_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 MAX_HEADER = MAX_TOKEN_LENGTH + 16
 #: the stated bound on denial records: per token jti, per clock minute
 DENIALS_PER_MINUTE = 4
@@ -83,9 +81,9 @@ class ResourceRequest:
     request_id: str = ""
 
 
-@dataclass(frozen=True)
-class Grant:
-    """An allowed request: what the protected function may rely on."""
+class Grant(NamedTuple):
+    """An allowed request: what the protected function may rely on. (A NamedTuple, as
+    immutable as a frozen dataclass and ~2 us cheaper to build on every request.)"""
 
     principal: str
     client_id: str
@@ -163,10 +161,10 @@ def _dpop_token(authorization: str) -> str:
         raise InvalidToken("DPoP-bound tokens must use the DPoP scheme", reason="bearer_downgrade")
     if scheme.lower() != "dpop":
         raise InvalidToken("the DPoP authorization scheme is required")
-    token = token.strip()
-    if not _TOKEN68.fullmatch(token):
-        raise InvalidToken("the access token is malformed")
-    return token
+    # No token68 (RFC 7235 §2.1) regex here (~2 us on a 600-character token): the JWS
+    # parser accepts base64url segments and two dots only, a subset of token68, and
+    # refuses everything else as a malformed InvalidToken (domain/jose.py)
+    return token.strip()
 
 
 def request_hash(request_id: str) -> str:
