@@ -16,11 +16,13 @@ the next key as soon as it is published, the old one until it is withdrawn. With
 and the error is logged once per execution environment (the bundled file cannot change
 while it lives).
 
-CloudFront gives a viewer-request function 5 s. The AWS clients here give up well
-inside that (``EDGE_CONFIG``): at most ``EDGE_AWS_CALLS`` calls per request (the key
-fetch on a cold start and once a minute, the liveness read, the usage write), one
-attempt each, so a hung dependency is a Deny after at most ``EDGE_WORST_CASE_S``
-seconds, not a CloudFront 503.
+CloudFront gives a viewer-request function 5 s. The AWS clients here give up on a call
+quickly (``EDGE_CONFIG``: one attempt, ``CALL_WORST_CASE_S`` at most), and
+``CALL_BUDGET`` (adapters/call_budget.py) refuses to start a call that could not finish
+inside the invocation's remaining time with ``RESERVE_S`` left to answer, however many
+calls the request needs (the key fetch on a cold start and once a minute, the liveness
+read, the usage write, and with quotas the lease and, before ``quotas migrate``, the
+rules Query): a slow dependency is a Deny, never a CloudFront 503.
 """
 
 import functools
@@ -34,6 +36,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
 from tokenbroker import bootstrap
+from tokenbroker.adapters.call_budget import CallBudget
 from tokenbroker.adapters.jwks import JwksSource
 from tokenbroker.domain.errors import ConfigurationError
 from tokenbroker.domain.published_keys import PublishedKeys
@@ -54,10 +57,14 @@ EDGE_CONFIG = Config(
     tcp_keepalive=True,
 )
 #: GET jwks_uri (cold start, then once a minute), dynamodb:BatchGetItem (liveness),
-#: dynamodb:PutItem
+#: dynamodb:PutItem: the calls of a request without quotas
 EDGE_AWS_CALLS = 3
-EDGE_WORST_CASE_S = EDGE_AWS_CALLS * ATTEMPTS * (CONNECT_TIMEOUT_S + READ_TIMEOUT_S)
+CALL_WORST_CASE_S = ATTEMPTS * (CONNECT_TIMEOUT_S + READ_TIMEOUT_S)
+EDGE_WORST_CASE_S = EDGE_AWS_CALLS * CALL_WORST_CASE_S
 VIEWER_REQUEST_LIMIT_S = 5.0
+#: time kept to answer the viewer after the last call (the policy is built before it)
+RESERVE_S = 0.2
+CALL_BUDGET = CallBudget(per_call_s=CALL_WORST_CASE_S, reserve_s=RESERVE_S)
 
 
 def _build() -> bootstrap.Container:
@@ -69,9 +76,10 @@ def _build() -> bootstrap.Container:
         raise ConfigurationError("ISSUER is required in the bundled config.json")
     region = config.get("AWS_REGION", "us-east-1")
     jwks = JwksSource(settings.issuer.rstrip("/") + settings.jwks_path, timeout=READ_TIMEOUT_S)
+    clients = bootstrap.regional_clients(region, config=EDGE_CONFIG)
     return bootstrap.build(
         settings,
-        aws=bootstrap.regional_clients(region, config=EDGE_CONFIG),
+        aws=lambda service: CALL_BUDGET.guard(clients(service)),
         key_cache=PublishedKeys(jwks.fetch, clock=time.time),
     )
 
@@ -97,6 +105,7 @@ def container() -> bootstrap.Container:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    CALL_BUDGET.begin(context)  # this invocation's remaining time bounds its AWS calls
     loaded = _loaded()
     route_scopes = (
         {} if isinstance(loaded, ConfigurationError) else dict(loaded.settings.route_scopes)
