@@ -381,6 +381,8 @@ class LeaseClaim:
     #: a shard's claim: the whole window's counter id and limits ("" = not split)
     window: str = ""
     window_limits: QuotaLimits | None = None
+    #: the gate's mark of this claim while it is in flight (0 = none)
+    ticket: int = 0
 
 
 @dataclass(frozen=True)
