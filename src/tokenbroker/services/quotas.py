@@ -113,6 +113,11 @@ class QuotaGate:
         #: AWS calls made (the benchmark prints round trips per allowed request)
         self.calls = 0
 
+    @property
+    def fold(self) -> FoldPolicy:
+        """The policy :meth:`admission` folds leases by (bootstrap.py decides it)."""
+        return self._fold
+
     def admission(self, client_id: str, principal: str, model: str, now: float) -> Admission:
         """:meth:`admit`, except that a lease the fold policy folds is not taken here:
         it comes back as ``claim``, for :meth:`record_claimed` to execute together with
