@@ -1,9 +1,9 @@
 """Quotas at the edge (issue 12): AWS round trips and write units per allowed request with
 quotas on, for each lease design (domain/quotas.py::FoldPolicy: ``never`` = every lease an
 UpdateItem of its own; ``single`` = a lease of one rides in the usage write as ONE
-TransactWriteItems, the deployed design; ``always`` = every lease rides in it), and the
-hottest quota counter's writes/s at a given total rate (Zipf principals, as
-benchmarks/ledger_partitions.py loads the ledger).
+TransactWriteItems; ``always`` = every lease rides in it, the default of the template's
+QuotaLeaseFold), and the hottest quota counter's writes/s at a given total rate (Zipf
+principals, as benchmarks/ledger_partitions.py loads the ledger).
 
     .venv/bin/python -m benchmarks.quotas [--rate 100000] [--seconds 10]
         [--environments 1000] [--principals 2000] [--zipf 1.1] [--seed 1]
@@ -443,7 +443,7 @@ def render(report: dict[str, Any]) -> str:
             f"{hot['conflict_ms']:g} ms of another write of their counter"
         )
     lines += [
-        f"    (the deployed policy is single; lease writes of their own under never: "
+        f"    (QuotaLeaseFold's default is always; lease writes of their own under never: "
         f"{hot['lease_writes_per_request']} per request, "
         f"{hot['amortised_lease_writes_per_request']} for the "
         f"{hot['amortised_principals']} principals every environment sees at least "

@@ -152,6 +152,7 @@ def test_parameter_defaults_are_the_documented_ones(template: Template) -> None:
         "DefaultRequestsPerMinute": "0",
         "DefaultRequestsPerDay": "0",
         "DefaultUnitsPerDay": "0",
+        "QuotaLeaseFold": "always",
         "MaxDevicesPerPerson": "3",
         "RefreshTokenAbsoluteSeconds": "28800",
         "RefreshTokenIdleSeconds": "3600",
@@ -179,6 +180,30 @@ def test_a_digest_period_divides_the_hour_and_defaults_to_one_hour(template: Tem
     assert all(3600 % value == 0 for value in spec["AllowedValues"])
     with pytest.raises(TemplateError, match="not one of"):
         template.parameter_values({"DigestPeriodSeconds": "1800"})
+
+
+def test_the_quota_lease_fold_parameter_reaches_both_authorizers_and_only_them(
+    template: Template,
+) -> None:
+    """QuotaLeaseFold (README, Folded leases): never | single | always, default always,
+    passed as QUOTA_LEASE_FOLD to the REST and HTTP API authorizers, each resolving to
+    valid settings with the chosen policy; any other value is refused by the template."""
+    spec = template.document()["Parameters"]["QuotaLeaseFold"]
+    assert (spec["Type"], spec["Default"]) == ("String", "always")
+    assert spec["AllowedValues"] == ["never", "single", "always"]
+    with pytest.raises(TemplateError, match="not one of"):
+        template.parameter_values({"QuotaLeaseFold": "sometimes"})
+    authorizers = {"AuthorizerFunction", "HttpApiAuthorizerFunction"}
+    fake = _fake_deployment(template)
+    for function in template.functions():
+        environment = template.environment(function, **fake)
+        assert ("QUOTA_LEASE_FOLD" in environment) == (function in authorizers), function
+    for function in sorted(authorizers):
+        assert Settings.from_mapping(template.environment(function, **fake)).quota_lease_fold == (
+            "always"
+        )
+        chosen = template.environment(function, **fake, parameters={"QuotaLeaseFold": "single"})
+        assert Settings.from_mapping(chosen).quota_lease_fold == "single"
 
 
 def _overrides(env: str) -> dict[str, str]:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
         UsageLedger,
     )
     from tokenbroker.domain.published_keys import PublishedKeys
-    from tokenbroker.domain.quotas import QuotaStore
+    from tokenbroker.domain.quotas import FoldPolicy, QuotaStore
     from tokenbroker.services.admin import AdminService
     from tokenbroker.services.aggregates import AggregatesService
     from tokenbroker.services.audit import AuditService
@@ -870,10 +870,33 @@ class Container:
             from tokenbroker.domain.liveness import MAX_AGE
 
             return QuotaGate(
-                self.quota_store, defaults=defaults, clock=self.clock, config_ttl=MAX_AGE
+                self.quota_store,
+                defaults=defaults,
+                clock=self.clock,
+                config_ttl=MAX_AGE,
+                fold=self._quota_fold(),
             )
 
         return self._once("quota_gate", make)  # type: ignore[no-any-return]
+
+    def _quota_fold(self) -> FoldPolicy:
+        """QUOTA_LEASE_FOLD (template parameter QuotaLeaseFold), when a folded lease
+        writes the very usage item the edge's ledger would: the quota store's transaction
+        puts the record in its usage table itself, so it folds only if this container's
+        UsageLedger is the Dynamo ledger of that same table (and hot window). Any other
+        ledger (an injected one: a fake, another sink) gets separate leases (``never``):
+        folding would bypass it."""
+        from tokenbroker.adapters.quotas import DynamoQuotaStore
+        from tokenbroker.adapters.usage import DynamoUsageLedger
+        from tokenbroker.domain.quotas import FoldPolicy
+
+        policy = FoldPolicy(self.settings.quota_lease_fold)
+        if policy is FoldPolicy.NEVER or not self.settings.usage_table:
+            return FoldPolicy.NEVER
+        store, ledger = self.quota_store, self.usage
+        if not (isinstance(store, DynamoQuotaStore) and isinstance(ledger, DynamoUsageLedger)):
+            return FoldPolicy.NEVER
+        return policy if store.writes_usage_like(ledger) else FoldPolicy.NEVER
 
     def _quota_riders(self) -> tuple[Any, ...]:
         """The quota rules item, read inside the edge's liveness BatchGetItem."""

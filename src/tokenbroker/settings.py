@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from tokenbroker.domain.errors import ConfigurationError
+from tokenbroker.domain.quotas import FoldPolicy
 from tokenbroker.domain.rfc9068 import MAX_LIFETIME
 
 
@@ -85,6 +86,9 @@ class Settings:
     )
     default_requests_per_day: int = field(default=0, metadata=_env("DEFAULT_REQUESTS_PER_DAY"))
     default_units_per_day: int = field(default=0, metadata=_env("DEFAULT_UNITS_PER_DAY"))
+    #: which quota leases ride in the usage write (domain/quotas.py::FoldPolicy):
+    #: never | single | always (template parameter QuotaLeaseFold)
+    quota_lease_fold: str = field(default="always", metadata=_env("QUOTA_LEASE_FOLD"))
     #: sharing detection on the stream (domain/sharing.py); "" table = rules off
     sharing_table: str = field(default="", metadata=_env("SHARING_TABLE"))
     #: JSON thresholds per rule (domain.sharing.parse_rules); "" = the defaults
@@ -150,6 +154,8 @@ class Settings:
                 raise ConfigurationError(f"{self.env_names()[name]} must not be negative")
         if self.default_units_per_day < 0:
             raise ConfigurationError("DEFAULT_UNITS_PER_DAY must not be negative")
+        if self.quota_lease_fold not in {p.value for p in FoldPolicy}:
+            raise ConfigurationError("QUOTA_LEASE_FOLD must be never, single or always")
         _validate_sharing(self)
 
     def require(self, *names: str) -> None:

@@ -13,6 +13,7 @@ of one transaction comes from DynamoDB itself.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,7 @@ from tokenbroker.domain.quotas import (
     ask,
 )
 from tokenbroker.local import load_template
+from tokenbroker.services import quotas as services_quotas
 from tokenbroker.services.quotas import MAX_ATTEMPTS, QuotaGate
 
 DAY, MINUTE = T0 // 86_400, T0 // 60
@@ -371,3 +373,81 @@ def test_a_split_window_folds_its_shard_and_moves_on_when_that_shard_is_spent(
     assert "plain" in outcomes  # the spent shard's refusal moved on to the other one
     assert sum(state.count(MINUTE) for state in store.counters.values()) == 4
     assert len(store.uses) + len(plain) == 4  # every allowed request has its record
+
+
+# ---- one claim in flight per counter and environment (issue 12: lost units) ------------
+
+
+class _WaitSpy(threading.Condition):
+    """The gate's condition, telling the test when a request starts waiting on it."""
+
+    def __init__(self, lock: Any, progress: threading.Event) -> None:
+        super().__init__(lock)
+        self.waits = 0
+        self._progress = progress
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits += 1
+        self._progress.set()
+        return super().wait(timeout)
+
+
+def _spied(g: QuotaGate, progress: threading.Event) -> _WaitSpy:
+    spy = _WaitSpy(g._lock, progress)
+    g._settled = spy
+    return spy
+
+
+def test_a_request_waits_for_the_claim_in_flight_and_spends_its_leftover_unit() -> None:
+    """The cause of the flaky 49-of-50: two claims of one environment in flight at once
+    (one's refusal cleared the lease the other's grant installed). Now a request that
+    finds no unit while a claim is in flight waits for it, then spends its leftover."""
+    store = FakeQuotaStore()
+    g = _gate(store, QuotaLimits(requests_per_minute=50), FoldPolicy.ALWAYS)
+    assert _request(g, 1) == "transaction"  # a lease of one; the next one is of two
+    first = g.admission(CLIENT, "alice", "", T0).claim
+    assert first is not None
+    assert first.ask.size == 2
+    progress = threading.Event()
+    spy = _spied(g, progress)
+    result: list[Any] = []
+
+    def other() -> None:
+        result.append(g.admission(CLIENT, "alice", "", T0))
+        progress.set()
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    assert progress.wait(10)
+    assert not result
+    assert spy.waits == 1
+    g.record_claimed(first, record(2), T0)
+    worker.join(10)
+    assert result == [domain_quotas.Admission(result[0].reference, None)]  # the leftover
+    assert store.transactions == 2
+    (state,) = store.counters.values()
+    assert state.count(MINUTE) == 3  # 1 + 2 leased, 3 allowed: nothing lost
+
+
+def test_a_claim_left_unexecuted_in_the_same_thread_blocks_nothing() -> None:
+    """Lambda serves one request at a time: a claim its thread left unexecuted (its
+    response failed to build) is stale, the next request claims at once."""
+    store = FakeQuotaStore()
+    g = _gate(store, QuotaLimits(requests_per_minute=50), FoldPolicy.ALWAYS)
+    spy = _spied(g, threading.Event())
+    assert g.admission(CLIENT, "alice", "", T0).claim is not None  # never recorded
+    assert _request(g, 1) == "transaction"
+    assert spy.waits == 0
+
+
+def test_another_threads_unexecuted_claim_is_waited_for_only_until_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(services_quotas, "CLAIM_WAIT_SECONDS", 0.0)
+    store = FakeQuotaStore()
+    g = _gate(store, QuotaLimits(requests_per_minute=50), FoldPolicy.ALWAYS)
+    spy = _spied(g, threading.Event())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(g.admission, CLIENT, "alice", "", T0).result().claim is not None
+    assert _request(g, 1) == "transaction"  # the stale claim's deadline passed: no wait
+    assert spy.waits == 0

@@ -27,7 +27,7 @@ from tokenbroker.adapters.quota_rules import (
     parse_rules,
     rules_key,
 )
-from tokenbroker.adapters.usage import LeaseTransactions
+from tokenbroker.adapters.usage import DynamoUsageLedger, LeaseTransactions
 from tokenbroker.domain.errors import InvalidRequest, ProofReplayed, TemporarilyUnavailable
 from tokenbroker.domain.models import UsageRecord
 from tokenbroker.domain.quotas import (
@@ -143,6 +143,15 @@ class DynamoQuotaStore:
         self._rules = DynamoQuotaRules(dynamodb, table=table)
         #: the folded leases' transaction writer (adapters/usage.py), built on first use
         self._transactions: LeaseTransactions | None = None
+
+    def writes_usage_like(self, ledger: DynamoUsageLedger) -> bool:
+        """A folded lease's transaction puts the usage record in this store's usage
+        table: True when that is the very item ``ledger`` would write (same table, same
+        hot window), so folding bypasses nothing (bootstrap.py::Container._quota_fold)."""
+        return bool(self._usage) and (ledger.usage_table, ledger.hot_window_days) == (
+            self._usage,
+            self._hot_window_days,
+        )
 
     def counter_id(self, client_id: str, principal: str, model_key: str) -> str:
         return counter_pk(client_id, principal, model_key)

@@ -114,6 +114,15 @@ class DynamoUsageLedger:
         self._put_body = lean.put_body if isinstance(lean, LeanPutItem) else None
         self._body_prefix = put_body_prefix(usage_table)
 
+    @property
+    def usage_table(self) -> str:
+        """The table this ledger writes (bootstrap folds quota leases only into it)."""
+        return self._usage
+
+    @property
+    def hot_window_days(self) -> int | None:
+        return self._hot_window_days
+
     def record_use(self, record: UsageRecord) -> None:
         # New record or nothing: this (jkt, proof jti) was never accepted before
         # (RFC 9449 §11.1). The item lives for the retention period, far past the

@@ -51,8 +51,8 @@ Bounds (proved in tests/quotas):
   and the rest of each environment's lease, <= n - 1 requests per environment).
 - Round trips per allowed request: 1 (the usage write) + 1/n (the lease), or exactly 1
   when the lease rides in the usage write (:class:`FoldPolicy`: ONE TransactWriteItems of
-  the usage Put and the counter Update, both conditions, all or nothing; deployed for
-  leases of one, which are where the 1/n is a whole round trip). The client's
+  the usage Put and the counter Update, both conditions, all or nothing; the template's
+  QuotaLeaseFold chooses, default every lease). The client's
   rules are one item read inside the edge's liveness BatchGetItem (adapters/quotas.py::
   RulesRider), cached as long as that view: no round trip of their own. A hot
   principal: ~1.005 (benchmarks/quotas.py). The Zipf tail is not amortised: a principal
@@ -355,7 +355,8 @@ class FoldPolicy(StrEnum):
     per item), a larger lease stays an UpdateItem (amortised over n requests, and a hot
     counter written by many environments is not exposed to transaction conflicts).
     ``always``: every lease is folded (1 round trip per request, 1 + 3/n write units).
-    benchmarks/quotas.py prints all three; the deployment uses ``single``."""
+    benchmarks/quotas.py prints all three; template parameter QuotaLeaseFold chooses
+    (QUOTA_LEASE_FOLD, default ``always``)."""
 
     NEVER = "never"
     SINGLE = "single"
@@ -381,6 +382,8 @@ class LeaseClaim:
     #: a shard's claim: the whole window's counter id and limits ("" = not split)
     window: str = ""
     window_limits: QuotaLimits | None = None
+    #: the gate's mark of this claim while it is in flight (0 = none)
+    ticket: int = 0
 
 
 @dataclass(frozen=True)

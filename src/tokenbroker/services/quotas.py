@@ -11,10 +11,12 @@ time (the lease, not the lock, is what keeps environments within the limit).
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -54,6 +56,19 @@ from tokenbroker.domain.quotas import (
 MAX_ATTEMPTS = 4
 _MAX_ENTRIES = 10_000
 MAX_UNITS_PER_REPORT = 10**9
+#: how long a request finding no lease unit waits for this environment's claim in flight
+#: on the same counter before taking a claim of its own (a claim left unexecuted, e.g.
+#: its response failed to build, blocks nobody longer than this)
+CLAIM_WAIT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    """A claim handed out by :meth:`QuotaGate.admission` and not yet settled."""
+
+    ticket: int
+    thread: int
+    deadline: float  # time.monotonic()
 
 
 @dataclass
@@ -91,8 +106,17 @@ class QuotaGate:
         self._shard_of: dict[str, int] = {}
         self._rng = rng or random.Random()  # noqa: S311 - spreads load, not a secret
         self._lock = threading.Lock()
+        #: per counter, the claim in flight (at most one per gate: :meth:`_await_claim`)
+        self._in_flight: dict[str, _InFlight] = {}
+        self._settled = threading.Condition(self._lock)
+        self._tickets = itertools.count(1)
         #: AWS calls made (the benchmark prints round trips per allowed request)
         self.calls = 0
+
+    @property
+    def fold(self) -> FoldPolicy:
+        """The policy :meth:`admission` folds leases by (bootstrap.py decides it)."""
+        return self._fold
 
     def admission(self, client_id: str, principal: str, model: str, now: float) -> Admission:
         """:meth:`admit`, except that a lease the fold policy folds is not taken here:
@@ -139,6 +163,36 @@ class QuotaGate:
             plain(record)
 
     def _record_claimed(self, claim: LeaseClaim, record: UsageRecord, now: float) -> None:
+        try:
+            self._execute_claim(claim, record, now)
+        finally:
+            with self._lock:  # settled (granted, refused or failed): waiters re-check
+                held = self._in_flight.get(claim.counter_id)
+                if held is not None and held.ticket == claim.ticket:
+                    del self._in_flight[claim.counter_id]
+                self._settled.notify_all()
+
+    def _await_claim(self, counter_id: str) -> bool:
+        """Called with the lock held by a request that found no lease unit: while this
+        gate has a claim in flight on the counter, wait for it to settle (True: re-check
+        the lease it may have installed). Two claims of one environment in flight at once
+        lost units (issue 12, FoldPolicy.ALWAYS under 16 threads: 49 of 50 allowed): one
+        claim's refusal cleared the lease the other's grant had just installed, or blocked
+        the counter before that grant's leftover units arrived. Lambda serves one request
+        at a time, so a claim there is never waited for (its own thread's claim is stale:
+        it was left unexecuted); the local stack's threads wait at most
+        CLAIM_WAIT_SECONDS, then claim by themselves (never an overshoot: the counter's
+        condition still holds every lease)."""
+        held = self._in_flight.get(counter_id)
+        if held is None or held.thread == threading.get_ident():
+            return False
+        left = held.deadline - time.monotonic()
+        if left <= 0:
+            return False
+        self._settled.wait(left)
+        return True
+
+    def _execute_claim(self, claim: LeaseClaim, record: UsageRecord, now: float) -> None:
         attempt = claim.ask
         for i in range(MAX_ATTEMPTS):
             with self._lock:
@@ -251,17 +305,26 @@ class QuotaGate:
         claim for the usage write to take (nothing sent here)."""
         if len(self._counters) >= _MAX_ENTRIES and counter_id not in self._counters:
             self._counters.clear()  # bounded memory: forgetting a lease only under-uses
-        state = self._counters.setdefault(counter_id, _Counter())
-        if now < state.blocked_until:
-            raise QuotaExceeded(state.blocked_limit, math.ceil(state.retry_at - now))
-        if state.lease is not None and state.lease.day == day and state.lease.usable(now):
-            state.lease = state.lease.spend()
-            return None
+        while True:
+            state = self._counters.setdefault(counter_id, _Counter())
+            if now < state.blocked_until:
+                raise QuotaExceeded(state.blocked_limit, math.ceil(state.retry_at - now))
+            if state.lease is not None and state.lease.day == day and state.lease.usable(now):
+                state.lease = state.lease.spend()
+                return None
+            if not self._await_claim(counter_id):
+                break
         minute = minute_of(now)
         size = state.sizer.next_size(limits, now)
         attempt = ask(limits, minute, size)
         if fold and self._fold.folds(attempt.size):
-            return LeaseClaim(counter_id, day, attempt, limits, minute, size)
+            if len(self._in_flight) >= _MAX_ENTRIES:
+                self._in_flight.clear()  # only claims left unexecuted pile up
+            ticket = next(self._tickets)
+            self._in_flight[counter_id] = _InFlight(
+                ticket, threading.get_ident(), time.monotonic() + CLAIM_WAIT_SECONDS
+            )
+            return LeaseClaim(counter_id, day, attempt, limits, minute, size, ticket=ticket)
         for _ in range(MAX_ATTEMPTS):
             self.calls += 1
             granted, counter = self._store.lease(counter_id, day, attempt)
