@@ -409,3 +409,53 @@ def test_the_readme_deploys_with_the_pinned_sam_and_the_samconfig_environments()
     assert "parameter_overrides" in config["prod"]["deploy"]["parameters"]
     assert "--use-container" in readme
     assert "**required** for other APIs" in readme  # IssuerUrl
+
+
+def _edge_statements(quotas_table: str) -> list[dict[str, Any]]:
+    """infra/edge.yaml's role statements with ``QuotasTableName`` resolved (its ``!If``
+    on ``HasQuotas`` taken as CloudFormation would)."""
+    from tokenbroker.local.template import loads
+
+    document = loads(EDGE.read_text(encoding="utf-8"))
+    function = document["Resources"]["EdgeAuthorizerFunction"]["Properties"]
+    [policy] = function["Policies"]
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict) and set(node) == {"Fn::If"}:
+            condition, yes, no = node["Fn::If"]
+            assert condition == "HasQuotas"
+            return resolve(yes if quotas_table else no)
+        if isinstance(node, dict):
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [r for r in (resolve(v) for v in node) if r != {"Ref": "AWS::NoValue"}]
+        return node
+
+    return resolve(policy["Statement"])  # type: ignore[no-any-return]
+
+
+def test_the_edge_role_has_the_authorizers_quota_grants_only_with_a_quotas_table(
+    doc: dict[str, Any],
+) -> None:
+    """Quotas at CloudFront need the same grants as the API authorizers (template.yaml):
+    counters ``use#*`` updated, rules ``rule#*`` queried, the rules item in the liveness
+    BatchGetItem; without ``QuotasTableName`` the role may touch no quota table."""
+    without = _edge_statements("")
+    assert "QuotasTable" not in json.dumps(without)
+    assert {s["Sid"] for s in without} == {
+        "CheckDeviceAndClientStillActive",
+        "RecordUsage",
+        "VerifyTokens",
+    }
+    with_quotas = {s["Sid"]: s for s in _edge_statements("q")}
+    api = {
+        s["Sid"]: s
+        for s in doc["Resources"]["AuthorizerFunction"]["Properties"]["Policies"][0]["Statement"]
+    }
+    for sid in ("LeaseQuota", "ReadQuotaRules"):
+        assert with_quotas[sid]["Action"] == api[sid]["Action"], sid
+        assert with_quotas[sid]["Condition"] == api[sid]["Condition"], sid
+        assert "${QuotasTableName}" in with_quotas[sid]["Resource"]["Fn::Sub"], sid
+    batch = with_quotas["CheckDeviceAndClientStillActive"]["Resource"]
+    assert any("${QuotasTableName}" in r["Fn::Sub"] for r in batch)
+    assert "QuotasTableName" in doc["Outputs"]
