@@ -39,7 +39,9 @@ from botocore.loaders import Loader
 #: service -> the operations the authorizer functions call (tests/unit/test_aws_models.py
 #: derives them from the code on the authorizer's path and checks this is exactly that)
 EDGE_OPERATIONS: Mapping[str, tuple[str, ...]] = {
-    "dynamodb": ("BatchGetItem", "GetItem", "PutItem", "TransactWriteItems", "UpdateItem"),
+    # Query: the quota gate's rules read when the liveness read did not bring them
+    # (adapters/quota_rules.py; every request's until `quotas migrate` marked the table)
+    "dynamodb": ("BatchGetItem", "GetItem", "PutItem", "Query", "TransactWriteItems", "UpdateItem"),
     "kms": ("GetPublicKey", "Sign"),
     "ssm": ("GetParameter", "PutParameter"),  # the key set (KEY_SET_PARAMETER)
     "secretsmanager": ("GetSecretValue",),  # DPoP nonces (DPOP_NONCE_REQUIRED)
