@@ -26,7 +26,6 @@ from tokenbroker.services.quotas import MAX_ATTEMPTS
 
 ROOT = Path(__file__).resolve().parents[2]
 QUOTAS = "edge-quotas"
-USAGE = "edge-usage"
 
 
 def _load_edge() -> ModuleType:
@@ -44,8 +43,6 @@ def ddb() -> Iterator[Any]:
     with mock_aws():
         client = aws_client("dynamodb")
         client.create_table(**load_template().create_table_kwargs("QuotasTable", QUOTAS))
-        # a folded lease writes its usage record with the counter (one transaction)
-        client.create_table(**load_template().create_table_kwargs("UsageTable", USAGE))
         yield client
 
 
@@ -57,7 +54,7 @@ def test_cloudfront_answers_a_spent_quota_with_429_and_retry_after(
     issuer = s.Issuer()
     ledger = s.FakeUsageLedger()
     container = bootstrap.build(
-        s.settings(quotas_table=QUOTAS, usage_table=USAGE),
+        s.settings(quotas_table=QUOTAS),
         aws=lambda service: ddb,
         clock=fixed_clock,
         key_cache=issuer.key_cache(fixed_clock),
@@ -81,13 +78,9 @@ def test_cloudfront_answers_a_spent_quota_with_429_and_retry_after(
         [header] = refused["headers"]["retry-after"]
         assert 1 <= int(header["value"]) <= 60
         assert "x-tokenbroker-principal" not in refused["headers"]
-    # one usage record per request that went on to the origin: the plain writes (the
-    # ledger port) and those written with a folded lease (the usage table)
+    # one usage record per request that went on to the origin
     allowed = [r for r in ledger.records.values() if r.decision.value == "allow"]
-    folded = ddb.scan(TableName=USAGE)["Items"]
-    assert folded  # the first lease is of one: folded
-    assert all(item["decision"] == {"S": "allow"} for item in folded)
-    assert len(allowed) + len(folded) == 3
+    assert len(allowed) == 3
 
 
 class _Remaining:
