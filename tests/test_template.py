@@ -424,6 +424,7 @@ def test_outputs_name_the_deployment(template: Template) -> None:
         "RefreshTokensTableName": {"Ref": "RefreshTokensTable"},
         "UsageTableName": {"Ref": "UsageTable"},
         "AggregatesTableName": {"Ref": "AggregatesTable"},
+        "QuotasTableName": {"Ref": "QuotasTable"},  # infra/edge.yaml's QuotasTableName
         "DigestBucketName": {"Ref": "DigestBucket"},
         "UsageArchiveDatabaseName": {"Ref": "UsageArchiveDatabase"},
         "DigestKeyArn": {"Fn::GetAtt": ["DigestKey", "Arn"]},
