@@ -71,6 +71,21 @@ def test_with_every_step_passing_the_run_reaches_pytest(tmp_path: Path) -> None:
     ]
 
 
+def test_a_tool_that_keeps_writing_after_its_version_is_not_reinstalled(tmp_path: Path) -> None:
+    """The version check reads the whole answer: piped into ``grep -q`` (which leaves at
+    its first match) a tool still writing got SIGPIPE, ``pipefail`` called the check
+    failed and the run reinstalled the SAM CLI (seen in CI: a 60 s timeout here)."""
+    repo = _fake_repo(tmp_path)
+    sam = repo / ".venv-sam" / "bin" / "sam"
+    sam.write_text(
+        '#!/bin/sh\nif [ "$1" = --version ]; then echo "SAM CLI, version 1.170.0"; '
+        "seq 1 200000; fi\n"
+    )
+    code, out, _ = _run(repo, PYTHON="false")  # an install would fail at once
+    assert code == 0, out
+    assert "installing aws-sam-cli" not in (repo / "build" / "setup" / "sam.log").read_text()
+
+
 def test_a_failed_venv_setup_prints_its_log_and_exits_1_before_any_check(tmp_path: Path) -> None:
     repo = _fake_repo(tmp_path)
     shutil.rmtree(repo / ".venv-checkov")  # so it must be installed, with a python that fails
