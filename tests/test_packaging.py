@@ -113,6 +113,30 @@ def test_the_layer_ships_the_package_without_cli_local_stack_or_client_sdk(
     assert not list(layer_package.rglob("__pycache__"))
 
 
+def _layer_python(script: str, task_root: Path, layer: tuple[Path, Path], **env: str) -> str:
+    """stdout of ``script`` run as Lambda loads a function: the function's directory and
+    the layer (package, dependencies) on the path, -S so no site-packages (neither the
+    dev venv's nor the user's), only the stdlib; fails the test with its last error line."""
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", script],
+        cwd=task_root,
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "PYTHONPATH": os.pathsep.join(map(str, (task_root, *layer))),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.strip().splitlines()[-1:]
+    return result.stdout
+
+
 _IMPORT = """
 import json, sys
 import app
@@ -127,29 +151,16 @@ def test_every_handler_imports_from_the_layer_alone(
 ) -> None:
     task_root = tmp_path / "task"
     shutil.copytree(handler.parent, task_root)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LAMBDA_TASK_ROOT": str(task_root),
-        "AWS_LAMBDA_FUNCTION_NAME": handler.parent.name,
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "PYTHONPATH": os.pathsep.join(map(str, (task_root, layer_package, layer_deps))),
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    # -S: no site-packages (neither the dev venv's nor the user's), only the stdlib.
-    result = subprocess.run(
-        [sys.executable, "-S", "-c", _IMPORT],
-        cwd=task_root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    stdout = _layer_python(
+        _IMPORT,
+        task_root,
+        (layer_package, layer_deps),
+        LAMBDA_TASK_ROOT=str(task_root),
+        AWS_LAMBDA_FUNCTION_NAME=handler.parent.name,
     )
-    assert result.returncode == 0, result.stderr.strip().splitlines()[-1:]
     stdlib = sysconfig.get_paths()["stdlib"]
     allowed = (str(task_root), str(layer_package), str(layer_deps), stdlib)
-    loaded = [f for f in json.loads(result.stdout) if f]
+    loaded = [f for f in json.loads(stdout) if f]
     foreign = [f for f in loaded if not f.startswith(allowed)]
     assert foreign == [], "modules loaded from outside the layer"
     assert not any(re.search(r"tokenbroker/(cli|local|client)/", f) for f in loaded)
@@ -187,30 +198,19 @@ def test_the_authorizers_build_their_clients_from_the_layers_cut_data_without_bo
     variables = functions[function]["Properties"]["Environment"]["Variables"]
     assert variables["BOTOCORE_DATA"] == "edge"
     task_root = ROOT / "functions" / name
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "x",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "BOTOCORE_DATA": "edge",
-        "PYTHONPATH": os.pathsep.join(map(str, (task_root, layer_package, layer_deps))),
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    result = subprocess.run(
-        [sys.executable, "-S", "-c", _COLD],
-        cwd=task_root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    loaded = json.loads(
+        _layer_python(
+            _COLD,
+            task_root,
+            (layer_package, layer_deps),
+            AWS_ACCESS_KEY_ID="x",
+            AWS_SECRET_ACCESS_KEY="x",
+            AWS_EC2_METADATA_DISABLED="true",
+            AWS_CONFIG_FILE=os.devnull,
+            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+            BOTOCORE_DATA="edge",
+        )
     )
-    assert result.returncode == 0, result.stderr.strip().splitlines()[-1:]
-    loaded = json.loads(result.stdout)
     assert loaded["search_paths"] == [[str(data)], [str(data)]]
     # the cut: the gate's rules Query is in it (review), an operation no authorizer
     # calls (Scan) is not
