@@ -142,11 +142,14 @@ def test_auditors_see_uses_denials_sharing_and_tampering(stack: LocalStack) -> N
     assert "many_devices" in kinds
     assert "proof_replayed" in kinds
 
-    # seal the current period (as the schedule would once it closes), verify, tamper
+    # seal the victim's period (as the schedule would once it closes), verify, tamper;
+    # the period is the victim record's own (locally a minute: the requests above may
+    # straddle a boundary, so "the current period" could hold none of them)
     settings = bootstrap.default().settings
     period = settings.digest_period_seconds * 1000
-    now_ms = int(time.time() * 1000)
-    start = now_ms - now_ms % period
+    victim = requests_seen[0]["record_id"]
+    victim_at = requests_seen[0]["at_ms"]
+    start = victim_at - victim_at % period
     digests = bootstrap.default().digests
     digests.seal(start, now_ms=start + period + settings.digest_grace_seconds * 1000 + 1)
     window = ["--since", _iso(start), "--until", _iso(start + period)]
@@ -154,7 +157,6 @@ def test_auditors_see_uses_denials_sharing_and_tampering(stack: LocalStack) -> N
     assert intact.exit_code == 0, intact.output
 
     table = json.loads(_ssm(stack)["Parameter"]["Value"])["USAGE_TABLE"]
-    victim = requests_seen[0]["record_id"]
     _ddb(stack).update_item(
         TableName=table,
         Key={"id": {"S": victim}},
