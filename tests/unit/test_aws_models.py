@@ -282,6 +282,38 @@ def test_stale_or_absent_data_is_never_used(data: Path, tmp_path: Path) -> None:
     assert botocore.__version__ == json.loads((data / "manifest.json").read_text())["botocore"]
 
 
+def test_unused_cut_data_says_why_once_in_the_functions_log(
+    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stale = tmp_path / "stale"
+    generate(stale)
+    manifest = json.loads((stale / "manifest.json").read_text())
+    (stale / "manifest.json").write_text(json.dumps({**manifest, "botocore": "0.0.1"}))
+    fewer = tmp_path / "fewer"
+    generate(fewer, {**EDGE_OPERATIONS, "dynamodb": ("GetItem",)})
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "manifest.json").write_text("[1]")
+    assert aws_models.edge_data(tmp_path / "absent") == (None, "absent")
+    assert aws_models.edge_data(stale) == (
+        None,
+        f"cut from botocore 0.0.1, running {botocore.__version__}",
+    )
+    assert aws_models.edge_data(fewer) == (None, "cut for other operations")
+    assert aws_models.edge_data(bad) == (None, "unreadable manifest")
+    loader, why = aws_models.edge_data(data)
+    assert loader is not None
+    assert why == ""
+
+    with caplog.at_level("WARNING", logger="tokenbroker"):
+        assert edge_session.__wrapped__(str(stale)) is None
+        assert edge_session.__wrapped__(str(data)) is not None  # used: nothing to say
+    (line,) = [r for r in caplog.records if r.name == "tokenbroker"]
+    assert line.getMessage() == "cut botocore data not used: full models instead"
+    assert line.reason == "cut from botocore 0.0.1, running " + botocore.__version__  # type: ignore[attr-defined]
+    assert line.botocore_data == str(stale)  # type: ignore[attr-defined]
+
+
 @pytest.mark.usefixtures("credentials")
 def test_the_container_reads_the_cut_data_only_for_its_services_and_only_when_set(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -9,6 +9,7 @@ Callers that hold a ``boto3.Session`` (the CLI, the local stack) pass it as ``se
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,10 +72,15 @@ def edge_session(directory: str) -> botocore.session.Session | None:
     from another botocore version (the caller then uses the full models)."""
     from pathlib import Path
 
-    from tokenbroker.adapters.aws_models import edge_loader
+    from tokenbroker.adapters.aws_models import edge_data
 
-    loader = edge_loader(Path(directory))
+    loader, why = edge_data(Path(directory))
     if loader is None:
+        # once per process (cached): the function works, its clients just load slower
+        logging.getLogger("tokenbroker").warning(
+            "cut botocore data not used: full models instead",
+            extra={"botocore_data": directory, "reason": why},
+        )
         return None
     session = botocore.session.Session()
     session.register_component("data_loader", loader)

@@ -128,19 +128,31 @@ def generate(
 def edge_loader(directory: Path | None = None) -> Loader | None:
     """A botocore Loader reading only the data directory, if it was cut from the running
     botocore; None otherwise (absent or stale: the caller uses the full models)."""
+    return edge_data(directory)[0]
+
+
+def edge_data(directory: Path | None = None) -> tuple[Loader | None, str]:
+    """(:func:`edge_loader`'s answer, why it is None: "" when the data is used). The
+    reason is for an operator: the full models still work, only a fifth slower to load,
+    so a layer built without the cut (or from another botocore) must say so, once."""
     directory = directory or DEFAULT_DIR
     try:
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(manifest, dict) or manifest.get("botocore") != botocore.__version__:
-        return None
+    except OSError:
+        return None, "absent"
+    except ValueError:
+        return None, "unreadable manifest"
+    if not isinstance(manifest, dict):
+        return None, "unreadable manifest"
+    if manifest.get("botocore") != botocore.__version__:
+        return None, f"cut from botocore {manifest.get('botocore')}, running {botocore.__version__}"
     # cut for other operations (an older build's list): a client without one the code
     # calls raises AttributeError (not a ClientError, so not failing closed as such);
     # the full models instead (review: Query was missing from the cut this way)
     if manifest.get("operations") != {k: list(v) for k, v in EDGE_OPERATIONS.items()}:
-        return None
-    return Loader(extra_search_paths=[os.fspath(directory)], include_default_search_paths=False)
+        return None, "cut for other operations"
+    loader = Loader(extra_search_paths=[os.fspath(directory)], include_default_search_paths=False)
+    return loader, ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
