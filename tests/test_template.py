@@ -483,10 +483,16 @@ def _check_statement(where: str, statement: dict[str, Any], declared: set[str]) 
     assert statement["Effect"] == "Allow"
     assert statement.get("Sid"), f"{where}: every statement says why (Sid + comment)"
     assert not {"NotAction", "NotResource", "Principal"} & set(statement)
-    # a condition on an Allow only narrows it; the one kind used: DynamoDB partition keys
+    # a condition on an Allow only narrows it; the kinds used: DynamoDB partition keys,
+    # and (the protected function's quota writes) the attributes and ReturnValues
+    narrowing = {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys"},
+        "ForAllValues:StringEquals": {"dynamodb:LeadingKeys", "dynamodb:Attributes"},
+        "StringEqualsIfExists": {"dynamodb:ReturnValues"},
+    }
     for operator, keys in statement.get("Condition", {}).items():
-        assert operator in {"ForAllValues:StringLike", "ForAllValues:StringEquals"}, where
-        assert set(keys) == {"dynamodb:LeadingKeys"}, where
+        assert operator in narrowing, where
+        assert set(keys) <= narrowing[operator], where
     for action in _as_list(statement["Action"]):
         assert "*" not in action, f"{where}: wildcard action {action}"
     for resource in _as_list(statement["Resource"]):

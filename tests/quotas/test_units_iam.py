@@ -64,9 +64,7 @@ def test_the_protected_function_cannot_rewrite_a_clients_quota_rules() -> None:
     function = load_template().resources("AWS::Serverless::Function")["ModelInvokeFunction"]
     statements = function["Policies"][0]["Statement"]
     [put] = [s for s in statements if s["Resource"] == {"Fn::GetAtt": ["QuotasTable", "Arn"]}]
-    [(operator, condition)] = put.get("Condition", {}).items()
-    assert operator == "ForAllValues:StringLike"
-    patterns = condition["dynamodb:LeadingKeys"]
+    patterns = put["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
 
     def allowed(key: str) -> bool:
         return any(_string_like(p, key) for p in patterns)
@@ -171,3 +169,84 @@ def test_the_edges_folded_lease_needs_no_grant_beyond_its_items_actions() -> Non
         assert granted("dynamodb:PutItem", "UsageTable", record_id), name
         assert granted("dynamodb:UpdateItem", "QuotasTable", counter_pk("c", "p", "*")), name
         assert not granted("dynamodb:UpdateItem", "QuotasTable", rules_key("c")["pk"]["S"])
+
+
+def _attributes(request: dict[str, Any]) -> set[str]:
+    """The top-level attribute names a write accesses (IAM's ``dynamodb:Attributes``):
+    its key's, its item's and every name its expressions use (all through ``#names``
+    here: the store writes no bare attribute name into an expression)."""
+    names = set(request.get("Key", {})) | set(request.get("Item", {}))
+    names |= set(request.get("ExpressionAttributeNames", {}).values())
+    for expression in ("UpdateExpression", "ConditionExpression"):
+        text = request.get(expression, "")
+        bare = re.sub(r"#\w+|:\w+", " ", text)
+        words = set(re.findall(r"[A-Za-z_]\w*", bare))
+        keywords = {"ADD", "SET", "REMOVE", "DELETE", "AND", "OR", "NOT"}
+        assert words - keywords <= {"attribute_not_exists", "attribute_exists"}, text
+    return names
+
+
+def _report_grant() -> tuple[set[str], set[str]]:
+    function = load_template().resources("AWS::Serverless::Function")["ModelInvokeFunction"]
+    statements = function["Policies"][0]["Statement"]
+    [grant] = [s for s in statements if s.get("Sid") == "ReportModelUnits"]
+    condition = grant["Condition"]
+    assert condition["StringEqualsIfExists"]["dynamodb:ReturnValues"] == [
+        "NONE",
+        "UPDATED_OLD",
+        "UPDATED_NEW",
+    ]
+    return set(condition["ForAllValues:StringEquals"]["dynamodb:Attributes"]), set(grant["Action"])
+
+
+def test_the_protected_function_reports_units_but_cannot_reset_request_counters() -> None:
+    """Its UpdateItem reaches the counter items (use#...), which also hold the request
+    counts the authorizers lease from: with the attribute list, the units report (every
+    attribute its transaction touches, as the store sends it) is granted, and a reset
+    of the minute or day request count, the authorizers' own lease update, is not."""
+    from tokenbroker.adapters.quotas import DynamoQuotaStore, counter_pk, lease_update
+    from tokenbroker.domain.quotas import LeaseAsk
+
+    allowed, actions = _report_grant()
+    assert actions == {"dynamodb:PutItem", "dynamodb:UpdateItem"}
+
+    sent: list[dict[str, Any]] = []
+
+    class Recording:
+        def transact_write_items(self, **kwargs: Any) -> dict[str, Any]:
+            sent.extend(kwargs["TransactItems"])
+            return {}
+
+    store = DynamoQuotaStore(Recording(), table="quotas", usage_table="")
+    counter = counter_pk("tbc_c", "alice", "*")
+    assert store.report_units(
+        usage_id="rec-1", counter_id=counter, day=20_000, model="m", units=7, at=1
+    )
+    writes = [(op, body) for item in sent for op, body in item.items()]
+    assert sorted(op for op, _ in writes) == ["Put", "Update"]
+    for op, body in writes:
+        assert body["TableName"] == "quotas"
+        assert _attributes(body) <= allowed, (op, _attributes(body) - allowed)
+
+    minute = 20_000 * 1440 + 5
+    lease = lease_update(
+        "quotas",
+        counter,
+        20_000,
+        LeaseAsk(minute=minute, size=1, max_minute_count=9, max_day_count=99, max_units=None),
+    )
+    resets = [
+        lease,  # an authorizer's lease: the model function must not spend or shift it
+        {
+            "Key": lease["Key"],
+            "UpdateExpression": "SET #d = :z",
+            "ExpressionAttributeNames": {"#d": "d"},
+        },
+        {
+            "Key": lease["Key"],
+            "UpdateExpression": "REMOVE #m",
+            "ExpressionAttributeNames": {"#m": "m5"},
+        },
+    ]
+    for attack in resets:
+        assert not _attributes(attack) <= allowed, attack["UpdateExpression"]
