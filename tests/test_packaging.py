@@ -220,6 +220,56 @@ def test_the_authorizers_build_their_clients_from_the_layers_cut_data_without_bo
     assert loaded["boto3"] is False
 
 
+_EDGE_COLD = """
+import json, sys
+import app
+container = app.container()
+ddb = container.client("dynamodb")
+print(json.dumps({
+    "search_paths": ddb._loader.search_paths,
+    "operations": sorted(ddb.meta.service_model.operation_names),
+}))
+"""
+
+
+def test_the_lambda_at_edge_bundle_builds_its_clients_from_its_own_cut_data(
+    layer_deps: Path, tmp_path: Path
+) -> None:
+    """infra/edge.yaml's bundle (no layer: the package at the bundle's root) gets the
+    same cut botocore data, by the same layer-data target, and its container reads it."""
+    bundle = tmp_path / "bundle"
+    _make("layer-package", tmp_path / "pkg")
+    shutil.move(tmp_path / "pkg" / "python" / "tokenbroker", bundle / "tokenbroker")
+    _make("layer-data", tmp_path, f"DATA_ROOT={bundle}", f"LAYER_DEPS={layer_deps}")
+    data = bundle / "tokenbroker" / "_botocore_data"
+    manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
+    assert (
+        manifest["botocore"]
+        == _pins(REQUIREMENTS.read_text(encoding="utf-8").splitlines())["botocore"]
+    )
+    shutil.copy(ROOT / "functions" / "edge_authorizer" / "app.py", bundle / "app.py")
+    config = {"ISSUER": "https://broker.example", "AUDIENCE": "https://api.example"}
+    (bundle / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    loaded = json.loads(
+        _layer_python(
+            _EDGE_COLD,
+            bundle,
+            (layer_deps,),
+            AWS_ACCESS_KEY_ID="x",
+            AWS_SECRET_ACCESS_KEY="x",
+            AWS_EC2_METADATA_DISABLED="true",
+            AWS_CONFIG_FILE=os.devnull,
+            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        )
+    )
+    assert loaded["search_paths"] == [str(data)]
+    assert "PutItem" in loaded["operations"]
+    assert "Scan" not in loaded["operations"]
+    # the recipe infra/edge.yaml's build runs calls the same target on the bundle root
+    recipe = MAKEFILE.read_text(encoding="utf-8").split("build-EdgeAuthorizerFunction:")[-1]
+    assert 'layer-data DATA_ROOT="$(ARTIFACTS_DIR)"' in recipe
+
+
 @pytest.fixture(scope="module")
 def sam_build() -> Path:
     built = os.environ.get("TOKENBROKER_SAM_BUILD")

@@ -36,6 +36,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
 from tokenbroker import bootstrap
+from tokenbroker.adapters.aws_models import DEFAULT_DIR, MANIFEST
 from tokenbroker.adapters.call_budget import CallBudget
 from tokenbroker.adapters.jwks import JwksSource
 from tokenbroker.domain.errors import ConfigurationError
@@ -76,7 +77,12 @@ def _build() -> bootstrap.Container:
         raise ConfigurationError("ISSUER is required in the bundled config.json")
     region = config.get("AWS_REGION", "us-east-1")
     jwks = JwksSource(settings.issuer.rstrip("/") + settings.jwks_path, timeout=READ_TIMEOUT_S)
-    clients = bootstrap.regional_clients(region, config=EDGE_CONFIG)
+    # the botocore models cut to the calls the edge makes, bundled by the build
+    # (src/Makefile layer-data; adapters/aws_models.py): a fifth of the full models'
+    # client cost at cold start; BOTOCORE_DATA in config.json overrides (a path, or ""
+    # when the bundle has none: botocore's full models)
+    data = config.get("BOTOCORE_DATA", "edge" if (DEFAULT_DIR / MANIFEST).exists() else "")
+    clients = bootstrap.regional_clients(region, config=EDGE_CONFIG, botocore_data=data)
     return bootstrap.build(
         settings,
         aws=lambda service: CALL_BUDGET.guard(clients(service)),

@@ -948,19 +948,32 @@ def lambda_clients(service: str) -> Any:
     return client(service)
 
 
-def regional_clients(region: str, *, config: Any = None) -> ClientFactory:
+def regional_clients(region: str, *, config: Any = None, botocore_data: str = "") -> ClientFactory:
     """Clients of one region from the standard configuration chain: for a function that
     runs away from its tables and key (Lambda@Edge runs in the viewer's region).
-    ``config``: a botocore Config (e.g. the edge's tighter timeouts); default Lambda's."""
+    ``config``: a botocore Config (e.g. the edge's tighter timeouts); default Lambda's.
+    ``botocore_data``: as :func:`edge_clients` (the cut models for their services)."""
 
     def make(service: str) -> Any:
         from tokenbroker.adapters.aws import client
 
+        session = _edge_session(service, botocore_data) if botocore_data else None
         if config is None:
-            return client(service, region=region)
-        return client(service, region=region, config=config)
+            return client(service, region=region, session=session)
+        return client(service, region=region, config=config, session=session)
 
     return make
+
+
+def _edge_session(service: str, data: str) -> Any:
+    """The cut-data session for ``service`` (None: botocore's full data): ``data`` is
+    ``edge`` (the package's own directory, as the layer build writes it) or a path."""
+    from tokenbroker.adapters.aws import edge_session
+    from tokenbroker.adapters.aws_models import DEFAULT_DIR, EDGE_SERVICES
+
+    if service not in EDGE_SERVICES:
+        return None
+    return edge_session(str(DEFAULT_DIR) if data == "edge" else data)
 
 
 def edge_clients(data: str) -> ClientFactory:
@@ -969,13 +982,9 @@ def edge_clients(data: str) -> ClientFactory:
     client cost), every other one botocore's full data; all with Lambda's config."""
 
     def make(service: str) -> Any:
-        from tokenbroker.adapters.aws import client, edge_session
-        from tokenbroker.adapters.aws_models import DEFAULT_DIR, EDGE_SERVICES
+        from tokenbroker.adapters.aws import client
 
-        session = None
-        if service in EDGE_SERVICES:
-            session = edge_session(str(DEFAULT_DIR) if data == "edge" else data)
-        return client(service, session=session)
+        return client(service, session=_edge_session(service, data))
 
     return make
 

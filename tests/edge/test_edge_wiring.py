@@ -42,3 +42,36 @@ def test_the_edge_container_uses_the_bundled_home_region(
     assert isinstance(container, bootstrap.Container)
     assert container.client("dynamodb").meta.region_name == "ap-southeast-2"
     assert container.client("kms").meta.region_name == "ap-southeast-2"
+
+
+def _edge_app(name: str) -> object:
+    spec = importlib.util.spec_from_file_location(
+        name, ROOT / "functions" / "edge_authorizer" / "app.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    return app
+
+
+def test_the_edge_reads_cut_botocore_data_when_its_config_or_bundle_has_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tokenbroker.adapters.aws_models import generate
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    data = tmp_path / "data"
+    generate(data)
+    base = {"AUDIENCE": s.AUDIENCE, "ISSUER": s.ISSUER, "AWS_REGION": "eu-west-1"}
+    seen = {}
+    for case, extra in (("path", {"BOTOCORE_DATA": str(data)}), ("none", {})):
+        app = _edge_app(f"fn_edge_data_{case}")
+        config = tmp_path / f"{case}.json"
+        config.write_text(json.dumps({**base, **extra}), encoding="utf-8")
+        monkeypatch.setattr(app, "CONFIG", config)
+        ddb = app.container().client("dynamodb")  # type: ignore[attr-defined]
+        assert ddb.meta.region_name == "eu-west-1"
+        seen[case] = ddb._loader.search_paths
+    assert seen["path"] == [str(data)]
+    assert str(data) not in seen["none"]  # no bundled data here: botocore's full models
