@@ -54,6 +54,33 @@ def test_the_protected_function_may_put_only_units_events_in_the_ledger() -> Non
     assert [k for k in others if allowed(k)] == []
 
 
+def _model_quota_grant(action: str, key: str, attributes: set[str]) -> bool:
+    """Whether ModelInvokeFunction's statements on QuotasTable allow ``action`` of an
+    item with partition key ``key`` touching ``attributes`` (IAM: any Allow statement
+    whose action matches and whose every condition holds; ForAllValues over the
+    request's leading keys and attribute names)."""
+    function = load_template().resources("AWS::Serverless::Function")["ModelInvokeFunction"]
+    for statement in function["Policies"][0]["Statement"]:
+        if statement["Resource"] != {"Fn::GetAtt": ["QuotasTable", "Arn"]}:
+            continue
+        actions = statement["Action"]
+        if action not in (actions if isinstance(actions, list) else [actions]):
+            continue
+        condition = statement["Condition"]
+        assert set(condition) <= {
+            "ForAllValues:StringLike",
+            "ForAllValues:StringEquals",
+            "StringEqualsIfExists",
+        }
+        patterns = condition["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+        listed = condition.get("ForAllValues:StringEquals", {}).get("dynamodb:Attributes")
+        if any(_string_like(p, key) for p in patterns) and (
+            listed is None or attributes <= set(listed)
+        ):
+            return True
+    return False
+
+
 def test_the_protected_function_cannot_rewrite_a_clients_quota_rules() -> None:
     """Its quota writes are the units report and the counter; the rules item
     (``rule#<client>``) in the same table must stay out of reach, or the function could
@@ -61,20 +88,16 @@ def test_the_protected_function_cannot_rewrite_a_clients_quota_rules() -> None:
     from tokenbroker.adapters.quotas import counter_pk, rules_key
     from tokenbroker.domain.quotas import shard_counter_id
 
-    function = load_template().resources("AWS::Serverless::Function")["ModelInvokeFunction"]
-    statements = function["Policies"][0]["Statement"]
-    [put] = [s for s in statements if s["Resource"] == {"Fn::GetAtt": ["QuotasTable", "Arn"]}]
-    patterns = put["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
-
-    def allowed(key: str) -> bool:
-        return any(_string_like(p, key) for p in patterns)
-
     counter = counter_pk("tbc_c", "alice", "*")
-    assert allowed(counter)
-    assert allowed(shard_counter_id(counter, 3, 8))
-    assert allowed("report#" + replay_key("jkt-1", "jti-1"))
-    assert not allowed(rules_key("tbc_c")["pk"]["S"])
-    assert [k for k in ("rule#tbc_c", "RULE#x", "xuse#1", "") if allowed(k)] == []
+    units = {"pk", "sk", "u", "ttl"}
+    assert _model_quota_grant("dynamodb:UpdateItem", counter, units)
+    assert _model_quota_grant("dynamodb:UpdateItem", shard_counter_id(counter, 3, 8), units)
+    report = {"pk", "sk", "u", "ttl", "model", "counter", "at"}
+    assert _model_quota_grant("dynamodb:PutItem", "report#" + replay_key("jkt-1", "jti-1"), report)
+    rules = rules_key("tbc_c")["pk"]["S"]
+    for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"):
+        for key in (rules, "rule#tbc_c", "RULE#x", "xuse#1", ""):
+            assert not _model_quota_grant(action, key, {"pk", "sk"}), (action, key)
 
 
 def _edges() -> dict[str, list[dict[str, Any]]]:
@@ -186,29 +209,13 @@ def _attributes(request: dict[str, Any]) -> set[str]:
     return names
 
 
-def _report_grant() -> tuple[set[str], set[str]]:
-    function = load_template().resources("AWS::Serverless::Function")["ModelInvokeFunction"]
-    statements = function["Policies"][0]["Statement"]
-    [grant] = [s for s in statements if s.get("Sid") == "ReportModelUnits"]
-    condition = grant["Condition"]
-    assert condition["StringEqualsIfExists"]["dynamodb:ReturnValues"] == [
-        "NONE",
-        "UPDATED_OLD",
-        "UPDATED_NEW",
-    ]
-    return set(condition["ForAllValues:StringEquals"]["dynamodb:Attributes"]), set(grant["Action"])
-
-
 def test_the_protected_function_reports_units_but_cannot_reset_request_counters() -> None:
-    """Its UpdateItem reaches the counter items (use#...), which also hold the request
-    counts the authorizers lease from: with the attribute list, the units report (every
-    attribute its transaction touches, as the store sends it) is granted, and a reset
-    of the minute or day request count, the authorizers' own lease update, is not."""
+    """Counter items (use#...) also hold the request counts the authorizers lease from.
+    The units report, every item of its transaction as the store sends it, is granted;
+    a put of a counter item (a put replaces the whole item: the counts would be gone),
+    the authorizers' own lease update and two resets of the counts are not."""
     from tokenbroker.adapters.quotas import DynamoQuotaStore, counter_pk, lease_update
     from tokenbroker.domain.quotas import LeaseAsk
-
-    allowed, actions = _report_grant()
-    assert actions == {"dynamodb:PutItem", "dynamodb:UpdateItem"}
 
     sent: list[dict[str, Any]] = []
 
@@ -224,17 +231,15 @@ def test_the_protected_function_reports_units_but_cannot_reset_request_counters(
     )
     writes = [(op, body) for item in sent for op, body in item.items()]
     assert sorted(op for op, _ in writes) == ["Put", "Update"]
+    action = {"Put": "dynamodb:PutItem", "Update": "dynamodb:UpdateItem"}
     for op, body in writes:
         assert body["TableName"] == "quotas"
-        assert _attributes(body) <= allowed, (op, _attributes(body) - allowed)
+        key = (body.get("Key") or body["Item"])["pk"]["S"]
+        assert _model_quota_grant(action[op], key, _attributes(body)), (op, _attributes(body))
 
     minute = 20_000 * 1440 + 5
-    lease = lease_update(
-        "quotas",
-        counter,
-        20_000,
-        LeaseAsk(minute=minute, size=1, max_minute_count=9, max_day_count=99, max_units=None),
-    )
+    ask = LeaseAsk(minute=minute, size=1, max_minute_count=9, max_day_count=99, max_units=None)
+    lease = lease_update("quotas", counter, 20_000, ask)
     resets = [
         lease,  # an authorizer's lease: the model function must not spend or shift it
         {
@@ -249,4 +254,10 @@ def test_the_protected_function_reports_units_but_cannot_reset_request_counters(
         },
     ]
     for attack in resets:
-        assert not _attributes(attack) <= allowed, attack["UpdateExpression"]
+        assert not _model_quota_grant("dynamodb:UpdateItem", counter, _attributes(attack))
+    # a put of the counter item with the units attributes only: it would replace the
+    # item and drop its request counts
+    wipe = {"Item": {"pk": {"S": counter}, "sk": {"S": "20000"}, "u": {"N": "0"}}}
+    assert not _model_quota_grant("dynamodb:PutItem", counter, _attributes(wipe))
+    # the report item cannot be rewritten after the fact either (it is put once)
+    assert not _model_quota_grant("dynamodb:UpdateItem", "report#rec-1", {"pk", "sk", "u"})
