@@ -89,7 +89,7 @@ def test_the_protected_function_cannot_rewrite_a_clients_quota_rules() -> None:
     from tokenbroker.domain.quotas import shard_counter_id
 
     counter = counter_pk("tbc_c", "alice", "*")
-    units = {"pk", "sk", "u", "ttl"}
+    units = {"pk", "sk", "u"}
     assert _model_quota_grant("dynamodb:UpdateItem", counter, units)
     assert _model_quota_grant("dynamodb:UpdateItem", shard_counter_id(counter, 3, 8), units)
     report = {"pk", "sk", "u", "ttl", "model", "counter", "at"}
@@ -251,6 +251,11 @@ def test_the_protected_function_reports_units_but_cannot_reset_request_counters(
             "Key": lease["Key"],
             "UpdateExpression": "REMOVE #m",
             "ExpressionAttributeNames": {"#m": "m5"},
+        },
+        {  # an expiry in the past: DynamoDB's TTL deletes the item, counts and all
+            "Key": lease["Key"],
+            "UpdateExpression": "SET #x = :x",
+            "ExpressionAttributeNames": {"#x": "ttl"},
         },
     ]
     for attack in resets:

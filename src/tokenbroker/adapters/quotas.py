@@ -292,12 +292,13 @@ class DynamoQuotaStore:
                             "Update": {
                                 "TableName": self._table,
                                 "Key": counter_key(counter_id, day),
-                                "UpdateExpression": "ADD #u :u SET #x = :x",
-                                "ExpressionAttributeNames": {"#u": UNITS, "#x": EXPIRES_AT},
-                                "ExpressionAttributeValues": {
-                                    ":u": {"N": str(units)},
-                                    ":x": {"N": str((day + 2) * 86_400)},
-                                },
+                                # the units only: the lease that granted the request
+                                # made the item and set its expiry (the model function
+                                # may not write ttl: SET ttl = 1 would have TTL delete
+                                # the item, request counts and all; template.yaml)
+                                "UpdateExpression": "ADD #u :u",
+                                "ExpressionAttributeNames": {"#u": UNITS},
+                                "ExpressionAttributeValues": {":u": {"N": str(units)}},
                             }
                         },
                     ]
