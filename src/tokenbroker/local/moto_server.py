@@ -66,11 +66,18 @@ class _OneRequestAtATime:
     been read (seen: the archive index held a usage record the usage table no longer
     had), and its conditional writes are check-then-act. In AWS, DynamoDB serialises
     those itself. The local stack's callers (the functions, their event sources, the
-    admin CLI and tests) therefore see moto one request at a time."""
+    admin CLI and tests) therefore see moto one request at a time.
+
+    One lock for the whole process, not one per server: moto's backends are global to
+    the process, and a cancelled transaction puts back every table of its region, so
+    two servers in one process (two stacks alive at once, e.g. one stopping while the
+    next starts in the same test worker) would undo each other's writes just the same."""
+
+    _LOCK = threading.Lock()
 
     def __init__(self, app: Any) -> None:
         self._app = app
-        self._lock = threading.Lock()
+        self._lock = _OneRequestAtATime._LOCK
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         with self._lock:
