@@ -95,7 +95,13 @@ def _get(url: str, token: str, proof: str, method: str = "GET") -> int:
     return requests.request(method, url, headers=headers, json={}, timeout=10).status_code
 
 
-def test_auditors_see_uses_denials_sharing_and_tampering(stack: LocalStack) -> None:
+def test_auditors_see_uses_denials_sharing_and_tampering(
+    stack: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    # template.yaml gives the authorizers BOTOCORE_DATA (the layer's cut models); the
+    # local stack runs the installed package and its botocore: full models, silently
+    assert "BOTOCORE_DATA" not in stack.function_environment
+    caplog.set_level("WARNING", logger="tokenbroker")
     admin = bootstrap.default().admin
     created = admin.create_client(name="shared", scope="model:demo:invoke", max_devices=5)
     client_id, secret = created.client.client_id, created.client_secret
@@ -167,6 +173,7 @@ def test_auditors_see_uses_denials_sharing_and_tampering(stack: LocalStack) -> N
     tampered = _audit(stack, "verify", *window)
     assert tampered.exit_code == 1
     assert victim in tampered.output
+    assert [r for r in caplog.records if "botocore data" in r.getMessage()] == []
 
 
 def _iso(ms: int) -> str:

@@ -300,6 +300,10 @@ class LocalStack:
         self.function_environment = union_environment(
             {fid: deployment.environment(fid) for fid in template.functions()}
         )
+        # the authorizers' BOTOCORE_DATA names the layer's cut botocore data; here the
+        # functions run on the installed package and its botocore (no layer build):
+        # botocore's full models, without a warning that the layer lacks the cut
+        self.function_environment.pop("BOTOCORE_DATA", None)
         self._saved_environ = dict(os.environ)
         for name in _CLEARED:
             os.environ.pop(name, None)
