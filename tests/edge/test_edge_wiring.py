@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,13 +29,7 @@ def test_the_edge_container_uses_the_bundled_home_region(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # where the edge function runs
-    spec = importlib.util.spec_from_file_location(
-        "fn_edge_wiring", ROOT / "functions" / "edge_authorizer" / "app.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    app = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(app)
+    app = _edge_app("fn_edge_wiring")
     config = {"AUDIENCE": s.AUDIENCE, "ISSUER": s.ISSUER, "AWS_REGION": "ap-southeast-2"}
     (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
     monkeypatch.setattr(app, "CONFIG", tmp_path / "config.json")
@@ -44,7 +39,7 @@ def test_the_edge_container_uses_the_bundled_home_region(
     assert container.client("kms").meta.region_name == "ap-southeast-2"
 
 
-def _edge_app(name: str) -> object:
+def _edge_app(name: str) -> Any:
     spec = importlib.util.spec_from_file_location(
         name, ROOT / "functions" / "edge_authorizer" / "app.py"
     )
@@ -72,7 +67,7 @@ def test_the_edge_reads_cut_botocore_data_when_its_config_or_bundle_has_it(
         config = tmp_path / f"{case}.json"
         config.write_text(json.dumps({**base, **extra}), encoding="utf-8")
         monkeypatch.setattr(app, "CONFIG", config)
-        ddb = app.container().client("dynamodb")  # type: ignore[attr-defined]
+        ddb = app.container().client("dynamodb")
         assert ddb.meta.region_name == "eu-west-1"
         seen[case] = ddb._loader.search_paths
     assert seen["path"] == [str(data)]

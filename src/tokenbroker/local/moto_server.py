@@ -69,9 +69,8 @@ class _OneRequestAtATime:
     admin CLI and tests) therefore see moto one request at a time.
 
     One lock for the whole process, not one per server: moto's backends are global to
-    the process, and a cancelled transaction puts back every table of its region, so
-    two servers in one process (two stacks alive at once, e.g. one stopping while the
-    next starts in the same test worker) would undo each other's writes just the same."""
+    the process, so a transaction cancelled through one server puts back the copies of
+    the tables it touched under the writes a second server's client made to them."""
 
     _LOCK = threading.Lock()
 
